@@ -1,0 +1,97 @@
+"""Recording trial progress in the database: the trial row, events and stage changes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+from temporalio import activity
+
+from trialpath.contract import TrialProfile
+from trialpath.models import StageChange, Trial, TrialEvent, utcnow
+
+
+class EventRecord(BaseModel):
+    id: str
+    name: str
+    occurred_at: datetime
+    counted: bool
+    properties: dict[str, Any] = {}
+
+
+class StageRecord(BaseModel):
+    seq: int
+    from_stage: str | None
+    to_stage: str
+    at: datetime
+
+
+class TrialSnapshot(BaseModel):
+    user_id: str
+    workflow_id: str
+    signup_at: datetime
+    persona: str | None
+    stage: str
+    urgency: str | None
+    activated: bool
+    activated_at: datetime | None
+    trial_ends_at: datetime
+    cs_owner: str | None
+    experiment_arm: str
+    converted_plan: str | None
+    mrr: float | None
+    converted_at: datetime | None
+    ended_at: datetime | None
+    status: dict[str, Any]
+
+
+class RecordProgressInput(BaseModel):
+    trial: TrialSnapshot
+    profile: TrialProfile | None = None
+    """Sent once, on the first record of a run: personal data is not repeated in history."""
+    events: list[EventRecord] = []
+    stages: list[StageRecord] = []
+
+
+class RecordActivities:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @activity.defn(name="record_progress")
+    def record_progress(self, request: RecordProgressInput) -> None:
+        """Idempotent: events are keyed by id and stage changes by position."""
+        snap = request.trial
+        with Session(self.engine) as session:
+            trial = session.get(Trial, snap.user_id)
+            if trial is None:
+                trial = Trial(user_id=snap.user_id, workflow_id=snap.workflow_id, signup_at=snap.signup_at)
+            for name, value in snap.model_dump(exclude={"user_id", "signup_at"}).items():
+                setattr(trial, name, value)
+            if request.profile is not None:
+                profile = request.profile
+                trial.name = profile.name
+                trial.email = profile.email
+                trial.phone = profile.phone
+                trial.locale = profile.locale
+                trial.timezone = profile.timezone
+                trial.company = profile.company or None
+            trial.updated_at = utcnow()
+            session.add(trial)
+            ids = [e.id for e in request.events]
+            known = set(session.exec(select(TrialEvent.id).where(TrialEvent.id.in_(ids))).all()) if ids else set()  # type: ignore[attr-defined]
+            for event in request.events:
+                if event.id not in known:
+                    known.add(event.id)
+                    session.add(TrialEvent(user_id=snap.user_id, **event.model_dump()))
+            for change in request.stages:
+                exists = session.exec(
+                    select(StageChange).where(
+                        StageChange.user_id == snap.user_id, StageChange.seq == change.seq
+                    )
+                ).first()
+                if exists is None:
+                    session.add(StageChange(user_id=snap.user_id, **change.model_dump()))
+            session.commit()

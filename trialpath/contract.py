@@ -1,0 +1,212 @@
+"""The workflow contract: names and JSON payloads that support staff and other services rely on.
+
+Every payload is plain JSON a person can type in the Temporal UI or CLI. Renaming anything here
+breaks running workflows and their callers.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+from trialpath.definition import CHALLENGES, PERSONAS, URGENCIES, Challenge, Persona, Urgency
+
+WORKFLOW_TYPE = "TrialWorkflow"
+DEFAULT_TASK_QUEUE = "trialpath"
+
+SIGNAL_EVENT = "event"
+SIGNAL_CALL_BOOKED = "call_booked"
+SIGNAL_CALL_RESCHEDULED = "call_rescheduled"
+SIGNAL_CALL_COMPLETED = "call_completed"
+SIGNAL_CALL_NO_SHOW = "call_no_show"
+SIGNAL_EXTEND_TRIAL = "extend_trial"
+SIGNAL_CONVERTED = "converted"
+SIGNAL_CANCEL = "cancel"
+SIGNAL_UNSUBSCRIBE = "unsubscribe"
+UPDATE_QUALIFY = "qualify"
+QUERY_STATUS = "status"
+
+Stage = Literal[
+    "qualifying", "onboarding", "activated", "converting", "converted", "expired", "cancelled"
+]
+STAGES: tuple[Stage, ...] = (
+    "qualifying",
+    "onboarding",
+    "activated",
+    "converting",
+    "converted",
+    "expired",
+    "cancelled",
+)
+TERMINAL_STAGES: frozenset[str] = frozenset({"converted", "expired", "cancelled"})
+Locale = Literal["en", "fr"]
+UnsubscribeChannel = Literal["email", "sms", "in_app", "all"]
+
+_EMAIL_LIKE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_USER_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def workflow_id_for(user_id: str) -> str:
+    return f"trial-{user_id}"
+
+
+def check_user_id(user_id: str) -> str:
+    """User ids are opaque; an email address is refused so it never ends up in a workflow id."""
+    if _EMAIL_LIKE.fullmatch(user_id):
+        raise ValueError("user_id looks like an email address; use the product's opaque user id")
+    if not _USER_ID.fullmatch(user_id):
+        raise ValueError(
+            "user_id must be 1-128 characters of letters, digits, '.', '_', ':' or '-'"
+        )
+    return user_id
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Qualification(_Payload):
+    """Qualifier answers; at signup any of them may be missing (the qualifier is optional)."""
+
+    role: Persona | None = None
+    challenge: Challenge | None = None
+    urgency: Urgency | None = None
+
+
+class QualifyInput(_Payload):
+    """Payload of the `qualify` update. Values are checked by the update validator so that a
+    wrong answer is refused with a message naming the allowed values."""
+
+    role: str
+    challenge: str
+    urgency: str
+
+    def problems(self) -> list[str]:
+        found = []
+        for field, allowed in (("role", PERSONAS), ("challenge", CHALLENGES), ("urgency", URGENCIES)):
+            value = getattr(self, field)
+            if value not in allowed:
+                found.append(f"{field} {value!r} is not one of {', '.join(allowed)}")
+        return found
+
+
+class QualifyResult(_Payload):
+    persona: Persona
+
+
+class TrialProfile(_Payload):
+    """Who the trial is for. Personal data lives here, never in ids or search attributes."""
+
+    user_id: str
+    name: str = Field(min_length=1, max_length=200)
+    email: str = Field(min_length=3, max_length=320)
+    phone: str | None = None
+    locale: Locale = "en"
+    timezone: str = "UTC"
+    company: str = ""
+    signup_at: AwareDatetime | None = None
+    """Defaults to the moment the workflow starts."""
+    qualification: Qualification | None = None
+    trial_days: int | None = Field(default=None, ge=1, le=365)
+    seconds_per_day: float = Field(default=86400.0, gt=0)
+    """The accelerated clock: real seconds per journey day, fixed for the trial's life."""
+
+    @field_validator("user_id")
+    @classmethod
+    def _user_id(cls, value: str) -> str:
+        return check_user_id(value)
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        if not _EMAIL_LIKE.fullmatch(value):
+            raise ValueError("email is not an email address")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as err:
+            raise ValueError(f"timezone {value!r} is not an IANA time zone") from err
+        return value
+
+
+class EventSignal(_Payload):
+    name: str = Field(min_length=1, max_length=100)
+    occurred_at: AwareDatetime | None = None
+    properties: dict[str, Any] = {}
+    id: str | None = Field(default=None, max_length=200)
+
+
+class CallBooked(_Payload):
+    at: AwareDatetime
+    agent: str | None = None
+
+
+class CallRescheduled(_Payload):
+    at: AwareDatetime
+
+
+class CallCompleted(_Payload):
+    notes: str | None = None
+
+
+class CallNoShow(_Payload):
+    pass
+
+
+class ExtendTrial(_Payload):
+    days: int = Field(ge=1, le=365)
+
+
+class Converted(_Payload):
+    plan: str = Field(min_length=1, max_length=100)
+    mrr: float | None = Field(default=None, ge=0)
+
+
+class Cancel(_Payload):
+    reason: str | None = None
+
+
+class Unsubscribe(_Payload):
+    channel: UnsubscribeChannel
+
+
+class CallStatus(_Payload):
+    state: Literal["none", "scheduled", "booked", "completed", "no_show"]
+    at: datetime | None
+    agent: str | None
+
+
+class SentStatus(_Payload):
+    key: str
+    channel: str
+    template: str
+    at: datetime
+    day: int
+
+
+class TrialStatus(_Payload):
+    """Answer of the `status` query (times are wall-clock UTC)."""
+
+    user_id: str
+    persona: Persona | None
+    stage: Stage
+    activated: bool
+    activated_at: datetime | None
+    trial_ends_at: datetime
+    next_wakeup: datetime | None
+    call: CallStatus
+    sent: list[SentStatus]
+    events_seen: dict[str, int]
+    urgency: Urgency | None = None
+    unsubscribed: list[str] = []
+    trial_day: int = 0
+    ends_on: date | None = None
+    summary: str = ""

@@ -1,0 +1,182 @@
+"""The journey definition: a TOML file validated here, loaded once per trial.
+
+Running trials keep the definition they loaded at start (it travels in workflow state), so an
+edit to the file only changes trials started afterwards.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import time
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+Persona = Literal["technical", "business", "executive"]
+Urgency = Literal["this_week", "this_month", "evaluating"]
+Challenge = Literal["integrations", "team_coordination", "strategic_oversight"]
+Channel = Literal["email", "sms", "in_app", "support"]
+Category = Literal["marketing", "transactional"]
+
+PERSONAS: tuple[Persona, ...] = ("technical", "business", "executive")
+URGENCIES: tuple[Urgency, ...] = ("this_week", "this_month", "evaluating")
+CHALLENGES: tuple[Challenge, ...] = ("integrations", "team_coordination", "strategic_oversight")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Window(_Strict):
+    start: time
+    end: time
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Window:
+        if self.end <= self.start:
+            raise ValueError("send_window.end must be after send_window.start")
+        return self
+
+
+class ActivationRule(_Strict):
+    """Activated once every `require[event] >= count`, counting events within `within_days`."""
+
+    within_days: float = Field(gt=0)
+    require: dict[str, int]
+
+    @field_validator("require")
+    @classmethod
+    def _positive(cls, value: dict[str, int]) -> dict[str, int]:
+        if not value or any(count < 1 for count in value.values()):
+            raise ValueError("activation.require needs at least one event with a count >= 1")
+        return value
+
+
+class DripStep(_Strict):
+    message: str
+    day: int = Field(ge=0)
+    skip_if: tuple[str, ...] = ()
+    channels: tuple[Channel, ...] = ("email", "in_app")
+
+
+class PersonaPath(_Strict):
+    label: str
+    milestone: str
+    activation: ActivationRule
+    drip: tuple[DripStep, ...]
+
+
+class MessageSpec(_Strict):
+    channels: tuple[Channel, ...]
+    category: Category
+    immediate: bool = False
+    fallback: Channel | None = None
+    """Channel used instead of `sms` when the user has no phone number."""
+
+
+class StallRule(_Strict):
+    days: float = Field(gt=0)
+    alert_after_days: float = Field(gt=0)
+    max_nudges: int = Field(ge=0)
+    key_events: tuple[str, ...]
+
+
+class CallRule(_Strict):
+    agents: tuple[str, ...] = Field(min_length=1)
+    hour: time
+    duration_minutes: int = Field(gt=0)
+    day_by_urgency: dict[Urgency, int]
+
+    @field_validator("day_by_urgency")
+    @classmethod
+    def _complete(cls, value: dict[Urgency, int]) -> dict[Urgency, int]:
+        missing = set(URGENCIES) - set(value)
+        if missing:
+            raise ValueError(f"call.day_by_urgency lacks {sorted(missing)}")
+        return value
+
+
+class Inference(_Strict):
+    challenge: dict[Challenge, Persona]
+    events: dict[str, Persona] = {}
+
+
+class EndOfTrial(_Strict):
+    before_days: tuple[int, ...]
+    winback_days: tuple[int, ...]
+
+
+REQUIRED_MESSAGES = (
+    "welcome",
+    "milestone",
+    "activated",
+    "stall_nudge",
+    "support_alert",
+    "call_invite",
+    "call_booked",
+    "call_rescheduled",
+    "call_reminder_day",
+    "call_reminder_hour",
+    "call_rebook",
+    "call_followup",
+    "trial_extended",
+    "welcome_paid",
+)
+
+
+class JourneyDefinition(_Strict):
+    version: str
+    trial_days: int = Field(gt=0, le=365)
+    qualifier_timeout_hours: float = Field(gt=0)
+    default_persona: Persona
+    default_urgency: Urgency
+    send_window: Window
+    max_marketing_per_day: int = Field(ge=1)
+    max_history_events: int = Field(ge=100)
+    stall: StallRule
+    call: CallRule
+    inference: Inference
+    end_of_trial: EndOfTrial
+    personas: dict[Persona, PersonaPath]
+    messages: dict[str, MessageSpec]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> JourneyDefinition:
+        missing = set(PERSONAS) - set(self.personas)
+        if missing:
+            raise ValueError(f"personas lacks {sorted(missing)}")
+        needed = set(REQUIRED_MESSAGES)
+        needed |= {f"trial_ending_{d}" for d in self.end_of_trial.before_days}
+        needed |= {f"winback_{d}" for d in self.end_of_trial.winback_days}
+        missing = needed - set(self.messages)
+        if missing:
+            raise ValueError(f"messages lacks {sorted(missing)}")
+        return self
+
+    def message(self, name: str) -> MessageSpec:
+        """The spec of a named message; drip steps are marketing messages on their channels."""
+        if name in self.messages:
+            return self.messages[name]
+        for path in self.personas.values():
+            for step in path.drip:
+                if step.message == name:
+                    return MessageSpec(channels=step.channels, category="marketing")
+        raise KeyError(f"unknown message {name!r}")
+
+
+class DefinitionError(ValueError):
+    """The journey file is missing, not TOML, or not a valid journey."""
+
+
+def load_definition(path: Path) -> JourneyDefinition:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise DefinitionError(f"journey file {path} does not exist") from err
+    except tomllib.TOMLDecodeError as err:
+        raise DefinitionError(f"journey file {path} is not valid TOML: {err}") from err
+    try:
+        return JourneyDefinition.model_validate(data)
+    except ValidationError as err:
+        raise DefinitionError(f"journey file {path} is invalid:\n{err}") from err

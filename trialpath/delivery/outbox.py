@@ -1,0 +1,64 @@
+"""The `outbox` provider: writes each message as a file under `.data/outbox/`.
+
+Emails become `.eml` files any mail client opens (HTML + text + attachments); SMS and in-app
+messages become `.txt` files. Writing the same key twice rewrites the same file.
+"""
+
+from __future__ import annotations
+
+import re
+from email.message import EmailMessage
+from email.utils import make_msgid
+from pathlib import Path
+
+from trialpath.delivery import OutgoingMessage, Receipt
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def file_stem(key: str) -> str:
+    return _UNSAFE.sub("_", key)
+
+
+class OutboxProvider:
+    name = "outbox"
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def deliver(self, message: OutgoingMessage) -> Receipt:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        stem = file_stem(message.key)
+        if message.channel in ("email", "support"):
+            path = self.directory / f"{stem}.eml"
+            path.write_bytes(to_email(message).as_bytes())
+        else:
+            path = self.directory / f"{stem}.txt"
+            path.write_text(to_text(message), encoding="utf-8")
+        return Receipt(provider=self.name, message_id=path.name)
+
+
+def to_email(message: OutgoingMessage) -> EmailMessage:
+    email = EmailMessage()
+    email["From"] = message.sender
+    email["To"] = message.recipient
+    email["Subject"] = message.subject
+    email["Message-ID"] = make_msgid(idstring=file_stem(message.key)[-40:], domain="trialpath")
+    email["X-Trialpath-Key"] = message.key
+    for name, value in message.headers.items():
+        email[name] = value
+    email.set_content(message.text)
+    email.add_alternative(message.html, subtype="html")
+    for item in message.attachments:
+        maintype, _, subtype = item.content_type.partition("/")
+        email.add_attachment(item.data, maintype=maintype, subtype=subtype, filename=item.filename)
+    return email
+
+
+def to_text(message: OutgoingMessage) -> str:
+    lines = [f"To: {message.recipient}", f"Channel: {message.channel}", f"Key: {message.key}"]
+    if message.title:
+        lines.append(f"Title: {message.title}")
+    if message.cta_label:
+        lines.append(f"Button: {message.cta_label} -> {message.cta_url}")
+    return "\n".join(lines) + "\n\n" + message.text + "\n"

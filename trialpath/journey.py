@@ -1,0 +1,842 @@
+"""Pure journey rules: given the definition, the trial state, an input and `now`, decide.
+
+No temporalio, no I/O, no clock: every function takes `now` (journey time, timezone-aware UTC).
+The workflow calls `next_step` in a loop, performs the step it gets (a send, an agent
+assignment), reports back with `mark_done` / `assign_agent`, and sleeps until the returned wake-up
+time or until a signal changes the state. Signals and updates go through the `apply_*` functions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from trialpath.contract import (
+    Stage,
+    TrialProfile,
+    Unsubscribe,
+)
+from trialpath.definition import (
+    Category,
+    Channel,
+    JourneyDefinition,
+    MessageSpec,
+    Persona,
+    Urgency,
+)
+
+DAY = timedelta(days=1)
+MAX_REMEMBERED_EVENT_IDS = 1000
+
+# Lower is more important when two marketing messages compete for the same day.
+PRIORITY_END_OF_TRIAL = 0
+PRIORITY_ACTIVATED = 1
+PRIORITY_NUDGE = 2
+PRIORITY_DRIP = 3
+
+
+class _State(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+
+
+class JourneyClock(_State):
+    """Maps wall-clock time to journey time. With `seconds_per_day` = 86400 they are equal; the
+    demo and tests shrink days so a trial plays in a minute. Both clocks meet at signup."""
+
+    origin: datetime
+    seconds_per_day: float = 86400.0
+
+    @property
+    def scale(self) -> float:
+        return 86400.0 / self.seconds_per_day
+
+    def journey(self, real: datetime) -> datetime:
+        return self.origin + (real - self.origin) * self.scale
+
+    def real(self, journey: datetime) -> datetime:
+        return self.origin + (journey - self.origin) / self.scale
+
+    def real_duration(self, journey: timedelta) -> timedelta:
+        return journey / self.scale
+
+
+class CallState(_State):
+    state: Literal["none", "scheduled", "booked", "completed", "no_show"] = "none"
+    at: datetime | None = None
+    agent: str | None = None
+    version: int = 0
+    """Bumped on every new time, so reminders and invitations are per version."""
+    since: datetime | None = None
+    """When the current version was set: reminders already past at that moment are skipped."""
+    rebook_offered: bool = False
+    notes: str | None = None
+
+
+class Queued(_State):
+    occurrence: str
+    message: str
+    due: datetime
+    extra: dict[str, Any] = {}
+
+
+class SentItem(_State):
+    key: str
+    occurrence: str
+    message: str
+    channel: Channel
+    template: str
+    at: datetime
+    day: int
+
+
+class Conversion(_State):
+    plan: str
+    mrr: float | None
+    at: datetime
+
+
+class Cancellation(_State):
+    reason: str | None
+    at: datetime
+
+
+class TrialState(_State):
+    """Everything the journey knows about one trial; carried across continue-as-new."""
+
+    user_id: str
+    signup_at: datetime
+    timezone: str
+    has_phone: bool
+    company: str
+    ends_on: date
+    """Last local day of the trial; the trial ends at the following local midnight."""
+    qualify_deadline: datetime
+    persona: Persona | None = None
+    persona_source: Literal["signup", "qualifier", "inferred"] | None = None
+    persona_at: datetime | None = None
+    role: Persona | None = None
+    challenge: str | None = None
+    urgency: Urgency | None = None
+    extended_days: int = 0
+    extensions: int = 0
+    activated_at: datetime | None = None
+    milestone_at: datetime | None = None
+    converted: Conversion | None = None
+    cancelled: Cancellation | None = None
+    unsubscribed: list[str] = []
+    events_seen: dict[str, int] = {}
+    daily_counts: dict[str, dict[int, int]] = {}
+    """Counts per event name per trial day, for events inside the trial (activation rule)."""
+    seen_event_ids: list[str] = []
+    last_key_event_at: datetime | None = None
+    nudges: int = 0
+    nudged_for: datetime | None = None
+    nudge_done_at: datetime | None = None
+    alerted_for: datetime | None = None
+    alerts: int = 0
+    call: CallState = Field(default_factory=CallState)
+    done: dict[str, Literal["sent", "skipped"]] = {}
+    queued: list[Queued] = []
+    sent: list[SentItem] = []
+    marketing_days: dict[str, int] = {}
+    """Marketing messages sent per local date, for the daily cap."""
+    stage: Stage = "qualifying"
+    """The stage last recorded by the workflow (for change detection)."""
+    stage_changes: int = 0
+    """How many stage changes were recorded: numbers them so a retried write is no duplicate."""
+
+
+# --- Steps the workflow performs -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Send:
+    occurrence: str
+    message: str
+    category: Category
+    channels: tuple[Channel, ...]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AssignAgent:
+    """Ask for the next agent of the round-robin, then call `assign_agent`."""
+
+    agents: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Wait:
+    until: datetime | None
+
+
+@dataclass(frozen=True)
+class Finish:
+    stage: Stage
+
+
+Step = Send | AssignAgent | Wait | Finish
+
+
+# --- Time helpers ----------------------------------------------------------------------------
+
+
+def zone(state: TrialState) -> ZoneInfo:
+    return ZoneInfo(state.timezone)
+
+
+def local_date(state: TrialState, at: datetime) -> date:
+    return at.astimezone(zone(state)).date()
+
+
+def local_at(state: TrialState, day: date, at: time) -> datetime:
+    """The instant `day` `at` o'clock in the user's zone, as UTC (DST-safe via zoneinfo)."""
+    return datetime.combine(day, at, tzinfo=zone(state)).astimezone(ZoneInfo("UTC"))
+
+
+def local_midnight(state: TrialState, day: date) -> datetime:
+    return local_at(state, day, time(0, 0))
+
+
+def trial_ends_at(state: TrialState) -> datetime:
+    return local_midnight(state, state.ends_on + DAY)
+
+
+def trial_day(state: TrialState, now: datetime) -> int:
+    return max(0, math.floor((now - state.signup_at) / DAY))
+
+
+def days_left(state: TrialState, now: datetime) -> int:
+    return max(0, (state.ends_on - local_date(state, now)).days)
+
+
+# --- Start -----------------------------------------------------------------------------------
+
+
+def start(defn: JourneyDefinition, profile: TrialProfile, signup_at: datetime) -> TrialState:
+    """The state of a trial at signup (qualifier answers at signup already applied)."""
+    tz = ZoneInfo(profile.timezone)
+    days = profile.trial_days or defn.trial_days
+    state = TrialState(
+        user_id=profile.user_id,
+        signup_at=signup_at,
+        timezone=profile.timezone,
+        has_phone=bool(profile.phone),
+        company=profile.company,
+        ends_on=signup_at.astimezone(tz).date() + timedelta(days=days),
+        qualify_deadline=signup_at + timedelta(hours=defn.qualifier_timeout_hours),
+    )
+    answers = profile.qualification
+    if answers is not None:
+        state.role = answers.role
+        state.challenge = answers.challenge
+        state.urgency = answers.urgency
+        if answers.role is not None:
+            _set_persona(defn, state, answers.role, "signup", signup_at)
+    return state
+
+
+# --- Stage -----------------------------------------------------------------------------------
+
+
+def converting_from(defn: JourneyDefinition, state: TrialState) -> datetime:
+    first = max(defn.end_of_trial.before_days, default=0)
+    return local_midnight(state, state.ends_on - timedelta(days=first))
+
+
+def stage_of(defn: JourneyDefinition, state: TrialState, now: datetime) -> Stage:
+    if state.cancelled is not None:
+        return "cancelled"
+    if state.converted is not None:
+        return "converted"
+    if state.persona is None:
+        return "qualifying"
+    if now >= trial_ends_at(state):
+        return "expired"
+    if now >= converting_from(defn, state):
+        return "converting"
+    if state.activated_at is not None:
+        return "activated"
+    return "onboarding"
+
+
+def is_ended(state: TrialState) -> bool:
+    return state.cancelled is not None or state.converted is not None
+
+
+# --- Persona ---------------------------------------------------------------------------------
+
+
+def infer_persona(defn: JourneyDefinition, state: TrialState) -> Persona:
+    """From the challenge if it was answered, else from the first persona-typed events seen,
+    else the default persona."""
+    if state.challenge in defn.inference.challenge:
+        return defn.inference.challenge[state.challenge]  # type: ignore[index]
+    votes: dict[Persona, int] = {}
+    for name, count in state.events_seen.items():
+        persona = defn.inference.events.get(name)
+        if persona is not None:
+            votes[persona] = votes.get(persona, 0) + count
+    if votes:
+        return max(sorted(votes), key=lambda p: votes[p])
+    return defn.default_persona
+
+
+def _set_persona(
+    defn: JourneyDefinition,
+    state: TrialState,
+    persona: Persona,
+    source: Literal["signup", "qualifier", "inferred"],
+    now: datetime,
+) -> None:
+    state.persona = persona
+    state.persona_source = source
+    if state.persona_at is None:
+        state.persona_at = now
+    _check_milestone(defn, state, now)
+    _check_activation(defn, state, now, now)
+
+
+def apply_qualification(
+    defn: JourneyDefinition, state: TrialState, role: Persona, challenge: str, urgency: Urgency,
+    now: datetime,
+) -> Persona:
+    state.role = role
+    state.challenge = challenge
+    state.urgency = urgency
+    _set_persona(defn, state, role, "qualifier", now)
+    return role
+
+
+def effective_urgency(defn: JourneyDefinition, state: TrialState) -> Urgency:
+    return state.urgency or defn.default_urgency
+
+
+# --- Events ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EventOutcome:
+    accepted: bool
+    """False for a duplicate id."""
+    counted: bool
+    """Whether it counts toward activation (inside the trial window)."""
+    activated_now: bool = False
+
+
+def apply_event(
+    defn: JourneyDefinition,
+    state: TrialState,
+    name: str,
+    occurred_at: datetime,
+    event_id: str | None,
+    now: datetime,
+) -> EventOutcome:
+    if event_id is not None:
+        if event_id in state.seen_event_ids:
+            return EventOutcome(accepted=False, counted=False)
+        state.seen_event_ids.append(event_id)
+        del state.seen_event_ids[:-MAX_REMEMBERED_EVENT_IDS]
+    occurred_at = min(occurred_at, now)
+    state.events_seen[name] = state.events_seen.get(name, 0) + 1
+    counted = occurred_at >= state.signup_at and not is_ended(state)
+    if not counted:
+        return EventOutcome(accepted=True, counted=False)
+    day = trial_day(state, occurred_at)
+    per_day = state.daily_counts.setdefault(name, {})
+    per_day[day] = per_day.get(day, 0) + 1
+    if name in defn.stall.key_events:
+        if state.last_key_event_at is None or occurred_at > state.last_key_event_at:
+            state.last_key_event_at = occurred_at
+    was_activated = state.activated_at is not None
+    _check_milestone(defn, state, now)
+    _check_activation(defn, state, occurred_at, now)
+    return EventOutcome(
+        accepted=True, counted=True, activated_now=not was_activated and state.activated_at is not None
+    )
+
+
+def activation_progress(defn: JourneyDefinition, state: TrialState) -> int:
+    """Percent of the activation rule reached (each required count capped at its target)."""
+    if state.persona is None:
+        return 0
+    rule = defn.personas[state.persona].activation
+    if state.activated_at is not None:
+        return 100
+    reached = sum(
+        min(_count_within(state, event, rule.within_days), need) for event, need in rule.require.items()
+    )
+    return math.floor(100 * reached / sum(rule.require.values()))
+
+
+def _count_within(state: TrialState, event: str, within_days: float) -> int:
+    return sum(n for day, n in state.daily_counts.get(event, {}).items() if day < within_days)
+
+
+def _check_activation(
+    defn: JourneyDefinition, state: TrialState, at: datetime, now: datetime
+) -> None:
+    if state.persona is None or state.activated_at is not None or is_ended(state):
+        return
+    if now >= trial_ends_at(state):
+        return
+    rule = defn.personas[state.persona].activation
+    if all(_count_within(state, e, rule.within_days) >= n for e, n in rule.require.items()):
+        state.activated_at = max(at, state.signup_at)
+
+
+def _check_milestone(defn: JourneyDefinition, state: TrialState, now: datetime) -> None:
+    if state.persona is None or state.milestone_at is not None or is_ended(state):
+        return
+    milestone = defn.personas[state.persona].milestone
+    if state.daily_counts.get(milestone):
+        state.milestone_at = now
+        _enqueue(state, "milestone", "milestone", now)
+
+
+# --- Other signals ---------------------------------------------------------------------------
+
+
+def _enqueue(
+    state: TrialState, occurrence: str, message: str, due: datetime, extra: dict[str, Any] | None = None
+) -> None:
+    if occurrence in state.done or any(q.occurrence == occurrence for q in state.queued):
+        return
+    state.queued.append(Queued(occurrence=occurrence, message=message, due=due, extra=extra or {}))
+
+
+def _new_call_time(state: TrialState, message: str, at: datetime, now: datetime) -> None:
+    state.call.at = at
+    state.call.version += 1
+    state.call.since = now
+    _enqueue(state, f"{message}.{state.call.version}", message, now)
+
+
+def apply_call_booked(state: TrialState, at: datetime, agent: str | None, now: datetime) -> bool:
+    if is_ended(state) or state.call.state == "completed":
+        return False
+    if agent:
+        state.call.agent = agent
+    state.call.state = "booked"
+    _new_call_time(state, "call_booked", at, now)
+    return True
+
+
+def apply_call_rescheduled(state: TrialState, at: datetime, now: datetime) -> bool:
+    if is_ended(state) or state.call.state not in ("scheduled", "booked", "no_show"):
+        return False
+    if state.call.state == "no_show":
+        state.call.state = "booked"
+    _new_call_time(state, "call_rescheduled", at, now)
+    return True
+
+
+def apply_call_completed(state: TrialState, notes: str | None, now: datetime) -> bool:
+    if state.call.state not in ("scheduled", "booked", "no_show") or state.cancelled is not None:
+        return False
+    state.call.state = "completed"
+    state.call.notes = notes
+    _enqueue(state, "call_followup", "call_followup", now)
+    return True
+
+
+def apply_call_no_show(state: TrialState, now: datetime) -> bool:
+    if state.call.state not in ("scheduled", "booked") or is_ended(state):
+        return False
+    state.call.state = "no_show"
+    if not state.call.rebook_offered:
+        state.call.rebook_offered = True
+        _enqueue(state, "call_rebook", "call_rebook", now)
+    return True
+
+
+def apply_extension(state: TrialState, days: int, now: datetime) -> bool:
+    """Moves the end of the trial, and with it every end-of-trial message not sent yet. An
+    expired trial reopens from today."""
+    if is_ended(state):
+        return False
+    today = local_date(state, now)
+    base = state.ends_on if trial_ends_at(state) > now else today
+    state.ends_on = base + timedelta(days=days)
+    state.extended_days += days
+    state.extensions += 1
+    _enqueue(state, f"trial_extended.{state.extensions}", "trial_extended", now)
+    return True
+
+
+def apply_conversion(state: TrialState, plan: str, mrr: float | None, now: datetime) -> bool:
+    if is_ended(state):
+        return False
+    state.converted = Conversion(plan=plan, mrr=mrr, at=now)
+    state.queued = []
+    _enqueue(state, "welcome_paid", "welcome_paid", now)
+    return True
+
+
+def apply_cancel(state: TrialState, reason: str | None, now: datetime) -> bool:
+    if is_ended(state):
+        return False
+    state.cancelled = Cancellation(reason=reason, at=now)
+    state.queued = []
+    return True
+
+
+def apply_unsubscribe(state: TrialState, request: Unsubscribe) -> bool:
+    channels = ["email", "sms", "in_app"] if request.channel == "all" else [request.channel]
+    added = [c for c in channels if c not in state.unsubscribed]
+    state.unsubscribed.extend(added)
+    return bool(added)
+
+
+# --- Deciding the next step ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    occurrence: str
+    message: str
+    due: datetime
+    priority: int = PRIORITY_DRIP
+    extra: dict[str, Any] = field(default_factory=dict)
+    stale_at: datetime | None = None
+    """After this instant the message no longer makes sense and is skipped."""
+    skip_if: tuple[str, ...] = ()
+
+
+def channels_for(defn: JourneyDefinition, state: TrialState, spec: MessageSpec) -> tuple[Channel, ...]:
+    """The channels a message actually goes to: SMS only with a phone number (else its
+    fallback), and marketing never to an unsubscribed channel."""
+    chosen: list[Channel] = []
+    for channel in spec.channels:
+        if channel == "sms" and not state.has_phone:
+            if spec.fallback is None:
+                continue
+            channel = spec.fallback
+        if spec.category == "marketing" and channel in state.unsubscribed:
+            continue
+        if channel not in chosen:
+            chosen.append(channel)
+    return tuple(chosen)
+
+
+def next_send_time(defn: JourneyDefinition, state: TrialState, due: datetime, now: datetime) -> datetime:
+    """First instant at or after `due` inside the user's send window on a local day whose
+    marketing cap is not reached."""
+    window = defn.send_window
+    at = max(due, now)
+    day = local_date(state, at)
+    for _ in range(400):
+        opens = local_at(state, day, window.start)
+        closes = local_at(state, day, window.end)
+        capped = state.marketing_days.get(day.isoformat(), 0) >= defn.max_marketing_per_day
+        if not capped and at < closes:
+            return max(at, opens)
+        day += DAY
+        at = max(at, local_midnight(state, day))
+    raise RuntimeError("no send slot found within 400 days")  # pragma: no cover
+
+
+def _call_candidates(defn: JourneyDefinition, state: TrialState, now: datetime) -> list[_Candidate]:
+    call = state.call
+    if call.state not in ("scheduled", "booked") or call.at is None or call.since is None:
+        return []
+    found = []
+    for message, before in (("call_reminder_day", DAY), ("call_reminder_hour", timedelta(hours=1))):
+        due = call.at - before
+        if call.since <= due:
+            found.append(
+                _Candidate(f"{message}.{call.version}", message, due, stale_at=call.at)
+            )
+    return found
+
+
+def _trial_candidates(defn: JourneyDefinition, state: TrialState, now: datetime) -> list[_Candidate]:
+    """Welcome, activation, stall, drip and end-of-trial messages while the trial runs, or the
+    win-back messages once it has expired."""
+    assert state.persona is not None and state.persona_at is not None
+    found: list[_Candidate] = []
+    ends = trial_ends_at(state)
+    eot = defn.end_of_trial
+    if now >= ends:
+        wins = sorted(eot.winback_days)
+        for i, d in enumerate(wins):
+            due = local_midnight(state, state.ends_on + timedelta(days=d))
+            stale = (
+                local_midnight(state, state.ends_on + timedelta(days=wins[i + 1]))
+                if i + 1 < len(wins)
+                else None
+            )
+            found.append(_Candidate(f"winback_{d}", f"winback_{d}", due, PRIORITY_END_OF_TRIAL, stale_at=stale))
+        return found
+
+    found.append(_Candidate("welcome", "welcome", state.persona_at, PRIORITY_END_OF_TRIAL))
+    befores = sorted(eot.before_days, reverse=True)
+    for i, d in enumerate(befores):
+        due = local_midnight(state, state.ends_on - timedelta(days=d))
+        stale = (
+            local_midnight(state, state.ends_on - timedelta(days=befores[i + 1]))
+            if i + 1 < len(befores)
+            else ends
+        )
+        found.append(
+            _Candidate(f"trial_ending_{d}", f"trial_ending_{d}", due, PRIORITY_END_OF_TRIAL, stale_at=stale)
+        )
+    if state.activated_at is not None:
+        found.append(_Candidate("activated", "activated", state.activated_at, PRIORITY_ACTIVATED, stale_at=ends))
+    else:
+        found.extend(_stall_candidates(defn, state))
+    if now < converting_from(defn, state):
+        drip = _next_drip(defn, state)
+        if drip is not None:
+            found.append(drip)
+    return found
+
+
+def _stall_anchor(state: TrialState) -> datetime:
+    assert state.persona_at is not None
+    if state.last_key_event_at is None:
+        return state.persona_at
+    return max(state.persona_at, state.last_key_event_at)
+
+
+def _stall_candidates(defn: JourneyDefinition, state: TrialState) -> list[_Candidate]:
+    rule = defn.stall
+    anchor = _stall_anchor(state)
+    if state.nudged_for != anchor:
+        if state.nudges >= rule.max_nudges:
+            return []
+        due = anchor + timedelta(days=rule.days)
+        return [_Candidate(f"stall_nudge.{state.nudges + 1}", "stall_nudge", due, PRIORITY_NUDGE)]
+    if state.alerted_for == anchor or state.nudge_done_at is None:
+        return []
+    due = state.nudge_done_at + timedelta(days=rule.alert_after_days)
+    return [_Candidate(f"support_alert.{state.alerts + 1}", "support_alert", due, PRIORITY_NUDGE)]
+
+
+def _next_drip(defn: JourneyDefinition, state: TrialState) -> _Candidate | None:
+    assert state.persona is not None
+    signup_day = local_date(state, state.signup_at)
+    for step in defn.personas[state.persona].drip:
+        occurrence = f"drip.{step.message}"
+        if occurrence in state.done:
+            continue
+        due = local_midnight(state, signup_day + timedelta(days=step.day))
+        return _Candidate(
+            occurrence,
+            step.message,
+            due,
+            PRIORITY_DRIP,
+            stale_at=due + timedelta(days=3),
+            skip_if=step.skip_if,
+        )
+    return None
+
+
+def alert_context(defn: JourneyDefinition, state: TrialState, now: datetime) -> dict[str, Any]:
+    """Context of a support alert; a CS task is opened for B2B (company given) or urgent users."""
+    urgency = effective_urgency(defn, state)
+    return {
+        "reason": "no key action since the stall nudge",
+        "user_id": state.user_id,
+        "persona": state.persona,
+        "urgency": urgency,
+        "days_stalled": math.floor((now - _stall_anchor(state)) / DAY),
+        "cs_task": bool(state.company) or urgency == "this_week",
+        "agent": state.call.agent or "",
+    }
+
+
+def next_step(defn: JourneyDefinition, state: TrialState, now: datetime) -> Step:
+    """What the workflow does next. Applies internal transitions (persona inference, stale
+    and skipped messages) to `state` on the way."""
+    if state.cancelled is not None:
+        return Finish("cancelled")
+    if state.persona is None:
+        if now < state.qualify_deadline:
+            return Wait(state.qualify_deadline)
+        _set_persona(defn, state, infer_persona(defn, state), "inferred", now)
+
+    candidates = [_Candidate(q.occurrence, q.message, q.due, extra=q.extra) for q in state.queued]
+    if state.converted is None:
+        if state.call.state == "none" and now < trial_ends_at(state):
+            return AssignAgent(defn.call.agents)
+        candidates.extend(_call_candidates(defn, state, now))
+        candidates.extend(_trial_candidates(defn, state, now))
+
+    wake: list[datetime] = []
+    ready: list[tuple[int, datetime, _Candidate, MessageSpec]] = []
+    for cand in candidates:
+        if cand.occurrence in state.done:
+            continue
+        spec = defn.message(cand.message)
+        if cand.stale_at is not None and now >= cand.stale_at:
+            _skip(state, cand.occurrence)
+            continue
+        if spec.category == "marketing" and not spec.immediate:
+            at = next_send_time(defn, state, cand.due, now)
+            if cand.stale_at is not None and at >= cand.stale_at:
+                if now >= cand.due:
+                    # No slot before it goes stale: wait for the stale time to skip it.
+                    wake.append(cand.stale_at)
+                else:
+                    wake.append(cand.due)
+                continue
+        else:
+            at = max(cand.due, now)
+        if at > now:
+            wake.append(at)
+            continue
+        ready.append((cand.priority, cand.due, cand, spec))
+
+    ready.sort(key=lambda item: (item[0], item[1]))
+    for _, _, cand, spec in ready:
+        if cand.skip_if and any(state.events_seen.get(e) for e in cand.skip_if):
+            _skip(state, cand.occurrence)
+            continue
+        channels = channels_for(defn, state, spec)
+        if not channels:
+            _skip(state, cand.occurrence)
+            if cand.message == "stall_nudge":
+                _after_nudge(state, now)
+            continue
+        extra = dict(cand.extra)
+        if cand.message == "support_alert":
+            extra = alert_context(defn, state, now)
+        return Send(cand.occurrence, cand.message, spec.category, channels, extra)
+
+    if state.converted is not None:
+        return Finish("converted")
+    stage = stage_of(defn, state, now)
+    ends = trial_ends_at(state)
+    if stage == "expired" and not wake and not state.queued:
+        return Finish("expired")
+    for boundary in (converting_from(defn, state), ends):
+        if boundary > now:
+            wake.append(boundary)
+    return Wait(min(wake) if wake else None)
+
+
+def _skip(state: TrialState, occurrence: str) -> None:
+    state.done[occurrence] = "skipped"
+    state.queued = [q for q in state.queued if q.occurrence != occurrence]
+
+
+def _after_nudge(state: TrialState, now: datetime) -> None:
+    state.nudges += 1
+    state.nudged_for = _stall_anchor(state)
+    state.nudge_done_at = now
+
+
+@dataclass(frozen=True)
+class Delivered:
+    channel: Channel
+    key: str
+    template: str
+
+
+def mark_done(
+    defn: JourneyDefinition, state: TrialState, step: Send, delivered: Iterable[Delivered], now: datetime
+) -> None:
+    """Records a performed send and what follows from it (cap, stall bookkeeping, moving the
+    call forward after a support alert)."""
+    delivered = list(delivered)
+    state.done[step.occurrence] = "sent" if delivered else "skipped"
+    state.queued = [q for q in state.queued if q.occurrence != step.occurrence]
+    day = trial_day(state, now)
+    for item in delivered:
+        state.sent.append(
+            SentItem(
+                key=item.key,
+                occurrence=step.occurrence,
+                message=step.message,
+                channel=item.channel,
+                template=item.template,
+                at=now,
+                day=day,
+            )
+        )
+    if delivered and step.category == "marketing":
+        key = local_date(state, now).isoformat()
+        state.marketing_days[key] = state.marketing_days.get(key, 0) + 1
+    if step.message == "stall_nudge":
+        _after_nudge(state, now)
+    elif step.message == "support_alert":
+        state.alerts += 1
+        state.alerted_for = _stall_anchor(state)
+        _bring_call_forward(defn, state, now)
+
+
+def _bring_call_forward(defn: JourneyDefinition, state: TrialState, now: datetime) -> None:
+    """A stalled user should not wait days for the call we proposed: move it to tomorrow."""
+    call = state.call
+    if call.state != "scheduled" or call.at is None:
+        return
+    tomorrow = local_at(state, local_date(state, now) + DAY, defn.call.hour)
+    if call.at > tomorrow:
+        _new_call_time(state, "call_rescheduled", tomorrow, now)
+
+
+def call_time(defn: JourneyDefinition, state: TrialState) -> datetime:
+    """The proposed success call: day set by urgency, at the configured local hour, never after
+    the trial's last day."""
+    day = local_date(state, state.signup_at) + timedelta(
+        days=defn.call.day_by_urgency[effective_urgency(defn, state)]
+    )
+    return local_at(state, min(day, state.ends_on), defn.call.hour)
+
+
+def assign_agent(defn: JourneyDefinition, state: TrialState, agent: str, now: datetime) -> None:
+    state.call.state = "scheduled"
+    state.call.agent = agent
+    _new_call_time(state, "call_invite", max(call_time(defn, state), now + timedelta(hours=2)), now)
+
+
+# --- Reading the state -----------------------------------------------------------------------
+
+
+def summary(defn: JourneyDefinition, state: TrialState, now: datetime) -> str:
+    """One paragraph for support staff (Temporal UI current details)."""
+    stage = stage_of(defn, state, now)
+    parts = [f"Trial of user {state.user_id}, day {trial_day(state, now)}, stage **{stage}**."]
+    if state.persona:
+        path = defn.personas[state.persona]
+        parts.append(f"Persona {state.persona} ({state.persona_source}): {path.label}.")
+        if state.activated_at:
+            parts.append(f"Activated on day {trial_day(state, state.activated_at)}.")
+        else:
+            parts.append(f"Activation progress {activation_progress(defn, state)}%.")
+    else:
+        parts.append("Waiting for the qualifier answers.")
+    if state.call.state != "none" and state.call.at:
+        parts.append(
+            f"Success call {state.call.state} with {state.call.agent} "
+            f"on {state.call.at.astimezone(zone(state)):%Y-%m-%d %H:%M} ({state.timezone})."
+        )
+    parts.append(f"Trial ends {state.ends_on.isoformat()}; {len(state.sent)} messages sent.")
+    if state.unsubscribed:
+        parts.append(f"Unsubscribed from {', '.join(state.unsubscribed)}.")
+    return " ".join(parts)
+
+
+# --- Workflow input --------------------------------------------------------------------------
+
+
+class Carried(_State):
+    """What a trial carries into its next run after continue-as-new."""
+
+    definition: JourneyDefinition
+    state: TrialState
+    clock: JourneyClock
+
+
+class TrialInput(_State):
+    """Input of `TrialWorkflow`: the profile at signup, plus the carried state on later runs."""
+
+    profile: TrialProfile
+    carried: Carried | None = None

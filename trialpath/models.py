@@ -1,0 +1,149 @@
+"""Trialpath's own database: trials, events, stage changes, messages (the outbox), CS work."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ts(nullable: bool = True) -> Any:
+    return Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=nullable))
+
+
+class TrialBase(SQLModel):
+    user_id: str = Field(primary_key=True, max_length=128)
+    workflow_id: str = Field(index=True, max_length=140)
+    persona: str | None = Field(default=None, index=True)
+    stage: str = Field(default="qualifying", index=True)
+    urgency: str | None = None
+    activated: bool = False
+    experiment_arm: str = "default"
+    cs_owner: str | None = None
+    converted_plan: str | None = None
+    mrr: float | None = None
+
+
+class Trial(TrialBase, table=True):
+    """One row per trial, kept current by the workflow; survives the workflow's completion."""
+
+    __tablename__ = "trials"
+
+    name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    locale: str = "en"
+    timezone: str = "UTC"
+    company: str | None = None
+    signup_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    activated_at: datetime | None = _ts()
+    trial_ends_at: datetime | None = _ts()
+    converted_at: datetime | None = _ts()
+    ended_at: datetime | None = _ts()
+    status: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    """The last `status` query answer, so a trial can be read after its workflow is gone."""
+    updated_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+
+
+class TrialEvent(SQLModel, table=True):
+    """A product action reported for a trial user (the KPI tables read these)."""
+
+    __tablename__ = "trial_events"
+
+    id: str = Field(primary_key=True, max_length=200)
+    user_id: str = Field(index=True, max_length=128)
+    name: str = Field(index=True, max_length=100)
+    occurred_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    recorded_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+    counted: bool = True
+    """False for events older than the trial: recorded, but not counted toward activation."""
+    properties: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class StageChange(SQLModel, table=True):
+    __tablename__ = "stage_changes"
+    __table_args__ = (UniqueConstraint("user_id", "seq"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(index=True, max_length=128)
+    seq: int
+    """Position in the trial's stage history: a retried write never duplicates a change."""
+    from_stage: str | None = None
+    to_stage: str
+    at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class Message(SQLModel, table=True):
+    """Every message the journey sends, written before the provider is called (the outbox)."""
+
+    __tablename__ = "messages"
+
+    key: str = Field(primary_key=True, max_length=300)
+    """Idempotency key `{workflow_id}:{step}/{channel}`: one row, one send, whatever retries."""
+    workflow_id: str = Field(index=True, max_length=140)
+    user_id: str = Field(index=True, max_length=128)
+    step: str
+    message: str = Field(index=True)
+    channel: str = Field(index=True)
+    category: str
+    persona: str | None = None
+    locale: str = "en"
+    recipient: str
+    subject: str = ""
+    html: str = ""
+    text: str = ""
+    template: str
+    content_hash: str
+    status: str = "pending"
+    """pending (row written, provider not confirmed yet), sent, failed."""
+    provider: str = "outbox"
+    provider_message_id: str | None = None
+    error: str | None = None
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+    sent_at: datetime | None = _ts()
+
+
+class AgentCursor(SQLModel, table=True):
+    """Round-robin position over the CS agents, shared by every trial."""
+
+    __tablename__ = "agent_cursor"
+
+    id: int = Field(default=1, primary_key=True)
+    position: int = 0
+
+
+class AgentAssignment(SQLModel, table=True):
+    __tablename__ = "agent_assignments"
+
+    workflow_id: str = Field(primary_key=True, max_length=140)
+    agent: str
+    assigned_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+
+
+class CsTask(SQLModel, table=True):
+    """Work for a customer success agent, opened by a support alert on B2B or urgent trials."""
+
+    __tablename__ = "cs_tasks"
+
+    key: str = Field(primary_key=True, max_length=300)
+    user_id: str = Field(index=True, max_length=128)
+    agent: str | None = None
+    reason: str
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+    done: bool = False

