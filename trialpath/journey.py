@@ -75,6 +75,8 @@ class CallState(_State):
     since: datetime | None = None
     """When the current version was set: reminders already past at that moment are skipped."""
     rebook_offered: bool = False
+    chosen_by_user: bool = False
+    """The user picked this time (booked or rescheduled): the journey never moves it."""
     notes: str | None = None
 
 
@@ -424,6 +426,7 @@ def apply_call_booked(state: TrialState, at: datetime, agent: str | None, now: d
     if agent:
         state.call.agent = agent
     state.call.state = "booked"
+    state.call.chosen_by_user = True
     _new_call_time(state, "call_booked", at, now)
     return True
 
@@ -433,6 +436,7 @@ def apply_call_rescheduled(state: TrialState, at: datetime, now: datetime) -> bo
         return False
     if state.call.state == "no_show":
         state.call.state = "booked"
+    state.call.chosen_by_user = True
     _new_call_time(state, "call_rescheduled", at, now)
     return True
 
@@ -775,7 +779,7 @@ def mark_done(
 def _bring_call_forward(defn: JourneyDefinition, state: TrialState, now: datetime) -> None:
     """A stalled user should not wait days for the call we proposed: move it to tomorrow."""
     call = state.call
-    if call.state != "scheduled" or call.at is None:
+    if call.state != "scheduled" or call.at is None or call.chosen_by_user:
         return
     tomorrow = local_at(state, local_date(state, now) + DAY, defn.call.hour)
     if call.at > tomorrow:
