@@ -1,0 +1,276 @@
+"""The `trialpath` command line: run the embedded service, the demo, the worker; read trials.
+
+Errors are printed as one plain sentence and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Coroutine
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlmodel import Session, col, select
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.service import RPCError, RPCStatusCode
+
+from trialpath.config import Settings, get_settings
+from trialpath.contract import TrialStatus, check_user_id, workflow_id_for
+from trialpath.db import make_engine
+from trialpath.models import Message, Trial
+from trialpath.services import ServiceError, Services, running
+from trialpath.temporal import connect, register_search_attributes
+
+app = typer.Typer(help="Trialpath: durable onboarding journeys for SaaS trial users.", no_args_is_help=True)
+outbox_app = typer.Typer(help="Messages the journey has sent (the outbox).", no_args_is_help=True)
+trial_app = typer.Typer(help="Look at one trial.", no_args_is_help=True)
+app.add_typer(outbox_app, name="outbox")
+app.add_typer(trial_app, name="trial")
+
+console = Console()
+err_console = Console(stderr=True)
+T = TypeVar("T")
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    err_console.print(f"[red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+async def _client(settings: Settings) -> Client:
+    try:
+        return await connect(settings)
+    except RuntimeError as err:
+        raise fail(
+            f"cannot reach Temporal at {settings.temporal_address} ({err}); "
+            "start everything with `trialpath up` or `make run`"
+        ) from err
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+# --- up / demo / worker ----------------------------------------------------------------------
+
+
+@app.command()
+def up(
+    demo: Annotated[bool, typer.Option(help="Run the demo once the services are up.")] = True,
+    seconds_per_day: Annotated[
+        float, typer.Option(min=0.5, help="Demo clock: real seconds per journey day.")
+    ] = 4.0,
+    prefix: Annotated[str, typer.Option(help="User id prefix of the demo trials.")] = "demo",
+    exit_after_demo: Annotated[
+        bool, typer.Option(help="Stop the services once the demo has finished.")
+    ] = False,
+) -> None:
+    """Start the Temporal dev server (UI included) and the worker, run the demo, keep running
+    until Ctrl-C, then stop every process started here."""
+    settings = get_settings()
+    ui = f"http://127.0.0.1:{settings.temporal_ui_port}"
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with running(settings) as services:
+            if services.start_temporal():
+                console.print(f"Temporal dev server started: gRPC {settings.temporal_address}, UI {ui}")
+            else:
+                console.print(f"Using the Temporal server already listening on {settings.temporal_address}")
+            _run(_register(settings))
+            services.start_worker()
+            console.print(f"Worker started (log: {settings.data_dir / 'worker.log'})")
+            if demo:
+                _run(_demo(settings, seconds_per_day, prefix, services))
+            console.print(
+                f"\nBrowse the workflows: {ui}/namespaces/{settings.temporal_namespace}/workflows"
+                f"\nSearch by persona, e.g. Persona=\"technical\": "
+                f"{ui}/namespaces/{settings.temporal_namespace}/workflows?query=Persona%3D%22technical%22"
+                f"\nOutbox: `trialpath outbox list` or the files in {settings.outbox_dir}"
+            )
+            if exit_after_demo:
+                return
+            console.print("[bold]Services running. Press Ctrl-C to stop them.[/]")
+            while True:
+                services.check_alive()
+                _run(asyncio.sleep(1))
+    except KeyboardInterrupt:
+        console.print("\nStopping services...")
+    except ServiceError as err:
+        raise fail(str(err)) from err
+    console.print("Stopped.")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM behaves like Ctrl-C, so the services are stopped either way."""
+    raise KeyboardInterrupt
+
+
+async def _register(settings: Settings) -> None:
+    client = await _client(settings)
+    await register_search_attributes(client)
+
+
+async def _demo(
+    settings: Settings, seconds_per_day: float, prefix: str, services: Services | None
+) -> None:
+    from trialpath.demo import results_table, run_demo
+
+    client = await _client(settings)
+    console.print(
+        f"Demo: 12 sample trials, one journey day = {seconds_per_day:g} s "
+        f"(a 14-day trial plays in about {14 * seconds_per_day:.0f} s)"
+    )
+    items = await run_demo(
+        client,
+        settings.task_queue,
+        seconds_per_day,
+        console,
+        prefix=prefix,
+        check=services.check_alive if services else None,
+    )
+    console.print(results_table(items, seconds_per_day, "Demo results"))
+    console.print(f"{len(items)} workflows ran.")
+
+
+@app.command()
+def demo(
+    seconds_per_day: Annotated[float, typer.Option(min=0.5)] = 4.0,
+    prefix: Annotated[str, typer.Option(help="User id prefix of the demo trials.")] = "demo",
+) -> None:
+    """Run the demo against services that are already running (see `up`)."""
+    try:
+        _run(_demo(get_settings(), seconds_per_day, prefix, None))
+    except KeyboardInterrupt:
+        raise fail("demo interrupted", 130) from None
+
+
+@app.command()
+def worker() -> None:
+    """Run a worker for the trial workflows (what `python worker.py` does)."""
+    import worker as worker_module
+
+    try:
+        _run(worker_module.main())
+    except KeyboardInterrupt:
+        pass
+    except RuntimeError as err:
+        raise fail(str(err)) from err
+
+
+# --- outbox ----------------------------------------------------------------------------------
+
+
+@outbox_app.command("list")
+def outbox_list(
+    user: Annotated[str | None, typer.Option("--user", help="Only this user id.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 200,
+) -> None:
+    """List messages in the outbox."""
+    settings = get_settings()
+    engine = make_engine(settings.effective_database_url)
+    with Session(engine) as session:
+        query = select(Message).order_by(col(Message.created_at).desc()).limit(limit)
+        if user:
+            query = query.where(Message.user_id == user)
+        messages = list(reversed(session.exec(query).all()))
+    if as_json:
+        for m in messages:
+            sys.stdout.write(
+                json.dumps(
+                    m.model_dump(mode="json", exclude={"html"}), ensure_ascii=False
+                )
+                + "\n"
+            )
+        return
+    if not messages:
+        console.print("The outbox is empty" + (f" for user {user}." if user else "."))
+        return
+    table = Table(title=f"Outbox ({len(messages)} messages)", title_justify="left")
+    for column in ("sent at", "user", "step", "channel", "to", "subject", "status"):
+        table.add_column(column)
+    for m in messages:
+        when = m.sent_at or m.created_at
+        table.add_row(
+            f"{when:%Y-%m-%d %H:%M:%S}",
+            m.user_id,
+            m.step,
+            m.channel,
+            m.recipient,
+            (m.subject[:60] + "…") if len(m.subject) > 60 else m.subject,
+            m.status,
+        )
+    console.print(table)
+
+
+# --- trial -----------------------------------------------------------------------------------
+
+
+@trial_app.command("show")
+def trial_show(
+    user_id: Annotated[str, typer.Argument(help="The product's user id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="The raw status as JSON.")] = False,
+) -> None:
+    """Show where a trial stands (the workflow's `status` query, or the last record of it)."""
+    try:
+        check_user_id(user_id)
+    except ValueError as err:
+        raise fail(str(err), 2) from err
+    settings = get_settings()
+    status = _run(_status(settings, user_id))
+    if as_json:
+        sys.stdout.write(status.model_dump_json(indent=2) + "\n")
+        return
+    console.print(render_status(status))
+
+
+async def _status(settings: Settings, user_id: str) -> TrialStatus:
+    client = await _client(settings)
+    handle = client.get_workflow_handle(workflow_id_for(user_id))
+    try:
+        return await handle.query("status", result_type=TrialStatus)
+    except (RPCError, WorkflowFailureError) as err:
+        if isinstance(err, RPCError) and err.status != RPCStatusCode.NOT_FOUND:
+            raise fail(f"cannot query trial {user_id}: {err}") from err
+    engine = make_engine(settings.effective_database_url)
+    with Session(engine) as session:
+        row = session.get(Trial, user_id)
+    if row is None or not row.status:
+        raise fail(f"no trial for user {user_id}")
+    return TrialStatus.model_validate(row.status)
+
+
+def render_status(status: TrialStatus) -> Table:
+    table = Table(title=f"Trial of {status.user_id}", show_header=False, title_justify="left")
+    table.add_column("field", style="bold")
+    table.add_column("value")
+
+    def when(at: datetime | None) -> str:
+        return f"{at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC" if at else "-"
+
+    table.add_row("stage", status.stage)
+    table.add_row("persona", status.persona or "not known yet")
+    table.add_row("urgency", status.urgency or "-")
+    table.add_row("day", str(status.trial_day))
+    table.add_row("activated", f"yes, at {when(status.activated_at)}" if status.activated else "no")
+    table.add_row("trial ends", when(status.trial_ends_at))
+    table.add_row("next wake-up", when(status.next_wakeup))
+    call = status.call
+    table.add_row("success call", f"{call.state}, {when(call.at)}, {call.agent or '-'}" if call.state != "none" else "none")
+    table.add_row("unsubscribed", ", ".join(status.unsubscribed) or "-")
+    table.add_row("events", ", ".join(f"{k} ×{v}" for k, v in sorted(status.events_seen.items())) or "-")
+    table.add_row("messages sent", str(len(status.sent)))
+    for sent in status.sent:
+        table.add_row("", f"day {sent.day:>2}  {sent.channel:<7} {sent.key.split(':', 1)[1]}")
+    table.add_row("summary", status.summary)
+    return table
+
+
+def main() -> None:  # pragma: no cover
+    app()

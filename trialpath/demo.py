@@ -1,0 +1,254 @@
+"""The demo: a dozen sample trial users with different behaviours on an accelerated clock.
+
+Each sample user has a script of actions at journey days (events, call outcomes, conversion,
+extension, cancellation). The demo starts their workflows, plays the scripts while showing live
+progress, and ends with a table per user once every trial has left its trial period. Running it
+again finds the existing workflows instead of starting duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import BarColumn, Progress, TextColumn
+from rich.table import Table
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from trialpath.contract import (
+    TERMINAL_STAGES,
+    Qualification,
+    TrialProfile,
+    TrialStatus,
+    workflow_id_for,
+)
+from trialpath.journey import TrialInput
+
+Action = tuple[float, str, dict[str, Any]]
+
+
+def _goal(persona: str, day: float) -> list[Action]:
+    events = {
+        "technical": [("integration_connected", 1), ("api_call", 10)],
+        "business": [("workflow_created", 1), ("teammate_invited", 1)],
+        "executive": [("dashboard_configured", 1), ("report_shared", 1)],
+    }[persona]
+    return [(day, "event", {"name": name}) for name, count in events for _ in range(count)]
+
+
+@dataclass(frozen=True)
+class SampleUser:
+    key: str
+    name: str
+    behaviour: str
+    persona: str | None
+    urgency: str | None
+    script: list[Action] = field(default_factory=list)
+    company: str = ""
+    locale: str = "en"
+    timezone: str = "Europe/Paris"
+    phone: str | None = None
+    challenge: str | None = None
+
+
+def sample_users() -> list[SampleUser]:
+    return [
+        SampleUser("tech-day1", "Ada Lovelace", "activates on day 1", "technical", "this_week",
+                   [(0.5, "event", {"name": "login"}), *_goal("technical", 0.8)], phone="+33612345678"),
+        SampleUser("biz-day1", "Grace Hopper", "activates on day 1", "business", "this_month",
+                   _goal("business", 1.2), company="Navy Labs"),
+        SampleUser("exec-day1", "Katherine Johnson", "activates on day 1", "executive", "evaluating",
+                   _goal("executive", 1.5), locale="fr"),
+        SampleUser("tech-stall", "Alan Turing", "stalls, activates after the call", "technical",
+                   "evaluating",
+                   [(4.25, "call_completed", {"notes": "set up the first integration together"}),
+                    *_goal("technical", 4.6)], company="Bletchley Park"),
+        SampleUser("biz-stall", "Margaret Hamilton", "stalls, activates after the call", "business",
+                   "this_month",
+                   [(4.2, "call_completed", {"notes": "built the first workflow live"}),
+                    *_goal("business", 4.5)], locale="fr", company="Apollo"),
+        SampleUser("exec-never", "Edsger Dijkstra", "never activates", "executive", "evaluating"),
+        SampleUser("biz-never", "Barbara Liskov", "never answers the qualifier, never activates",
+                   None, None),
+        SampleUser("tech-convert", "Linus Torvalds", "converts mid-trial", "technical", "this_week",
+                   [*_goal("technical", 1.0), (5.0, "converted", {"plan": "team", "mrr": 99})]),
+        SampleUser("exec-convert", "Frances Allen", "converts mid-trial", "executive", "this_month",
+                   [*_goal("executive", 2.0), (8.5, "converted", {"plan": "business", "mrr": 490})],
+                   company="Allen & Co"),
+        SampleUser("biz-extend", "Donald Knuth", "asks for an extension on day 12", "business",
+                   "evaluating",
+                   [(2.5, "event", {"name": "workflow_created"}), (12.2, "extend_trial", {"days": 3})]),
+        SampleUser("tech-cancel", "Dennis Ritchie", "cancels on day 3", "technical", "this_month",
+                   [(3.2, "cancel", {"reason": "went with an in-house tool"})]),
+        SampleUser("biz-unsub", "Radia Perlman", "unsubscribes from email, activates on day 6",
+                   "business", "this_month",
+                   [(0.6, "unsubscribe", {"channel": "email"}), *_goal("business", 6.0)],
+                   challenge="team_coordination"),
+    ]
+
+
+@dataclass
+class Tracked:
+    user: SampleUser
+    user_id: str
+    handle: WorkflowHandle[Any, Any]
+    existing: bool
+    signup_at: datetime
+    status: TrialStatus | None = None
+    error: str | None = None
+
+
+async def start_trials(
+    client: Client, task_queue: str, seconds_per_day: float, prefix: str
+) -> list[Tracked]:
+    tracked = []
+    for user in sample_users():
+        user_id = f"{prefix}-{user.key}"
+        signup = datetime.now(UTC)
+        qualification = None
+        if user.persona or user.challenge:
+            qualification = Qualification.model_validate(
+                {"role": user.persona, "urgency": user.urgency, "challenge": user.challenge}
+            )
+        profile = TrialProfile(
+            user_id=user_id,
+            name=user.name,
+            email=f"{user.key}@demo.trialpath.example",
+            phone=user.phone,
+            locale=user.locale,  # type: ignore[arg-type]
+            timezone=user.timezone,
+            company=user.company,
+            signup_at=signup,
+            qualification=qualification,
+            seconds_per_day=seconds_per_day,
+        )
+        workflow_id = workflow_id_for(user_id)
+        try:
+            handle = await client.start_workflow(
+                "TrialWorkflow",
+                TrialInput(profile=profile),
+                id=workflow_id,
+                task_queue=task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                result_type=TrialStatus,
+            )
+            tracked.append(Tracked(user, user_id, handle, False, signup))
+        except WorkflowAlreadyStartedError:
+            handle = client.get_workflow_handle(workflow_id, result_type=TrialStatus)
+            description = await handle.describe()
+            tracked.append(Tracked(user, user_id, handle, True, description.start_time))
+    return tracked
+
+
+async def play(item: Tracked, seconds_per_day: float) -> None:
+    """Sends the user's scripted actions at their journey days."""
+    for day, signal, payload in sorted(item.user.script, key=lambda a: a[0]):
+        due = item.signup_at.timestamp() + day * seconds_per_day
+        await asyncio.sleep(max(0.0, due - time.time()))
+        try:
+            await item.handle.signal(signal, payload)
+        except Exception as err:  # the trial may have ended (cancelled, converted)
+            item.error = f"{signal}: {err}"
+            return
+
+
+async def refresh(items: list[Tracked]) -> None:
+    async def one(item: Tracked) -> None:
+        try:
+            item.status = await item.handle.query("status", result_type=TrialStatus)
+        except Exception as err:
+            item.error = str(err)
+
+    await asyncio.gather(*(one(i) for i in items))
+
+
+def finished(item: Tracked) -> bool:
+    return item.status is not None and item.status.stage in TERMINAL_STAGES
+
+
+def _day(item: Tracked, at: datetime | None, seconds_per_day: float) -> str:
+    if at is None:
+        return "-"
+    return f"day {(at - item.signup_at).total_seconds() / seconds_per_day:.1f}"
+
+
+def results_table(items: list[Tracked], seconds_per_day: float, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("user", "behaviour", "persona", "stage", "activated at", "messages sent"):
+        table.add_column(column, no_wrap=column != "behaviour")
+    for item in items:
+        st = item.status
+        if st is None:
+            table.add_row(item.user_id, item.user.behaviour, "?", item.error or "starting", "-", "-")
+            continue
+        by_channel: dict[str, int] = {}
+        for sent in st.sent:
+            by_channel[sent.channel] = by_channel.get(sent.channel, 0) + 1
+        counts = ", ".join(f"{n} {c}" for c, n in sorted(by_channel.items()))
+        stage = st.stage + (" (existing)" if item.existing else "")
+        table.add_row(
+            item.user_id,
+            item.user.behaviour,
+            st.persona or "?",
+            stage,
+            _day(item, st.activated_at, seconds_per_day),
+            f"{len(st.sent)} ({counts})" if counts else "0",
+        )
+    return table
+
+
+async def run_demo(
+    client: Client,
+    task_queue: str,
+    seconds_per_day: float,
+    console: Console,
+    prefix: str = "demo",
+    check: Callable[[], None] | None = None,
+    timeout: float | None = None,
+) -> list[Tracked]:
+    """Plays the demo until every trial is over; `check` raises if a service died."""
+    items = await start_trials(client, task_queue, seconds_per_day, prefix)
+    new = [i for i in items if not i.existing]
+    if len(new) < len(items):
+        console.print(
+            f"[yellow]{len(items) - len(new)} demo trials already exist; showing them as they are "
+            f"(use --prefix to start a fresh set).[/]"
+        )
+    players = [asyncio.create_task(play(i, seconds_per_day)) for i in new]
+    longest = 14 + 3 + 1
+    progress = Progress(
+        TextColumn("[bold]journey day {task.completed:.1f} of ~{task.total:.0f}"),
+        BarColumn(),
+        TextColumn("{task.fields[done]} of {task.fields[trials]} trials over"),
+    )
+    task = progress.add_task("demo", total=longest, done=0, trials=len(items))
+    started = min(i.signup_at for i in items)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        with Live(console=console, refresh_per_second=4, transient=True) as live:
+            while True:
+                if check:
+                    check()
+                await refresh(items)
+                done = sum(finished(i) for i in items)
+                elapsed_days = (datetime.now(UTC) - started).total_seconds() / seconds_per_day
+                progress.update(task, completed=min(elapsed_days, longest), done=done)
+                live.update(Group(progress, results_table(items, seconds_per_day, "Trials")))
+                if done == len(items):
+                    break
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"demo not finished after {timeout:.0f}s")
+                await asyncio.sleep(0.5)
+    finally:
+        for player in players:
+            player.cancel()
+    return items
+
