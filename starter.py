@@ -15,7 +15,13 @@ from datetime import UTC, datetime
 from temporalio.common import WorkflowIDReusePolicy
 
 from trialpath.config import get_settings
-from trialpath.contract import EventSignal, QualifyInput, TrialProfile, workflow_id_for
+from trialpath.contract import (
+    EventSignal,
+    QualifyInput,
+    QualifyResult,
+    TrialProfile,
+    workflow_id_for,
+)
 from trialpath.journey import TrialInput
 from trialpath.temporal import connect
 from workflows.trial import TrialWorkflow
@@ -44,8 +50,9 @@ async def main() -> None:
     )
     print(f"started {handle.id}")
     result = await handle.execute_update(
-        TrialWorkflow.qualify,
+        "qualify",
         QualifyInput(role="technical", challenge="integrations", urgency="this_week"),
+        result_type=QualifyResult,
     )
     print(f"qualified: persona {result.persona}")
     await handle.signal(TrialWorkflow.event, EventSignal(name="integration_connected", id="first"))

@@ -1,6 +1,6 @@
 """The worker: the composition root. Builds every dependency and runs the trial workflows.
 
-    python worker.py          (or `trialpath worker`)
+python worker.py          (or `trialpath worker`)
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from trialpath.config import Settings, get_settings
 from trialpath.db import make_engine
 from trialpath.delivery import Provider
 from trialpath.delivery.outbox import OutboxProvider
-from trialpath.temporal import connect, register_search_attributes
 from trialpath.templating import Product, Renderer
+from trialpath.temporal import connect, register_search_attributes
 from workflows.trial import TrialWorkflow
 
 

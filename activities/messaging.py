@@ -261,7 +261,12 @@ class MessagingActivities:
         with Session(self.engine) as session:
             if session.get(CsTask, request.key) is None:
                 session.add(
-                    CsTask(key=request.key, user_id=request.user_id, agent=request.agent, reason=request.reason)
+                    CsTask(
+                        key=request.key,
+                        user_id=request.user_id,
+                        agent=request.agent,
+                        reason=request.reason,
+                    )
                 )
                 session.commit()
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 from temporalio import activity
 
 from trialpath.contract import TrialProfile
@@ -67,7 +67,9 @@ class RecordActivities:
         with Session(self.engine) as session:
             trial = session.get(Trial, snap.user_id)
             if trial is None:
-                trial = Trial(user_id=snap.user_id, workflow_id=snap.workflow_id, signup_at=snap.signup_at)
+                trial = Trial(
+                    user_id=snap.user_id, workflow_id=snap.workflow_id, signup_at=snap.signup_at
+                )
             for name, value in snap.model_dump(exclude={"user_id", "signup_at"}).items():
                 setattr(trial, name, value)
             if request.profile is not None:
@@ -81,7 +83,11 @@ class RecordActivities:
             trial.updated_at = utcnow()
             session.add(trial)
             ids = [e.id for e in request.events]
-            known = set(session.exec(select(TrialEvent.id).where(TrialEvent.id.in_(ids))).all()) if ids else set()  # type: ignore[attr-defined]
+            known = (
+                set(session.exec(select(TrialEvent.id).where(col(TrialEvent.id).in_(ids))).all())
+                if ids
+                else set()
+            )
             for event in request.events:
                 if event.id not in known:
                     known.add(event.id)

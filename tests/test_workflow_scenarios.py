@@ -67,7 +67,9 @@ PERSONAS: dict[str, dict[str, Any]] = {
 EMAIL_IN_APP = ("email", "in_app")
 
 
-def msgs(day: int, occurrence: str, channels: tuple[str, ...] = EMAIL_IN_APP) -> list[tuple[int, str]]:
+def msgs(
+    day: int, occurrence: str, channels: tuple[str, ...] = EMAIL_IN_APP
+) -> list[tuple[int, str]]:
     return [(day, f"{occurrence}/{channel}") for channel in channels]
 
 
@@ -150,12 +152,16 @@ async def test_activates_on_day_1(
     assert result.persona == persona
     assert result.activated
     assert result.activated_at is not None
-    assert (result.activated_at - trial.signup_at).total_seconds() == pytest.approx(1.1 * 86400, abs=5)
+    assert (result.activated_at - trial.signup_at).total_seconds() == pytest.approx(
+        1.1 * 86400, abs=5
+    )
     check_outbox(settings, trial.user_id, sent_log(result))
     trial_row = rows(settings, Trial, trial.user_id)[0]
     assert (trial_row.stage, trial_row.activated, trial_row.persona) == ("expired", True, persona)
     assert trial_row.ended_at is not None
-    stages = [c.to_stage for c in sorted(rows(settings, StageChange, trial.user_id), key=lambda c: c.seq)]
+    stages = [
+        c.to_stage for c in sorted(rows(settings, StageChange, trial.user_id), key=lambda c: c.seq)
+    ]
     assert stages == ["onboarding", "activated", "converting", "expired"]
     events = rows(settings, TrialEvent, trial.user_id)
     assert len(events) == sum(n for _, n in PERSONAS[persona]["goal"])
@@ -174,7 +180,9 @@ async def test_stalls_then_activates_after_the_call(
     assert status.call.state == "scheduled"
     assert status.call.at is not None
     # The support alert moved the day-7 call to day 4 at 10:00.
-    assert (status.call.at - trial.signup_at).total_seconds() == pytest.approx((4 + 2 / 24) * 86400, abs=5)
+    assert (status.call.at - trial.signup_at).total_seconds() == pytest.approx(
+        (4 + 2 / 24) * 86400, abs=5
+    )
     await trial.signal("call_completed", {"notes": "walked through the setup"})
     await trial.at_day(4.5)
     await reach_goal(trial, persona)

@@ -27,7 +27,9 @@ from trialpath.models import Message, Trial
 from trialpath.services import ServiceError, Services, running
 from trialpath.temporal import connect, register_search_attributes
 
-app = typer.Typer(help="Trialpath: durable onboarding journeys for SaaS trial users.", no_args_is_help=True)
+app = typer.Typer(
+    help="Trialpath: durable onboarding journeys for SaaS trial users.", no_args_is_help=True
+)
 outbox_app = typer.Typer(help="Messages the journey has sent (the outbox).", no_args_is_help=True)
 trial_app = typer.Typer(help="Look at one trial.", no_args_is_help=True)
 app.add_typer(outbox_app, name="outbox")
@@ -79,9 +81,13 @@ def up(
     try:
         with running(settings) as services:
             if services.start_temporal():
-                console.print(f"Temporal dev server started: gRPC {settings.temporal_address}, UI {ui}")
+                console.print(
+                    f"Temporal dev server started: gRPC {settings.temporal_address}, UI {ui}"
+                )
             else:
-                console.print(f"Using the Temporal server already listening on {settings.temporal_address}")
+                console.print(
+                    f"Using the Temporal server already listening on {settings.temporal_address}"
+                )
             _run(_register(settings))
             services.start_worker()
             console.print(f"Worker started (log: {settings.data_dir / 'worker.log'})")
@@ -89,7 +95,7 @@ def up(
                 _run(_demo(settings, seconds_per_day, prefix, services))
             console.print(
                 f"\nBrowse the workflows: {ui}/namespaces/{settings.temporal_namespace}/workflows"
-                f"\nSearch by persona, e.g. Persona=\"technical\": "
+                f'\nSearch by persona, e.g. Persona="technical": '
                 f"{ui}/namespaces/{settings.temporal_namespace}/workflows?query=Persona%3D%22technical%22"
                 f"\nOutbox: `trialpath outbox list` or the files in {settings.outbox_dir}"
             )
@@ -183,10 +189,7 @@ def outbox_list(
     if as_json:
         for m in messages:
             sys.stdout.write(
-                json.dumps(
-                    m.model_dump(mode="json", exclude={"html"}), ensure_ascii=False
-                )
-                + "\n"
+                json.dumps(m.model_dump(mode="json", exclude={"html"}), ensure_ascii=False) + "\n"
             )
         return
     if not messages:
@@ -234,7 +237,8 @@ async def _status(settings: Settings, user_id: str) -> TrialStatus:
     client = await _client(settings)
     handle = client.get_workflow_handle(workflow_id_for(user_id))
     try:
-        return await handle.query("status", result_type=TrialStatus)
+        status: TrialStatus = await handle.query("status", result_type=TrialStatus)
+        return status
     except (RPCError, WorkflowFailureError) as err:
         if isinstance(err, RPCError) and err.status != RPCStatusCode.NOT_FOUND:
             raise fail(f"cannot query trial {user_id}: {err}") from err
@@ -262,9 +266,14 @@ def render_status(status: TrialStatus) -> Table:
     table.add_row("trial ends", when(status.trial_ends_at))
     table.add_row("next wake-up", when(status.next_wakeup))
     call = status.call
-    table.add_row("success call", f"{call.state}, {when(call.at)}, {call.agent or '-'}" if call.state != "none" else "none")
+    table.add_row(
+        "success call",
+        f"{call.state}, {when(call.at)}, {call.agent or '-'}" if call.state != "none" else "none",
+    )
     table.add_row("unsubscribed", ", ".join(status.unsubscribed) or "-")
-    table.add_row("events", ", ".join(f"{k} ×{v}" for k, v in sorted(status.events_seen.items())) or "-")
+    table.add_row(
+        "events", ", ".join(f"{k} ×{v}" for k, v in sorted(status.events_seen.items())) or "-"
+    )
     table.add_row("messages sent", str(len(status.sent)))
     for sent in status.sent:
         table.add_row("", f"day {sent.day:>2}  {sent.channel:<7} {sent.key.split(':', 1)[1]}")

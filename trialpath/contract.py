@@ -87,7 +87,11 @@ class QualifyInput(_Payload):
 
     def problems(self) -> list[str]:
         found = []
-        for field, allowed in (("role", PERSONAS), ("challenge", CHALLENGES), ("urgency", URGENCIES)):
+        for field, allowed in (
+            ("role", PERSONAS),
+            ("challenge", CHALLENGES),
+            ("urgency", URGENCIES),
+        ):
             value = getattr(self, field)
             if value not in allowed:
                 found.append(f"{field} {value!r} is not one of {', '.join(allowed)}")

@@ -146,12 +146,12 @@ class JourneyDefinition(_Strict):
         missing = set(PERSONAS) - set(self.personas)
         if missing:
             raise ValueError(f"personas lacks {sorted(missing)}")
-        needed = set(REQUIRED_MESSAGES)
+        needed: set[str] = set(REQUIRED_MESSAGES)
         needed |= {f"trial_ending_{d}" for d in self.end_of_trial.before_days}
         needed |= {f"winback_{d}" for d in self.end_of_trial.winback_days}
-        missing = needed - set(self.messages)
-        if missing:
-            raise ValueError(f"messages lacks {sorted(missing)}")
+        lacking = needed - set(self.messages)
+        if lacking:
+            raise ValueError(f"messages lacks {sorted(lacking)}")
         return self
 
     def message(self, name: str) -> MessageSpec:

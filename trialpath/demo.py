@@ -61,37 +61,108 @@ class SampleUser:
 
 def sample_users() -> list[SampleUser]:
     return [
-        SampleUser("tech-day1", "Ada Lovelace", "activates on day 1", "technical", "this_week",
-                   [(0.5, "event", {"name": "login"}), *_goal("technical", 0.8)], phone="+33612345678"),
-        SampleUser("biz-day1", "Grace Hopper", "activates on day 1", "business", "this_month",
-                   _goal("business", 1.2), company="Navy Labs"),
-        SampleUser("exec-day1", "Katherine Johnson", "activates on day 1", "executive", "evaluating",
-                   _goal("executive", 1.5), locale="fr"),
-        SampleUser("tech-stall", "Alan Turing", "stalls, activates after the call", "technical",
-                   "evaluating",
-                   [(4.25, "call_completed", {"notes": "set up the first integration together"}),
-                    *_goal("technical", 4.6)], company="Bletchley Park"),
-        SampleUser("biz-stall", "Margaret Hamilton", "stalls, activates after the call", "business",
-                   "this_month",
-                   [(4.2, "call_completed", {"notes": "built the first workflow live"}),
-                    *_goal("business", 4.5)], locale="fr", company="Apollo"),
+        SampleUser(
+            "tech-day1",
+            "Ada Lovelace",
+            "activates on day 1",
+            "technical",
+            "this_week",
+            [(0.5, "event", {"name": "login"}), *_goal("technical", 0.8)],
+            phone="+33612345678",
+        ),
+        SampleUser(
+            "biz-day1",
+            "Grace Hopper",
+            "activates on day 1",
+            "business",
+            "this_month",
+            _goal("business", 1.2),
+            company="Navy Labs",
+        ),
+        SampleUser(
+            "exec-day1",
+            "Katherine Johnson",
+            "activates on day 1",
+            "executive",
+            "evaluating",
+            _goal("executive", 1.5),
+            locale="fr",
+        ),
+        SampleUser(
+            "tech-stall",
+            "Alan Turing",
+            "stalls, activates after the call",
+            "technical",
+            "evaluating",
+            [
+                (4.25, "call_completed", {"notes": "set up the first integration together"}),
+                *_goal("technical", 4.6),
+            ],
+            company="Bletchley Park",
+        ),
+        SampleUser(
+            "biz-stall",
+            "Margaret Hamilton",
+            "stalls, activates after the call",
+            "business",
+            "this_month",
+            [
+                (4.2, "call_completed", {"notes": "built the first workflow live"}),
+                *_goal("business", 4.5),
+            ],
+            locale="fr",
+            company="Apollo",
+        ),
         SampleUser("exec-never", "Edsger Dijkstra", "never activates", "executive", "evaluating"),
-        SampleUser("biz-never", "Barbara Liskov", "never answers the qualifier, never activates",
-                   None, None),
-        SampleUser("tech-convert", "Linus Torvalds", "converts mid-trial", "technical", "this_week",
-                   [*_goal("technical", 1.0), (5.0, "converted", {"plan": "team", "mrr": 99})]),
-        SampleUser("exec-convert", "Frances Allen", "converts mid-trial", "executive", "this_month",
-                   [*_goal("executive", 2.0), (8.5, "converted", {"plan": "business", "mrr": 490})],
-                   company="Allen & Co"),
-        SampleUser("biz-extend", "Donald Knuth", "asks for an extension on day 12", "business",
-                   "evaluating",
-                   [(2.5, "event", {"name": "workflow_created"}), (12.2, "extend_trial", {"days": 3})]),
-        SampleUser("tech-cancel", "Dennis Ritchie", "cancels on day 3", "technical", "this_month",
-                   [(3.2, "cancel", {"reason": "went with an in-house tool"})]),
-        SampleUser("biz-unsub", "Radia Perlman", "unsubscribes from email, activates on day 6",
-                   "business", "this_month",
-                   [(0.6, "unsubscribe", {"channel": "email"}), *_goal("business", 6.0)],
-                   challenge="team_coordination"),
+        SampleUser(
+            "biz-never",
+            "Barbara Liskov",
+            "never answers the qualifier, never activates",
+            None,
+            None,
+        ),
+        SampleUser(
+            "tech-convert",
+            "Linus Torvalds",
+            "converts mid-trial",
+            "technical",
+            "this_week",
+            [*_goal("technical", 1.0), (5.0, "converted", {"plan": "team", "mrr": 99})],
+        ),
+        SampleUser(
+            "exec-convert",
+            "Frances Allen",
+            "converts mid-trial",
+            "executive",
+            "this_month",
+            [*_goal("executive", 2.0), (8.5, "converted", {"plan": "business", "mrr": 490})],
+            company="Allen & Co",
+        ),
+        SampleUser(
+            "biz-extend",
+            "Donald Knuth",
+            "asks for an extension on day 12",
+            "business",
+            "evaluating",
+            [(2.5, "event", {"name": "workflow_created"}), (12.2, "extend_trial", {"days": 3})],
+        ),
+        SampleUser(
+            "tech-cancel",
+            "Dennis Ritchie",
+            "cancels on day 3",
+            "technical",
+            "this_month",
+            [(3.2, "cancel", {"reason": "went with an in-house tool"})],
+        ),
+        SampleUser(
+            "biz-unsub",
+            "Radia Perlman",
+            "unsubscribes from email, activates on day 6",
+            "business",
+            "this_month",
+            [(0.6, "unsubscribe", {"channel": "email"}), *_goal("business", 6.0)],
+            challenge="team_coordination",
+        ),
     ]
 
 
@@ -123,7 +194,7 @@ async def start_trials(
             name=user.name,
             email=f"{user.key}@demo.trialpath.example",
             phone=user.phone,
-            locale=user.locale,  # type: ignore[arg-type]
+            locale=user.locale,
             timezone=user.timezone,
             company=user.company,
             signup_at=signup,
@@ -187,7 +258,9 @@ def results_table(items: list[Tracked], seconds_per_day: float, title: str) -> T
     for item in items:
         st = item.status
         if st is None:
-            table.add_row(item.user_id, item.user.behaviour, "?", item.error or "starting", "-", "-")
+            table.add_row(
+                item.user_id, item.user.behaviour, "?", item.error or "starting", "-", "-"
+            )
             continue
         by_channel: dict[str, int] = {}
         for sent in st.sent:
@@ -212,7 +285,7 @@ async def run_demo(
     console: Console,
     prefix: str = "demo",
     check: Callable[[], None] | None = None,
-    timeout: float | None = None,
+    max_seconds: float | None = None,
 ) -> list[Tracked]:
     """Plays the demo until every trial is over; `check` raises if a service died."""
     items = await start_trials(client, task_queue, seconds_per_day, prefix)
@@ -231,7 +304,7 @@ async def run_demo(
     )
     task = progress.add_task("demo", total=longest, done=0, trials=len(items))
     started = min(i.signup_at for i in items)
-    deadline = None if timeout is None else time.monotonic() + timeout
+    deadline = None if max_seconds is None else time.monotonic() + max_seconds
     try:
         with Live(console=console, refresh_per_second=4, transient=True) as live:
             while True:
@@ -245,10 +318,9 @@ async def run_demo(
                 if done == len(items):
                     break
                 if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(f"demo not finished after {timeout:.0f}s")
+                    raise TimeoutError(f"demo not finished after {max_seconds:.0f}s")
                 await asyncio.sleep(0.5)
     finally:
         for player in players:
             player.cancel()
     return items
-

@@ -279,7 +279,7 @@ def infer_persona(defn: JourneyDefinition, state: TrialState) -> Persona:
     """From the challenge if it was answered, else from the first persona-typed events seen,
     else the default persona."""
     if state.challenge in defn.inference.challenge:
-        return defn.inference.challenge[state.challenge]  # type: ignore[index]
+        return defn.inference.challenge[state.challenge]
     votes: dict[Persona, int] = {}
     for name, count in state.events_seen.items():
         persona = defn.inference.events.get(name)
@@ -306,7 +306,11 @@ def _set_persona(
 
 
 def apply_qualification(
-    defn: JourneyDefinition, state: TrialState, role: Persona, challenge: str, urgency: Urgency,
+    defn: JourneyDefinition,
+    state: TrialState,
+    role: Persona,
+    challenge: str,
+    urgency: Urgency,
     now: datetime,
 ) -> Persona:
     state.role = role
@@ -353,14 +357,17 @@ def apply_event(
     day = trial_day(state, occurred_at)
     per_day = state.daily_counts.setdefault(name, {})
     per_day[day] = per_day.get(day, 0) + 1
-    if name in defn.stall.key_events:
-        if state.last_key_event_at is None or occurred_at > state.last_key_event_at:
-            state.last_key_event_at = occurred_at
+    if name in defn.stall.key_events and (
+        state.last_key_event_at is None or occurred_at > state.last_key_event_at
+    ):
+        state.last_key_event_at = occurred_at
     was_activated = state.activated_at is not None
     _check_milestone(defn, state, now)
     _check_activation(defn, state, occurred_at, now)
     return EventOutcome(
-        accepted=True, counted=True, activated_now=not was_activated and state.activated_at is not None
+        accepted=True,
+        counted=True,
+        activated_now=not was_activated and state.activated_at is not None,
     )
 
 
@@ -372,7 +379,8 @@ def activation_progress(defn: JourneyDefinition, state: TrialState) -> int:
     if state.activated_at is not None:
         return 100
     reached = sum(
-        min(_count_within(state, event, rule.within_days), need) for event, need in rule.require.items()
+        min(_count_within(state, event, rule.within_days), need)
+        for event, need in rule.require.items()
     )
     return math.floor(100 * reached / sum(rule.require.values()))
 
@@ -406,7 +414,11 @@ def _check_milestone(defn: JourneyDefinition, state: TrialState, now: datetime) 
 
 
 def _enqueue(
-    state: TrialState, occurrence: str, message: str, due: datetime, extra: dict[str, Any] | None = None
+    state: TrialState,
+    occurrence: str,
+    message: str,
+    due: datetime,
+    extra: dict[str, Any] | None = None,
 ) -> None:
     if occurrence in state.done or any(q.occurrence == occurrence for q in state.queued):
         return
@@ -513,7 +525,9 @@ class _Candidate:
     skip_if: tuple[str, ...] = ()
 
 
-def channels_for(defn: JourneyDefinition, state: TrialState, spec: MessageSpec) -> tuple[Channel, ...]:
+def channels_for(
+    defn: JourneyDefinition, state: TrialState, spec: MessageSpec
+) -> tuple[Channel, ...]:
     """The channels a message actually goes to: SMS only with a phone number (else its
     fallback), and marketing never to an unsubscribed channel."""
     chosen: list[Channel] = []
@@ -529,7 +543,9 @@ def channels_for(defn: JourneyDefinition, state: TrialState, spec: MessageSpec) 
     return tuple(chosen)
 
 
-def next_send_time(defn: JourneyDefinition, state: TrialState, due: datetime, now: datetime) -> datetime:
+def next_send_time(
+    defn: JourneyDefinition, state: TrialState, due: datetime, now: datetime
+) -> datetime:
     """First instant at or after `due` inside the user's send window on a local day whose
     marketing cap is not reached."""
     window = defn.send_window
@@ -554,13 +570,13 @@ def _call_candidates(defn: JourneyDefinition, state: TrialState, now: datetime) 
     for message, before in (("call_reminder_day", DAY), ("call_reminder_hour", timedelta(hours=1))):
         due = call.at - before
         if call.since <= due:
-            found.append(
-                _Candidate(f"{message}.{call.version}", message, due, stale_at=call.at)
-            )
+            found.append(_Candidate(f"{message}.{call.version}", message, due, stale_at=call.at))
     return found
 
 
-def _trial_candidates(defn: JourneyDefinition, state: TrialState, now: datetime) -> list[_Candidate]:
+def _trial_candidates(
+    defn: JourneyDefinition, state: TrialState, now: datetime
+) -> list[_Candidate]:
     """Welcome, activation, stall, drip and end-of-trial messages while the trial runs, or the
     win-back messages once it has expired."""
     assert state.persona is not None and state.persona_at is not None
@@ -576,7 +592,11 @@ def _trial_candidates(defn: JourneyDefinition, state: TrialState, now: datetime)
                 if i + 1 < len(wins)
                 else None
             )
-            found.append(_Candidate(f"winback_{d}", f"winback_{d}", due, PRIORITY_END_OF_TRIAL, stale_at=stale))
+            found.append(
+                _Candidate(
+                    f"winback_{d}", f"winback_{d}", due, PRIORITY_END_OF_TRIAL, stale_at=stale
+                )
+            )
         return found
 
     found.append(_Candidate("welcome", "welcome", state.persona_at, PRIORITY_END_OF_TRIAL))
@@ -589,10 +609,16 @@ def _trial_candidates(defn: JourneyDefinition, state: TrialState, now: datetime)
             else ends
         )
         found.append(
-            _Candidate(f"trial_ending_{d}", f"trial_ending_{d}", due, PRIORITY_END_OF_TRIAL, stale_at=stale)
+            _Candidate(
+                f"trial_ending_{d}", f"trial_ending_{d}", due, PRIORITY_END_OF_TRIAL, stale_at=stale
+            )
         )
     if state.activated_at is not None:
-        found.append(_Candidate("activated", "activated", state.activated_at, PRIORITY_ACTIVATED, stale_at=ends))
+        found.append(
+            _Candidate(
+                "activated", "activated", state.activated_at, PRIORITY_ACTIVATED, stale_at=ends
+            )
+        )
     else:
         found.extend(_stall_candidates(defn, state))
     if now < converting_from(defn, state):
@@ -745,7 +771,11 @@ class Delivered:
 
 
 def mark_done(
-    defn: JourneyDefinition, state: TrialState, step: Send, delivered: Iterable[Delivered], now: datetime
+    defn: JourneyDefinition,
+    state: TrialState,
+    step: Send,
+    delivered: Iterable[Delivered],
+    now: datetime,
 ) -> None:
     """Records a performed send and what follows from it (cap, stall bookkeeping, moving the
     call forward after a support alert)."""

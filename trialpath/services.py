@@ -122,7 +122,9 @@ class Services:
             if port_open(host, port):
                 return
             time.sleep(0.2)
-        raise ServiceError(f"{process.name} did not listen on {host}:{port} in {timeout:.0f}s; see {process.log}")
+        raise ServiceError(
+            f"{process.name} did not listen on {host}:{port} in {timeout:.0f}s; see {process.log}"
+        )
 
     def check_alive(self) -> None:
         for process in self.started:

@@ -8,6 +8,7 @@ without restarting the worker.
 from __future__ import annotations
 
 import hashlib
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,7 +26,6 @@ from jinja2 import (
     FileSystemLoader,
     StrictUndefined,
     TemplateError,
-    TemplateNotFound,
 )
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -55,7 +55,7 @@ def split_front_matter(source: str) -> tuple[dict[str, Any], str, int]:
 class _BodyLoader(FileSystemLoader):
     """Loads a template without its front matter, keeping line numbers for error messages."""
 
-    def get_source(
+    def get_source(  # type: ignore[override]
         self, environment: Environment, template: str
     ) -> tuple[str, str | None, Callable[[], bool] | None]:
         source, filename, uptodate = super().get_source(environment, template)
@@ -64,7 +64,7 @@ class _BodyLoader(FileSystemLoader):
 
 
 def make_environment(templates_dir: Path) -> SandboxedEnvironment:
-    loader: BaseLoader = _BodyLoader(str(templates_dir))
+    loader: BaseLoader = _BodyLoader(str(templates_dir.resolve()))
     return SandboxedEnvironment(
         loader=loader,
         undefined=StrictUndefined,
@@ -140,13 +140,20 @@ class Renderer:
             else:
                 text = body
         except TemplateError as err:
-            where = f"{name}:{err.lineno}" if getattr(err, "lineno", None) else name
+            line = getattr(err, "lineno", None) or _template_line(err, self.templates_dir)
+            where = f"{name}:{line}" if line else name
             raise TemplateProblem(f"{where}: {err}") from err
         except TemplateProblem as err:
             raise TemplateProblem(f"{name}: {err}") from err
         cta_path = strings.get("cta_path", "")
         links = context.get("links", {})
-        cta_url = context["link"](cta_path) if cta_path else links.get("call", "") if channel == "in_app" else ""
+        cta_url = (
+            context["link"](cta_path)
+            if cta_path
+            else links.get("call", "")
+            if channel == "in_app"
+            else ""
+        )
         return Rendered(
             channel=channel,
             template=name,
@@ -165,6 +172,16 @@ class Renderer:
         if "{" not in value:
             return value
         return self._text_env.from_string(value).render(context).strip()
+
+
+def _template_line(err: BaseException, templates_dir: Path) -> int | None:
+    """Runtime errors (an undefined variable) carry no line number, but Jinja rewrites the
+    traceback so the template's own frame points at the failing line."""
+    root = str(templates_dir.resolve())
+    for frame in reversed(traceback.extract_tb(err.__traceback__)):
+        if frame.filename.startswith(root):
+            return frame.lineno
+    return None
 
 
 def html_to_text(html: str) -> str:
@@ -188,9 +205,7 @@ class Product:
 
 def make_link(app_url: str, channel: str, message: str) -> Callable[[str], str]:
     """Builds app links with UTM parameters naming the channel and message."""
-    utm = urlencode(
-        {"utm_source": "trialpath", "utm_medium": channel, "utm_campaign": message}
-    )
+    utm = urlencode({"utm_source": "trialpath", "utm_medium": channel, "utm_campaign": message})
 
     def link(path: str = "/") -> str:
         if path.startswith(("http://", "https://")):

@@ -49,9 +49,7 @@ async def register_search_attributes(client: Client) -> list[str]:
         if err.status != RPCStatusCode.UNIMPLEMENTED:
             raise
         existing = set()
-    missing = {
-        name: kind for name, kind in SEARCH_ATTRIBUTE_TYPES.items() if name not in existing
-    }
+    missing = {name: kind for name, kind in SEARCH_ATTRIBUTE_TYPES.items() if name not in existing}
     if missing:
         await client.operator_service.add_search_attributes(
             AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing)

@@ -7,11 +7,12 @@ performs the steps they ask for through activities, and sleeps until the next wa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributePair
+from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
@@ -148,7 +149,9 @@ class TrialWorkflow:
             elif isinstance(step, journey.AssignAgent):
                 agent = await workflow.execute_activity_method(
                     MessagingActivities.assign_agent,
-                    AssignAgentInput(workflow_id=workflow.info().workflow_id, agents=list(step.agents)),
+                    AssignAgentInput(
+                        workflow_id=workflow.info().workflow_id, agents=list(step.agents)
+                    ),
                     start_to_close_timeout=timedelta(seconds=30),
                     retry_policy=DB_RETRY,
                 )
@@ -162,7 +165,9 @@ class TrialWorkflow:
                     workflow.continue_as_new(
                         journey.TrialInput(
                             profile=self._profile,
-                            carried=journey.Carried(definition=defn, state=state, clock=self._clock),
+                            carried=journey.Carried(
+                                definition=defn, state=state, clock=self._clock
+                            ),
                         )
                     )
                 await self._sleep(step.until, now)
@@ -178,10 +183,8 @@ class TrialWorkflow:
         timeout = None
         if until is not None:
             timeout = max(self._clock.real_duration(until - now), timedelta(milliseconds=1))
-        try:
+        with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(lambda: self._dirty, timeout=timeout)
-        except asyncio.TimeoutError:
-            pass
         self._next_wakeup = None
 
     def _should_continue_as_new(self) -> bool:
@@ -326,11 +329,11 @@ class TrialWorkflow:
             EXPERIMENT_ARM.name: EXPERIMENT_ARM_DEFAULT,
             CS_OWNER.name: state.call.agent,
         }
-        updates: list[SearchAttributePair[Any]] = []
+        updates: list[SearchAttributeUpdate[Any]] = []
         for key in SEARCH_ATTRIBUTES:
             value = wanted[key.name]
             if value is not None and self._attributes.get(key.name) != value:
-                updates.append(key.value_set(value))  # type: ignore[arg-type]
+                updates.append(key.value_set(value))
                 self._attributes[key.name] = value
         if updates:
             workflow.upsert_search_attributes(updates)
@@ -502,7 +505,9 @@ class TrialWorkflow:
                 agent=state.call.agent,
             ),
             sent=[
-                SentStatus(key=s.key, channel=s.channel, template=s.template, at=real(s.at), day=s.day)
+                SentStatus(
+                    key=s.key, channel=s.channel, template=s.template, at=real(s.at), day=s.day
+                )
                 for s in state.sent
             ],
             events_seen=dict(state.events_seen),

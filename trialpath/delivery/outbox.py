@@ -7,6 +7,7 @@ messages become `.txt` files. Writing the same key twice rewrites the same file.
 from __future__ import annotations
 
 import re
+from email import policy
 from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
@@ -39,7 +40,8 @@ class OutboxProvider:
 
 
 def to_email(message: OutgoingMessage) -> EmailMessage:
-    email = EmailMessage()
+    # Long URL headers (List-Unsubscribe) must not be folded into RFC 2047 encoded words.
+    email = EmailMessage(policy=policy.default.clone(max_line_length=998))
     email["From"] = message.sender
     email["To"] = message.recipient
     email["Subject"] = message.subject

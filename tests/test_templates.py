@@ -1,0 +1,186 @@
+"""Every message of the journey renders for every persona and locale, strictly."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from trialpath.config import PACKAGE_DIR, PROJECT_ROOT
+from trialpath.definition import PERSONAS, load_definition
+from trialpath.templating import (
+    Product,
+    Renderer,
+    TemplateProblem,
+    message_context,
+    split_front_matter,
+)
+
+DEFN = load_definition(PACKAGE_DIR / "journey.toml")
+PRODUCT = Product("Acme", "https://app.acme.test", "1 rue de la Paix, Paris", "help@acme.test")
+LOCALES = ("en", "fr")
+
+
+def journey_messages() -> list[tuple[str, str, str]]:
+    """(message, channel, persona) for every send the journey can make."""
+    found = []
+    for name, spec in DEFN.messages.items():
+        channels = set(spec.channels) | ({spec.fallback} if spec.fallback else set())
+        for channel in sorted(channels):
+            for persona in PERSONAS:
+                found.append((name, channel, persona))
+    for persona, path in DEFN.personas.items():
+        for step in path.drip:
+            for channel in step.channels:
+                found.append((step.message, channel, persona))
+    return found
+
+
+def context(
+    channel: str, message: str, persona: str, locale: str, activated: bool, **user: Any
+) -> dict[str, Any]:
+    return message_context(
+        product=PRODUCT,
+        channel=channel,
+        message=message,
+        user={"name": "Ada Lovelace", "locale": locale, "timezone": "Europe/Paris", **user},
+        persona=persona,
+        trial={
+            "day": 3,
+            "days_left": 11,
+            "ends_on": date(2026, 12, 9),
+            "activated": activated,
+            "activation_progress": 50,
+            "plan": "team",
+        },
+        call={
+            "at": datetime(2026, 11, 27, 9, 0, tzinfo=UTC),
+            "agent": "Camille",
+            "duration_minutes": 30,
+        },
+        alert={
+            "reason": "stalled",
+            "user_id": "u1",
+            "persona": persona,
+            "urgency": "this_week",
+            "days_stalled": 3,
+            "cs_task": True,
+            "agent": "Camille",
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def renderer() -> Renderer:
+    return Renderer(PROJECT_ROOT / "templates")
+
+
+@pytest.mark.parametrize("activated", [True, False])
+@pytest.mark.parametrize("locale", LOCALES)
+@pytest.mark.parametrize(("message", "channel", "persona"), journey_messages())
+def test_every_message_renders(
+    renderer: Renderer, message: str, channel: str, persona: str, locale: str, activated: bool
+) -> None:
+    out = renderer.render(
+        channel, message, persona, locale, context(channel, message, persona, locale, activated)
+    )
+    assert out.text.strip(), "empty text part"
+    assert out.category in ("marketing", "transactional")
+    assert out.category == DEFN.message(message).category, "front matter disagrees with the journey"
+    if channel in ("email", "support"):
+        assert out.subject and out.preheader
+        assert "<html" in out.html
+        # Users are greeted by name; support alerts name the user id instead.
+        assert ("u1" if channel == "support" else "Ada") in out.html
+        if out.category == "marketing":
+            assert "unsubscribe" in out.html
+    if channel == "in_app":
+        assert out.title
+    if channel == "sms":
+        # Two concatenated GSM-7 segments at most (2 x 153 characters): links carry UTM tags.
+        assert len(out.text) <= 306
+    if channel != "support" and locale in out.template:
+        assert f".{locale}." in out.template
+    assert "{{" not in out.text and "{%" not in out.text
+
+
+def test_french_user_gets_french_copy(renderer: Renderer) -> None:
+    fr = renderer.render(
+        "email", "welcome", "business", "fr", context("email", "welcome", "business", "fr", False)
+    )
+    en = renderer.render(
+        "email", "welcome", "business", "en", context("email", "welcome", "business", "en", False)
+    )
+    assert fr.template == "email/welcome.business.fr.html.j2"
+    assert en.template == "email/welcome.business.en.html.j2"
+    assert fr.subject != en.subject
+
+
+def test_fallbacks_persona_then_locale(tmp_path: Path) -> None:
+    (tmp_path / "in_app").mkdir()
+    (tmp_path / "in_app" / "hello.default.en.txt.j2").write_text(
+        "---\ntitle: Hi\n---\nhello {{ persona }}"
+    )
+    (tmp_path / "in_app" / "hello.technical.en.txt.j2").write_text("---\ntitle: Hi\n---\ntech")
+    r = Renderer(tmp_path)
+    assert r.resolve("in_app", "hello", "technical", "fr") == "in_app/hello.technical.en.txt.j2"
+    assert r.resolve("in_app", "hello", "business", "fr") == "in_app/hello.default.en.txt.j2"
+    with pytest.raises(TemplateProblem, match="no template for in_app message 'bye'"):
+        r.resolve("in_app", "bye", "business", "en")
+
+
+def test_undefined_variable_names_the_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "sms").mkdir()
+    (tmp_path / "sms" / "oops.default.en.txt.j2").write_text(
+        "---\ncategory: marketing\n---\n\nHi {{ user.nickname }}"
+    )
+    r = Renderer(tmp_path)
+    with pytest.raises(TemplateProblem, match=r"sms/oops.default.en.txt.j2:5: .*nickname"):
+        r.render("sms", "oops", None, "en", context("sms", "oops", "business", "en", False))
+
+
+def test_user_data_is_escaped_in_html(renderer: Renderer) -> None:
+    ctx = context("email", "welcome", "technical", "en", False, company="<script>x()</script>")
+    ctx["user"]["first_name"] = "<b>Eve</b>"
+    out = renderer.render("email", "welcome", "technical", "en", ctx)
+    assert "<b>Eve</b>" not in out.html
+    assert "&lt;b&gt;Eve&lt;/b&gt;" in out.html
+    assert "<script>" not in out.html
+
+
+def test_edits_apply_on_next_render_and_change_the_hash(tmp_path: Path) -> None:
+    (tmp_path / "sms").mkdir()
+    path = tmp_path / "sms" / "note.default.en.txt.j2"
+    path.write_text("---\ncategory: transactional\n---\nfirst")
+    r = Renderer(tmp_path)
+    ctx = context("sms", "note", "business", "en", False)
+    first = r.render("sms", "note", None, "en", ctx)
+    path.write_text("---\ncategory: transactional\n---\nsecond version")
+    import os
+
+    os.utime(path, (path.stat().st_atime + 5, path.stat().st_mtime + 5))
+    second = r.render("sms", "note", None, "en", ctx)
+    assert (first.text, second.text) == ("first", "second version")
+    assert first.content_hash != second.content_hash
+
+
+def test_front_matter_split_keeps_line_numbers() -> None:
+    meta, body, skipped = split_front_matter("---\nsubject: Hi\ncategory: marketing\n---\nbody\n")
+    assert meta == {"subject": "Hi", "category": "marketing"}
+    assert body == "body\n"
+    assert skipped == 4
+    with pytest.raises(TemplateProblem, match="never closed"):
+        split_front_matter("---\nsubject: Hi\n")
+
+
+def test_links_carry_utm_parameters() -> None:
+    ctx = context("email", "welcome", "technical", "en", False)
+    assert ctx["link"]("/docs/quickstart") == (
+        "https://app.acme.test/docs/quickstart?utm_source=trialpath&utm_medium=email&utm_campaign=welcome"
+    )
+    assert ctx["call"]["at"] == "Friday 27 November at 10:00 (Europe/Paris)"
+    fr = context("email", "welcome", "technical", "fr", False)
+    assert fr["call"]["at"] == "vendredi 27 novembre à 10:00 (Europe/Paris)"
+    assert fr["trial"]["ends_on"] == "9 décembre 2026"

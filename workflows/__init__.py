@@ -1,0 +1,1 @@
+"""Workflows: timing and Temporal glue only; decisions live in trialpath.journey."""
