@@ -1,0 +1,64 @@
+"""Records the committed workflow histories replayed by tests/test_replay.py.
+
+    .venv/bin/python -m tests.record_history
+
+Run it when a released journey version should be protected: a later change to the workflow
+that would break trials already running with that version then fails the replay test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from temporalio.testing import WorkflowEnvironment
+
+from tests.driver import TrialDriver, align
+from trialpath.config import Settings
+from trialpath.temporal import DATA_CONVERTER, bundled_binary, register_search_attributes
+from worker import build_worker
+
+HISTORIES = Path(__file__).parent / "histories"
+
+
+async def record() -> None:
+    async with await WorkflowEnvironment.start_time_skipping(
+        data_converter=DATA_CONVERTER,
+        test_server_existing_path=str(bundled_binary("temporal-test-server")),
+    ) as env:
+        await register_search_attributes(env.client)
+        with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(4) as pool:
+            settings = Settings(data_dir=Path(tmp), task_queue=f"record-{uuid.uuid4()}")
+            async with build_worker(env.client, settings, pool):
+                await align(env)
+                trial = TrialDriver(
+                    env, settings, "history-stall", role=None, urgency=None, company="Acme Corp"
+                )
+                handle = await trial.start()
+                await trial.qualify("business", "team_coordination", "evaluating")
+                await trial.event("login")
+                await trial.at_day(1.5)
+                await trial.signal("call_rescheduled", {"at": trial.iso(5.1)})
+                await trial.at_day(5.2)
+                await trial.signal("call_completed", {"notes": "demo of workflows"})
+                await trial.event("workflow_created")
+                await trial.event("teammate_invited")
+                await trial.at_day(6)
+                await trial.signal("unsubscribe", {"channel": "sms"})
+                await trial.at_day(12.2)
+                await trial.signal("extend_trial", {"days": 5})
+                await trial.at_day(15)
+                await trial.signal("converted", {"plan": "team", "mrr": 120})
+                await handle.result()
+                history = await handle.fetch_history()
+    HISTORIES.mkdir(exist_ok=True)
+    out = HISTORIES / "trial_business_v1.json"
+    out.write_text(history.to_json())
+    print(f"wrote {out} ({len(history.events)} events)")
+
+
+if __name__ == "__main__":
+    asyncio.run(record())

@@ -1,0 +1,162 @@
+"""The workflow's public contract: update validation, search attributes, query, signals sent
+before the journey is loaded, bad payloads, continue-as-new."""
+
+from __future__ import annotations
+
+import pytest
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.common import SearchAttributeKey
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from tests.driver import TrialDriver, align, sent_log
+from trialpath.config import Settings
+from trialpath.contract import TrialProfile
+
+
+async def test_qualify_update_sets_the_persona(
+    env: WorkflowEnvironment, settings: Settings, worker: Worker
+) -> None:
+    await align(env)
+    trial = TrialDriver(env, settings, "q-ok", role=None, urgency=None)
+    await trial.start()
+    result = await trial.qualify("executive", "strategic_oversight", "this_week")
+    assert result.persona == "executive"
+    status = await trial.status()
+    assert (status.persona, status.urgency, status.stage) == (
+        "executive",
+        "this_week",
+        "onboarding",
+    )
+    await trial.at_day(0.1)
+    status = await trial.status()
+    # Urgency this_week: the success call is on day 2.
+    assert status.call.at is not None
+    assert (status.call.at.date() - trial.signup_at.date()).days == 2
+    assert [s.key.split(":")[1] for s in status.sent][:1] == ["welcome/email"]
+    assert status.sent[0].template == "email/welcome.executive.en.html.j2"
+    # Answering again later switches the path.
+    assert (await trial.qualify("technical", "integrations", "this_week")).persona == "technical"
+    await trial.signal("cancel")
+    await trial.result()
+
+
+async def test_invalid_answers_are_rejected_and_leave_no_trace(
+    env: WorkflowEnvironment, settings: Settings, worker: Worker
+) -> None:
+    await align(env)
+    trial = TrialDriver(env, settings, "q-bad", role=None, urgency=None)
+    handle = await trial.start()
+    with pytest.raises(WorkflowUpdateFailedError) as info:
+        await trial.qualify("wizard", "integrations", "someday")
+    message = str(info.value.cause)
+    assert "role 'wizard' is not one of technical, business, executive" in message
+    assert "urgency 'someday' is not one of this_week, this_month, evaluating" in message
+    history = await handle.fetch_history()
+    assert not [
+        e
+        for e in history.events
+        if e.HasField("workflow_execution_update_accepted_event_attributes")
+    ]
+    assert (await trial.status()).persona is None
+    await trial.signal("cancel")
+    await trial.result()
+
+
+async def test_search_attributes_and_details_follow_the_trial(
+    env: WorkflowEnvironment, settings: Settings, worker: Worker
+) -> None:
+    await align(env)
+    trial = TrialDriver(env, settings, "sa-1", role="business")
+    handle = await trial.start()
+    await trial.at_day(0.5)
+    await trial.event("workflow_created")
+    await trial.event("teammate_invited")
+    await trial.at_day(0.6)
+    attrs = (await handle.describe()).typed_search_attributes
+    assert attrs.get(SearchAttributeKey.for_keyword("TrialStage")) == "activated"
+    assert attrs.get(SearchAttributeKey.for_keyword("Persona")) == "business"
+    assert attrs.get(SearchAttributeKey.for_bool("Activated")) is True
+    assert attrs.get(SearchAttributeKey.for_keyword("ExperimentArm")) == "default"
+    assert attrs.get(SearchAttributeKey.for_keyword("CsOwner")) in ("Camille", "Samir", "Julia")
+    ends = attrs.get(SearchAttributeKey.for_datetime("TrialEndsAt"))
+    assert ends is not None and ends == (await trial.status()).trial_ends_at
+    # Nothing personal in ids or search attributes.
+    assert "@" not in handle.id and "Ada" not in str(attrs)
+    await trial.signal("cancel")
+    await trial.result()
+    attrs = (await handle.describe()).typed_search_attributes
+    assert attrs.get(SearchAttributeKey.for_keyword("TrialStage")) == "cancelled"
+
+
+async def test_bad_signal_payloads_are_dropped_not_fatal(
+    env: WorkflowEnvironment, settings: Settings, worker: Worker
+) -> None:
+    await align(env)
+    trial = TrialDriver(env, settings, "bad-signal", role="technical")
+    await trial.start()
+    await trial.signal("unsubscribe", {"channel": "pigeon"})
+    await trial.signal("extend_trial", {"days": "many"})
+    await trial.signal("event", {"nom": "typo"})
+    await trial.event("integration_connected")
+    await trial.at_day(0.1)
+    status = await trial.status()
+    assert status.unsubscribed == []
+    assert status.events_seen == {"integration_connected": 1}
+    assert status.stage == "onboarding"
+    await trial.signal("cancel")
+    assert (await trial.result()).stage == "cancelled"
+
+
+async def test_events_older_than_the_trial_do_not_activate(
+    env: WorkflowEnvironment, settings: Settings, worker: Worker
+) -> None:
+    await align(env)
+    trial = TrialDriver(env, settings, "old-events", role="business")
+    await trial.start()
+    before = trial.iso(-2)
+    await trial.event("workflow_created", occurred_at=before)
+    await trial.event("teammate_invited", occurred_at=before)
+    await trial.at_day(0.1)
+    status = await trial.status()
+    assert status.events_seen == {"workflow_created": 1, "teammate_invited": 1}
+    assert not status.activated
+    await trial.signal("cancel")
+    await trial.result()
+
+
+async def test_many_events_continue_as_new_and_keep_the_state(
+    env: WorkflowEnvironment, settings: Settings, worker: Worker
+) -> None:
+    await align(env)
+    trial = TrialDriver(env, settings, "many-events", role="technical")
+    handle = await trial.start()
+    first_run = (await handle.describe()).run_id
+    await trial.at_day(0.2)
+    await trial.event("integration_connected")
+    # Default journey continues as new past 2000 history events; 1100 events (each a signal
+    # and a recording activity) pass it.
+    for i in range(1100):
+        await trial.signal("event", {"name": "api_call", "id": f"call-{i}"})
+    await trial.at_day(0.5)
+    # Duplicates of ids seen in the first run are still ignored in the next one.
+    await trial.signal("event", {"name": "api_call", "id": "call-1099"})
+    await trial.at_day(0.6)
+    status = await trial.status()
+    assert (await handle.describe()).run_id != first_run
+    assert status.events_seen == {"integration_connected": 1, "api_call": 1100}
+    assert status.activated
+    keys = [k for _, k in sent_log(status)]
+    assert keys.count("welcome/email") == 1
+    assert "milestone/in_app" in keys
+    await trial.signal("cancel")
+    assert (await trial.result()).stage == "cancelled"
+
+
+def test_profile_rejects_email_as_user_id_and_bad_time_zone() -> None:
+    with pytest.raises(ValueError, match="looks like an email address"):
+        TrialProfile(user_id="ada@example.com", name="Ada", email="ada@example.com")
+    with pytest.raises(ValueError, match="not an IANA time zone"):
+        TrialProfile(user_id="u1", name="Ada", email="ada@example.com", timezone="Mars/Olympus")
+    with pytest.raises(ValueError, match="not an email address"):
+        TrialProfile(user_id="u1", name="Ada", email="ada")
