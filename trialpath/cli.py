@@ -25,7 +25,7 @@ from trialpath.contract import TrialStatus, check_user_id, workflow_id_for
 from trialpath.db import make_engine
 from trialpath.models import Message, Trial
 from trialpath.services import ServiceError, Services, running
-from trialpath.temporal import connect, register_search_attributes
+from trialpath.temporal import connect, register_search_attributes, wait_for_pollers
 
 app = typer.Typer(
     help="Trialpath: durable onboarding journeys for SaaS trial users.", no_args_is_help=True
@@ -90,6 +90,7 @@ def up(
                 )
             _run(_register(settings))
             services.start_worker()
+            _run(_wait_for_worker(settings, services))
             console.print(f"Worker started (log: {settings.data_dir / 'worker.log'})")
             if demo:
                 _run(_demo(settings, seconds_per_day, prefix, services))
@@ -117,6 +118,15 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+async def _wait_for_worker(settings: Settings, services: Services) -> None:
+    client = await _client(settings)
+    try:
+        await wait_for_pollers(client, settings.task_queue)
+    except TimeoutError as err:
+        services.check_alive()
+        raise ServiceError(f"{err}; see {settings.data_dir / 'worker.log'}") from err
+
+
 async def _register(settings: Settings) -> None:
     client = await _client(settings)
     await register_search_attributes(client)
@@ -128,6 +138,10 @@ async def _demo(
     from trialpath.demo import results_table, run_demo
 
     client = await _client(settings)
+    try:
+        await wait_for_pollers(client, settings.task_queue, timeout=30)
+    except TimeoutError as err:
+        raise fail(f"{err}; start one with `trialpath worker`") from err
     console.print(
         f"Demo: 12 sample trials, one journey day = {seconds_per_day:g} s "
         f"(a 14-day trial plays in about {14 * seconds_per_day:.0f} s)"

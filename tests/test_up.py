@@ -1,0 +1,141 @@
+"""End to end: `trialpath up` starts the real Temporal dev server and a worker, plays the demo,
+finds it again on a second run, and stops every process it started (Ctrl-C included)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+
+from trialpath.config import PROJECT_ROOT, Settings
+from trialpath.services import Services, port_open
+from trialpath.temporal import DATA_CONVERTER
+
+pytestmark = pytest.mark.slow
+
+TRIALPATH = str(Path(sys.executable).parent / "trialpath")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def up_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    env = dict(os.environ)
+    env.update(
+        TRIALPATH_DATA_DIR=str(tmp_path / "data"),
+        TRIALPATH_TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}",
+        TRIALPATH_TEMPORAL_UI_PORT=str(free_port()),
+        TRIALPATH_TASK_QUEUE="trialpath-e2e",
+        COLUMNS="200",
+    )
+    yield env
+
+
+def run_up(env: dict[str, str], *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [TRIALPATH, "up", *args],
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def grpc_port(env: dict[str, str]) -> int:
+    return int(env["TRIALPATH_TEMPORAL_ADDRESS"].rsplit(":", 1)[1])
+
+
+async def test_up_runs_the_demo_and_finds_it_again(up_env: dict[str, str]) -> None:
+    first = run_up(up_env, "--seconds-per-day", "1", "--exit-after-demo")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "Temporal dev server started" in first.stdout
+    assert "12 workflows ran." in first.stdout
+    assert "Demo results" in first.stdout
+    for behaviour in ("activates on day 1", "converts mid-trial", "cancels on day 3"):
+        assert behaviour in first.stdout
+    assert "cancelled" in first.stdout and "converted" in first.stdout and "expired" in first.stdout
+    assert not port_open("127.0.0.1", grpc_port(up_env)), "the dev server was left running"
+
+    second = run_up(up_env, "--seconds-per-day", "1", "--exit-after-demo")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "12 demo trials already exist" in second.stdout
+    assert "12 workflows ran." in second.stdout
+
+    # The same server state, browsed as support staff would: 12 trials, searchable by persona.
+    settings = Settings(
+        data_dir=Path(up_env["TRIALPATH_DATA_DIR"]),
+        temporal_address=up_env["TRIALPATH_TEMPORAL_ADDRESS"],
+        temporal_ui_port=int(up_env["TRIALPATH_TEMPORAL_UI_PORT"]),
+    )
+    services = Services(settings)
+    try:
+        assert services.start_temporal()
+        client = await Client.connect(settings.temporal_address, data_converter=DATA_CONVERTER)
+        total = await client.count_workflows("WorkflowType='TrialWorkflow'")
+        technical = await client.count_workflows("Persona='technical'")
+        converted = await client.count_workflows("TrialStage='converted'")
+        assert (total.count, technical.count, converted.count) == (12, 4, 2)
+    finally:
+        services.stop_all()
+
+    outbox = subprocess.run(
+        [TRIALPATH, "outbox", "list", "--user", "demo-tech-cancel", "--json"],
+        env=up_env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = outbox.stdout.strip().splitlines()
+    assert len(lines) >= 6
+    assert all('"user_id": "demo-tech-cancel"' in line for line in lines)
+
+
+def test_ctrl_c_stops_every_process(up_env: dict[str, str]) -> None:
+    process = subprocess.Popen(
+        [TRIALPATH, "up", "--no-demo"],
+        env=up_env,
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        lines = []
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            lines.append(line)
+            if "Press Ctrl-C" in line or not line:
+                break
+        assert any("Press Ctrl-C" in line for line in lines), "".join(lines)
+        assert port_open("127.0.0.1", grpc_port(up_env))
+        children = subprocess.run(
+            ["pgrep", "-P", str(process.pid)], capture_output=True, text=True, check=False
+        ).stdout.split()
+        assert len(children) == 2  # dev server and worker
+        process.send_signal(signal.SIGINT)
+        out, _ = process.communicate(timeout=60)
+        assert process.returncode == 0, out
+        assert "Stopped." in out
+        assert not port_open("127.0.0.1", grpc_port(up_env))
+        for pid in children:
+            assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
