@@ -1,0 +1,59 @@
+"""docker-compose.yml cannot run here (no Docker engine): check it is coherent instead."""
+
+from __future__ import annotations
+
+import re
+
+import yaml
+
+from trialpath.config import PROJECT_ROOT, Settings
+
+
+def compose() -> dict:  # type: ignore[type-arg]
+    return yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
+
+
+def test_services_and_dependencies_exist() -> None:
+    services = compose()["services"]
+    assert {"postgresql", "temporal", "temporal-ui", "worker"} <= set(services)
+    for name, service in services.items():
+        for dependency in service.get("depends_on", {}):
+            assert dependency in services, f"{name} depends on unknown {dependency}"
+        assert "image" in service or "build" in service, name
+
+
+def test_worker_settings_are_real_settings_and_point_at_the_stack() -> None:
+    services = compose()["services"]
+    env = services["worker"]["environment"]
+    known = {f"TRIALPATH_{name.upper()}" for name in Settings.model_fields}
+    assert set(env) <= known, set(env) - known
+    host = env["TRIALPATH_TEMPORAL_ADDRESS"].split(":")[0]
+    assert host in services
+    db = re.match(
+        r"postgresql\+psycopg://(\w+):(\w+)@([\w-]+):5432/(\w+)", env["TRIALPATH_DATABASE_URL"]
+    )
+    assert db is not None
+    user, password, db_host, name = db.groups()
+    pg = services["postgresql"]["environment"]
+    assert (user, password, name) == (
+        pg["POSTGRES_USER"],
+        pg["POSTGRES_PASSWORD"],
+        pg["POSTGRES_DB"],
+    )
+    assert db_host == "postgresql"
+    assert services["temporal"]["environment"]["POSTGRES_SEEDS"] == "postgresql"
+    assert services["temporal-ui"]["environment"]["TEMPORAL_ADDRESS"] == "temporal:7233"
+
+
+def test_published_ports_match_the_embedded_defaults() -> None:
+    services = compose()["services"]
+    assert "7233:7233" in services["temporal"]["ports"]
+    assert "8233:8080" in services["temporal-ui"]["ports"]
+
+
+def test_dockerfile_copies_paths_that_exist() -> None:
+    dockerfile = (PROJECT_ROOT / "Dockerfile").read_text()
+    for line in dockerfile.splitlines():
+        if line.startswith("COPY "):
+            for source in line.split()[1:-1]:
+                assert (PROJECT_ROOT / source).exists(), source
