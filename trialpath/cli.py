@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 from sqlmodel import Session, col, select
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from trialpath.config import Settings, get_settings
@@ -139,7 +139,7 @@ async def _demo(
 
     client = await _client(settings)
     try:
-        await wait_for_pollers(client, settings.task_queue, timeout=30)
+        await wait_for_pollers(client, settings.task_queue, within=30)
     except TimeoutError as err:
         raise fail(f"{err}; start one with `trialpath worker`") from err
     console.print(
@@ -248,19 +248,38 @@ def trial_show(
 
 
 async def _status(settings: Settings, user_id: str) -> TrialStatus:
-    client = await _client(settings)
+    """The live `status` query, or the last status recorded in the database when the workflow
+    is gone (retention) or Temporal cannot be reached."""
+    try:
+        client = await connect(settings)
+    except RuntimeError as err:
+        recorded = _recorded_status(settings, user_id)
+        if recorded is None:
+            raise fail(f"cannot reach Temporal at {settings.temporal_address} ({err})") from err
+        err_console.print(
+            f"[yellow]Temporal at {settings.temporal_address} is unreachable; "
+            "showing the last recorded status.[/]"
+        )
+        return recorded
     handle = client.get_workflow_handle(workflow_id_for(user_id))
     try:
         status: TrialStatus = await handle.query("status", result_type=TrialStatus)
         return status
-    except (RPCError, WorkflowFailureError) as err:
-        if isinstance(err, RPCError) and err.status != RPCStatusCode.NOT_FOUND:
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
             raise fail(f"cannot query trial {user_id}: {err}") from err
+    recorded = _recorded_status(settings, user_id)
+    if recorded is None:
+        raise fail(f"no trial for user {user_id}")
+    return recorded
+
+
+def _recorded_status(settings: Settings, user_id: str) -> TrialStatus | None:
     engine = make_engine(settings.effective_database_url)
     with Session(engine) as session:
         row = session.get(Trial, user_id)
     if row is None or not row.status:
-        raise fail(f"no trial for user {user_id}")
+        return None
     return TrialStatus.model_validate(row.status)
 
 

@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 
 from temporalio.api.enums.v1 import IndexedValueType, TaskQueueType
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
     ListSearchAttributesRequest,
 )
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
@@ -60,20 +60,20 @@ async def register_search_attributes(client: Client) -> list[str]:
     return sorted(missing)
 
 
-async def wait_for_pollers(client: Client, task_queue: str, timeout: float = 60.0) -> None:
+async def wait_for_pollers(client: Client, task_queue: str, within: float = 60.0) -> None:
     """Waits until a worker polls the task queue, so trials started next run on time."""
     request = DescribeTaskQueueRequest(
         namespace=client.namespace,
         task_queue=TaskQueue(name=task_queue),
         task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
     )
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + within
     while True:
         response = await client.workflow_service.describe_task_queue(request)
         if response.pollers:
             return
         if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(f"no worker polls task queue {task_queue!r} after {timeout:.0f}s")
+            raise TimeoutError(f"no worker polls task queue {task_queue!r} after {within:.0f}s")
         await asyncio.sleep(0.2)
 
 
