@@ -91,7 +91,8 @@ def begin(defn: JourneyDefinition = DEFN, signup: datetime = SIGNUP, **kwargs: A
 def with_activation(defn: JourneyDefinition, persona: str, within_days: float) -> JourneyDefinition:
     path = defn.personas[persona]  # type: ignore[index]
     activation = path.activation.model_copy(update={"within_days": within_days})
-    personas = {**defn.personas, persona: path.model_copy(update={"activation": activation})}
+    personas: dict[str, Any] = dict(defn.personas)
+    personas[persona] = path.model_copy(update={"activation": activation})
     return defn.model_copy(update={"personas": personas})
 
 

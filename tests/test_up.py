@@ -136,6 +136,19 @@ def test_ctrl_c_stops_every_process(up_env: dict[str, str]) -> None:
             ["pgrep", "-P", str(process.pid)], capture_output=True, text=True, check=False
         ).stdout.split()
         assert len(children) == 2  # dev server and worker
+        # While it runs, the developer's starter script drives one trial through it.
+        starter = subprocess.run(
+            [sys.executable, "starter.py", "dev-starter"],
+            env=up_env,
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert starter.returncode == 0, starter.stderr
+        assert "qualified: persona technical" in starter.stdout
+        assert '"integration_connected": 1' in starter.stdout
         process.send_signal(signal.SIGINT)
         out, _ = process.communicate(timeout=60)
         assert process.returncode == 0, out

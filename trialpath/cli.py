@@ -66,8 +66,13 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 def up(
     demo: Annotated[bool, typer.Option(help="Run the demo once the services are up.")] = True,
     seconds_per_day: Annotated[
-        float, typer.Option(min=0.5, help="Demo clock: real seconds per journey day.")
-    ] = 4.0,
+        float | None,
+        typer.Option(
+            min=0.5,
+            help="Demo clock: real seconds per journey day "
+            "[default: TRIALPATH_SECONDS_PER_DAY if set, else 4].",
+        ),
+    ] = None,
     prefix: Annotated[str, typer.Option(help="User id prefix of the demo trials.")] = "demo",
     exit_after_demo: Annotated[
         bool, typer.Option(help="Stop the services once the demo has finished.")
@@ -93,7 +98,7 @@ def up(
             _run(_wait_for_worker(settings, services))
             console.print(f"Worker started (log: {settings.data_dir / 'worker.log'})")
             if demo:
-                _run(_demo(settings, seconds_per_day, prefix, services))
+                _run(_demo(settings, demo_clock(settings, seconds_per_day), prefix, services))
             console.print(
                 f"\nBrowse the workflows: {ui}/namespaces/{settings.temporal_namespace}/workflows"
                 f'\nSearch by persona, e.g. Persona="technical": '
@@ -111,6 +116,18 @@ def up(
     except ServiceError as err:
         raise fail(str(err)) from err
     console.print("Stopped.")
+
+
+DEMO_SECONDS_PER_DAY = 4.0
+
+
+def demo_clock(settings: Settings, option: float | None) -> float:
+    """The demo's clock: the option, else TRIALPATH_SECONDS_PER_DAY when set, else 4 s a day."""
+    if option is not None:
+        return option
+    if "seconds_per_day" in settings.model_fields_set:
+        return settings.seconds_per_day
+    return DEMO_SECONDS_PER_DAY
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -160,12 +177,16 @@ async def _demo(
 
 @app.command()
 def demo(
-    seconds_per_day: Annotated[float, typer.Option(min=0.5)] = 4.0,
+    seconds_per_day: Annotated[
+        float | None,
+        typer.Option(min=0.5, help="[default: TRIALPATH_SECONDS_PER_DAY if set, else 4]"),
+    ] = None,
     prefix: Annotated[str, typer.Option(help="User id prefix of the demo trials.")] = "demo",
 ) -> None:
     """Run the demo against services that are already running (see `up`)."""
+    settings = get_settings()
     try:
-        _run(_demo(get_settings(), seconds_per_day, prefix, None))
+        _run(_demo(settings, demo_clock(settings, seconds_per_day), prefix, None))
     except KeyboardInterrupt:
         raise fail("demo interrupted", 130) from None
 
