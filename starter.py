@@ -23,7 +23,7 @@ from trialpath.contract import (
     workflow_id_for,
 )
 from trialpath.journey import TrialInput
-from trialpath.temporal import connect
+from trialpath.temporal import connect, exit_process
 from workflows.trial import TrialWorkflow
 
 
@@ -65,3 +65,4 @@ async def main() -> None:
 
 if __name__ == "__main__":
     asyncio.run(main())
+    exit_process(0)

@@ -6,6 +6,7 @@ python worker.py          (or `trialpath worker`)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
@@ -20,7 +21,7 @@ from trialpath.db import make_engine
 from trialpath.delivery import Provider
 from trialpath.delivery.outbox import OutboxProvider
 from trialpath.templating import Product, Renderer
-from trialpath.temporal import connect, register_search_attributes
+from trialpath.temporal import connect, exit_process, register_search_attributes
 from workflows.trial import TrialWorkflow
 
 
@@ -88,4 +89,6 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
+    exit_process(0)

@@ -392,8 +392,9 @@ def test_qualification_to_a_persona_whose_goal_is_met_activates_at_once() -> Non
     journey.apply_qualification(
         DEFN, state, "executive", "strategic_oversight", "this_week", t(0, 12)
     )
-    # Activated at the moment the persona changed, not at the events' times.
-    assert state.activated_at == t(0, 12)
+    # Activated when the executive goal was reached (the report at 11:00), even though the
+    # persona only changed at 12:00: time to first value measures what the user did.
+    assert state.activated_at == t(0, 11)
     # The executive milestone (dashboard_configured) was already seen: milestone queued now.
     assert [(q.occurrence, q.due) for q in state.queued] == [("milestone", t(0, 12))]
 
@@ -479,7 +480,8 @@ def test_events_before_signup_are_seen_but_never_count() -> None:
     outcome = journey.apply_event(DEFN, state, "workflow_created", before, "e1", t(0, 9))
     assert outcome == journey.EventOutcome(accepted=True, counted=False)
     assert state.events_seen == {"workflow_created": 1}
-    assert state.daily_counts == {}
+    assert state.counted == {}
+    assert state.earliest == {}
     assert state.last_key_event_at is None
     assert state.milestone_at is None
     # The other half of the goal inside the trial: still 1 of 2 counted.
@@ -496,7 +498,8 @@ def test_duplicate_event_ids_are_ignored() -> None:
     assert first.accepted and first.counted
     assert again == other == journey.EventOutcome(accepted=False, counted=False)
     assert state.events_seen == {"workflow_created": 1}
-    assert state.daily_counts == {"workflow_created": {0: 1}}
+    assert state.counted == {"workflow_created": 1}
+    assert state.earliest == {"workflow_created": [t(0, 10)]}
     assert state.activated_at is None
     # Without an id there is no de-duplication.
     journey.apply_event(DEFN, state, "login", t(0, 12), None, t(0, 12))
@@ -523,8 +526,9 @@ def test_remembered_event_ids_are_bounded() -> None:
 def test_future_occurred_at_is_clamped_to_now() -> None:
     state = begin(role="business")
     journey.apply_event(DEFN, state, "workflow_created", t(5), None, t(1, 10))
-    # Counted at now (day 1: floor((t(1,10) - t(0,8)) / 1 day) = 1), not on day 5.
-    assert state.daily_counts == {"workflow_created": {1: 1}}
+    # Counted at now (day 1, 10:00), not on day 5.
+    assert state.counted == {"workflow_created": 1}
+    assert state.earliest == {"workflow_created": [t(1, 10)]}
     assert state.last_key_event_at == t(1, 10)
     assert state.milestone_at == t(1, 10)
     # On day 9 it would be outside the 7 days; clamped to now it activates now.
@@ -738,14 +742,6 @@ def test_drip_step_without_skip_if_event_is_sent_on_its_day() -> None:
     assert state.marketing_days == {"2026-01-05": 1, "2026-01-06": 1}  # welcome, drip
 
 
-@pytest.mark.xfail(
-    reason=(
-        "BUG: when next_step skips a drip step (skip_if, stale or no channel) it returns a Wait "
-        "that ignores the next drip step, so that step waits for some other wake-up (here the "
-        "nudge on day 3, then the cap pushes it to day 4)"
-    ),
-    strict=True,
-)
 def test_next_drip_step_keeps_its_day_after_a_skipped_step() -> None:
     state = begin(role="technical", urgency="this_month")
     settle_signup(DEFN, state)
@@ -1274,12 +1270,12 @@ def test_call_signals_after_cancellation_are_refused() -> None:
     assert state.queued == []
 
 
-def test_call_completed_is_still_accepted_after_conversion() -> None:
+def test_call_signals_after_conversion_are_refused() -> None:
     state = scheduled()
     journey.apply_conversion(state, "team", 99.0, t(3))
     assert journey.apply_call_booked(state, t(5), None, t(3, 1)) is False
-    assert journey.apply_call_completed(state, "after paying", t(3, 1)) is True
-    assert queued(state) == ["welcome_paid", "call_followup"]
+    assert journey.apply_call_completed(state, "after paying", t(3, 1)) is False
+    assert queued(state) == ["welcome_paid"]
 
 
 # --- End of trial ----------------------------------------------------------------------------
@@ -1526,16 +1522,9 @@ def test_summary_while_qualifying_and_after_activation() -> None:
     assert "Unsubscribed from sms." in text
 
 
-# --- Suspected bugs --------------------------------------------------------------------------
+# --- Fixed edge cases (each once a bug) ------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    reason=(
-        "BUG: an event after the trial expired (but before the win-back ends) still counts: "
-        "apply_event returns counted=True (documented as 'inside the trial window')"
-    ),
-    strict=True,
-)
 def test_event_after_expiry_is_not_counted() -> None:
     state = begin(role="technical", urgency="this_month")
     simulate(DEFN, state, SIGNUP, t(15, 12))
@@ -1543,13 +1532,6 @@ def test_event_after_expiry_is_not_counted() -> None:
     assert outcome.counted is False
 
 
-@pytest.mark.xfail(
-    reason=(
-        "BUG: the milestone of an expired trial is still enqueued and sent during win-back "
-        "(_check_milestone only stops for converted/cancelled trials, unlike activation)"
-    ),
-    strict=True,
-)
 def test_no_milestone_message_after_expiry() -> None:
     state = begin(role="technical", urgency="this_month")
     late = [(t(15, 12), event(state, "integration_connected", t(15, 12)))]
@@ -1557,13 +1539,6 @@ def test_no_milestone_message_after_expiry() -> None:
     assert "milestone" not in run.occurrences()
 
 
-@pytest.mark.xfail(
-    reason=(
-        "BUG: a conversion during the qualifier hour holds the immediate, transactional "
-        "welcome_paid until the qualifier deadline (next_step waits for the persona first)"
-    ),
-    strict=True,
-)
 def test_welcome_paid_is_not_held_by_the_qualifier() -> None:
     state = begin()
     journey.apply_conversion(state, "team", 49.0, t(0, 8, 10))
@@ -1572,13 +1547,6 @@ def test_welcome_paid_is_not_held_by_the_qualifier() -> None:
     assert step.message == "welcome_paid"
 
 
-@pytest.mark.xfail(
-    reason=(
-        "BUG: activation counts whole trial days (day < within_days), so a fractional "
-        "within_days (1.5) counts an event 41 hours after signup"
-    ),
-    strict=True,
-)
 def test_fractional_within_days_is_honoured() -> None:
     defn = with_activation(DEFN, "business", 1.5)
     state = begin(defn, role="business")
@@ -1588,13 +1556,6 @@ def test_fractional_within_days_is_honoured() -> None:
     assert state.activated_at is None
 
 
-@pytest.mark.xfail(
-    reason=(
-        "BUG: activated_at is the occurred_at of the event that completed the rule, so a "
-        "late-delivered older event dates the activation before the other required event"
-    ),
-    strict=True,
-)
 def test_activated_at_is_when_the_rule_became_true() -> None:
     state = begin(role="business")
     journey.apply_event(DEFN, state, "workflow_created", t(1, 9), None, t(1, 9))

@@ -25,7 +25,12 @@ from trialpath.contract import TrialStatus, check_user_id, workflow_id_for
 from trialpath.db import make_engine
 from trialpath.models import Message, Trial
 from trialpath.services import ServiceError, Services, running
-from trialpath.temporal import connect, register_search_attributes, wait_for_pollers
+from trialpath.temporal import (
+    connect,
+    exit_process,
+    register_search_attributes,
+    wait_for_pollers,
+)
 
 app = typer.Typer(
     help="Trialpath: durable onboarding journeys for SaaS trial users.", no_args_is_help=True
@@ -335,5 +340,10 @@ def render_status(status: TrialStatus) -> Table:
     return table
 
 
-def main() -> None:  # pragma: no cover
-    app()
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+        exit_process(code)

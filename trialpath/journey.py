@@ -8,6 +8,7 @@ time or until a signal changes the state. Signals and updates go through the `ap
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -133,8 +134,13 @@ class TrialState(_State):
     cancelled: Cancellation | None = None
     unsubscribed: list[str] = []
     events_seen: dict[str, int] = {}
-    daily_counts: dict[str, dict[int, int]] = {}
-    """Counts per event name per trial day, for events inside the trial (activation rule)."""
+    counted: dict[str, int] = {}
+    """Events per name that happened inside the trial (those before signup or after the end
+    are only in `events_seen`)."""
+    earliest: dict[str, list[datetime]] = {}
+    """For events named by an activation rule, the earliest occurrence times inside the trial,
+    as many as any rule asks for: the N-th is when the count reached N, even if events arrive
+    out of order."""
     seen_event_ids: list[str] = []
     last_key_event_at: datetime | None = None
     nudges: int = 0
@@ -276,8 +282,8 @@ def is_ended(state: TrialState) -> bool:
 
 
 def infer_persona(defn: JourneyDefinition, state: TrialState) -> Persona:
-    """From the challenge if it was answered, else from the first persona-typed events seen,
-    else the default persona."""
+    """From the challenge if it was answered, else from the persona-typed events seen so far
+    (the persona with most such events; ties broken alphabetically), else the default."""
     if state.challenge in defn.inference.challenge:
         return defn.inference.challenge[state.challenge]
     votes: dict[Persona, int] = {}
@@ -302,7 +308,7 @@ def _set_persona(
     if state.persona_at is None:
         state.persona_at = now
     _check_milestone(defn, state, now)
-    _check_activation(defn, state, now, now)
+    _check_activation(defn, state, now)
 
 
 def apply_qualification(
@@ -351,19 +357,22 @@ def apply_event(
         del state.seen_event_ids[:-MAX_REMEMBERED_EVENT_IDS]
     occurred_at = min(occurred_at, now)
     state.events_seen[name] = state.events_seen.get(name, 0) + 1
-    counted = occurred_at >= state.signup_at and not is_ended(state)
-    if not counted:
+    inside = state.signup_at <= occurred_at < trial_ends_at(state)
+    if not inside or is_ended(state):
         return EventOutcome(accepted=True, counted=False)
-    day = trial_day(state, occurred_at)
-    per_day = state.daily_counts.setdefault(name, {})
-    per_day[day] = per_day.get(day, 0) + 1
+    state.counted[name] = state.counted.get(name, 0) + 1
+    keep = max((p.activation.require.get(name, 0) for p in defn.personas.values()), default=0)
+    if keep:
+        times = state.earliest.setdefault(name, [])
+        bisect.insort(times, occurred_at)
+        del times[keep:]
     if name in defn.stall.key_events and (
         state.last_key_event_at is None or occurred_at > state.last_key_event_at
     ):
         state.last_key_event_at = occurred_at
     was_activated = state.activated_at is not None
     _check_milestone(defn, state, now)
-    _check_activation(defn, state, occurred_at, now)
+    _check_activation(defn, state, now)
     return EventOutcome(
         accepted=True,
         counted=True,
@@ -378,34 +387,45 @@ def activation_progress(defn: JourneyDefinition, state: TrialState) -> int:
     rule = defn.personas[state.persona].activation
     if state.activated_at is not None:
         return 100
+    deadline = state.signup_at + timedelta(days=rule.within_days)
     reached = sum(
-        min(_count_within(state, event, rule.within_days), need)
+        min(sum(1 for t in state.earliest.get(event, []) if t < deadline), need)
         for event, need in rule.require.items()
     )
     return math.floor(100 * reached / sum(rule.require.values()))
 
 
-def _count_within(state: TrialState, event: str, within_days: float) -> int:
-    return sum(n for day, n in state.daily_counts.get(event, {}).items() if day < within_days)
+def activation_time(
+    defn: JourneyDefinition, state: TrialState, persona: Persona
+) -> datetime | None:
+    """When the persona's rule became true: the latest of the moments each required count was
+    reached, provided all are strictly within `within_days` of signup; None if not (yet)."""
+    rule = defn.personas[persona].activation
+    deadline = state.signup_at + timedelta(days=rule.within_days)
+    reached: list[datetime] = []
+    for event, need in rule.require.items():
+        times = state.earliest.get(event, [])
+        if len(times) < need or times[need - 1] >= deadline:
+            return None
+        reached.append(times[need - 1])
+    return max(reached)
 
 
-def _check_activation(
-    defn: JourneyDefinition, state: TrialState, at: datetime, now: datetime
-) -> None:
+def _check_activation(defn: JourneyDefinition, state: TrialState, now: datetime) -> None:
     if state.persona is None or state.activated_at is not None or is_ended(state):
         return
     if now >= trial_ends_at(state):
         return
-    rule = defn.personas[state.persona].activation
-    if all(_count_within(state, e, rule.within_days) >= n for e, n in rule.require.items()):
-        state.activated_at = max(at, state.signup_at)
+    state.activated_at = activation_time(defn, state, state.persona)
 
 
 def _check_milestone(defn: JourneyDefinition, state: TrialState, now: datetime) -> None:
     if state.persona is None or state.milestone_at is not None or is_ended(state):
         return
+    if now >= trial_ends_at(state):
+        return
     milestone = defn.personas[state.persona].milestone
-    if state.daily_counts.get(milestone):
+    if state.counted.get(milestone):
         state.milestone_at = now
         _enqueue(state, "milestone", "milestone", now)
 
@@ -454,7 +474,7 @@ def apply_call_rescheduled(state: TrialState, at: datetime, now: datetime) -> bo
 
 
 def apply_call_completed(state: TrialState, notes: str | None, now: datetime) -> bool:
-    if state.call.state not in ("scheduled", "booked", "no_show") or state.cancelled is not None:
+    if state.call.state not in ("scheduled", "booked", "no_show") or is_ended(state):
         return False
     state.call.state = "completed"
     state.call.notes = notes
@@ -685,20 +705,34 @@ def alert_context(defn: JourneyDefinition, state: TrialState, now: datetime) -> 
 def next_step(defn: JourneyDefinition, state: TrialState, now: datetime) -> Step:
     """What the workflow does next. Applies internal transitions (persona inference, stale
     and skipped messages) to `state` on the way."""
+    while True:
+        step = _decide(defn, state, now)
+        if step is not None:
+            return step
+
+
+def _needs_agent(state: TrialState) -> bool:
+    call = state.call
+    return call.state == "none" or (call.agent is None and call.state in ("scheduled", "booked"))
+
+
+def _decide(defn: JourneyDefinition, state: TrialState, now: datetime) -> Step | None:
+    """One pass; None when it skipped messages, so the next pass sees what comes after them."""
     if state.cancelled is not None:
         return Finish("cancelled")
-    if state.persona is None:
+    if state.persona is None and state.converted is None:
         if now < state.qualify_deadline:
             return Wait(state.qualify_deadline)
         _set_persona(defn, state, infer_persona(defn, state), "inferred", now)
 
     candidates = [_Candidate(q.occurrence, q.message, q.due, extra=q.extra) for q in state.queued]
     if state.converted is None:
-        if state.call.state == "none" and now < trial_ends_at(state):
+        if _needs_agent(state) and now < trial_ends_at(state):
             return AssignAgent(defn.call.agents)
         candidates.extend(_call_candidates(defn, state, now))
         candidates.extend(_trial_candidates(defn, state, now))
 
+    skipped = False
     wake: list[datetime] = []
     ready: list[tuple[int, datetime, _Candidate, MessageSpec]] = []
     for cand in candidates:
@@ -707,6 +741,7 @@ def next_step(defn: JourneyDefinition, state: TrialState, now: datetime) -> Step
         spec = defn.message(cand.message)
         if cand.stale_at is not None and now >= cand.stale_at:
             _skip(state, cand.occurrence)
+            skipped = True
             continue
         if spec.category == "marketing" and not spec.immediate:
             at = next_send_time(defn, state, cand.due, now)
@@ -728,18 +763,22 @@ def next_step(defn: JourneyDefinition, state: TrialState, now: datetime) -> Step
     for _, _, cand, spec in ready:
         if cand.skip_if and any(state.events_seen.get(e) for e in cand.skip_if):
             _skip(state, cand.occurrence)
+            skipped = True
             continue
         channels = channels_for(defn, state, spec)
         if not channels:
             _skip(state, cand.occurrence)
             if cand.message == "stall_nudge":
                 _after_nudge(state, now)
+            skipped = True
             continue
         extra = dict(cand.extra)
         if cand.message == "support_alert":
             extra = alert_context(defn, state, now)
         return Send(cand.occurrence, cand.message, spec.category, channels, extra)
 
+    if skipped:
+        return None
     if state.converted is not None:
         return Finish("converted")
     stage = stage_of(defn, state, now)
@@ -826,6 +865,10 @@ def call_time(defn: JourneyDefinition, state: TrialState) -> datetime:
 
 
 def assign_agent(defn: JourneyDefinition, state: TrialState, agent: str, now: datetime) -> None:
+    """Gives the success call its agent; proposes a time unless the user already booked one."""
+    if state.call.state != "none":
+        state.call.agent = state.call.agent or agent
+        return
     state.call.state = "scheduled"
     state.call.agent = agent
     _new_call_time(state, "call_invite", max(call_time(defn, state), now + timedelta(hours=2)), now)

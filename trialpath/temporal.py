@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from temporalio.api.enums.v1 import IndexedValueType, TaskQueueType
 from temporalio.api.operatorservice.v1 import (
@@ -75,6 +77,15 @@ async def wait_for_pollers(client: Client, task_queue: str, within: float = 60.0
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError(f"no worker polls task queue {task_queue!r} after {within:.0f}s")
         await asyncio.sleep(0.2)
+
+
+def exit_process(code: int) -> NoReturn:
+    """Ends a process that used a Temporal client without interpreter finalization: the
+    client's native runtime threads can outlive the event loop and abort Python's shutdown
+    ("PyGILState_Release ... finalizing", temporalio/sdk-python#300)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def bundled_binary(name: str) -> Path:
