@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -132,6 +133,10 @@ def test_ctrl_c_stops_every_process(up_env: dict[str, str]) -> None:
                 break
         assert any("Press Ctrl-C" in line for line in lines), "".join(lines)
         assert port_open("127.0.0.1", grpc_port(up_env))
+        ui = f"http://127.0.0.1:{up_env['TRIALPATH_TEMPORAL_UI_PORT']}/"
+        with urllib.request.urlopen(ui, timeout=10) as response:
+            assert response.status == 200
+            assert b"<html" in response.read()
         children = subprocess.run(
             ["pgrep", "-P", str(process.pid)], capture_output=True, text=True, check=False
         ).stdout.split()
