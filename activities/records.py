@@ -83,15 +83,24 @@ class RecordActivities:
             trial.updated_at = utcnow()
             session.add(trial)
             ids = [e.id for e in request.events]
-            known = (
-                set(session.exec(select(TrialEvent.id).where(col(TrialEvent.id).in_(ids))).all())
-                if ids
-                else set()
-            )
+            known = {
+                row.id: row
+                for row in (
+                    session.exec(select(TrialEvent).where(col(TrialEvent.id).in_(ids))).all()
+                    if ids
+                    else []
+                )
+            }
             for event in request.events:
-                if event.id not in known:
-                    known.add(event.id)
-                    session.add(TrialEvent(user_id=snap.user_id, **event.model_dump()))
+                row = known.get(event.id)
+                if row is None:
+                    row = TrialEvent(user_id=snap.user_id, **event.model_dump())
+                    known[event.id] = row
+                    session.add(row)
+                elif row.counted != event.counted:
+                    # Stored first by the API, which cannot tell whether it counts.
+                    row.counted = event.counted
+                    session.add(row)
             for change in request.stages:
                 exists = session.exec(
                     select(StageChange).where(

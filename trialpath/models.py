@@ -147,3 +147,43 @@ class CsTask(SQLModel, table=True):
         default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
     )
     done: bool = False
+
+
+class PendingSignal(SQLModel, table=True):
+    """A signal accepted by the API and not yet confirmed delivered to its workflow.
+
+    Written in the same transaction as the event it carries, so an accepted event reaches the
+    workflow even if Temporal is briefly unreachable: a background task retries until it is.
+    """
+
+    __tablename__ = "pending_signals"
+
+    id: int | None = Field(default=None, primary_key=True)
+    workflow_id: str = Field(index=True, max_length=140)
+    signal: str
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+    attempts: int = 0
+    delivered_at: datetime | None = _ts()
+    failed: bool = False
+    """Given up: the trial ended or vanished before delivery."""
+    last_error: str | None = None
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    """The answer to a POST sent with an `Idempotency-Key`, replayed for the same request."""
+
+    __tablename__ = "idempotency_records"
+
+    key: str = Field(primary_key=True, max_length=64)
+    """sha256 of the API key and the Idempotency-Key header: keys are scoped per client."""
+    request_hash: str = Field(max_length=64)
+    status_code: int | None = None
+    """None while the first request is being processed."""
+    body: str | None = None
+    content_type: str | None = None
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )

@@ -141,6 +141,9 @@ class TrialWorkflow:
         self._buffered.clear()
 
         while True:
+            # Cleared before deciding, not before sleeping: a signal that arrives while an
+            # activity runs must wake the next wait at once.
+            self._dirty = False
             now = self._now()
             step = journey.next_step(defn, state, now)
             await self._sync(now)
@@ -178,7 +181,6 @@ class TrialWorkflow:
         return self._status(now)
 
     async def _sleep(self, until: datetime | None, now: datetime) -> None:
-        self._dirty = False
         self._next_wakeup = until
         timeout = None
         if until is not None:

@@ -1,0 +1,404 @@
+"""Every route and every error code of the HTTP API, against the time-skipping server and a
+real SQLite database (no mocked Temporal client)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlmodel import Session, select
+from temporalio.testing import WorkflowEnvironment
+
+from trialpath.config import Settings
+from trialpath.db import make_engine
+from trialpath.models import Message, PendingSignal, Trial, TrialEvent
+
+PROBLEM = "application/problem+json"
+
+
+def signup(user_id: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "user_id": user_id,
+        "email": f"{user_id}@example.com",
+        "name": "Ada Lovelace",
+        "timezone": "Europe/Paris",
+        "qualification": {"role": "technical", "challenge": "integrations", "urgency": "this_week"},
+        **extra,
+    }
+
+
+def assert_problem(response: httpx.Response, status: int, *needles: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status and body["title"] and body["detail"]
+    for needle in needles:
+        assert needle in body["detail"], body
+    return body
+
+
+async def started(
+    api: httpx.AsyncClient, env: WorkflowEnvironment, user_id: str, **extra: Any
+) -> None:
+    response = await api.post("/v1/trials", json=signup(user_id, **extra))
+    assert response.status_code == 201, response.text
+    await env.sleep(timedelta(minutes=1))
+
+
+def rows(settings: Settings, model: Any, user_id: str) -> list[Any]:
+    with Session(make_engine(settings.effective_database_url)) as session:
+        return list(session.exec(select(model).where(model.user_id == user_id)).all())
+
+
+# --- auth, health, limits --------------------------------------------------------------------
+
+
+async def test_auth(api: httpx.AsyncClient) -> None:
+    response = await api.get("/v1/trials/u1", headers={"Authorization": ""})
+    assert_problem(response, 401, "Bearer")
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert_problem(await api.get("/v1/trials/u1", headers={"Authorization": "Bearer nope"}), 403)
+    assert_problem(await api.get("/v1/trials/u1", headers={"Authorization": "Basic abc"}), 401)
+    # Every configured key works; health needs none.
+    other = await api.get("/v1/trials/nobody", headers={"Authorization": "Bearer second-key"})
+    assert other.status_code == 404
+    assert (await api.get("/v1/healthz", headers={"Authorization": ""})).json() == {"status": "ok"}
+
+
+async def test_readyz(api: httpx.AsyncClient) -> None:
+    response = await api.get("/v1/readyz", headers={"Authorization": ""})
+    assert response.status_code == 200
+    assert response.json() == {"status": "ready"}
+
+
+async def test_openapi_and_docs(api: httpx.AsyncClient) -> None:
+    spec = (await api.get("/openapi.json")).json()
+    assert "/v1/trials/{user_id}/events" in spec["paths"]
+    assert (await api.get("/docs")).status_code == 200
+
+
+async def test_body_limit_and_bad_json(api: httpx.AsyncClient) -> None:
+    big = {"name": "x", "properties": {"blob": "a" * (70 * 1024)}}
+    assert_problem(await api.post("/v1/trials/u1/events", json=big), 413, "64 KiB")
+    response = await api.post(
+        "/v1/trials", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    body = assert_problem(response, 422, "not valid JSON")
+    assert body["errors"][0]["field"].startswith("body")
+    response = await api.post(
+        "/v1/trials", json={"user_id": "u1", "email": "a@b.co", "trial_days": "ten"}
+    )
+    assert_problem(response, 422, "body.trial_days")
+
+
+# --- start -----------------------------------------------------------------------------------
+
+
+async def test_start_trial_is_idempotent_by_data(
+    api: httpx.AsyncClient, env: WorkflowEnvironment
+) -> None:
+    first = await api.post("/v1/trials", json=signup("api-start"))
+    assert first.status_code == 201, first.text
+    body = first.json()
+    assert (body["workflow_id"], body["persona"]) == ("trial-api-start", "technical")
+    again = await api.post("/v1/trials", json=signup("api-start"))
+    assert again.status_code == 200
+    assert again.json()["workflow_id"] == "trial-api-start"
+    other = await api.post("/v1/trials", json=signup("api-start", email="other@example.com"))
+    assert_problem(other, 409, "email")
+    assert_problem(
+        await api.post("/v1/trials", json=signup("ada@example.com")), 422, "email address"
+    )
+    assert_problem(
+        await api.post("/v1/trials", json=signup("u-tz", timezone="Mars/Base")), 422, "IANA"
+    )
+    await env.sleep(timedelta(minutes=5))
+    status = (await api.get("/v1/trials/api-start")).json()
+    assert status["persona"] == "technical"
+    assert status["stage"] == "onboarding"
+
+
+# --- qualification ---------------------------------------------------------------------------
+
+
+async def test_qualification(api: httpx.AsyncClient, env: WorkflowEnvironment) -> None:
+    await started(api, env, "api-qual", qualification=None)
+    ok = await api.post(
+        "/v1/trials/api-qual/qualification",
+        json={"role": "executive", "challenge": "strategic_oversight", "urgency": "this_month"},
+    )
+    assert ok.status_code == 200
+    assert ok.json() == {"persona": "executive"}
+    bad = await api.post(
+        "/v1/trials/api-qual/qualification",
+        json={"role": "wizard", "challenge": "integrations", "urgency": "now"},
+    )
+    body = assert_problem(bad, 422, "body.role", "body.urgency")
+    assert {e["field"] for e in body["errors"]} == {"body.role", "body.urgency"}
+    missing = await api.post(
+        "/v1/trials/nobody/qualification",
+        json={"role": "technical", "challenge": "integrations", "urgency": "this_week"},
+    )
+    assert_problem(missing, 404, "nobody")
+
+
+# --- events ----------------------------------------------------------------------------------
+
+
+async def test_events_single_list_duplicates_and_activation(
+    api: httpx.AsyncClient, env: WorkflowEnvironment, settings: Settings
+) -> None:
+    await started(api, env, "api-ev")
+    one = await api.post(
+        "/v1/trials/api-ev/events",
+        json={
+            "name": "integration_connected",
+            "idempotency_key": "int-1",
+            "properties": {"kind": "slack"},
+        },
+    )
+    assert one.status_code == 202, one.text
+    assert one.json() == {
+        "accepted": 1,
+        "duplicates": 0,
+        "events": [{"id": "int-1", "name": "integration_connected", "duplicate": False}],
+    }
+    batch = [{"name": "api_call", "idempotency_key": f"call-{i}"} for i in range(10)]
+    batch.append({"name": "integration_connected", "idempotency_key": "int-1"})
+    many = await api.post("/v1/trials/api-ev/events", json=batch)
+    assert many.status_code == 202
+    assert (many.json()["accepted"], many.json()["duplicates"]) == (10, 1)
+    await env.sleep(timedelta(minutes=5))
+    status = (await api.get("/v1/trials/api-ev")).json()
+    assert status["events_seen"] == {"integration_connected": 1, "api_call": 10}
+    assert status["activated"] is True
+    stored = rows(settings, TrialEvent, "api-ev")
+    assert len(stored) == 11
+    assert {e.properties.get("kind") for e in stored} == {"slack", None}
+    assert all(p.delivered_at is not None for p in _pending(settings))
+
+
+def _pending(settings: Settings) -> list[PendingSignal]:
+    with Session(make_engine(settings.effective_database_url)) as session:
+        return list(session.exec(select(PendingSignal)).all())
+
+
+async def test_event_errors(api: httpx.AsyncClient, env: WorkflowEnvironment) -> None:
+    await started(api, env, "api-ev-bad")
+    future = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
+    assert_problem(
+        await api.post(
+            "/v1/trials/api-ev-bad/events", json={"name": "login", "occurred_at": future}
+        ),
+        422,
+        "body.occurred_at",
+        "future",
+    )
+    naive = await api.post(
+        "/v1/trials/api-ev-bad/events", json={"name": "login", "occurred_at": "2026-01-01T10:00:00"}
+    )
+    assert_problem(naive, 422, "occurred_at")
+    too_many = [{"name": "login"}] * 101
+    assert_problem(
+        await api.post("/v1/trials/api-ev-bad/events", json=too_many), 422, "at most 100"
+    )
+    assert_problem(await api.post("/v1/trials/api-ev-bad/events", json=[]), 422, "at least one")
+    assert_problem(await api.post("/v1/trials/api-ev-bad/events", json={"nom": "x"}), 422, "body")
+    assert_problem(await api.post("/v1/trials/ghost/events", json={"name": "login"}), 404, "ghost")
+
+
+async def test_old_events_are_recorded_but_do_not_activate(
+    api: httpx.AsyncClient, env: WorkflowEnvironment, settings: Settings
+) -> None:
+    await started(api, env, "api-old", qualification={"role": "business"})
+    past = (datetime.now(UTC) - timedelta(days=30)).isoformat()
+    events = [
+        {"name": "workflow_created", "occurred_at": past},
+        {"name": "teammate_invited", "occurred_at": past},
+    ]
+    assert (await api.post("/v1/trials/api-old/events", json=events)).status_code == 202
+    await env.sleep(timedelta(minutes=5))
+    status = (await api.get("/v1/trials/api-old")).json()
+    assert status["events_seen"] == {"workflow_created": 1, "teammate_invited": 1}
+    assert status["activated"] is False
+    for _ in range(100):  # the workflow records what counted in its next activity
+        if {e.counted for e in rows(settings, TrialEvent, "api-old")} == {False}:
+            break
+        await asyncio.sleep(0.05)
+    assert {e.counted for e in rows(settings, TrialEvent, "api-old")} == {False}
+
+
+async def test_accepted_events_survive_a_failed_signal(
+    api: httpx.AsyncClient,
+    env: WorkflowEnvironment,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Temporal refuses the signal (unavailable): the event is stored and 202 is answered; the
+    background redelivery signals it once Temporal answers again."""
+    from temporalio.client import WorkflowHandle
+    from temporalio.service import RPCError, RPCStatusCode
+
+    await started(api, env, "api-durable", qualification={"role": "business"})
+    real_signal = WorkflowHandle.signal
+
+    async def failing(self: Any, *args: Any, **kwargs: Any) -> None:
+        raise RPCError("connection refused", RPCStatusCode.UNAVAILABLE, b"")
+
+    monkeypatch.setattr(WorkflowHandle, "signal", failing)
+    response = await api.post("/v1/trials/api-durable/events", json={"name": "workflow_created"})
+    assert response.status_code == 202
+    assert [p.delivered_at for p in _pending(settings)] == [None]
+    monkeypatch.setattr(WorkflowHandle, "signal", real_signal)
+    for _ in range(50):
+        await env.sleep(timedelta(seconds=1))
+        await asyncio.sleep(0.1)
+        if all(p.delivered_at for p in _pending(settings)):
+            break
+    assert all(p.delivered_at for p in _pending(settings))
+    await env.sleep(timedelta(minutes=1))
+    status = (await api.get("/v1/trials/api-durable")).json()
+    assert status["events_seen"] == {"workflow_created": 1}
+
+
+# --- other signals ---------------------------------------------------------------------------
+
+
+async def test_call_extension_conversion_unsubscribe(
+    api: httpx.AsyncClient, env: WorkflowEnvironment
+) -> None:
+    await started(api, env, "api-sig")
+    at = (datetime.now(UTC) + timedelta(days=3)).isoformat()
+    booked = await api.post(
+        "/v1/trials/api-sig/call", json={"action": "booked", "at": at, "agent": "Julia"}
+    )
+    assert booked.status_code == 202
+    assert booked.json() == {"user_id": "api-sig", "accepted": True, "signal": "call_booked"}
+    assert_problem(
+        await api.post("/v1/trials/api-sig/call", json={"action": "rescheduled"}), 422, "at"
+    )
+    assert_problem(
+        await api.post("/v1/trials/api-sig/call", json={"action": "dance"}), 422, "body.action"
+    )
+    assert (await api.post("/v1/trials/api-sig/extension", json={"days": 7})).status_code == 202
+    assert_problem(
+        await api.post("/v1/trials/api-sig/extension", json={"days": 61}), 422, "body.days"
+    )
+    assert_problem(
+        await api.post("/v1/trials/api-sig/extension", json={"days": 0}), 422, "body.days"
+    )
+    assert (
+        await api.post("/v1/trials/api-sig/unsubscribe", json={"channel": "sms"})
+    ).status_code == 202
+    assert_problem(await api.post("/v1/trials/api-sig/unsubscribe", json={"channel": "fax"}), 422)
+    await env.sleep(timedelta(minutes=5))
+    status = (await api.get("/v1/trials/api-sig")).json()
+    assert status["call"]["state"] == "booked"
+    assert status["call"]["agent"] == "Julia"
+    assert status["unsubscribed"] == ["sms"]
+    converted = await api.post("/v1/trials/api-sig/conversion", json={"plan": "team", "mrr": 49})
+    assert converted.status_code == 202
+    await env.sleep(timedelta(minutes=5))
+    # The trial has ended: signals that make no sense any more are refused.
+    assert_problem(await api.post("/v1/trials/api-sig/extension", json={"days": 7}), 409, "ended")
+    assert_problem(await api.post("/v1/trials/api-sig/conversion", json={"plan": "team"}), 409)
+    assert_problem(await api.post("/v1/trials/api-sig/events", json={"name": "login"}), 409)
+    # Its status is still readable.
+    assert (await api.get("/v1/trials/api-sig")).json()["stage"] == "converted"
+    for path in ("extension", "conversion", "unsubscribe", "call"):
+        assert_problem(await api.post(f"/v1/trials/ghost/{path}", json={}), 422)
+
+
+# --- cancel / erase --------------------------------------------------------------------------
+
+
+async def test_cancel_then_status_from_the_database(
+    api: httpx.AsyncClient, env: WorkflowEnvironment
+) -> None:
+    await started(api, env, "api-cancel")
+    response = await api.delete("/v1/trials/api-cancel", params={"reason": "not for us"})
+    assert response.status_code == 202
+    assert response.json() == {
+        "user_id": "api-cancel",
+        "cancelled": True,
+        "erased": False,
+        "history_deleted": False,
+    }
+    await env.sleep(timedelta(minutes=1))
+    assert (await api.get("/v1/trials/api-cancel")).json()["stage"] == "cancelled"
+    assert_problem(await api.delete("/v1/trials/api-cancel"), 409, "ended")
+    assert_problem(await api.delete("/v1/trials/ghost"), 404)
+    assert_problem(await api.get("/v1/trials/ghost"), 404)
+
+
+async def test_erase_wipes_personal_data(
+    api: httpx.AsyncClient, env: WorkflowEnvironment, settings: Settings
+) -> None:
+    await started(api, env, "api-erase", phone="+33612345678", company="Acme")
+    await api.post(
+        "/v1/trials/api-erase/events", json={"name": "login", "properties": {"ip": "1.2.3.4"}}
+    )
+    await env.sleep(timedelta(minutes=5))
+    assert rows(settings, Message, "api-erase")
+    response = await api.delete("/v1/trials/api-erase", params={"erase": "true"})
+    assert response.status_code == 202
+    # The time-skipping server cannot delete histories; the dev server test checks that part.
+    assert response.json() == {
+        "user_id": "api-erase",
+        "cancelled": True,
+        "erased": True,
+        "history_deleted": False,
+    }
+    trial = rows(settings, Trial, "api-erase")[0]
+    assert (trial.name, trial.email, trial.phone, trial.company) == (None, None, None, None)
+    assert trial.stage == "cancelled"
+    assert all(
+        m.recipient == "erased" and not m.text and not m.html
+        for m in rows(settings, Message, "api-erase")
+    )
+    assert all(e.properties == {} for e in rows(settings, TrialEvent, "api-erase"))
+    assert not list(settings.outbox_dir.glob("trial-api-erase*"))
+    status = (await api.get("/v1/trials/api-erase")).json()
+    assert status["stage"] == "cancelled"
+    assert "Ada" not in str(status) and "@" not in str(status)
+
+
+# --- idempotency -----------------------------------------------------------------------------
+
+
+async def test_idempotency_key(
+    api: httpx.AsyncClient, env: WorkflowEnvironment, settings: Settings
+) -> None:
+    await started(api, env, "api-idem")
+    headers = {"Idempotency-Key": "req-1"}
+    event = {"name": "login"}
+    first = await api.post("/v1/trials/api-idem/events", json=event, headers=headers)
+    second = await api.post("/v1/trials/api-idem/events", json=event, headers=headers)
+    assert first.status_code == second.status_code == 202
+    assert first.json() == second.json()
+    assert second.headers.get("idempotent-replayed") == "true"
+    assert len(rows(settings, TrialEvent, "api-idem")) == 1
+    assert_problem(
+        await api.post("/v1/trials/api-idem/events", json={"name": "other"}, headers=headers),
+        409,
+        "different request",
+    )
+    # Scoped per API key: another client may use the same key for its own request.
+    other = await api.post(
+        "/v1/trials/api-idem/events",
+        json={"name": "other"},
+        headers={**headers, "Authorization": "Bearer second-key"},
+    )
+    assert other.status_code == 202
+
+
+# --- listing ---------------------------------------------------------------------------------
+
+
+async def test_list_rejects_bad_filters(api: httpx.AsyncClient) -> None:
+    assert_problem(await api.get("/v1/trials", params={"stage": "sleeping"}), 422, "query.stage")
+    assert_problem(await api.get("/v1/trials", params={"persona": "wizard"}), 422, "query.persona")
+    assert_problem(await api.get("/v1/trials", params={"page_size": 1000}), 422, "query.page_size")

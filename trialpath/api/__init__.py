@@ -1,0 +1,1 @@
+"""The HTTP API: the product's backend drives trials without knowing Temporal."""

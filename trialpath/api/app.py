@@ -1,0 +1,75 @@
+"""The FastAPI application: `create_app()` wires settings, the Temporal client and the database.
+
+uvicorn --factory trialpath.api.app:create_app     (or `trialpath api`)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from sqlalchemy import Engine
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from temporalio.client import Client
+
+from trialpath.api import problems
+from trialpath.api.routes import health, router
+from trialpath.api.security import BodyLimit, Idempotency
+from trialpath.config import Settings, get_settings
+from trialpath.db import make_engine
+from trialpath.temporal import connect
+from trialpath.trials import TrialProblem, Trials
+
+log = logging.getLogger("trialpath.api")
+REDELIVERY_INTERVAL = 1.0
+
+
+async def _redeliver(service: Trials) -> None:
+    """Delivers accepted events whose signal failed (Temporal briefly unreachable)."""
+    while True:
+        await asyncio.sleep(REDELIVERY_INTERVAL)
+        try:
+            await service.deliver()
+        except Exception:
+            log.exception("redelivery of pending events failed; will retry")
+
+
+def create_app(
+    settings: Settings | None = None, client: Client | None = None, engine: Engine | None = None
+) -> FastAPI:
+    settings = settings or get_settings()
+    engine = engine or make_engine(settings.effective_database_url)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        temporal = client or await connect(settings)
+        app.state.trials = Trials(temporal, engine, settings)
+        task = asyncio.create_task(_redeliver(app.state.trials))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app = FastAPI(
+        title="Trialpath",
+        version="1.0.0",
+        summary="Drive trial onboarding journeys: start trials, report what users do.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.include_router(router)
+    app.include_router(health)
+    app.add_exception_handler(RequestValidationError, problems.validation_problem)
+    app.add_exception_handler(TrialProblem, problems.trial_problem)
+    app.add_exception_handler(StarletteHTTPException, problems.http_problem)
+    app.add_exception_handler(Exception, problems.unexpected_problem)
+    app.add_middleware(Idempotency, engine=engine, keys=settings.api_keys)
+    app.add_middleware(BodyLimit, limit=settings.api_max_body_bytes)
+    return app

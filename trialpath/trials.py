@@ -1,0 +1,702 @@
+"""Operations on trials, shared by the HTTP API and the support CLI.
+
+Each operation turns a typed command into Temporal calls and database writes, and reports
+problems as the exceptions below, which the API maps to HTTP statuses and the CLI to messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy import Engine, text
+from sqlmodel import Session, col, select
+from temporalio.api.common.v1 import WorkflowExecution as WorkflowExecutionRef
+from temporalio.api.workflowservice.v1 import (
+    DeleteWorkflowExecutionRequest,
+    GetSystemInfoRequest,
+)
+from temporalio.client import (
+    Client,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.client import (
+    WorkflowExecutionStatus as ExecutionStatus,
+)
+from temporalio.common import SearchAttributeKey, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from trialpath.config import Settings
+from trialpath.contract import (
+    QUERY_STATUS,
+    SIGNAL_CALL_BOOKED,
+    SIGNAL_CALL_COMPLETED,
+    SIGNAL_CALL_NO_SHOW,
+    SIGNAL_CALL_RESCHEDULED,
+    SIGNAL_CANCEL,
+    SIGNAL_CONVERTED,
+    SIGNAL_EVENT,
+    SIGNAL_EXTEND_TRIAL,
+    SIGNAL_UNSUBSCRIBE,
+    STAGES,
+    UPDATE_QUALIFY,
+    WORKFLOW_TYPE,
+    Locale,
+    Qualification,
+    QualifyInput,
+    QualifyResult,
+    Stage,
+    TrialProfile,
+    TrialStatus,
+    UnsubscribeChannel,
+    check_user_id,
+    workflow_id_for,
+)
+from trialpath.definition import Challenge, Persona, Urgency
+from trialpath.delivery.outbox import file_stem
+from trialpath.journey import TrialInput
+from trialpath.models import Message, PendingSignal, Trial, TrialEvent, utcnow
+
+FUTURE_SKEW = timedelta(minutes=5)
+RPC_TIMEOUT = timedelta(seconds=10)
+MAX_EVENTS_PER_REQUEST = 100
+
+
+# --- Problems --------------------------------------------------------------------------------
+
+
+class TrialProblem(Exception):
+    """Base of the errors an operation reports to its caller."""
+
+    status = 400
+    title = "Bad request"
+
+    def __init__(self, detail: str, *, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.field = field
+
+
+class InvalidRequest(TrialProblem):
+    status = 422
+    title = "Invalid request"
+
+
+class TrialNotFound(TrialProblem):
+    status = 404
+    title = "Trial not found"
+
+
+class TrialConflict(TrialProblem):
+    status = 409
+    title = "Conflict"
+
+
+class TrialEnded(TrialConflict):
+    title = "Trial has ended"
+
+
+class Unavailable(TrialProblem):
+    status = 503
+    title = "Temporarily unavailable"
+
+
+# --- Commands --------------------------------------------------------------------------------
+
+
+class _Command(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StartTrial(_Command):
+    user_id: str = Field(description="The product's opaque user id (never an email address).")
+    email: str
+    name: str = ""
+    phone: str | None = None
+    locale: Locale = "en"
+    timezone: str = "UTC"
+    company: str = ""
+    trial_days: int | None = Field(default=None, ge=1, le=365)
+    qualification: Qualification | None = None
+
+    @field_validator("user_id")
+    @classmethod
+    def _user_id(cls, value: str) -> str:
+        return check_user_id(value)
+
+    def profile(self, signup_at: datetime, seconds_per_day: float) -> TrialProfile:
+        return TrialProfile(
+            **self.model_dump(exclude_none=False),
+            signup_at=signup_at,
+            seconds_per_day=seconds_per_day,
+        )
+
+
+_COMPARED = (
+    "email",
+    "name",
+    "phone",
+    "locale",
+    "timezone",
+    "company",
+    "trial_days",
+    "qualification",
+)
+
+
+class TrialCreated(BaseModel):
+    user_id: str
+    workflow_id: str
+    run_id: str | None
+    signup_at: datetime
+    persona: Persona | None
+    trial: StartTrial
+
+
+class QualifyCommand(_Command):
+    role: Persona
+    challenge: Challenge
+    urgency: Urgency
+
+
+class NewEvent(_Command):
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
+    occurred_at: AwareDatetime | None = None
+    properties: dict[str, Any] = {}
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class EventResult(BaseModel):
+    id: str
+    name: str
+    duplicate: bool
+
+
+class EventsAccepted(BaseModel):
+    accepted: int
+    duplicates: int
+    events: list[EventResult]
+
+
+class CallCommand(_Command):
+    action: Literal["booked", "rescheduled", "completed", "no_show"]
+    at: AwareDatetime | None = None
+    agent: str | None = Field(default=None, max_length=100)
+    notes: str | None = Field(default=None, max_length=5000)
+
+
+class ExtensionCommand(_Command):
+    days: int = Field(ge=1, le=60)
+
+
+class ConversionCommand(_Command):
+    plan: str = Field(min_length=1, max_length=100)
+    mrr: float | None = Field(default=None, ge=0)
+
+
+class UnsubscribeCommand(_Command):
+    channel: UnsubscribeChannel
+
+
+class Accepted(BaseModel):
+    user_id: str
+    accepted: Literal[True] = True
+    signal: str
+
+
+class Erased(BaseModel):
+    user_id: str
+    cancelled: bool
+    erased: bool
+    history_deleted: bool = False
+    """Whether Temporal deleted the workflow history too (servers without that API keep it
+    until their retention period ends)."""
+
+
+class TrialSummary(BaseModel):
+    user_id: str
+    workflow_id: str
+    running: bool
+    stage: str | None
+    persona: str | None
+    activated: bool | None
+    trial_ends_at: datetime | None
+    cs_owner: str | None
+    started_at: datetime | None
+
+
+class TrialPage(BaseModel):
+    items: list[TrialSummary]
+    next_page_token: str | None
+
+
+# --- Operations ------------------------------------------------------------------------------
+
+STAGE_KEY = SearchAttributeKey.for_keyword("TrialStage")
+PERSONA_KEY = SearchAttributeKey.for_keyword("Persona")
+ACTIVATED_KEY = SearchAttributeKey.for_bool("Activated")
+ENDS_KEY = SearchAttributeKey.for_datetime("TrialEndsAt")
+OWNER_KEY = SearchAttributeKey.for_keyword("CsOwner")
+
+
+@dataclass
+class Trials:
+    client: Client
+    engine: Engine
+    settings: Settings
+
+    # -- start --
+
+    async def start(self, command: StartTrial) -> tuple[TrialCreated, bool]:
+        """Starts the trial; (trial, True) if new, (trial, False) if it exists with the same
+        data; TrialConflict if it exists with different data."""
+        workflow_id = workflow_id_for(command.user_id)
+        signup_at = datetime.now(UTC)
+        try:
+            profile = command.profile(signup_at, self.settings.seconds_per_day)
+        except ValueError as err:
+            raise InvalidRequest(_first_error(err)) from err
+        try:
+            handle = await self.client.start_workflow(
+                WORKFLOW_TYPE,
+                TrialInput(profile=profile),
+                id=workflow_id,
+                task_queue=self.settings.task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                rpc_timeout=RPC_TIMEOUT,
+            )
+        except WorkflowAlreadyStartedError:
+            existing = await self._start_profile(workflow_id)
+            differing = [
+                name
+                for name in _COMPARED
+                if _normal(getattr(existing, name)) != _normal(getattr(command, name))
+            ]
+            if differing:
+                raise TrialConflict(
+                    f"a trial for user {command.user_id} already exists with different "
+                    f"{', '.join(differing)}"
+                ) from None
+            assert existing.signup_at is not None
+            return self._created(command, workflow_id, None, existing.signup_at), False
+        except RPCError as err:
+            raise _unavailable(err) from err
+        return self._created(command, workflow_id, handle.first_execution_run_id, signup_at), True
+
+    def _created(
+        self, command: StartTrial, workflow_id: str, run_id: str | None, signup_at: datetime
+    ) -> TrialCreated:
+        persona = command.qualification.role if command.qualification else None
+        return TrialCreated(
+            user_id=command.user_id,
+            workflow_id=workflow_id,
+            run_id=run_id,
+            signup_at=signup_at,
+            persona=persona,
+            trial=command,
+        )
+
+    async def _start_profile(self, workflow_id: str) -> TrialProfile:
+        """The profile a trial was started with (first event of its history)."""
+        handle = self.client.get_workflow_handle(workflow_id)
+        async for event in handle.fetch_history_events():
+            attributes = event.workflow_execution_started_event_attributes
+            payloads = list(attributes.input.payloads)
+            converted = await self.client.data_converter.decode(payloads, [TrialInput])
+            start: TrialInput = converted[0]
+            return start.profile
+        raise TrialNotFound(f"no trial for workflow {workflow_id}")  # pragma: no cover
+
+    # -- qualification --
+
+    async def qualify(self, user_id: str, command: QualifyCommand) -> QualifyResult:
+        handle = await self._running(user_id)
+        try:
+            result: QualifyResult = await handle.execute_update(
+                UPDATE_QUALIFY,
+                QualifyInput(**command.model_dump()),
+                result_type=QualifyResult,
+                rpc_timeout=RPC_TIMEOUT,
+            )
+        except WorkflowUpdateFailedError as err:
+            message = str(err.cause) if err.cause else str(err)
+            if "has ended" in message:
+                raise TrialEnded(message) from err
+            raise InvalidRequest(message) from err
+        except RPCError as err:
+            raise _rpc_problem(err, user_id) from err
+        return result
+
+    # -- events --
+
+    async def add_events(self, user_id: str, events: Sequence[NewEvent]) -> EventsAccepted:
+        """Stores each event once and queues its signal in one transaction, then delivers."""
+        if not events:
+            raise InvalidRequest("at least one event is needed", field="body")
+        if len(events) > MAX_EVENTS_PER_REQUEST:
+            raise InvalidRequest(
+                f"at most {MAX_EVENTS_PER_REQUEST} events per request, got {len(events)}",
+                field="body",
+            )
+        now = datetime.now(UTC)
+        for i, event in enumerate(events):
+            if event.occurred_at is not None and event.occurred_at > now + FUTURE_SKEW:
+                where = f"body[{i}].occurred_at" if len(events) > 1 else "body.occurred_at"
+                raise InvalidRequest(
+                    f"{where} is in the future ({event.occurred_at.isoformat()})", field=where
+                )
+        await self._running(user_id)
+        workflow_id = workflow_id_for(user_id)
+        results, pending = await asyncio.to_thread(
+            self._store_events, user_id, workflow_id, events, now
+        )
+        await self.deliver(pending)
+        accepted = sum(not r.duplicate for r in results)
+        return EventsAccepted(accepted=accepted, duplicates=len(results) - accepted, events=results)
+
+    def _store_events(
+        self, user_id: str, workflow_id: str, events: Sequence[NewEvent], now: datetime
+    ) -> tuple[list[EventResult], list[int]]:
+        results: list[EventResult] = []
+        rows: list[PendingSignal] = []
+        with Session(self.engine) as session:
+            keys = [e.idempotency_key or str(uuid.uuid4()) for e in events]
+            ids = [f"{user_id}:{key}" for key in keys]
+            known = set(
+                session.exec(select(TrialEvent.id).where(col(TrialEvent.id).in_(ids))).all()
+            )
+            for event, key, event_id in zip(events, keys, ids, strict=True):
+                duplicate = event_id in known
+                results.append(EventResult(id=key, name=event.name, duplicate=duplicate))
+                if duplicate:
+                    continue
+                known.add(event_id)
+                occurred = event.occurred_at or now
+                session.add(
+                    TrialEvent(
+                        id=event_id,
+                        user_id=user_id,
+                        name=event.name,
+                        occurred_at=occurred,
+                        properties=event.properties,
+                    )
+                )
+                row = PendingSignal(
+                    workflow_id=workflow_id,
+                    signal=SIGNAL_EVENT,
+                    payload={
+                        "name": event.name,
+                        "occurred_at": occurred.isoformat(),
+                        "properties": event.properties,
+                        "id": key,
+                    },
+                )
+                session.add(row)
+                rows.append(row)
+            session.commit()
+            return results, [r.id for r in rows if r.id is not None]
+
+    async def deliver(self, ids: Sequence[int] | None = None, limit: int = 200) -> int:
+        """Signals queued events (the given ones, or the oldest undelivered); returns how many
+        were delivered. Failures stay queued and are retried later."""
+        rows = await asyncio.to_thread(self._pending, ids, limit)
+        delivered = 0
+        for row in rows:
+            assert row.id is not None
+            handle = self.client.get_workflow_handle(row.workflow_id)
+            try:
+                await handle.signal(row.signal, row.payload, rpc_timeout=RPC_TIMEOUT)
+            except RPCError as err:
+                gone = err.status == RPCStatusCode.NOT_FOUND
+                await asyncio.to_thread(self._mark, row.id, error=str(err), failed=gone)
+                if not gone:
+                    break  # Temporal is unreachable: keep the order, retry later
+                continue
+            await asyncio.to_thread(self._mark, row.id)
+            delivered += 1
+        return delivered
+
+    def _pending(self, ids: Sequence[int] | None, limit: int) -> list[PendingSignal]:
+        with Session(self.engine) as session:
+            query = select(PendingSignal).where(
+                col(PendingSignal.delivered_at).is_(None), col(PendingSignal.failed).is_(False)
+            )
+            if ids is not None:
+                if not ids:
+                    return []
+                query = query.where(col(PendingSignal.id).in_(list(ids)))
+            return list(session.exec(query.order_by(col(PendingSignal.id)).limit(limit)).all())
+
+    def _mark(self, row_id: int, error: str | None = None, failed: bool = False) -> None:
+        with Session(self.engine) as session:
+            row = session.get(PendingSignal, row_id)
+            if row is None:
+                return
+            row.attempts += 1
+            if error is None:
+                row.delivered_at = utcnow()
+            else:
+                row.last_error = error[:500]
+                row.failed = failed
+            session.add(row)
+            session.commit()
+
+    def pending_count(self) -> int:
+        with Session(self.engine) as session:
+            return len(
+                session.exec(
+                    select(PendingSignal.id).where(
+                        col(PendingSignal.delivered_at).is_(None),
+                        col(PendingSignal.failed).is_(False),
+                    )
+                ).all()
+            )
+
+    # -- other signals --
+
+    async def call(self, user_id: str, command: CallCommand) -> Accepted:
+        if command.action in ("booked", "rescheduled") and command.at is None:
+            raise InvalidRequest(
+                f"'at' is required to mark a call {command.action}", field="body.at"
+            )
+        if command.action == "booked":
+            name, payload = SIGNAL_CALL_BOOKED, {"at": command.at, "agent": command.agent}
+        elif command.action == "rescheduled":
+            name, payload = SIGNAL_CALL_RESCHEDULED, {"at": command.at}
+        elif command.action == "completed":
+            name, payload = SIGNAL_CALL_COMPLETED, {"notes": command.notes}
+        else:
+            name, payload = SIGNAL_CALL_NO_SHOW, {}
+        return await self._signal(user_id, name, payload)
+
+    async def extend(self, user_id: str, command: ExtensionCommand) -> Accepted:
+        return await self._signal(user_id, SIGNAL_EXTEND_TRIAL, command.model_dump())
+
+    async def convert(self, user_id: str, command: ConversionCommand) -> Accepted:
+        return await self._signal(user_id, SIGNAL_CONVERTED, command.model_dump())
+
+    async def unsubscribe(self, user_id: str, command: UnsubscribeCommand) -> Accepted:
+        return await self._signal(user_id, SIGNAL_UNSUBSCRIBE, command.model_dump())
+
+    async def cancel(self, user_id: str, reason: str | None = None, erase: bool = False) -> Erased:
+        """Cancels the trial; with `erase`, also deletes its workflow history and wipes the
+        personal data stored for it (aggregate rows are kept, anonymised)."""
+        workflow_id = workflow_id_for(user_id)
+        handle = self.client.get_workflow_handle(workflow_id)
+        running = await self._is_running(handle)
+        if running is None and not await asyncio.to_thread(self._has_row, user_id):
+            raise TrialNotFound(f"no trial for user {user_id}")
+        if not erase:
+            if not running:
+                raise TrialEnded(f"the trial of user {user_id} has already ended")
+            await self._signal(user_id, SIGNAL_CANCEL, {"reason": reason})
+            return Erased(user_id=user_id, cancelled=True, erased=False)
+        deleted = False
+        try:
+            if running:
+                await handle.terminate(reason="personal data erased on request")
+            if running is not None:
+                await self.client.workflow_service.delete_workflow_execution(
+                    DeleteWorkflowExecutionRequest(
+                        namespace=self.client.namespace,
+                        workflow_execution=WorkflowExecutionRef(workflow_id=workflow_id),
+                    ),
+                    timeout=RPC_TIMEOUT,
+                )
+                deleted = True
+        except RPCError as err:
+            if err.status not in (RPCStatusCode.NOT_FOUND, RPCStatusCode.UNIMPLEMENTED):
+                raise _unavailable(err) from err
+        await asyncio.to_thread(self._erase_rows, user_id, bool(running))
+        return Erased(
+            user_id=user_id, cancelled=bool(running), erased=True, history_deleted=deleted
+        )
+
+    def _has_row(self, user_id: str) -> bool:
+        with Session(self.engine) as session:
+            return session.get(Trial, user_id) is not None
+
+    def _erase_rows(self, user_id: str, cancelled: bool) -> None:
+        outbox = self.settings.outbox_dir
+        with Session(self.engine) as session:
+            trial = session.get(Trial, user_id)
+            if trial is not None:
+                trial.name = trial.email = trial.phone = trial.company = None
+                if cancelled:
+                    trial.stage = "cancelled"
+                    trial.ended_at = utcnow()
+                    trial.status = {**trial.status, "stage": "cancelled"}
+                session.add(trial)
+            for event in session.exec(select(TrialEvent).where(TrialEvent.user_id == user_id)):
+                event.properties = {}
+                session.add(event)
+            for message in session.exec(select(Message).where(Message.user_id == user_id)):
+                message.recipient = "erased"
+                message.subject = message.html = message.text = ""
+                session.add(message)
+                for suffix in (".eml", ".txt"):
+                    path = outbox / (file_stem(message.key) + suffix)
+                    path.unlink(missing_ok=True)
+            session.commit()
+
+    async def _signal(self, user_id: str, name: str, payload: dict[str, Any]) -> Accepted:
+        handle = await self._running(user_id)
+        data = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in payload.items()}
+        try:
+            await handle.signal(name, data, rpc_timeout=RPC_TIMEOUT)
+        except RPCError as err:
+            raise _rpc_problem(err, user_id) from err
+        return Accepted(user_id=user_id, signal=name)
+
+    async def _is_running(self, handle: WorkflowHandle[Any, Any]) -> bool | None:
+        """True if running, False if closed, None if there is no such workflow."""
+        try:
+            description = await handle.describe(rpc_timeout=RPC_TIMEOUT)
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                return None
+            raise _unavailable(err) from err
+        return description.status == ExecutionStatus.RUNNING
+
+    async def _running(self, user_id: str) -> WorkflowHandle[Any, Any]:
+        handle = self.client.get_workflow_handle(workflow_id_for(user_id))
+        running = await self._is_running(handle)
+        if running is None:
+            raise TrialNotFound(f"no trial for user {user_id}")
+        if not running:
+            raise TrialEnded(f"the trial of user {user_id} has ended")
+        return handle
+
+    # -- reading --
+
+    async def status(self, user_id: str) -> TrialStatus:
+        """The live status; once the trial has ended (or Temporal cannot be reached), the final
+        status recorded in the database."""
+        final = await asyncio.to_thread(self._recorded, user_id, True)
+        if final is not None:
+            return final
+        handle = self.client.get_workflow_handle(workflow_id_for(user_id))
+        try:
+            status: TrialStatus = await handle.query(
+                QUERY_STATUS, result_type=TrialStatus, rpc_timeout=RPC_TIMEOUT
+            )
+            return status
+        except RPCError:
+            pass
+        recorded = await asyncio.to_thread(self._recorded, user_id)
+        if recorded is None:
+            raise TrialNotFound(f"no trial for user {user_id}")
+        return recorded
+
+    def _recorded(self, user_id: str, ended_only: bool = False) -> TrialStatus | None:
+        with Session(self.engine) as session:
+            row = session.get(Trial, user_id)
+        if row is None or not row.status or (ended_only and row.ended_at is None):
+            return None
+        return TrialStatus.model_validate(row.status)
+
+    async def list(
+        self,
+        stage: Stage | None = None,
+        persona: Persona | None = None,
+        activated: bool | None = None,
+        page_size: int = 50,
+        page_token: str | None = None,
+    ) -> TrialPage:
+        query = f"WorkflowType = '{WORKFLOW_TYPE}'"
+        if stage is not None:
+            assert stage in STAGES
+            query += f" AND TrialStage = '{stage}'"
+        if persona is not None:
+            query += f" AND Persona = '{persona}'"
+        if activated is not None:
+            query += f" AND Activated = {'true' if activated else 'false'}"
+        token = None
+        if page_token:
+            try:
+                token = base64.urlsafe_b64decode(page_token.encode() + b"==")
+            except (binascii.Error, ValueError) as err:
+                raise InvalidRequest("page_token is not a token this API returned") from err
+        executions = self.client.list_workflows(
+            query, page_size=page_size, next_page_token=token, rpc_timeout=RPC_TIMEOUT
+        )
+        try:
+            await executions.fetch_next_page()
+        except RPCError as err:
+            if err.status == RPCStatusCode.INVALID_ARGUMENT:
+                raise InvalidRequest(f"invalid page_token or filter: {err.message}") from err
+            raise _unavailable(err) from err
+        items = []
+        for execution in executions.current_page or []:
+            attrs = execution.typed_search_attributes
+            items.append(
+                TrialSummary(
+                    user_id=execution.id.removeprefix("trial-"),
+                    workflow_id=execution.id,
+                    running=execution.status == ExecutionStatus.RUNNING,
+                    stage=attrs.get(STAGE_KEY),
+                    persona=attrs.get(PERSONA_KEY),
+                    activated=attrs.get(ACTIVATED_KEY),
+                    trial_ends_at=attrs.get(ENDS_KEY),
+                    cs_owner=attrs.get(OWNER_KEY),
+                    started_at=execution.start_time,
+                )
+            )
+        next_token = executions.next_page_token
+        encoded = base64.urlsafe_b64encode(next_token).decode().rstrip("=") if next_token else None
+        return TrialPage(items=items, next_page_token=encoded)
+
+    # -- health --
+
+    async def check_temporal(self) -> str | None:
+        try:
+            await self.client.workflow_service.get_system_info(
+                GetSystemInfoRequest(), timeout=timedelta(seconds=3)
+            )
+        except RPCError as err:
+            return f"Temporal: {err.message}"
+        return None
+
+    def check_database(self) -> str | None:
+        try:
+            with Session(self.engine) as session:
+                session.exec(text("SELECT 1"))  # type: ignore[call-overload]
+        except Exception as err:
+            return f"database: {err.__class__.__name__}"
+        return None
+
+
+def _normal(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump()
+    if value == "":
+        return None
+    return value
+
+
+def _first_error(err: ValueError) -> str:
+    errors = getattr(err, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return f"body.{where}: {first.get('msg')}" if where else str(first.get("msg"))
+    return str(err)
+
+
+def _unavailable(err: RPCError) -> Unavailable:
+    return Unavailable(f"Temporal did not answer: {err.message}")
+
+
+def _rpc_problem(err: RPCError, user_id: str) -> TrialProblem:
+    if err.status == RPCStatusCode.NOT_FOUND:
+        return TrialEnded(f"the trial of user {user_id} has ended")
+    return _unavailable(err)
