@@ -14,6 +14,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import httpx
 import pytest
 from temporalio.client import Client
 
@@ -39,6 +40,7 @@ def up_env(tmp_path: Path) -> dict[str, str]:
         TRIALPATH_DATA_DIR=str(tmp_path / "data"),
         TRIALPATH_TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}",
         TRIALPATH_TEMPORAL_UI_PORT=str(free_port()),
+        TRIALPATH_API_PORT=str(free_port()),
         TRIALPATH_TASK_QUEUE="trialpath-e2e",
         COLUMNS="200",
     )
@@ -113,6 +115,40 @@ def test_up_runs_the_demo_and_finds_it_again(up_env: dict[str, str]) -> None:
     assert not any(step.startswith(("trial_ending", "winback")) for step in steps)
 
 
+def api_checks(env: dict[str, str]) -> None:
+    """The API served by `up`, on the real dev server: visibility listing and erasure."""
+    key = (Path(env["TRIALPATH_DATA_DIR"]) / "api-key").read_text().strip()
+    base = f"http://127.0.0.1:{env['TRIALPATH_API_PORT']}/v1"
+    headers = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=base, headers=headers, timeout=30) as api:
+        assert api.get("/readyz").json() == {"status": "ready"}
+        body = {
+            "user_id": "e2e-1",
+            "email": "e2e@example.com",
+            "name": "Grace Hopper",
+            "qualification": {"role": "executive", "urgency": "this_week"},
+        }
+        assert api.post("/trials", json=body).status_code == 201
+        found: list[dict[str, object]] = []
+        for _ in range(50):  # visibility is eventually consistent
+            found = api.get("/trials", params={"persona": "executive"}).json()["items"]
+            if found:
+                break
+            time.sleep(0.2)
+        assert [t["user_id"] for t in found] == ["e2e-1"]
+        assert api.get("/trials", params={"persona": "technical"}).json()["items"] == []
+        page = api.get("/trials", params={"page_size": 1}).json()
+        assert len(page["items"]) == 1
+        erased = api.delete("/trials/e2e-1", params={"erase": "true"}).json()
+        assert erased == {
+            "user_id": "e2e-1",
+            "cancelled": True,
+            "erased": True,
+            "history_deleted": True,
+        }
+        assert api.get("/trials/e2e-1").json()["stage"] == "cancelled"
+
+
 def test_ctrl_c_stops_every_process(up_env: dict[str, str]) -> None:
     process = subprocess.Popen(
         [TRIALPATH, "up", "--no-demo"],
@@ -140,7 +176,8 @@ def test_ctrl_c_stops_every_process(up_env: dict[str, str]) -> None:
         children = subprocess.run(
             ["pgrep", "-P", str(process.pid)], capture_output=True, text=True, check=False
         ).stdout.split()
-        assert len(children) == 2  # dev server and worker
+        assert len(children) == 3  # dev server, worker and API
+        api_checks(up_env)
         # While it runs, the developer's starter script drives one trial through it.
         starter = subprocess.run(
             [sys.executable, "starter.py", "dev-starter"],

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import signal
 import sys
 from collections.abc import Coroutine
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
+import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -83,10 +85,13 @@ def up(
         bool, typer.Option(help="Stop the services once the demo has finished.")
     ] = False,
 ) -> None:
-    """Start the Temporal dev server (UI included) and the worker, run the demo, keep running
-    until Ctrl-C, then stop every process started here."""
+    """Start the Temporal dev server (UI included), the worker and the HTTP API, run the demo,
+    keep running until Ctrl-C, then stop every process started here."""
     settings = get_settings()
     ui = f"http://127.0.0.1:{settings.temporal_ui_port}"
+    api_url = f"http://{settings.api_host}:{settings.api_port}"
+    clock = demo_clock(settings, seconds_per_day) if demo else settings.seconds_per_day
+    key = api_key(settings)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         with running(settings) as services:
@@ -102,13 +107,23 @@ def up(
             services.start_worker()
             _run(_wait_for_worker(settings, services))
             console.print(f"Worker started (log: {settings.data_dir / 'worker.log'})")
+            services.start_api(
+                {"TRIALPATH_API_KEYS": json.dumps([key]), "TRIALPATH_SECONDS_PER_DAY": str(clock)}
+                if not settings.api_keys
+                else {"TRIALPATH_SECONDS_PER_DAY": str(clock)}
+            )
+            console.print(
+                f"HTTP API: {api_url}/v1 (docs {api_url}/docs), API key: [bold]{key}[/]"
+                + (f"; trials started here run at {clock:g} s per journey day" if demo else "")
+            )
             if demo:
-                _run(_demo(settings, demo_clock(settings, seconds_per_day), prefix, services))
+                _run(_demo(settings, clock, prefix, services, api_url, key))
             console.print(
                 f"\nBrowse the workflows: {ui}/namespaces/{settings.temporal_namespace}/workflows"
                 f'\nSearch by persona, e.g. Persona="technical": '
                 f"{ui}/namespaces/{settings.temporal_namespace}/workflows?query=Persona%3D%22technical%22"
                 f"\nOutbox: `trialpath outbox list` or the files in {settings.outbox_dir}"
+                f"\nTry the API: curl -H 'Authorization: Bearer {key}' {api_url}/v1/trials"
             )
             if exit_after_demo:
                 return
@@ -121,6 +136,19 @@ def up(
     except ServiceError as err:
         raise fail(str(err)) from err
     console.print("Stopped.")
+
+
+def api_key(settings: Settings) -> str:
+    """The first configured API key, else the local demo key (made once, kept in the data
+    folder so scripts and the README's curl examples keep working across runs)."""
+    if settings.api_keys:
+        return settings.api_keys[0]
+    path = settings.data_dir / "api-key"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(24))
+        path.chmod(0o600)
+    return path.read_text().strip()
 
 
 DEMO_SECONDS_PER_DAY = 4.0
@@ -155,9 +183,14 @@ async def _register(settings: Settings) -> None:
 
 
 async def _demo(
-    settings: Settings, seconds_per_day: float, prefix: str, services: Services | None
+    settings: Settings,
+    seconds_per_day: float,
+    prefix: str,
+    services: Services | None,
+    api_url: str,
+    key: str,
 ) -> None:
-    from trialpath.demo import results_table, run_demo
+    from trialpath.demo import DemoError, results_table, run_demo
 
     client = await _client(settings)
     try:
@@ -165,17 +198,21 @@ async def _demo(
     except TimeoutError as err:
         raise fail(f"{err}; start one with `trialpath worker`") from err
     console.print(
-        f"Demo: 12 sample trials, one journey day = {seconds_per_day:g} s "
+        f"Demo: 12 sample trials driven through the API, one journey day = {seconds_per_day:g} s "
         f"(a 14-day trial plays in about {14 * seconds_per_day:.0f} s)"
     )
-    items = await run_demo(
-        client,
-        settings.task_queue,
-        seconds_per_day,
-        console,
-        prefix=prefix,
-        check=services.check_alive if services else None,
-    )
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=api_url, headers=headers, timeout=30) as api:
+        try:
+            items = await run_demo(
+                api,
+                seconds_per_day,
+                console,
+                prefix=prefix,
+                check=services.check_alive if services else None,
+            )
+        except (DemoError, httpx.HTTPError) as err:
+            raise fail(f"the demo could not use the API at {api_url}: {err}") from err
     console.print(results_table(items, seconds_per_day, "Demo results"))
     console.print(f"{len(items)} workflows ran.")
 
@@ -188,10 +225,21 @@ def demo(
     ] = None,
     prefix: Annotated[str, typer.Option(help="User id prefix of the demo trials.")] = "demo",
 ) -> None:
-    """Run the demo against services that are already running (see `up`)."""
+    """Run the demo against services that are already running (see `up`); the API must run
+    with the same clock (TRIALPATH_SECONDS_PER_DAY)."""
     settings = get_settings()
+    api_url = f"http://{settings.api_host}:{settings.api_port}"
     try:
-        _run(_demo(settings, demo_clock(settings, seconds_per_day), prefix, None))
+        _run(
+            _demo(
+                settings,
+                demo_clock(settings, seconds_per_day),
+                prefix,
+                None,
+                api_url,
+                api_key(settings),
+            )
+        )
     except KeyboardInterrupt:
         raise fail("demo interrupted", 130) from None
 

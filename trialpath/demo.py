@@ -1,9 +1,10 @@
 """The demo: a dozen sample trial users with different behaviours on an accelerated clock.
 
 Each sample user has a script of actions at journey days (events, call outcomes, conversion,
-extension, cancellation). The demo starts their workflows, plays the scripts while showing live
-progress, and ends with a table per user once every trial has left its trial period. Running it
-again finds the existing workflows instead of starting duplicates.
+extension, cancellation). The demo starts their trials and plays the scripts through the HTTP
+API, as a product's backend would, while showing live progress, and ends with a table per user
+once every trial has left its trial period. Running it again finds the existing trials (the API
+answers 200 for them) instead of starting duplicates.
 """
 
 from __future__ import annotations
@@ -15,24 +16,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
-from temporalio.client import Client, WorkflowHandle
-from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from trialpath.contract import (
-    TERMINAL_STAGES,
-    Qualification,
-    TrialProfile,
-    TrialStatus,
-    workflow_id_for,
-)
-from trialpath.journey import TrialInput
+from trialpath.contract import TERMINAL_STAGES, Qualification, TrialStatus
 
 Action = tuple[float, str, dict[str, Any]]
+"""(journey day, API action, body): action is `event`, `call`, `conversion`, `extension`,
+`unsubscribe` (POST /v1/trials/{id}/<action>, `event` to /events) or `cancel` (DELETE)."""
 
 
 def _goal(persona: str, day: float) -> list[Action]:
@@ -95,7 +89,11 @@ def sample_users() -> list[SampleUser]:
             "technical",
             "evaluating",
             [
-                (4.25, "call_completed", {"notes": "set up the first integration together"}),
+                (
+                    4.25,
+                    "call",
+                    {"action": "completed", "notes": "set up the first integration together"},
+                ),
                 *_goal("technical", 4.6),
             ],
             company="Bletchley Park",
@@ -107,7 +105,7 @@ def sample_users() -> list[SampleUser]:
             "business",
             "this_month",
             [
-                (4.2, "call_completed", {"notes": "built the first workflow live"}),
+                (4.2, "call", {"action": "completed", "notes": "built the first workflow live"}),
                 *_goal("business", 4.5),
             ],
             locale="fr",
@@ -127,7 +125,7 @@ def sample_users() -> list[SampleUser]:
             "converts mid-trial",
             "technical",
             "this_week",
-            [*_goal("technical", 1.0), (5.0, "converted", {"plan": "team", "mrr": 99})],
+            [*_goal("technical", 1.0), (5.0, "conversion", {"plan": "team", "mrr": 99})],
         ),
         SampleUser(
             "exec-convert",
@@ -135,7 +133,7 @@ def sample_users() -> list[SampleUser]:
             "converts mid-trial",
             "executive",
             "this_month",
-            [*_goal("executive", 2.0), (8.5, "converted", {"plan": "business", "mrr": 490})],
+            [*_goal("executive", 2.0), (8.5, "conversion", {"plan": "business", "mrr": 490})],
             company="Allen & Co",
         ),
         SampleUser(
@@ -144,7 +142,7 @@ def sample_users() -> list[SampleUser]:
             "asks for an extension on day 12",
             "business",
             "evaluating",
-            [(2.5, "event", {"name": "workflow_created"}), (12.2, "extend_trial", {"days": 3})],
+            [(2.5, "event", {"name": "workflow_created"}), (12.2, "extension", {"days": 3})],
         ),
         SampleUser(
             "tech-cancel",
@@ -170,72 +168,87 @@ def sample_users() -> list[SampleUser]:
 class Tracked:
     user: SampleUser
     user_id: str
-    handle: WorkflowHandle[Any, Any]
     existing: bool
     signup_at: datetime
     status: TrialStatus | None = None
     error: str | None = None
 
 
-async def start_trials(
-    client: Client, task_queue: str, seconds_per_day: float, prefix: str
-) -> list[Tracked]:
+def signup_body(user: SampleUser, user_id: str) -> dict[str, Any]:
+    qualification = None
+    if user.persona or user.challenge:
+        qualification = Qualification.model_validate(
+            {"role": user.persona, "urgency": user.urgency, "challenge": user.challenge}
+        ).model_dump()
+    return {
+        "user_id": user_id,
+        "name": user.name,
+        "email": f"{user.key}@demo.trialpath.example",
+        "phone": user.phone,
+        "locale": user.locale,
+        "timezone": user.timezone,
+        "company": user.company,
+        "qualification": qualification,
+    }
+
+
+class DemoError(RuntimeError):
+    """The API refused a demo request; the message carries its problem detail."""
+
+
+def _check(response: httpx.Response) -> dict[str, Any]:
+    if response.status_code >= 400:
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text
+        raise DemoError(f"{response.request.method} {response.request.url.path}: {detail}")
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def start_trials(api: httpx.AsyncClient, prefix: str) -> list[Tracked]:
+    """Starts every sample trial through the API; existing ones are found (200), not duplicated."""
     tracked = []
     for user in sample_users():
         user_id = f"{prefix}-{user.key}"
-        signup = datetime.now(UTC)
-        qualification = None
-        if user.persona or user.challenge:
-            qualification = Qualification.model_validate(
-                {"role": user.persona, "urgency": user.urgency, "challenge": user.challenge}
-            )
-        profile = TrialProfile(
-            user_id=user_id,
-            name=user.name,
-            email=f"{user.key}@demo.trialpath.example",
-            phone=user.phone,
-            locale=user.locale,
-            timezone=user.timezone,
-            company=user.company,
-            signup_at=signup,
-            qualification=qualification,
-            seconds_per_day=seconds_per_day,
-        )
-        workflow_id = workflow_id_for(user_id)
-        try:
-            handle = await client.start_workflow(
-                "TrialWorkflow",
-                TrialInput(profile=profile),
-                id=workflow_id,
-                task_queue=task_queue,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                result_type=TrialStatus,
-            )
-            tracked.append(Tracked(user, user_id, handle, False, signup))
-        except WorkflowAlreadyStartedError:
-            handle = client.get_workflow_handle(workflow_id, result_type=TrialStatus)
-            description = await handle.describe()
-            tracked.append(Tracked(user, user_id, handle, True, description.start_time))
+        response = await api.post("/v1/trials", json=signup_body(user, user_id))
+        created = _check(response)
+        signup_at = datetime.fromisoformat(created["signup_at"])
+        tracked.append(Tracked(user, user_id, response.status_code == 200, signup_at))
     return tracked
 
 
-async def play(item: Tracked, seconds_per_day: float) -> None:
-    """Sends the user's scripted actions at their journey days."""
-    for day, signal, payload in sorted(item.user.script, key=lambda a: a[0]):
+def _request(user_id: str, action: str, payload: dict[str, Any]) -> tuple[str, str, Any]:
+    """(method, path, JSON body) of the API request for one scripted action."""
+    base = f"/v1/trials/{user_id}"
+    if action == "event":
+        return "POST", f"{base}/events", payload
+    if action == "cancel":
+        return "DELETE", f"{base}?reason={payload.get('reason', '')}", None
+    return "POST", f"{base}/{action}", payload
+
+
+async def play(api: httpx.AsyncClient, item: Tracked, seconds_per_day: float) -> None:
+    """Sends the user's scripted actions through the API at their journey days."""
+    for day, action, payload in sorted(item.user.script, key=lambda a: a[0]):
         due = item.signup_at.timestamp() + day * seconds_per_day
         await asyncio.sleep(max(0.0, due - time.time()))
+        method, path, body = _request(item.user_id, action, payload)
         try:
-            await item.handle.signal(signal, payload)
-        except Exception as err:  # the trial may have ended (cancelled, converted)
-            item.error = f"{signal}: {err}"
+            _check(await api.request(method, path, json=body))
+        except (DemoError, httpx.HTTPError) as err:
+            item.error = str(err)
             return
 
 
-async def refresh(items: list[Tracked]) -> None:
+async def refresh(api: httpx.AsyncClient, items: list[Tracked]) -> None:
     async def one(item: Tracked) -> None:
         try:
-            item.status = await item.handle.query("status", result_type=TrialStatus)
-        except Exception as err:
+            item.status = TrialStatus.model_validate(
+                _check(await api.get(f"/v1/trials/{item.user_id}"))
+            )
+        except (DemoError, httpx.HTTPError) as err:
             item.error = str(err)
 
     await asyncio.gather(*(one(i) for i in items))
@@ -279,23 +292,23 @@ def results_table(items: list[Tracked], seconds_per_day: float, title: str) -> T
 
 
 async def run_demo(
-    client: Client,
-    task_queue: str,
+    api: httpx.AsyncClient,
     seconds_per_day: float,
     console: Console,
     prefix: str = "demo",
     check: Callable[[], None] | None = None,
     max_seconds: float | None = None,
 ) -> list[Tracked]:
-    """Plays the demo until every trial is over; `check` raises if a service died."""
-    items = await start_trials(client, task_queue, seconds_per_day, prefix)
+    """Plays the demo through the API until every trial is over; `check` raises if a service
+    died."""
+    items = await start_trials(api, prefix)
     new = [i for i in items if not i.existing]
     if len(new) < len(items):
         console.print(
             f"[yellow]{len(items) - len(new)} demo trials already exist; showing them as they are "
             f"(use --prefix to start a fresh set).[/]"
         )
-    players = [asyncio.create_task(play(i, seconds_per_day)) for i in new]
+    players = [asyncio.create_task(play(api, i, seconds_per_day)) for i in new]
     longest = 14 + 3 + 1
     progress = Progress(
         TextColumn("[bold]journey day {task.completed:.1f} of ~{task.total:.0f}"),
@@ -310,7 +323,7 @@ async def run_demo(
             while True:
                 if check:
                     check()
-                await refresh(items)
+                await refresh(api, items)
                 done = sum(finished(i) for i in items)
                 elapsed_days = (datetime.now(UTC) - started).total_seconds() / seconds_per_day
                 progress.update(task, completed=min(elapsed_days, longest), done=done)

@@ -97,7 +97,33 @@ class Services:
         data = self.settings.data_dir.resolve()
         return self._spawn("worker", [sys.executable, "-m", "worker"], data / "worker.log")
 
-    def _spawn(self, name: str, command: list[str], log: Path) -> Process:
+    def start_api(self, extra_env: dict[str, str]) -> Process:
+        """Serves the HTTP API with uvicorn; `extra_env` adds settings for that process only."""
+        host, port = self.settings.api_host, self.settings.api_port
+        if port_open(host, port):
+            raise ServiceError(
+                f"{host}:{port} is already in use; set TRIALPATH_API_PORT to another port"
+            )
+        data = self.settings.data_dir.resolve()
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "trialpath.api.app:create_app",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--no-access-log",
+        ]
+        process = self._spawn("api", command, data / "api.log", extra_env)
+        self._wait_for_port(process, host, port, timeout=60)
+        return process
+
+    def _spawn(
+        self, name: str, command: list[str], log: Path, extra_env: dict[str, str] | None = None
+    ) -> Process:
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as out:
             popen = subprocess.Popen(
@@ -106,6 +132,7 @@ class Services:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 cwd=PROJECT_ROOT,
+                env={**os.environ, **(extra_env or {})},
                 start_new_session=True,
             )
         process = Process(name, popen, log)

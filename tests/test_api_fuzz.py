@@ -1,0 +1,184 @@
+"""Property-based fuzzing of the HTTP API against its own OpenAPI document (schemathesis 4).
+
+For every operation of the schema, Hypothesis draws requests that fit the schema (positive),
+requests that break it (negative), and requests aimed at trials that exist, so the success
+paths run too. Each request goes through the real app (lifespan, middlewares, the Temporal
+time-skipping server, SQLite) and every response must:
+
+- not be a 5xx                                    (`not_a_server_error`)
+- use a status code the operation declares        (`status_code_conformance`)
+- use a declared content type                     (`content_type_conformance`)
+- have a body that matches the declared schema    (`response_schema_conformance`)
+
+Hypothesis runs in a worker thread while the test's event loop keeps serving the app, the
+Temporal worker and the redelivery task between examples; each request is handed to that loop.
+Every trial the fuzzing started is ended through its journey (`cancel` signal) at the end,
+while the worker still runs, so none holds the time-skipping server's clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+import schemathesis
+import sqlalchemy
+from hypothesis import HealthCheck, Phase, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+from schemathesis import Case, GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+from temporalio.testing import WorkflowEnvironment
+
+from tests.conftest import API_KEY
+from trialpath.api.app import create_app
+from trialpath.config import Settings
+
+T = TypeVar("T")
+
+MAX_EXAMPLES = 30
+REQUEST_TIMEOUT = 60.0
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
+HYPOTHESIS = hypothesis_settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    database=None,
+    print_blob=True,
+    phases=[Phase.explicit, Phase.generate, Phase.target, Phase.shrink],
+    suppress_health_check=list(HealthCheck),
+)
+
+
+def _load_schema() -> Any:
+    """The OpenAPI document of the real app (built without touching any database or server)."""
+    app = create_app(Settings(), engine=sqlalchemy.create_engine("sqlite://"))
+    return schemathesis.openapi.from_dict(app.openapi())
+
+
+SCHEMA = _load_schema()
+OPERATIONS = [result.ok() for result in SCHEMA.get_all_operations()]
+
+
+def _valid_signup() -> st.SearchStrategy[dict[str, Any]]:
+    """Fields that pass the validation the schema cannot express (id charset, email, IANA zone,
+    non-empty name), merged into schema-generated bodies so that trials really start."""
+    return st.fixed_dictionaries(
+        {
+            "user_id": st.from_regex(r"fz-[a-z0-9]{1,12}", fullmatch=True),
+            "email": st.sampled_from(["ada@example.com", "grace@example.org"]),
+            "name": st.sampled_from(["Ada", "Grace Hopper"]),
+            "timezone": st.sampled_from(["UTC", "Europe/Paris", "America/New_York"]),
+        }
+    )
+
+
+def _strategy(operation: Any, known: list[str]) -> st.SearchStrategy[Case]:
+    parameters = operation.path_parameters or operation.query or operation.body
+    strategies = [operation.as_strategy(generation_mode=GenerationMode.POSITIVE)]
+    if parameters:
+        strategies.append(operation.as_strategy(generation_mode=GenerationMode.NEGATIVE))
+    if "{user_id}" in operation.path:
+        strategies += [
+            operation.as_strategy(
+                generation_mode=GenerationMode.POSITIVE, path_parameters={"user_id": user_id}
+            )
+            for user_id in known
+        ]
+    if operation.method.upper() == "POST" and operation.path == "/v1/trials":
+
+        def valid(pair: tuple[Case, dict[str, Any]]) -> Case:
+            case, fields = pair
+            if isinstance(case.body, dict):
+                case.body = {**case.body, **fields}
+            return case
+
+        positive = operation.as_strategy(generation_mode=GenerationMode.POSITIVE)
+        strategies.append(st.tuples(positive, _valid_signup()).map(valid))
+    return st.one_of(strategies)
+
+
+def _request(case: Case) -> dict[str, Any]:
+    """httpx keyword arguments for a case (schemathesis serializes for `requests`)."""
+    kwargs = case.as_transport_kwargs(base_url="http://testserver")
+    headers = {str(k): str(v) for k, v in dict(kwargs.get("headers") or {}).items()}
+    headers["Authorization"] = f"Bearer {API_KEY}"
+    request: dict[str, Any] = {
+        "method": kwargs["method"],
+        "url": kwargs["url"],
+        "headers": headers,
+        "params": kwargs.get("params") or None,
+    }
+    if "json" in kwargs:
+        request["json"] = kwargs["json"]
+    elif kwargs.get("data") is not None:
+        data = kwargs["data"]
+        request["content"] = data.encode() if isinstance(data, str) else data
+    return request
+
+
+@pytest.mark.parametrize("operation", OPERATIONS, ids=[op.label for op in OPERATIONS])
+async def test_api_conforms_to_its_openapi(
+    api: httpx.AsyncClient, env: WorkflowEnvironment, operation: Any
+) -> None:
+    loop = asyncio.get_running_loop()
+    started: set[str] = set()
+    suffix = uuid.uuid4().hex[:8]
+    known = [f"fz-known-{suffix}", f"fz-qualified-{suffix}"]
+    for user_id, qualification in zip(
+        known,
+        [None, {"role": "business", "challenge": "team_coordination", "urgency": "evaluating"}],
+        strict=True,
+    ):
+        body = {"user_id": user_id, "email": f"{user_id}@example.com", "name": "Known"}
+        response = await api.post("/v1/trials", json={**body, "qualification": qualification})
+        assert response.status_code == 201, response.text
+        started.add(response.json()["workflow_id"])
+
+    async def send(case: Case) -> httpx.Response:
+        response = await api.request(**_request(case))
+        if (
+            case.method.upper() == "POST"
+            and case.path == "/v1/trials"
+            and response.status_code in (200, 201)
+        ):
+            started.add(response.json()["workflow_id"])
+        return response
+
+    def on_loop(coroutine: Awaitable[T]) -> T:
+        assert threading.current_thread() is not threading.main_thread()
+        future = asyncio.run_coroutine_threadsafe(coroutine, loop)  # type: ignore[arg-type]
+        return future.result(timeout=REQUEST_TIMEOUT)
+
+    @HYPOTHESIS
+    @given(case=_strategy(operation, known))
+    def fuzz(case: Case) -> None:
+        response = on_loop(send(case))
+        case.validate_response(response, checks=CHECKS)
+
+    run: Callable[[], None] = fuzz
+    try:
+        await asyncio.to_thread(run)
+    finally:
+        # End every trial this test started while the worker still runs; the `api` fixture
+        # does the same for the 201s it saw, and a closed workflow just refuses the signal.
+        for workflow_id in started:
+            handle = env.client.get_workflow_handle(workflow_id)
+            with contextlib.suppress(Exception):
+                await handle.signal("cancel", {})
+                await asyncio.wait_for(handle.result(), timeout=30)
