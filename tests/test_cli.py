@@ -88,3 +88,64 @@ async def test_clear_errors_never_tracebacks(settings: Settings) -> None:
     assert "The outbox is empty for user nobody." in out
     code, _, err = await cli(settings, "outbox", "list", "--limit", "0")
     assert code == 2 and "Traceback" not in err
+
+
+async def test_support_actions(
+    env: WorkflowEnvironment, settings: Settings, worker: Worker
+) -> None:
+    await align(env)
+    trial = TrialDriver(env, settings, "cli-act", role=None, urgency=None)
+    await trial.start()
+    where = address(env)
+
+    async def run(*args: str) -> tuple[int, str, str]:
+        return await cli(settings, "trial", *args, address=where)
+
+    code, out, err = await run("qualify", "cli-act", "business", "team_coordination", "this_week")
+    assert code == 0, err
+    assert "business path" in out
+    code, out, err = await run(
+        "event", "cli-act", "workflow_created", "-p", "source=cli", "--id", "w1"
+    )
+    assert code == 0, err
+    assert "recorded" in out
+    code, out, _ = await run("event", "cli-act", "workflow_created", "--id", "w1")
+    assert "already recorded" in out
+    at = trial.iso(3.5)
+    code, out, err = await run("call", "cli-act", "booked", "--at", at, "--agent", "Samir")
+    assert code == 0, err
+    assert "call_booked sent" in out
+    assert (await run("extend", "cli-act", "5"))[0] == 0
+    assert (await run("unsubscribe", "cli-act", "sms"))[0] == 0
+    await trial.at_day(0.1)
+    status = await trial.status()
+    assert (status.persona, status.call.state, status.call.agent) == ("business", "booked", "Samir")
+    assert status.events_seen == {"workflow_created": 1}
+    assert status.unsubscribed == ["sms"]
+    assert (status.trial_ends_at - trial.signup_at).days == 14 + 5
+
+    # Bad input: a clear message and exit code 2, never a traceback.
+    for args, needle in (
+        (("extend", "cli-act", "61"), "less than or equal to 60"),
+        (("call", "cli-act", "dance"), "action"),
+        (("call", "cli-act", "booked"), "'at' is required"),
+        (("qualify", "cli-act", "wizard", "integrations", "now"), "role"),
+        (("event", "cli-act", "x", "-p", "novalue"), "key=value"),
+        (("unsubscribe", "cli-act", "fax"), "channel"),
+    ):
+        code, _, err = await run(*args)
+        assert code == 2, (args, err)
+        assert needle in err and "Traceback" not in err, (args, err)
+    code, _, err = await run("extend", "ghost", "3")
+    assert code == 1 and "no trial for user ghost" in err
+    # Erasing asks first; with no answer nothing happens.
+    code, _, _ = await run("cancel", "cli-act", "--erase")
+    assert code == 1
+    assert (await trial.status()).stage == "onboarding"
+
+    code, out, err = await run("convert", "cli-act", "team", "--mrr", "49")
+    assert code == 0, err
+    result = await trial.result()
+    assert result.stage == "converted"
+    code, _, err = await run("cancel", "cli-act")
+    assert code == 1 and "has already ended" in err

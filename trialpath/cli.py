@@ -10,12 +10,13 @@ import json
 import secrets
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 import httpx
 import typer
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.table import Table
 from sqlmodel import Session, col, select
@@ -23,8 +24,9 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from trialpath.config import Settings, get_settings
-from trialpath.contract import TrialStatus, check_user_id, workflow_id_for
+from trialpath.contract import Stage, TrialStatus, check_user_id, workflow_id_for
 from trialpath.db import make_engine
+from trialpath.definition import Persona
 from trialpath.models import Message, Trial
 from trialpath.services import ServiceError, Services, running
 from trialpath.temporal import (
@@ -32,6 +34,17 @@ from trialpath.temporal import (
     exit_process,
     register_search_attributes,
     wait_for_pollers,
+)
+from trialpath.trials import (
+    Accepted,
+    CallCommand,
+    ConversionCommand,
+    ExtensionCommand,
+    NewEvent,
+    QualifyCommand,
+    TrialProblem,
+    Trials,
+    UnsubscribeCommand,
 )
 
 app = typer.Typer(
@@ -45,6 +58,7 @@ app.add_typer(trial_app, name="trial")
 console = Console()
 err_console = Console(stderr=True)
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -355,6 +369,186 @@ def _recorded_status(settings: Settings, user_id: str) -> TrialStatus | None:
     if row is None or not row.status:
         return None
     return TrialStatus.model_validate(row.status)
+
+
+R = TypeVar("R")
+
+
+def _act(operation: Callable[[Trials], Awaitable[R]]) -> R:
+    """Runs one operation of the trials service (the same code the HTTP API runs) and turns
+    its problems into one-line messages: exit code 2 for bad input, 1 otherwise."""
+    settings = get_settings()
+
+    async def go() -> R:
+        client = await _client(settings)
+        engine = make_engine(settings.effective_database_url)
+        return await operation(Trials(client, engine, settings))
+
+    try:
+        return _run(go())
+    except TrialProblem as err:
+        raise fail(err.detail, 2 if err.status in (400, 422) else 1) from err
+
+
+def _command(model: type[M], **fields: Any) -> M:
+    try:
+        return model.model_validate(fields)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in err.errors()
+        )
+        raise fail(problems, 2) from err
+
+
+def _accepted(result: Accepted) -> None:
+    console.print(f"{result.signal} sent to the trial of {result.user_id}.")
+
+
+UserIdArg = Annotated[str, typer.Argument(help="The product's user id.")]
+
+
+@trial_app.command("list")
+def trial_list(
+    stage: Annotated[Stage | None, typer.Option(help="Only trials at this stage.")] = None,
+    persona: Annotated[Persona | None, typer.Option(help="Only this persona.")] = None,
+    activated: Annotated[
+        bool | None, typer.Option("--activated/--not-activated", help="Only (not) activated.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100, help="Page size.")] = 50,
+    page_token: Annotated[str | None, typer.Option(help="Token printed by the last page.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
+) -> None:
+    """List trials from Temporal visibility, newest first."""
+    page = _act(lambda t: t.list(stage, persona, activated, limit, page_token))
+    if as_json:
+        sys.stdout.write(page.model_dump_json(indent=2) + "\n")
+        return
+    table = Table(title=f"Trials ({len(page.items)})", title_justify="left")
+    for column in ("user", "stage", "persona", "activated", "trial ends", "CS owner", "running"):
+        table.add_column(column)
+    for item in page.items:
+        ends = f"{item.trial_ends_at:%Y-%m-%d %H:%M}" if item.trial_ends_at else "-"
+        table.add_row(
+            item.user_id,
+            item.stage or "-",
+            item.persona or "-",
+            {True: "yes", False: "no", None: "-"}[item.activated],
+            ends,
+            item.cs_owner or "-",
+            "yes" if item.running else "no",
+        )
+    console.print(table)
+    if page.next_page_token:
+        console.print(f"More: --page-token {page.next_page_token}")
+
+
+@trial_app.command("qualify")
+def trial_qualify(
+    user_id: UserIdArg,
+    role: Annotated[str, typer.Argument(help="technical, business or executive")],
+    challenge: Annotated[
+        str, typer.Argument(help="integrations, team_coordination or strategic_oversight")
+    ],
+    urgency: Annotated[str, typer.Argument(help="this_week, this_month or evaluating")],
+) -> None:
+    """Record the qualifier answers; prints the persona path chosen."""
+    command = _command(QualifyCommand, role=role, challenge=challenge, urgency=urgency)
+    result = _act(lambda t: t.qualify(user_id, command))
+    console.print(f"Trial of {user_id} follows the {result.persona} path.")
+
+
+@trial_app.command("event")
+def trial_event(
+    user_id: UserIdArg,
+    name: Annotated[str, typer.Argument(help="Event name, e.g. integration_connected.")],
+    prop: Annotated[
+        list[str] | None, typer.Option("--property", "-p", help="key=value, repeatable.")
+    ] = None,
+    key: Annotated[str | None, typer.Option("--id", help="Idempotency key of the event.")] = None,
+    at: Annotated[
+        str | None, typer.Option(help="When it happened (ISO 8601 with time zone).")
+    ] = None,
+) -> None:
+    """Report a product action for a user (stored once, then signalled)."""
+    properties: dict[str, str] = {}
+    for item in prop or []:
+        field, sep, value = item.partition("=")
+        if not sep or not field:
+            raise fail(f"--property {item!r} is not key=value", 2)
+        properties[field] = value
+    event = _command(
+        NewEvent, name=name, properties=properties, idempotency_key=key, occurred_at=at
+    )
+    result = _act(lambda t: t.add_events(user_id, [event]))
+    verdict = "already recorded (same id)" if result.duplicates else "recorded"
+    console.print(f"Event {name} for {user_id} {verdict}.")
+
+
+@trial_app.command("call")
+def trial_call(
+    user_id: UserIdArg,
+    action: Annotated[str, typer.Argument(help="booked, rescheduled, completed or no_show")],
+    at: Annotated[str | None, typer.Option(help="Call time (ISO 8601 with time zone).")] = None,
+    agent: Annotated[str | None, typer.Option(help="CS agent running the call.")] = None,
+    notes: Annotated[str | None, typer.Option(help="Notes after a completed call.")] = None,
+) -> None:
+    """Record what happened to the success call."""
+    command = _command(CallCommand, action=action, at=at, agent=agent, notes=notes)
+    _accepted(_act(lambda t: t.call(user_id, command)))
+
+
+@trial_app.command("extend")
+def trial_extend(
+    user_id: UserIdArg, days: Annotated[int, typer.Argument(help="1 to 60 days.")]
+) -> None:
+    """Extend a trial; every pending end-of-trial message moves with it."""
+    command = _command(ExtensionCommand, days=days)
+    _accepted(_act(lambda t: t.extend(user_id, command)))
+
+
+@trial_app.command("convert")
+def trial_convert(
+    user_id: UserIdArg,
+    plan: Annotated[str, typer.Argument(help="The plan bought.")],
+    mrr: Annotated[float | None, typer.Option(help="Monthly recurring revenue.")] = None,
+) -> None:
+    """Record a conversion to a paid plan (ends the trial path)."""
+    command = _command(ConversionCommand, plan=plan, mrr=mrr)
+    _accepted(_act(lambda t: t.convert(user_id, command)))
+
+
+@trial_app.command("unsubscribe")
+def trial_unsubscribe(
+    user_id: UserIdArg,
+    channel: Annotated[str, typer.Argument(help="email, sms, in_app or all")],
+) -> None:
+    """Stop marketing messages to a user on a channel."""
+    command = _command(UnsubscribeCommand, channel=channel)
+    _accepted(_act(lambda t: t.unsubscribe(user_id, command)))
+
+
+@trial_app.command("cancel")
+def trial_cancel(
+    user_id: UserIdArg,
+    reason: Annotated[str | None, typer.Option(help="Why, for the record.")] = None,
+    erase: Annotated[
+        bool, typer.Option(help="Also erase the user's personal data and history (GDPR).")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask before erasing.")] = False,
+) -> None:
+    """Cancel a trial, optionally erasing the user's personal data."""
+    if (
+        erase
+        and not yes
+        and not typer.confirm(
+            f"Erase all personal data of user {user_id}? This cannot be undone.", default=False
+        )
+    ):
+        raise fail("nothing erased", 1)
+    result = _act(lambda t: t.cancel(user_id, reason=reason, erase=erase))
+    done = "cancelled" if result.cancelled else "already ended"
+    extra = ", personal data erased" if result.erased else ""
+    console.print(f"Trial of {user_id} {done}{extra}.")
 
 
 def render_status(status: TrialStatus) -> Table:
