@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -147,6 +148,39 @@ def api_checks(env: dict[str, str]) -> None:
             "history_deleted": True,
         }
         assert api.get("/trials/e2e-1").json()["stage"] == "cancelled"
+    readme_curl_examples_work(base, key)
+
+
+def curl_blocks() -> list[str]:
+    """The README's shell blocks that use curl against the API, in order."""
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    blocks = re.findall(r"```sh\n(.*?)```", readme, flags=re.S)
+    return [b for b in blocks if "curl" in b and "$API" in b]
+
+
+def run_curl(block: str, base: str, key: str) -> list[int]:
+    """Runs a README block as written, printing only each request's HTTP status."""
+    script = re.sub(r"^curl ", "curl -s -o /dev/null -w '%{http_code}\\n' ", block, flags=re.M)
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        env={**os.environ, "API": base, "KEY": key},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return [int(code) for code in done.stdout.split()]
+
+
+def readme_curl_examples_work(base: str, key: str) -> None:
+    main, conversion = curl_blocks()
+    codes = run_curl(main, base, key)
+    assert len(codes) == main.count("\ncurl") + main.startswith("curl")
+    assert codes[0] == 201 and all(200 <= c < 300 for c in codes), codes
+    # Conversion, for another user started the same way.
+    start = next(c for c in ("curl" + p for p in main.split("\ncurl")[1:]) if "$API/trials " in c)
+    assert run_curl(start.replace("user-42", "user-43"), base, key) == [201]
+    assert run_curl(conversion.replace("user-42", "user-43"), base, key) == [202]
 
 
 def test_ctrl_c_stops_every_process(up_env: dict[str, str]) -> None:
