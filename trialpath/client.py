@@ -244,8 +244,9 @@ def _track(
     properties: Mapping[str, Any] | None,
     idempotency_key: str | None,
 ) -> _Call[EventsAccepted]:
-    """One event; its idempotency key is both the request's (replays the stored answer) and the
-    event's own (the API stores the event once per user and key)."""
+    """One event. Its idempotency key is the event's own (the API stores it once per user and
+    key); it is not sent as the Idempotency-Key header, whose scope is the whole API key: two
+    users' events may share a key such as "first-login"."""
     body = _compact(
         name=name,
         occurred_at=occurred_at,
@@ -253,7 +254,7 @@ def _track(
         idempotency_key=idempotency_key,
     )
     path = _trial_path(user_id, "events")
-    return _Call("POST", path, EventsAccepted, json=body, idempotency_key=idempotency_key)
+    return _Call("POST", path, EventsAccepted, json=body)
 
 
 def _track_many(
@@ -264,7 +265,7 @@ def _track_many(
     """Requests of at most MAX_EVENTS_PER_REQUEST events; each gets its own Idempotency-Key
     (`key`, or `key:1`, `key:2`... when split), since one key cannot cover two bodies."""
     bodies = [
-        event.model_dump(mode="json", exclude_none=True)
+        event.model_dump(mode="json", exclude_unset=True, exclude_none=True)
         if isinstance(event, NewEvent)
         else _compact(**event)
         for event in events
