@@ -172,11 +172,25 @@ def run_curl(block: str, base: str, key: str) -> list[int]:
     return [int(code) for code in done.stdout.split()]
 
 
+def readme_python_example_works(base: str, key: str) -> None:
+    """The README's five-line client example, run as written against the live API."""
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    (snippet,) = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    code = snippet.replace('"http://127.0.0.1:8000"', repr(base.removesuffix("/v1")))
+    code = code.replace('api_key="..."', f"api_key={key!r}").replace("user-42", "user-py")
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() in ("qualifying", "onboarding")
+
+
 def readme_curl_examples_work(base: str, key: str) -> None:
     main, conversion = curl_blocks()
     codes = run_curl(main, base, key)
     assert len(codes) == main.count("\ncurl") + main.startswith("curl")
     assert codes[0] == 201 and all(200 <= c < 300 for c in codes), codes
+    readme_python_example_works(base, key)
     # Conversion, for another user started the same way.
     start = next(c for c in ("curl" + p for p in main.split("\ncurl")[1:]) if "$API/trials " in c)
     assert run_curl(start.replace("user-42", "user-43"), base, key) == [201]
