@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 import yaml
 
 from trialpath.config import PROJECT_ROOT, Settings
@@ -15,16 +16,17 @@ def compose() -> dict:  # type: ignore[type-arg]
 
 def test_services_and_dependencies_exist() -> None:
     services = compose()["services"]
-    assert {"postgresql", "temporal", "temporal-ui", "worker"} <= set(services)
+    assert {"postgresql", "temporal", "temporal-ui", "worker", "api"} <= set(services)
     for name, service in services.items():
         for dependency in service.get("depends_on", {}):
             assert dependency in services, f"{name} depends on unknown {dependency}"
         assert "image" in service or "build" in service, name
 
 
-def test_worker_settings_are_real_settings_and_point_at_the_stack() -> None:
+@pytest.mark.parametrize("name", ["worker", "api"])
+def test_trialpath_settings_are_real_settings_and_point_at_the_stack(name: str) -> None:
     services = compose()["services"]
-    env = services["worker"]["environment"]
+    env = services[name]["environment"]
     known = {f"TRIALPATH_{name.upper()}" for name in Settings.model_fields}
     assert set(env) <= known, set(env) - known
     host = env["TRIALPATH_TEMPORAL_ADDRESS"].split(":")[0]
@@ -49,6 +51,8 @@ def test_published_ports_match_the_embedded_defaults() -> None:
     services = compose()["services"]
     assert "7233:7233" in services["temporal"]["ports"]
     assert "8233:8080" in services["temporal-ui"]["ports"]
+    assert "8000:8000" in services["api"]["ports"]
+    assert "readyz" in " ".join(services["api"]["healthcheck"]["test"])
 
 
 def test_dockerfile_copies_paths_that_exist() -> None:
