@@ -97,9 +97,11 @@ class RecordActivities:
                     row = TrialEvent(user_id=snap.user_id, **event.model_dump())
                     known[event.id] = row
                     session.add(row)
-                elif row.counted != event.counted:
-                    # Stored first by the API, which cannot tell whether it counts.
+                elif (row.counted, row.occurred_at) != (event.counted, event.occurred_at):
+                    # Stored first by the API, which cannot tell whether it counts (nor, for an
+                    # event sent without a time, when the workflow received it).
                     row.counted = event.counted
+                    row.occurred_at = event.occurred_at
                     session.add(row)
             for change in request.stages:
                 exists = session.exec(

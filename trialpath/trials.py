@@ -133,12 +133,9 @@ class StartTrial(_Command):
     def _user_id(cls, value: str) -> str:
         return check_user_id(value)
 
-    def profile(self, signup_at: datetime, seconds_per_day: float) -> TrialProfile:
-        return TrialProfile(
-            **self.model_dump(exclude_none=False),
-            signup_at=signup_at,
-            seconds_per_day=seconds_per_day,
-        )
+    def profile(self, seconds_per_day: float) -> TrialProfile:
+        # No signup time: the workflow takes its own start time, the clock its timers run on.
+        return TrialProfile(**self.model_dump(exclude_none=False), seconds_per_day=seconds_per_day)
 
 
 _COMPARED = (
@@ -158,6 +155,8 @@ class TrialCreated(BaseModel):
     workflow_id: str
     run_id: str | None
     signup_at: datetime
+    """When the trial started (as seen by the API for a new one; the workflow's start time for
+    an existing one)."""
     persona: Persona | None
     trial: StartTrial
 
@@ -262,7 +261,7 @@ class Trials:
         workflow_id = workflow_id_for(command.user_id)
         signup_at = datetime.now(UTC)
         try:
-            profile = command.profile(signup_at, self.settings.seconds_per_day)
+            profile = command.profile(self.settings.seconds_per_day)
         except ValueError as err:
             raise InvalidRequest(_first_error(err)) from err
         try:
@@ -275,7 +274,7 @@ class Trials:
                 rpc_timeout=RPC_TIMEOUT,
             )
         except WorkflowAlreadyStartedError:
-            existing = await self._start_profile(workflow_id)
+            existing, started_at = await self._start_profile(workflow_id)
             differing = [
                 name
                 for name in _COMPARED
@@ -286,8 +285,8 @@ class Trials:
                     f"a trial for user {command.user_id} already exists with different "
                     f"{', '.join(differing)}"
                 ) from None
-            assert existing.signup_at is not None
-            return self._created(command, workflow_id, None, existing.signup_at), False
+            signed_up = existing.signup_at or started_at
+            return self._created(command, workflow_id, None, signed_up), False
         except RPCError as err:
             raise _unavailable(err) from err
         return self._created(command, workflow_id, handle.first_execution_run_id, signup_at), True
@@ -305,15 +304,15 @@ class Trials:
             trial=command,
         )
 
-    async def _start_profile(self, workflow_id: str) -> TrialProfile:
-        """The profile a trial was started with (first event of its history)."""
+    async def _start_profile(self, workflow_id: str) -> tuple[TrialProfile, datetime]:
+        """The profile a trial was started with, and when (first event of its history)."""
         handle = self.client.get_workflow_handle(workflow_id)
         async for event in handle.fetch_history_events():
             attributes = event.workflow_execution_started_event_attributes
             payloads = list(attributes.input.payloads)
             converted = await self.client.data_converter.decode(payloads, [TrialInput])
             start: TrialInput = converted[0]
-            return start.profile
+            return start.profile, event.event_time.ToDatetime(tzinfo=UTC)
         raise TrialNotFound(f"no trial for workflow {workflow_id}")  # pragma: no cover
 
     # -- qualification --
@@ -390,16 +389,15 @@ class Trials:
                         properties=event.properties,
                     )
                 )
-                row = PendingSignal(
-                    workflow_id=workflow_id,
-                    signal=SIGNAL_EVENT,
-                    payload={
-                        "name": event.name,
-                        "occurred_at": occurred.isoformat(),
-                        "properties": event.properties,
-                        "id": key,
-                    },
-                )
+                payload: dict[str, Any] = {
+                    "name": event.name,
+                    "properties": event.properties,
+                    "id": key,
+                }
+                if event.occurred_at is not None:
+                    # Without one the workflow dates the event on its own clock on arrival.
+                    payload["occurred_at"] = event.occurred_at.isoformat()
+                row = PendingSignal(workflow_id=workflow_id, signal=SIGNAL_EVENT, payload=payload)
                 session.add(row)
                 rows.append(row)
             session.commit()
