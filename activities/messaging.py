@@ -12,9 +12,9 @@ from typing import Any
 
 from icalendar import Calendar, Event, vCalAddress, vText
 from pydantic import BaseModel
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -240,21 +240,35 @@ class MessagingActivities:
         same answer, however often the activity is retried."""
         if not request.agents:
             raise ApplicationError("no CS agents configured", non_retryable=True)
-        with Session(self.engine) as session:
-            existing = session.get(AgentAssignment, request.workflow_id)
-            if existing is not None:
-                return existing.agent
-            cursor = session.exec(
-                select(AgentCursor).where(AgentCursor.id == 1).with_for_update()
-            ).first()
-            if cursor is None:
-                cursor = AgentCursor(id=1, position=0)
-            agent = request.agents[cursor.position % len(request.agents)]
-            cursor.position += 1
-            session.add(cursor)
-            session.add(AgentAssignment(workflow_id=request.workflow_id, agent=agent))
-            session.commit()
-            return agent
+        for _ in range(5):
+            with Session(self.engine) as session:
+                existing = session.get(AgentAssignment, request.workflow_id)
+                if existing is not None:
+                    assigned: str = existing.agent
+                    return assigned
+                # One atomic increment (SQLite and PostgreSQL alike): concurrent trials never
+                # read the same position.
+                taken: int | None = session.execute(
+                    update(AgentCursor)
+                    .where(col(AgentCursor.id) == 1)
+                    .values(position=col(AgentCursor.position) + 1)
+                    .returning(col(AgentCursor.position))
+                ).scalar()
+                if taken is None:
+                    session.add(AgentCursor(id=1, position=0))
+                else:
+                    agent: str = request.agents[(taken - 1) % len(request.agents)]
+                    session.add(AgentAssignment(workflow_id=request.workflow_id, agent=agent))
+                try:
+                    session.commit()
+                except IntegrityError:
+                    # Another trial created the cursor row first, or this trial's own retry
+                    # assigned it meanwhile: look again.
+                    session.rollback()
+                    continue
+                if taken is not None:
+                    return agent
+        raise ApplicationError("could not assign an agent after 5 attempts")
 
     @activity.defn(name="open_cs_task")
     def open_cs_task(self, request: CsTaskInput) -> None:

@@ -236,3 +236,16 @@ def test_record_progress_is_idempotent(settings: Settings, engine) -> None:  # t
         assert (trial.stage, trial.activated, trial.email) == ("activated", True, "ada@example.com")
         assert len(session.exec(select(TrialEvent)).all()) == 1
         assert len(session.exec(select(StageChange)).all()) == 1
+
+
+def test_concurrent_first_assignments_share_the_agents_evenly(settings: Settings, engine) -> None:  # type: ignore[no-untyped-def]
+    acts = messaging(settings, engine, OutboxProvider(settings.outbox_dir))
+    agents = ["Camille", "Samir", "Julia"]
+
+    def assign(i: int) -> str:
+        request = AssignAgentInput(workflow_id=f"trial-c{i}", agents=agents)
+        return ActivityEnvironment().run(acts.assign_agent, request)
+
+    with ThreadPoolExecutor(9) as pool:
+        got = list(pool.map(assign, range(9)))
+    assert sorted(got) == sorted(agents * 3)

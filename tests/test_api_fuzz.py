@@ -14,22 +14,28 @@ Hypothesis runs in a worker thread while the test's event loop keeps serving the
 Temporal worker and the redelivery task between examples; each request is handed to that loop.
 Every trial the fuzzing started is ended through its journey (`cancel` signal) at the end,
 while the worker still runs, so none holds the time-skipping server's clock.
+
+30 examples per operation by default (about 15 s in all); TRIALPATH_FUZZ_EXAMPLES=500 digs
+deeper. A failure prints the request (as curl), the response and a Hypothesis seed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from concurrent.futures import Future
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import httpx
 import pytest
 import schemathesis
 import sqlalchemy
-from hypothesis import HealthCheck, Phase, given
+from hypothesis import HealthCheck, Phase, example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from schemathesis import Case, GenerationMode
@@ -44,10 +50,11 @@ from temporalio.testing import WorkflowEnvironment
 from tests.conftest import API_KEY
 from trialpath.api.app import create_app
 from trialpath.config import Settings
+from trialpath.contract import workflow_id_for
 
 T = TypeVar("T")
 
-MAX_EXAMPLES = 30
+MAX_EXAMPLES = int(os.environ.get("TRIALPATH_FUZZ_EXAMPLES", "30"))
 REQUEST_TIMEOUT = 60.0
 CHECKS = [
     not_a_server_error,
@@ -60,9 +67,17 @@ HYPOTHESIS = hypothesis_settings(
     deadline=None,
     database=None,
     print_blob=True,
-    phases=[Phase.explicit, Phase.generate, Phase.target, Phase.shrink],
-    suppress_health_check=list(HealthCheck),
+    phases=[Phase.explicit, Phase.generate, Phase.shrink],
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+        HealthCheck.data_too_large,
+        HealthCheck.large_base_example,
+    ],
 )
+# schemathesis' own strategies draw from `random` in places; nothing to act on here.
+pytestmark = pytest.mark.filterwarnings("ignore:Do not use the `random` module inside strategies")
 
 
 def _load_schema() -> Any:
@@ -88,7 +103,7 @@ def _valid_signup() -> st.SearchStrategy[dict[str, Any]]:
     )
 
 
-def _strategy(operation: Any, known: list[str]) -> st.SearchStrategy[Case]:
+def _strategy(operation: Any, known: list[str]) -> st.SearchStrategy[Case[Any]]:
     parameters = operation.path_parameters or operation.query or operation.body
     strategies = [operation.as_strategy(generation_mode=GenerationMode.POSITIVE)]
     if parameters:
@@ -102,7 +117,7 @@ def _strategy(operation: Any, known: list[str]) -> st.SearchStrategy[Case]:
         ]
     if operation.method.upper() == "POST" and operation.path == "/v1/trials":
 
-        def valid(pair: tuple[Case, dict[str, Any]]) -> Case:
+        def valid(pair: tuple[Case[Any], dict[str, Any]]) -> Case[Any]:
             case, fields = pair
             if isinstance(case.body, dict):
                 case.body = {**case.body, **fields}
@@ -113,7 +128,17 @@ def _strategy(operation: Any, known: list[str]) -> st.SearchStrategy[Case]:
     return st.one_of(strategies)
 
 
-def _request(case: Case) -> dict[str, Any]:
+def _explicit(operation: Any, known: list[str]) -> list[Case[Any]]:
+    """Edge cases run every time, before the generated ones (generation finds them only now
+    and then): a JSON body that is not UTF-8."""
+    if not operation.body:
+        return []
+    path = {"user_id": known[0]} if "{user_id}" in operation.path else {}
+    body = b'{"user_id": "fz-\xff", "name": "\xff"}'
+    return [operation.Case(path_parameters=path, body=body, media_type="application/json")]
+
+
+def _request(case: Case[Any]) -> dict[str, Any]:
     """httpx keyword arguments for a case (schemathesis serializes for `requests`)."""
     kwargs = case.as_transport_kwargs(base_url="http://testserver")
     headers = {str(k): str(v) for k, v in dict(kwargs.get("headers") or {}).items()}
@@ -138,6 +163,7 @@ async def test_api_conforms_to_its_openapi(
 ) -> None:
     loop = asyncio.get_running_loop()
     started: set[str] = set()
+    statuses: set[int] = set()
     suffix = uuid.uuid4().hex[:8]
     known = [f"fz-known-{suffix}", f"fz-qualified-{suffix}"]
     for user_id, qualification in zip(
@@ -149,8 +175,12 @@ async def test_api_conforms_to_its_openapi(
         response = await api.post("/v1/trials", json={**body, "qualification": qualification})
         assert response.status_code == 201, response.text
         started.add(response.json()["workflow_id"])
+    # Let them settle (first workflow task, journey loaded): terminating a trial while a
+    # workflow task or activity is in flight leaves the time-skipping server's clock locked
+    # for every later test.
+    await env.sleep(timedelta(minutes=1))
 
-    async def send(case: Case) -> httpx.Response:
+    async def send(case: Case[Any]) -> httpx.Response:
         response = await api.request(**_request(case))
         if (
             case.method.upper() == "POST"
@@ -158,22 +188,45 @@ async def test_api_conforms_to_its_openapi(
             and response.status_code in (200, 201)
         ):
             started.add(response.json()["workflow_id"])
+        if case.method.upper() == "DELETE" and response.status_code == 202:
+            # Same reason: a cancelled trial is still running until it has handled the
+            # signal, and a DELETE with erase=true next would terminate it mid-task. Wait
+            # for it to end (the clock skips meanwhile); a terminated one is already over.
+            user_id = str(case.path_parameters["user_id"])
+            handle = env.client.get_workflow_handle(workflow_id_for(user_id))
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(handle.result(), timeout=30)
         return response
 
-    def on_loop(coroutine: Awaitable[T]) -> T:
+    def on_loop(coroutine: Coroutine[Any, Any, T]) -> T:
         assert threading.current_thread() is not threading.main_thread()
-        future = asyncio.run_coroutine_threadsafe(coroutine, loop)  # type: ignore[arg-type]
+        future: Future[T] = asyncio.run_coroutine_threadsafe(coroutine, loop)
         return future.result(timeout=REQUEST_TIMEOUT)
 
     @HYPOTHESIS
     @given(case=_strategy(operation, known))
-    def fuzz(case: Case) -> None:
+    def fuzz(case: Case[Any]) -> None:
         response = on_loop(send(case))
-        case.validate_response(response, checks=CHECKS)
+        statuses.add(response.status_code)
+        checks = CHECKS
+        if (
+            operation.label == "GET /v1/trials"
+            and response.status_code == 503
+            and "is unimplemented" in response.text
+        ):
+            # The time-skipping test server has no visibility API (ListWorkflowExecutions):
+            # there the declared 503 is the right answer; its status, type and body are still
+            # checked.
+            checks = [check for check in CHECKS if check is not not_a_server_error]
+        case.validate_response(response, checks=checks)
 
+    for case in _explicit(operation, known):
+        fuzz = example(case=case)(fuzz)
     run: Callable[[], None] = fuzz
     try:
         await asyncio.to_thread(run)
+        if operation.label == "POST /v1/trials":
+            assert statuses & {200, 201}, f"no trial started; statuses seen: {sorted(statuses)}"
     finally:
         # End every trial this test started while the worker still runs; the `api` fixture
         # does the same for the 201s it saw, and a closed workflow just refuses the signal.

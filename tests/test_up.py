@@ -4,6 +4,7 @@ finds it again on a second run, and stops every process it started (Ctrl-C inclu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -51,15 +52,19 @@ def up_env(tmp_path: Path) -> dict[str, str]:
 def run_up(
     env: dict[str, str], *args: str, timeout: float = 240
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    process = subprocess.Popen(
         [TRIALPATH, "up", *args],
         env=env,
         cwd=PROJECT_ROOT,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
-        check=False,
     )
+    try:
+        out, err = process.communicate(timeout=timeout)
+    finally:
+        stop_tree(process)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
 def grpc_port(env: dict[str, str]) -> int:
@@ -250,6 +255,22 @@ def test_ctrl_c_stops_every_process(up_env: dict[str, str]) -> None:
                 or "zombie" in Path(f"/proc/{pid}/status").read_text()
             )
     finally:
-        if process.poll() is None:
+        stop_tree(process)
+
+
+def stop_tree(process: subprocess.Popen[str]) -> None:
+    """Even when the test failed half-way: Ctrl-C lets `up` stop its services; anything still
+    alive after that (services run in their own process groups) is killed by PID."""
+    children = subprocess.run(
+        ["pgrep", "-P", str(process.pid)], capture_output=True, text=True, check=False
+    ).stdout.split()
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
             process.kill()
-            process.wait()
+            process.communicate()
+    for pid in map(int, children):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)

@@ -75,6 +75,16 @@ async def trial_problem(request: Request, exc: Exception) -> JSONResponse:
 
 async def http_problem(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:
+        # FastAPI's answer to a body it cannot decode (not UTF-8): malformed input like bad JSON.
+        message = "the body is not valid JSON (it must be UTF-8 encoded)"
+        return problem(
+            422,
+            "Invalid request",
+            f"body: {message}",
+            request,
+            [{"field": "body", "message": message}],
+        )
     titles = {401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed"}
     title = titles.get(exc.status_code, "Error")
     return problem(
