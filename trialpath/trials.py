@@ -407,21 +407,22 @@ class Trials:
         """Signals queued events (the given ones, or the oldest undelivered); returns how many
         were delivered. Failures stay queued and are retried later."""
         rows = await asyncio.to_thread(self._pending, ids, limit)
-        delivered = 0
-        for row in rows:
-            assert row.id is not None
-            handle = self.client.get_workflow_handle(row.workflow_id)
-            try:
-                await handle.signal(row.signal, row.payload, rpc_timeout=RPC_TIMEOUT)
-            except RPCError as err:
-                gone = err.status == RPCStatusCode.NOT_FOUND
-                await asyncio.to_thread(self._mark, row.id, error=str(err), failed=gone)
-                if not gone:
-                    break  # Temporal is unreachable: keep the order, retry later
-                continue
-            await asyncio.to_thread(self._mark, row.id)
-            delivered += 1
-        return delivered
+        # Signals go out together and are marked in one transaction: a batch of 100 events
+        # costs one commit, not 100. The workflow does not depend on their order (events carry
+        # their time and id).
+        outcomes = await asyncio.gather(*(self._send(row) for row in rows))
+        await asyncio.to_thread(self._mark, outcomes)
+        return sum(error is None for _, error, _ in outcomes)
+
+    async def _send(self, row: PendingSignal) -> tuple[int, str | None, bool]:
+        """(row id, error or None, whether the trial is gone for good)."""
+        assert row.id is not None
+        handle = self.client.get_workflow_handle(row.workflow_id)
+        try:
+            await handle.signal(row.signal, row.payload, rpc_timeout=RPC_TIMEOUT)
+        except RPCError as err:
+            return row.id, str(err), err.status == RPCStatusCode.NOT_FOUND
+        return row.id, None, False
 
     def _pending(self, ids: Sequence[int] | None, limit: int) -> list[PendingSignal]:
         with Session(self.engine) as session:
@@ -434,18 +435,21 @@ class Trials:
                 query = query.where(col(PendingSignal.id).in_(list(ids)))
             return list(session.exec(query.order_by(col(PendingSignal.id)).limit(limit)).all())
 
-    def _mark(self, row_id: int, error: str | None = None, failed: bool = False) -> None:
+    def _mark(self, outcomes: Sequence[tuple[int, str | None, bool]]) -> None:
+        if not outcomes:
+            return
         with Session(self.engine) as session:
-            row = session.get(PendingSignal, row_id)
-            if row is None:
-                return
-            row.attempts += 1
-            if error is None:
-                row.delivered_at = utcnow()
-            else:
-                row.last_error = error[:500]
-                row.failed = failed
-            session.add(row)
+            for row_id, error, gone in outcomes:
+                row = session.get(PendingSignal, row_id)
+                if row is None:
+                    continue
+                row.attempts += 1
+                if error is None:
+                    row.delivered_at = utcnow()
+                else:
+                    row.last_error = error[:500]
+                    row.failed = gone
+                session.add(row)
             session.commit()
 
     def pending_count(self) -> int:
