@@ -21,13 +21,12 @@ from rich.console import Console
 from rich.table import Table
 from sqlmodel import Session, col, select
 from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
 
 from trialpath.config import Settings, get_settings
-from trialpath.contract import Stage, TrialStatus, check_user_id, workflow_id_for
+from trialpath.contract import Stage, TrialStatus, check_user_id
 from trialpath.db import make_engine
 from trialpath.definition import Persona
-from trialpath.models import Message, Trial
+from trialpath.models import Message
 from trialpath.services import ServiceError, Services, running
 from trialpath.temporal import (
     connect,
@@ -45,6 +44,7 @@ from trialpath.trials import (
     TrialProblem,
     Trials,
     UnsubscribeCommand,
+    recorded_status,
 )
 
 app = typer.Typer(
@@ -336,12 +336,13 @@ def trial_show(
 
 
 async def _status(settings: Settings, user_id: str) -> TrialStatus:
-    """The live `status` query, or the last status recorded in the database when the workflow
-    is gone (retention) or Temporal cannot be reached."""
+    """What the API answers (live status, or the recorded one once ended); without Temporal,
+    the last status recorded in the database."""
+    engine = make_engine(settings.effective_database_url)
     try:
         client = await connect(settings)
     except RuntimeError as err:
-        recorded = _recorded_status(settings, user_id)
+        recorded = recorded_status(engine, user_id)
         if recorded is None:
             raise fail(f"cannot reach Temporal at {settings.temporal_address} ({err})") from err
         err_console.print(
@@ -349,26 +350,10 @@ async def _status(settings: Settings, user_id: str) -> TrialStatus:
             "showing the last recorded status.[/]"
         )
         return recorded
-    handle = client.get_workflow_handle(workflow_id_for(user_id))
     try:
-        status: TrialStatus = await handle.query("status", result_type=TrialStatus)
-        return status
-    except RPCError as err:
-        if err.status != RPCStatusCode.NOT_FOUND:
-            raise fail(f"cannot query trial {user_id}: {err}") from err
-    recorded = _recorded_status(settings, user_id)
-    if recorded is None:
-        raise fail(f"no trial for user {user_id}")
-    return recorded
-
-
-def _recorded_status(settings: Settings, user_id: str) -> TrialStatus | None:
-    engine = make_engine(settings.effective_database_url)
-    with Session(engine) as session:
-        row = session.get(Trial, user_id)
-    if row is None or not row.status:
-        return None
-    return TrialStatus.model_validate(row.status)
+        return await Trials(client, engine, settings).status(user_id)
+    except TrialProblem as err:
+        raise fail(err.detail) from err
 
 
 R = TypeVar("R")

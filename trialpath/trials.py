@@ -583,7 +583,7 @@ class Trials:
     async def status(self, user_id: str) -> TrialStatus:
         """The live status; once the trial has ended (or Temporal cannot be reached), the final
         status recorded in the database."""
-        final = await asyncio.to_thread(self._recorded, user_id, True)
+        final = await asyncio.to_thread(recorded_status, self.engine, user_id, True)
         if final is not None:
             return final
         handle = self.client.get_workflow_handle(workflow_id_for(user_id))
@@ -594,17 +594,10 @@ class Trials:
             return status
         except RPCError:
             pass
-        recorded = await asyncio.to_thread(self._recorded, user_id)
+        recorded = await asyncio.to_thread(recorded_status, self.engine, user_id)
         if recorded is None:
             raise TrialNotFound(f"no trial for user {user_id}")
         return recorded
-
-    def _recorded(self, user_id: str, ended_only: bool = False) -> TrialStatus | None:
-        with Session(self.engine) as session:
-            row = session.get(Trial, user_id)
-        if row is None or not row.status or (ended_only and row.ended_at is None):
-            return None
-        return TrialStatus.model_validate(row.status)
 
     async def list(
         self,
@@ -675,6 +668,15 @@ class Trials:
         except Exception as err:
             return f"database: {err.__class__.__name__}"
         return None
+
+
+def recorded_status(engine: Engine, user_id: str, ended_only: bool = False) -> TrialStatus | None:
+    """The last status the workflow recorded (with `ended_only`, only once the trial ended)."""
+    with Session(engine) as session:
+        row = session.get(Trial, user_id)
+    if row is None or not row.status or (ended_only and row.ended_at is None):
+        return None
+    return TrialStatus.model_validate(row.status)
 
 
 def _normal(value: Any) -> Any:
