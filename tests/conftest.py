@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -36,9 +37,39 @@ def executor() -> Iterator[ThreadPoolExecutor]:
         yield pool
 
 
+TEST_DATABASE_URL = os.environ.get("TRIALPATH_TEST_DATABASE_URL", "")
+"""A PostgreSQL server URL (postgresql+psycopg://user@host:port/db) to run the suite on
+PostgreSQL: each test then gets a database of its own. Empty: SQLite in the test's folder."""
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", task_queue=f"tq-{uuid.uuid4()}")
+def database_url() -> Iterator[str]:
+    if not TEST_DATABASE_URL:
+        yield ""
+        return
+    import sqlalchemy
+
+    name = f"t_{uuid.uuid4().hex}"
+    admin = sqlalchemy.create_engine(TEST_DATABASE_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield (
+            sqlalchemy.make_url(TEST_DATABASE_URL)
+            .set(database=name)
+            .render_as_string(hide_password=False)
+        )
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data", task_queue=f"tq-{uuid.uuid4()}", database_url=database_url
+    )
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ async def cli(settings: Settings, *args: str, address: str = "127.0.0.1:1") -> t
     env = dict(os.environ)
     env.update(
         TRIALPATH_DATA_DIR=str(settings.data_dir),
+        TRIALPATH_DATABASE_URL=settings.database_url,
         TRIALPATH_TEMPORAL_ADDRESS=address,
         TRIALPATH_TASK_QUEUE=settings.task_queue,
         COLUMNS="200",
