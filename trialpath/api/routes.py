@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
-from fastapi.responses import JSONResponse
 
-from trialpath.api.problems import Problem
+from trialpath.api.problems import Problem, problem
 from trialpath.api.security import require_api_key
 from trialpath.contract import QualifyResult, Stage, TrialStatus
 from trialpath.definition import Persona
@@ -233,14 +232,5 @@ async def readyz(request: Request) -> Any:
     service: Trials = request.app.state.trials
     failures = [f for f in (await service.check_temporal(), service.check_database()) if f]
     if failures:
-        return JSONResponse(
-            {
-                "type": "about:blank",
-                "title": "Not ready",
-                "status": 503,
-                "detail": "; ".join(failures),
-            },
-            status_code=503,
-            media_type="application/problem+json",
-        )
+        return problem(503, "Not ready", "; ".join(failures), request)
     return {"status": "ready"}

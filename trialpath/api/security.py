@@ -91,25 +91,7 @@ class _TooLarge(Exception):
 
 
 async def _too_large(send: Send, limit: int) -> None:
-    body = json.dumps(
-        {
-            "type": "about:blank",
-            "title": "Payload too large",
-            "status": 413,
-            "detail": f"the body is over {limit // 1024} KiB",
-        }
-    ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", PROBLEM_JSON.encode()),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    await _problem(send, 413, "Payload too large", f"the body is over {limit // 1024} KiB")
 
 
 class Idempotency:
