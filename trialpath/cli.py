@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlmodel import Session, col, select
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from trialpath.config import Settings, get_settings
 from trialpath.contract import Stage, TrialStatus, check_user_id
@@ -149,6 +150,9 @@ def up(
         console.print("\nStopping services...")
     except ServiceError as err:
         raise fail(str(err)) from err
+    except RPCError as err:
+        log = settings.data_dir / "temporal.log"
+        raise fail(f"Temporal at {settings.temporal_address} failed: {err} (see {log})") from err
     console.print("Stopped.")
 
 

@@ -71,9 +71,14 @@ async def wait_for_pollers(client: Client, task_queue: str, within: float = 60.0
     )
     deadline = asyncio.get_running_loop().time() + within
     while True:
-        response = await client.workflow_service.describe_task_queue(request)
-        if response.pollers:
-            return
+        try:
+            response = await client.workflow_service.describe_task_queue(request)
+            if response.pollers:
+                return
+        except RPCError as err:
+            # A server that has just started may refuse a connection or two.
+            if err.status != RPCStatusCode.UNAVAILABLE:
+                raise
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError(f"no worker polls task queue {task_queue!r} after {within:.0f}s")
         await asyncio.sleep(0.2)
