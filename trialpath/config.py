@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -37,10 +37,39 @@ class Settings(BaseSettings):
     api_port: int = 8000
     api_max_body_bytes: int = 64 * 1024
 
-    email_provider: str = "outbox"
-    sms_provider: str = "outbox"
-    in_app_provider: str = "outbox"
-    support_provider: str = "outbox"
+    email_provider: Literal["outbox", "sendgrid", "smtp"] = "outbox"
+    sms_provider: Literal["outbox", "twilio"] = "outbox"
+    in_app_provider: Literal["inbox", "outbox"] = "inbox"
+    support_provider: Literal["outbox", "sendgrid", "smtp"] = "outbox"
+
+    public_url: str = "http://127.0.0.1:8000"
+    """Where users and providers reach the API: unsubscribe links, SMS status callbacks."""
+    signing_secret: SecretStr = SecretStr("")
+    """Signs unsubscribe links; empty means a random one kept in `<data_dir>/signing-secret`."""
+    delivery_timeout_seconds: float = Field(default=15.0, gt=0)
+    reconcile_after_seconds: float = Field(default=600.0, ge=0)
+    """How long a send whose outcome is unknown (a timeout, a crash) waits for the provider's
+    own record (webhook event or lookup) before it is sent again."""
+
+    sendgrid_api_key: SecretStr = SecretStr("")
+    sendgrid_base_url: str = "https://api.sendgrid.com"
+    """`global`, `eu`, or any URL (a local mock in tests)."""
+    sendgrid_sandbox: bool = False
+    sendgrid_webhook_public_key: str = ""
+    """The Event Webhook's ECDSA public key (base64 DER, as SendGrid shows it)."""
+
+    twilio_account_sid: str = ""
+    twilio_auth_token: SecretStr = SecretStr("")
+    twilio_messaging_service_sid: str = ""
+    twilio_from_number: str = ""
+    twilio_base_url: str = "https://api.twilio.com"
+    sms_max_segments: int = Field(default=3, ge=1, le=10)
+
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
+    smtp_username: str = ""
+    smtp_password: SecretStr = SecretStr("")
+    smtp_security: Literal["none", "starttls", "tls"] = "none"
 
     product_name: str = "Acme"
     product_app_url: str = "https://app.acme.example"
@@ -56,6 +85,17 @@ class Settings(BaseSettings):
                 return json.loads(value)
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
+
+    @field_validator("sendgrid_base_url")
+    @classmethod
+    def _sendgrid_region(cls, value: str) -> str:
+        regions = {"global": "https://api.sendgrid.com", "eu": "https://api.eu.sendgrid.com"}
+        return regions.get(value.strip().lower(), value.strip().rstrip("/"))
+
+    @field_validator("public_url", "twilio_base_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        return value.strip().rstrip("/")
 
     @property
     def outbox_dir(self) -> Path:

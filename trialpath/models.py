@@ -105,14 +105,56 @@ class Message(SQLModel, table=True):
     template: str
     content_hash: str
     status: str = "pending"
-    """pending (row written, provider not confirmed yet), sent, failed."""
+    """pending (row written, not handed to the provider), sending (handed over, outcome not
+    known yet), sent, failed (refused for good), skipped (the user opted out meanwhile)."""
     provider: str = "outbox"
-    provider_message_id: str | None = None
+    provider_message_id: str | None = Field(default=None, index=True, max_length=200)
     error: str | None = None
+    attempts: int = 0
+    """Times the provider was called for this row."""
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
     )
+    attempted_at: datetime | None = _ts()
     sent_at: datetime | None = _ts()
+    delivery_status: str | None = None
+    """The provider's last word after sending: delivered, bounce, open, click, undelivered..."""
+    read_at: datetime | None = _ts()
+    """In-app messages: when the user read it."""
+
+
+class MessageEvent(SQLModel, table=True):
+    """What a provider reported about a sent message (webhooks), once per provider event."""
+
+    __tablename__ = "message_events"
+
+    id: str = Field(primary_key=True, max_length=200)
+    """The provider's event id (SendGrid `sg_event_id`, Twilio `MessageSid:status`)."""
+    provider: str
+    message_key: str | None = Field(default=None, index=True, max_length=300)
+    provider_message_id: str | None = Field(default=None, index=True, max_length=200)
+    type: str
+    at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    recorded_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+
+
+class Preference(SQLModel, table=True):
+    """Whether a user accepts marketing messages on a channel (no row: yes)."""
+
+    __tablename__ = "preferences"
+
+    user_id: str = Field(primary_key=True, max_length=128)
+    channel: str = Field(primary_key=True, max_length=20)
+    subscribed: bool = True
+    source: str
+    """api, link (one-click unsubscribe), bounce, spamreport, provider (SendGrid unsubscribe),
+    stop (an SMS STOP reply), cli."""
+    updated_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
 
 
 class AgentCursor(SQLModel, table=True):

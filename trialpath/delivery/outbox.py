@@ -7,6 +7,7 @@ messages become `.txt` files. Writing the same key twice rewrites the same file.
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from email import policy
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -37,6 +38,13 @@ class OutboxProvider:
             path = self.directory / f"{stem}.txt"
             path.write_text(to_text(message), encoding="utf-8")
         return Receipt(provider=self.name, message_id=path.name)
+
+    def find(self, message: OutgoingMessage, since: datetime) -> Receipt | None:
+        stem = file_stem(message.key)
+        for suffix in (".eml", ".txt"):
+            if (self.directory / f"{stem}{suffix}").exists():
+                return Receipt(provider=self.name, message_id=f"{stem}{suffix}")
+        return None
 
 
 def to_email(message: OutgoingMessage) -> EmailMessage:
