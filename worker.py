@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -19,26 +20,69 @@ from activities.records import RecordActivities
 from trialpath.config import Settings, get_settings
 from trialpath.db import make_engine
 from trialpath.delivery import Provider
+from trialpath.delivery.inbox import InboxProvider
 from trialpath.delivery.outbox import OutboxProvider
+from trialpath.preferences import UnsubscribeTokens, signing_secret
 from trialpath.templating import Product, Renderer
 from trialpath.temporal import connect, exit_process, register_search_attributes
 from workflows.trial import TrialWorkflow
 
 
+def build_provider(settings: Settings, name: str) -> Provider:
+    """One provider by its configured name (`TRIALPATH_<CHANNEL>_PROVIDER`)."""
+    timeout = settings.delivery_timeout_seconds
+    if name == "outbox":
+        return OutboxProvider(settings.outbox_dir)
+    if name == "inbox":
+        return InboxProvider()
+    if name == "sendgrid":
+        from trialpath.delivery.sendgrid import SendGridProvider
+
+        return SendGridProvider(
+            settings.sendgrid_api_key.get_secret_value(),
+            settings.sendgrid_base_url,
+            sandbox=settings.sendgrid_sandbox,
+            timeout=timeout,
+        )
+    if name == "twilio":
+        from trialpath.delivery.twilio import TwilioProvider
+
+        return TwilioProvider(
+            settings.twilio_account_sid,
+            settings.twilio_auth_token.get_secret_value(),
+            messaging_service_sid=settings.twilio_messaging_service_sid,
+            from_number=settings.twilio_from_number,
+            base_url=settings.twilio_base_url,
+            status_callback_url=f"{settings.public_url}/v1/webhooks/twilio",
+            max_segments=settings.sms_max_segments,
+            timeout=timeout,
+        )
+    if name == "smtp":
+        from trialpath.delivery.smtp import SmtpProvider
+
+        return SmtpProvider(
+            settings.smtp_host,
+            settings.smtp_port,
+            username=settings.smtp_username,
+            password=settings.smtp_password.get_secret_value(),
+            security=settings.smtp_security,
+            timeout=timeout,
+        )
+    raise ValueError(f"unknown delivery provider {name!r}")
+
+
 def build_providers(settings: Settings) -> dict[str, Provider]:
-    outbox = OutboxProvider(settings.outbox_dir)
     chosen = {
         "email": settings.email_provider,
         "sms": settings.sms_provider,
         "in_app": settings.in_app_provider,
         "support": settings.support_provider,
     }
-    providers: dict[str, Provider] = {}
-    for channel, name in chosen.items():
-        if name != "outbox":
-            raise ValueError(f"unknown delivery provider {name!r} for {channel}; use 'outbox'")
-        providers[channel] = outbox
-    return providers
+    # Channels naming the same provider share one instance (one HTTP client, one folder).
+    made: dict[str, Provider] = {}
+    for name in set(chosen.values()):
+        made[name] = build_provider(settings, name)
+    return {channel: made[name] for channel, name in chosen.items()}
 
 
 def build_worker(
@@ -58,6 +102,9 @@ def build_worker(
         build_providers(settings),
         product,
         sender=f"{settings.product_name} <{settings.sender_email}>",
+        tokens=UnsubscribeTokens(signing_secret(settings)),
+        public_url=settings.public_url,
+        reconcile_after=timedelta(seconds=settings.reconcile_after_seconds),
     )
     records = RecordActivities(engine)
     return Worker(

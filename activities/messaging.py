@@ -7,19 +7,20 @@ the provider is called, and a retried activity finds the row instead of sending 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from icalendar import Calendar, Event, vCalAddress, vText
 from pydantic import BaseModel
 from sqlalchemy import Engine, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col
+from sqlmodel import Session, col, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from trialpath.delivery import Attachment, DeliveryError, OutgoingMessage, Provider
-from trialpath.models import AgentAssignment, AgentCursor, CsTask, Message, utcnow
+from trialpath.delivery import Attachment, DeliveryError, OutgoingMessage, Provider, Receipt
+from trialpath.models import AgentAssignment, AgentCursor, CsTask, Message, MessageEvent, utcnow
+from trialpath.preferences import UnsubscribeTokens, unsubscribed
 from trialpath.templating import Product, Renderer, TemplateProblem, message_context
 
 ICS_MESSAGES = frozenset({"call_invite", "call_booked", "call_rescheduled"})
@@ -90,6 +91,10 @@ class CsTaskInput(BaseModel):
     reason: str
 
 
+FINAL_STATUSES = frozenset({"sent", "failed", "skipped"})
+MAX_RETRY_AFTER = timedelta(hours=1)
+
+
 class MessagingActivities:
     def __init__(
         self,
@@ -98,23 +103,106 @@ class MessagingActivities:
         providers: Mapping[str, Provider],
         product: Product,
         sender: str,
+        *,
+        tokens: UnsubscribeTokens | None = None,
+        public_url: str = "",
+        reconcile_after: timedelta = timedelta(minutes=10),
     ) -> None:
         self.engine = engine
         self.renderer = renderer
         self.providers = providers
         self.product = product
         self.sender = sender
+        self.tokens = tokens
+        self.public_url = public_url.rstrip("/")
+        self.reconcile_after = reconcile_after
 
     @activity.defn(name="send_message")
     def send_message(self, request: SendMessageInput) -> SendResult:
+        """Renders and sends one message on one channel, at most once per idempotency key.
+
+        The row is written first (status `pending`) and marked `sending` just before the
+        provider is called. An attempt that finds `sending` does not know whether the provider
+        accepted the previous call (a timeout, a crash): it looks for the provider's record of
+        it (a webhook event carrying the key, or the provider's own lookup) and sends again only
+        when the provider certainly has not got it, or after `reconcile_after` without any
+        record when the provider cannot be asked.
+        """
         key = request.key
         with Session(self.engine) as session:
             row = session.get(Message, key)
-            if row is not None and row.status in ("sent", "failed"):
-                return _result(row)
         if row is None:
             row = self._write_row(request)
-        return self._deliver(request, row)
+        if row.status in FINAL_STATUSES:
+            return _result(row)
+        if request.category == "marketing" and request.channel in self._opted_out(request):
+            return self._finish(
+                key, status="skipped", error=f"the user unsubscribed from {request.channel}"
+            )
+        outgoing = self._outgoing(request, row)
+        provider = self._provider(request.channel)
+        if row.status == "sending":
+            receipt = self._reconcile(row, outgoing, provider)
+            if receipt is not None:
+                return self._finish(key, status="sent", provider_message_id=receipt.message_id)
+        self._update(key, status="sending", attempts=row.attempts + 1, attempted_at=utcnow())
+        try:
+            receipt = provider.deliver(outgoing)
+        except DeliveryError as err:
+            if err.permanent:
+                self._finish(key, status="failed", error=str(err))
+                raise ApplicationError(
+                    str(err), type="DeliveryRejected", non_retryable=True
+                ) from err
+            # Not accepted (429, 5xx, refused): back to pending. In doubt: stays `sending`,
+            # so the next attempt reconciles before sending again.
+            self._update(key, status="sending" if err.in_doubt else "pending", error=str(err))
+            delay = None
+            if err.retry_after is not None:
+                delay = min(timedelta(seconds=err.retry_after), MAX_RETRY_AFTER)
+            raise ApplicationError(
+                str(err),
+                type="DeliveryInDoubt" if err.in_doubt else "DeliveryUnavailable",
+                next_retry_delay=delay,
+            ) from err
+        return self._finish(key, status="sent", provider_message_id=receipt.message_id, error=None)
+
+    def _reconcile(
+        self, row: Message, outgoing: OutgoingMessage, provider: Provider
+    ) -> Receipt | None:
+        """The provider's receipt for an attempt whose outcome is unknown, or None to send."""
+        with Session(self.engine) as session:
+            event = session.exec(
+                select(MessageEvent)
+                .where(col(MessageEvent.message_key) == row.key)
+                .order_by(col(MessageEvent.at))
+            ).first()
+        if event is not None:
+            return Receipt(event.provider, event.provider_message_id or row.key)
+        since = _aware(row.attempted_at or row.created_at)
+        try:
+            return provider.find(outgoing, since)
+        except NotImplementedError:
+            waited = utcnow() - since
+            if waited < self.reconcile_after:
+                raise ApplicationError(
+                    f"the outcome of the last attempt is unknown; waiting for {provider.name}'s "
+                    "record of it before sending again",
+                    type="DeliveryInDoubt",
+                    next_retry_delay=self.reconcile_after - waited,
+                ) from None
+            activity.logger.warning(
+                "no record of %s at %s after %s: sending again", row.key, provider.name, waited
+            )
+            return None
+        except DeliveryError as err:
+            raise ApplicationError(
+                f"could not look the message up at {provider.name}: {err}",
+                type="DeliveryUnavailable",
+            ) from err
+
+    def _opted_out(self, request: SendMessageInput) -> dict[str, str]:
+        return unsubscribed(self.engine, request.user_id)
 
     def _write_row(self, request: SendMessageInput) -> Message:
         context = self._context(request)
@@ -159,29 +247,21 @@ class MessagingActivities:
             session.refresh(row)
         return row
 
-    def _deliver(self, request: SendMessageInput, row: Message) -> SendResult:
-        outgoing = self._outgoing(request, row)
-        try:
-            receipt = self._provider(request.channel).deliver(outgoing)
-        except DeliveryError as err:
-            if not err.permanent:
-                raise
-            self._finish(row.key, status="failed", error=str(err))
-            raise ApplicationError(str(err), type="DeliveryRejected", non_retryable=True) from err
-        return self._finish(row.key, status="sent", provider_message_id=receipt.message_id)
-
-    def _finish(self, key: str, **changes: Any) -> SendResult:
+    def _update(self, key: str, **changes: Any) -> Message:
         with Session(self.engine) as session:
             row = session.get(Message, key)
             assert row is not None
             for name, value in changes.items():
                 setattr(row, name, value)
-            if changes.get("status") == "sent":
-                row.sent_at = utcnow()
             session.add(row)
             session.commit()
             session.refresh(row)
-            return _result(row)
+            return row
+
+    def _finish(self, key: str, **changes: Any) -> SendResult:
+        if changes.get("status") == "sent":
+            changes["sent_at"] = utcnow()
+        return _result(self._update(key, **changes))
 
     def _provider(self, channel: str) -> Provider:
         return self.providers[channel]
@@ -195,6 +275,11 @@ class MessagingActivities:
             return self.product.support_email
         return request.user_id
 
+    def unsubscribe_url(self, user_id: str, channel: str) -> str | None:
+        if self.tokens is None or not self.public_url or channel not in ("email", "in_app"):
+            return None
+        return f"{self.public_url}/v1/unsubscribe/{self.tokens.make(user_id, channel)}"
+
     def _context(self, request: SendMessageInput) -> dict[str, Any]:
         call = request.call
         return message_context(
@@ -206,6 +291,7 @@ class MessagingActivities:
             trial=request.trial.model_dump(),
             call=call.model_dump() if call else None,
             alert=request.alert,
+            unsubscribe_url=self.unsubscribe_url(request.user_id, request.channel),
         )
 
     def _outgoing(self, request: SendMessageInput, row: Message) -> OutgoingMessage:
@@ -232,6 +318,10 @@ class MessagingActivities:
             title=title,
             headers=headers,
             attachments=attachments,
+            user_id=request.user_id,
+            trial_id=request.workflow_id,
+            message=request.message,
+            persona=request.persona,
         )
 
     @activity.defn(name="assign_agent")
@@ -294,6 +384,11 @@ def _result(row: Message) -> SendResult:
         status=row.status,
         provider_message_id=row.provider_message_id,
     )
+
+
+def _aware(at: datetime) -> datetime:
+    """SQLite gives back naive datetimes for UTC columns."""
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def call_invitation(request: SendMessageInput, product: Product) -> bytes:

@@ -53,6 +53,9 @@ class CountingProvider:
             raise self.failures.pop(0)
         return self.inner.deliver(message)
 
+    def find(self, message: OutgoingMessage, since: datetime) -> Receipt | None:
+        return self.inner.find(message, since)
+
 
 @pytest.fixture
 def engine(settings: Settings):  # type: ignore[no-untyped-def]
@@ -131,8 +134,10 @@ def test_transient_failure_keeps_the_row_and_retry_sends_it(settings: Settings, 
         OutboxProvider(settings.outbox_dir), [DeliveryError("503", permanent=False)]
     )
     acts = messaging(settings, engine, provider)
-    with pytest.raises(DeliveryError):
+    with pytest.raises(ApplicationError) as info:
         ActivityEnvironment().run(acts.send_message, request())
+    assert info.value.type == "DeliveryUnavailable"
+    assert not info.value.non_retryable
     with Session(engine) as session:
         assert session.get(Message, "trial-u1:call_invite.1/email").status == "pending"  # type: ignore[union-attr]
     result = ActivityEnvironment().run(acts.send_message, request())

@@ -22,6 +22,7 @@ from temporalio.worker import Worker
 from tests.driver import TrialDriver, align, sent_log
 from trialpath.config import Settings
 from trialpath.db import make_engine
+from trialpath.delivery.inbox import inbox_id
 from trialpath.models import CsTask, Message, StageChange, Trial, TrialEvent
 
 PERSONAS: dict[str, dict[str, Any]] = {
@@ -117,11 +118,16 @@ def rows(settings: Settings, model: Any, user_id: str) -> list[Any]:
 
 
 def check_outbox(settings: Settings, user_id: str, log: list[tuple[int, str]]) -> None:
-    """The outbox holds exactly the messages the workflow reports, each once, with a file."""
+    """The outbox holds exactly the messages the workflow reports, each once, with a file;
+    in-app messages are in the user's inbox."""
     messages = rows(settings, Message, user_id)
     assert sorted(m.step for m in messages) == sorted(step for _, step in log)
     assert all(m.status == "sent" for m in messages)
     for m in messages:
+        if m.channel == "in_app":
+            assert m.provider == "inbox"
+            assert m.provider_message_id == inbox_id(m.key)
+            continue
         suffix = ".eml" if m.channel in ("email", "support") else ".txt"
         stem = m.key.replace(":", "_").replace("/", "_")
         assert (settings.outbox_dir / f"{stem}{suffix}").is_file(), m.key

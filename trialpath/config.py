@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_max_body_bytes: int = 64 * 1024
+    webhook_max_body_bytes: int = 4 * 1024 * 1024
 
     email_provider: Literal["outbox", "sendgrid", "smtp"] = "outbox"
     sms_provider: Literal["outbox", "twilio"] = "outbox"

@@ -72,7 +72,8 @@ class MessageSpec(_Strict):
     category: Category
     immediate: bool = False
     fallback: Channel | None = None
-    """Channel used instead of `sms` when the user has no phone number."""
+    """Channel used instead of `sms` when the user has no phone number, and instead of any
+    channel whose send failed `fallback_after_attempts` times or was refused."""
 
 
 class StallRule(_Strict):
@@ -134,6 +135,8 @@ class JourneyDefinition(_Strict):
     send_window: Window
     max_marketing_per_day: int = Field(ge=1)
     max_history_events: int = Field(ge=100)
+    fallback_after_attempts: int = Field(default=3, ge=1, le=100)
+    """Attempts on a channel before a message with a `fallback` uses it instead."""
     stall: StallRule
     call: CallRule
     inference: Inference

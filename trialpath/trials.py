@@ -65,6 +65,7 @@ from trialpath.definition import Challenge, Persona, Urgency
 from trialpath.delivery.outbox import file_stem
 from trialpath.journey import TrialInput
 from trialpath.models import Message, PendingSignal, Trial, TrialEvent, utcnow
+from trialpath.preferences import set_subscribed
 
 FUTURE_SKEW = timedelta(minutes=5)
 RPC_TIMEOUT = timedelta(seconds=10)
@@ -486,7 +487,15 @@ class Trials:
     async def convert(self, user_id: str, command: ConversionCommand) -> Accepted:
         return await self._signal(user_id, SIGNAL_CONVERTED, command.model_dump())
 
-    async def unsubscribe(self, user_id: str, command: UnsubscribeCommand) -> Accepted:
+    async def unsubscribe(
+        self, user_id: str, command: UnsubscribeCommand, source: str = "api"
+    ) -> Accepted:
+        """Stops marketing on the channel: recorded as the user's preference (which the send
+        activity checks at the last moment), then signalled to the running trial."""
+        await self._running(user_id)
+        await asyncio.to_thread(
+            set_subscribed, self.engine, user_id, [command.channel], subscribed=False, source=source
+        )
         return await self._signal(user_id, SIGNAL_UNSUBSCRIBE, command.model_dump())
 
     async def cancel(self, user_id: str, reason: str | None = None, erase: bool = False) -> Erased:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -63,7 +64,7 @@ with workflow.unsafe.imports_passed_through():
         TrialStatus,
         Unsubscribe,
     )
-    from trialpath.definition import JourneyDefinition
+    from trialpath.definition import Channel, JourneyDefinition
 
 TRIAL_STAGE = SearchAttributeKey.for_keyword("TrialStage")
 PERSONA = SearchAttributeKey.for_keyword("Persona")
@@ -79,6 +80,7 @@ SEND_RETRY = RetryPolicy(
     backoff_coefficient=2.0,
     maximum_interval=timedelta(minutes=10),
     non_retryable_error_types=["TemplateError", "DeliveryRejected"],
+    # 0: unlimited. A message with a fallback channel gets `fallback_after_attempts`.
 )
 DB_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=5))
 
@@ -205,11 +207,11 @@ class TrialWorkflow:
     async def _send(self, step: journey.Send) -> None:
         assert self._defn is not None and self._state is not None
         results = await asyncio.gather(
-            *(self._send_one(step, channel) for channel in step.channels)
+            *(self._send_with_fallback(step, channel) for channel in step.channels)
         )
         delivered = [
             journey.Delivered(channel=channel, key=r.key, template=r.template)
-            for channel, r in zip(step.channels, results, strict=True)
+            for channel, r in results
             if r is not None and r.status == "sent"
         ]
         now = self._now()
@@ -227,7 +229,24 @@ class TrialWorkflow:
                 retry_policy=DB_RETRY,
             )
 
-    async def _send_one(self, step: journey.Send, channel: str) -> SendResult | None:
+    async def _send_with_fallback(
+        self, step: journey.Send, channel: Channel
+    ) -> tuple[Channel, SendResult | None]:
+        """Sends on `channel`; when that fails for good and the message has a fallback channel
+        not already used by this step, sends there instead (SMS → email)."""
+        assert self._defn is not None
+        fallback = self._defn.message(step.message).fallback
+        if fallback is None or fallback == channel or fallback in step.channels:
+            return channel, await self._send_one(step, channel)
+        result = await self._send_one(step, channel, self._defn.fallback_after_attempts)
+        if result is not None and result.status != "failed":
+            return channel, result
+        workflow.logger.info("%s: %s failed, using %s", step.occurrence, channel, fallback)
+        return fallback, await self._send_one(step, fallback)
+
+    async def _send_one(
+        self, step: journey.Send, channel: str, max_attempts: int = 0
+    ) -> SendResult | None:
         assert self._defn is not None and self._state is not None
         state, defn, now = self._state, self._defn, self._now()
         profile = self._profile
@@ -271,7 +290,7 @@ class TrialWorkflow:
                 MessagingActivities.send_message,
                 request,
                 start_to_close_timeout=timedelta(seconds=60),
-                retry_policy=SEND_RETRY,
+                retry_policy=replace(SEND_RETRY, maximum_attempts=max_attempts),
                 summary=f"{step.message} via {channel}",
             )
         except ActivityError as err:

@@ -17,11 +17,13 @@ from sqlalchemy import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.client import Client
 
-from trialpath.api import problems
+from trialpath.api import delivery, problems
 from trialpath.api.routes import health, router
 from trialpath.api.security import BodyLimit, Idempotency
 from trialpath.config import Settings, get_settings
 from trialpath.db import make_engine
+from trialpath.deliveries import Deliveries
+from trialpath.preferences import UnsubscribeTokens, signing_secret
 from trialpath.temporal import connect
 from trialpath.trials import TrialProblem, Trials
 
@@ -49,6 +51,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         temporal = client or await connect(settings)
         app.state.trials = Trials(temporal, engine, settings)
+        app.state.deliveries = Deliveries(engine, app.state.trials)
         task = asyncio.create_task(_redeliver(app.state.trials))
         try:
             yield
@@ -64,12 +67,19 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.tokens = UnsubscribeTokens(signing_secret(settings))
     app.include_router(router)
+    app.include_router(delivery.users)
+    app.include_router(delivery.public)
     app.include_router(health)
     app.add_exception_handler(RequestValidationError, problems.validation_problem)
     app.add_exception_handler(TrialProblem, problems.trial_problem)
     app.add_exception_handler(StarletteHTTPException, problems.http_problem)
     app.add_exception_handler(Exception, problems.unexpected_problem)
     app.add_middleware(Idempotency, engine=engine, keys=settings.api_keys)
-    app.add_middleware(BodyLimit, limit=settings.api_max_body_bytes)
+    app.add_middleware(
+        BodyLimit,
+        limit=settings.api_max_body_bytes,
+        limits={"/v1/webhooks/": settings.webhook_max_body_bytes},
+    )
     return app

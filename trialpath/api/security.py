@@ -48,19 +48,26 @@ def require_api_key(
 
 
 class BodyLimit:
-    """Refuses bodies over the limit with 413, whether announced by Content-Length or not."""
+    """Refuses bodies over the limit with 413, whether announced by Content-Length or not.
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    `limits` gives other limits by path prefix (provider webhooks send batches of events)."""
+
+    def __init__(self, app: ASGIApp, limit: int, limits: dict[str, int] | None = None) -> None:
         self.app = app
-        self.limit = limit
+        self.default = limit
+        self.limits = limits or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        path: str = scope.get("path", "")
+        limit = next(
+            (v for prefix, v in self.limits.items() if path.startswith(prefix)), self.default
+        )
         length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            await _too_large(send, self.limit)
+        if length is not None and length.isdigit() and int(length) > limit:
+            await _too_large(send, limit)
             return
         seen = 0
         responded = False
@@ -70,7 +77,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
+                if seen > limit:
                     raise _TooLarge
             return message
 
@@ -83,7 +90,7 @@ class BodyLimit:
             await self.app(scope, limited_receive, tracking_send)
         except _TooLarge:
             if not responded:
-                await _too_large(send, self.limit)
+                await _too_large(send, limit)
 
 
 class _TooLarge(Exception):

@@ -131,5 +131,9 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 
 
 def classify_status(status: int) -> bool:
-    """Whether an HTTP status means a permanent refusal (4xx except 408, 409 and 429)."""
-    return 400 <= status < 500 and status not in (408, 409, 425, 429)
+    """Whether an HTTP status means a permanent refusal of this message (a 4xx).
+
+    401 and 403 are not: they say our credentials are wrong (a revoked API key, an unverified
+    sender), which is fixed once for every message, so those are retried, not dropped. Nor are
+    408, 409, 425 and 429, which ask to come back later."""
+    return 400 <= status < 500 and status not in (401, 403, 408, 409, 425, 429)

@@ -1,0 +1,223 @@
+"""Routes about messages once sent: the in-app inbox, preferences, one-click unsubscribe links
+and the providers' webhooks.
+
+The inbox and preferences need an API key, like every other route. The unsubscribe link is
+opened by the user (or their mail client, RFC 8058) and carries its own signature; webhooks are
+authenticated by the provider's signature. Neither takes an API key.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+from typing import Annotated, Any
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import HTMLResponse, Response
+
+from trialpath.api.problems import problem
+from trialpath.api.routes import UserId, _problems
+from trialpath.api.security import require_api_key
+from trialpath.config import Settings
+from trialpath.deliveries import (
+    Deliveries,
+    EventsRecorded,
+    InboxItem,
+    InboxPage,
+    Preferences,
+    Unsubscribed,
+)
+from trialpath.delivery.sendgrid import parse_sendgrid_events, verify_sendgrid_signature
+from trialpath.delivery.twilio import parse_twilio_callback, verify_twilio_signature
+from trialpath.preferences import BadToken, UnsubscribeTokens
+
+log = logging.getLogger("trialpath.api")
+
+COMMON = (401, 403, 422, 503)
+
+
+def deliveries(request: Request) -> Deliveries:
+    service: Deliveries = request.app.state.deliveries
+    return service
+
+
+DeliveriesDep = Annotated[Deliveries, Depends(deliveries)]
+MessageId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_]+$")]
+
+users = APIRouter(prefix="/v1/users", tags=["inbox"], dependencies=[Depends(require_api_key)])
+public = APIRouter(prefix="/v1")
+
+
+@users.get(
+    "/{user_id}/inbox",
+    response_model=InboxPage,
+    summary="The user's in-app messages, unread first, newest first",
+    responses=_problems(*COMMON),
+)
+async def inbox(
+    user_id: UserId,
+    service: DeliveriesDep,
+    unread: Annotated[bool, Query(description="Only unread messages")] = False,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> InboxPage:
+    return await service.inbox(user_id, unread, limit)
+
+
+@users.post(
+    "/{user_id}/inbox/{message_id}/read",
+    response_model=InboxItem,
+    summary="Mark an in-app message read (reported to the trial as a `message_read` event)",
+    responses=_problems(*COMMON, 404),
+)
+async def read(user_id: UserId, message_id: MessageId, service: DeliveriesDep) -> InboxItem:
+    return await service.mark_read(user_id, message_id)
+
+
+@users.get(
+    "/{user_id}/preferences",
+    response_model=Preferences,
+    tags=["preferences"],
+    summary="Which channels the user accepts marketing messages on, and why not",
+    responses=_problems(*COMMON),
+)
+async def preferences(user_id: UserId, service: DeliveriesDep) -> Preferences:
+    return await service.preferences(user_id)
+
+
+# --- one-click unsubscribe -----------------------------------------------------------------
+
+Token = Annotated[str, Path(min_length=10, max_length=500)]
+_CHANNEL_WORDS = {"email": "emails", "sms": "text messages", "in_app": "in-app messages"}
+
+
+def _tokens(request: Request) -> UnsubscribeTokens:
+    tokens: UnsubscribeTokens = request.app.state.tokens
+    return tokens
+
+
+def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        '<meta name=viewport content="width=device-width,initial-scale=1">'
+        f"<title>{html.escape(title)}</title><style>body{{font-family:system-ui,sans-serif;"
+        "max-width:32rem;margin:4rem auto;padding:0 1rem;color:#1f2937}"
+        "button{font-size:1rem;padding:.6rem 1.2rem;border-radius:.4rem;border:0;"
+        "background:#4f46e5;color:#fff;cursor:pointer}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1>{body}</body></html>",
+        status_code=status,
+    )
+
+
+@public.get(
+    "/unsubscribe/{token}",
+    response_class=HTMLResponse,
+    tags=["preferences"],
+    summary="Confirmation page of a one-click unsubscribe link (no API key)",
+    responses={404: {"description": "Not a valid link"}},
+)
+async def unsubscribe_page(token: Token, request: Request) -> Response:
+    settings: Settings = request.app.state.settings
+    try:
+        _, channel = _tokens(request).read(token)
+    except BadToken as err:
+        return problem(404, "Invalid link", str(err), request)
+    words = _CHANNEL_WORDS.get(channel, "messages")
+    return _page(
+        f"Unsubscribe from {settings.product_name} {words}?",
+        f"<p>You will stop receiving tips and offers by {html.escape(words)}. Messages about "
+        "your account, such as a call you booked, still reach you.</p>"
+        f'<form method=post action="{html.escape(request.url.path)}">'
+        '<input type=hidden name=List-Unsubscribe value="One-Click">'
+        "<button type=submit>Unsubscribe</button></form>",
+    )
+
+
+@public.post(
+    "/unsubscribe/{token}",
+    response_class=HTMLResponse,
+    tags=["preferences"],
+    summary="One-click unsubscribe (RFC 8058): mail clients POST `List-Unsubscribe=One-Click`",
+    responses={200: {"description": "Unsubscribed"}, 404: {"description": "Not a valid link"}},
+)
+async def unsubscribe_link(token: Token, request: Request, service: DeliveriesDep) -> Response:
+    settings: Settings = request.app.state.settings
+    try:
+        user_id, channel = _tokens(request).read(token)
+    except BadToken as err:
+        return problem(404, "Invalid link", str(err), request)
+    done: Unsubscribed = await service.unsubscribe(user_id, channel, "link")  # type: ignore[arg-type]
+    log.info("user %s unsubscribed from %s by link (%s)", user_id, channel, done.channels)
+    words = _CHANNEL_WORDS.get(channel, "messages")
+    return _page(
+        "You are unsubscribed",
+        f"<p>{html.escape(settings.product_name)} will not send you any more tips or offers by "
+        f"{html.escape(words)}.</p>",
+    )
+
+
+# --- provider webhooks ---------------------------------------------------------------------
+
+SENDGRID_SIGNATURE = "X-Twilio-Email-Event-Webhook-Signature"
+SENDGRID_TIMESTAMP = "X-Twilio-Email-Event-Webhook-Timestamp"
+
+
+@public.post(
+    "/webhooks/sendgrid",
+    response_model=EventsRecorded,
+    tags=["webhooks"],
+    summary="SendGrid Event Webhook (signed with the account's ECDSA key)",
+    responses={403: {"description": "Missing or bad signature"}, 422: {"description": "Bad body"}},
+)
+async def sendgrid_events(request: Request, service: DeliveriesDep) -> Any:
+    settings: Settings = request.app.state.settings
+    body = await request.body()
+    key = settings.sendgrid_webhook_public_key
+    if not key:
+        return problem(
+            403, "Forbidden", "TRIALPATH_SENDGRID_WEBHOOK_PUBLIC_KEY is not configured", request
+        )
+    signature = request.headers.get(SENDGRID_SIGNATURE, "")
+    timestamp = request.headers.get(SENDGRID_TIMESTAMP, "")
+    if not verify_sendgrid_signature(key, body, signature, timestamp):
+        return problem(403, "Forbidden", "the SendGrid signature does not match", request)
+    try:
+        events = parse_sendgrid_events(body)
+    except ValueError as err:
+        return problem(422, "Invalid request", str(err), request)
+    return await service.record(events)
+
+
+@public.post(
+    "/webhooks/twilio",
+    tags=["webhooks"],
+    summary="Twilio SMS status callbacks and replies (signed with X-Twilio-Signature)",
+    responses={
+        200: {"description": "Recorded (an empty TwiML answer)", "content": {"text/xml": {}}},
+        403: {"description": "Missing or bad signature"},
+        422: {"description": "Bad body"},
+    },
+)
+async def twilio_events(request: Request, service: DeliveriesDep) -> Response:
+    settings: Settings = request.app.state.settings
+    body = await request.body()
+    token = settings.twilio_auth_token.get_secret_value()
+    if not token:
+        return problem(403, "Forbidden", "TRIALPATH_TWILIO_AUTH_TOKEN is not configured", request)
+    try:
+        params = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False))
+    except UnicodeDecodeError:
+        return problem(422, "Invalid request", "the body is not UTF-8 form data", request)
+    # Twilio signs the URL it called, which is the public one, not what a proxy forwards.
+    url = settings.public_url + request.url.path
+    if request.url.query:
+        url += "?" + request.url.query
+    signature = request.headers.get("X-Twilio-Signature", "")
+    if not verify_twilio_signature(token, url, params, signature):
+        return problem(403, "Forbidden", "the Twilio signature does not match", request)
+    try:
+        event = parse_twilio_callback(params, request.query_params.get("key"))
+    except ValueError as err:
+        return problem(422, "Invalid request", str(err), request)
+    await service.record([event])
+    return Response('<?xml version="1.0" encoding="UTF-8"?><Response/>', media_type="text/xml")
