@@ -53,7 +53,7 @@ def build_provider(settings: Settings, name: str) -> Provider:
             messaging_service_sid=settings.twilio_messaging_service_sid,
             from_number=settings.twilio_from_number,
             base_url=settings.twilio_base_url,
-            status_callback_url=f"{settings.public_url}/v1/webhooks/twilio",
+            status_callback_url=f"{settings.effective_public_url}/v1/webhooks/twilio",
             max_segments=settings.sms_max_segments,
             timeout=timeout,
         )
@@ -103,7 +103,7 @@ def build_worker(
         product,
         sender=f"{settings.product_name} <{settings.sender_email}>",
         tokens=UnsubscribeTokens(signing_secret(settings)),
-        public_url=settings.public_url,
+        public_url=settings.effective_public_url,
         reconcile_after=timedelta(seconds=settings.reconcile_after_seconds),
     )
     records = RecordActivities(engine)

@@ -64,6 +64,8 @@ class SendMessageInput(BaseModel):
     trial: TrialFacts
     call: CallFacts | None = None
     alert: dict[str, Any] | None = None
+    max_attempts: int = 0
+    """The workflow's retry limit for this send (0: none); the last attempt records failure."""
 
     @property
     def key(self) -> str:
@@ -151,6 +153,16 @@ class MessagingActivities:
         except DeliveryError as err:
             if err.permanent:
                 self._finish(key, status="failed", error=str(err))
+                raise ApplicationError(
+                    str(err), type="DeliveryRejected", non_retryable=True
+                ) from err
+            attempt = activity.info().attempt
+            if request.max_attempts and attempt >= request.max_attempts:
+                # The workflow gives up on this channel after this attempt (and falls back).
+                note = " (the provider may have accepted it)" if err.in_doubt else ""
+                self._finish(
+                    key, status="failed", error=f"gave up after {attempt} attempts{note}: {err}"
+                )
                 raise ApplicationError(
                     str(err), type="DeliveryRejected", non_retryable=True
                 ) from err

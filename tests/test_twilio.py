@@ -387,6 +387,27 @@ def test_refused_number_is_permanent_with_twilio_code(fake: FakeTwilio) -> None:
     )
 
 
+def test_problem_details_refusal_is_permanent(fake: FakeTwilio) -> None:
+    fake.answer = lambda seen: Answer(
+        400,
+        {
+            "type": "https://www.twilio.com/docs/errors/21610",
+            "title": "Attempt to send to unsubscribed recipient",
+            "status": 400,
+            "code": 21610,
+            "detail": "The recipient replied STOP to this sender.",
+        },
+    )
+
+    with pytest.raises(DeliveryError) as caught:
+        provider(fake.base_url).deliver(sms())
+
+    assert caught.value.permanent
+    assert str(caught.value) == (
+        "Twilio refused the SMS (400, code 21610): The recipient replied STOP to this sender."
+    )
+
+
 def test_rate_limit_is_transient_and_honours_retry_after(fake: FakeTwilio) -> None:
     fake.answer = lambda seen: Answer(
         429,
@@ -539,7 +560,7 @@ def test_find_errors_are_transient(fake: FakeTwilio) -> None:
 
     with pytest.raises(DeliveryError) as caught:
         provider(fake.base_url).find(sms(), since)
-    assert not caught.value.permanent
+    assert (caught.value.permanent, caught.value.status) == (False, 503)
 
     with pytest.raises(DeliveryError) as caught:
         provider(f"http://127.0.0.1:{closed_port()}").find(sms(), since)

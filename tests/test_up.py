@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email
 import json
 import os
 import re
@@ -145,6 +146,7 @@ def api_checks(env: dict[str, str]) -> None:
         assert api.get("/trials", params={"persona": "technical"}).json()["items"] == []
         page = api.get("/trials", params={"page_size": 1}).json()
         assert len(page["items"]) == 1
+        unsubscribe_link_works(Path(env["TRIALPATH_DATA_DIR"]), base, key)
         erased = api.delete("/trials/e2e-1", params={"erase": "true"}).json()
         assert erased == {
             "user_id": "e2e-1",
@@ -154,6 +156,26 @@ def api_checks(env: dict[str, str]) -> None:
         }
         assert api.get("/trials/e2e-1").json()["stage"] == "cancelled"
     readme_curl_examples_work(base, key)
+
+
+def unsubscribe_link_works(data_dir: Path, base: str, key: str) -> None:
+    """The one-click link in a real marketing email (written by the worker) points at this
+    API, and following it unsubscribes the user."""
+    path = data_dir / "outbox" / "trial-e2e-1_welcome_email.eml"
+    deadline = time.monotonic() + 30
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    header = email.message_from_bytes(path.read_bytes())["List-Unsubscribe"]
+    url = header.strip("<>")
+    assert url.startswith(f"{base}/unsubscribe/"), url
+    page = httpx.get(url, timeout=10)
+    assert page.status_code == 200 and "<form method=post" in page.text
+    done = httpx.post(url, content="List-Unsubscribe=One-Click", timeout=10)
+    assert done.status_code == 200, done.text
+    prefs = httpx.get(
+        f"{base}/users/e2e-1/preferences", headers={"Authorization": f"Bearer {key}"}
+    ).json()
+    assert prefs["email"]["subscribed"] is False and prefs["email"]["source"] == "link"
 
 
 def curl_blocks() -> list[str]:
@@ -191,7 +213,7 @@ def readme_python_example_works(base: str, key: str) -> None:
 
 
 def readme_curl_examples_work(base: str, key: str) -> None:
-    main, conversion = curl_blocks()
+    main, conversion, inbox = curl_blocks()
     codes = run_curl(main, base, key)
     assert len(codes) == main.count("\ncurl") + main.startswith("curl")
     assert codes[0] == 201 and all(200 <= c < 300 for c in codes), codes
@@ -200,6 +222,17 @@ def readme_curl_examples_work(base: str, key: str) -> None:
     start = next(c for c in ("curl" + p for p in main.split("\ncurl")[1:]) if "$API/trials " in c)
     assert run_curl(start.replace("user-42", "user-43"), base, key) == [201]
     assert run_curl(conversion.replace("user-42", "user-43"), base, key) == [202]
+    # The inbox block, with a real message id of that user.
+    headers = {"Authorization": f"Bearer {key}"}
+    deadline = time.monotonic() + 30
+    items: list[dict[str, object]] = []
+    while not items and time.monotonic() < deadline:
+        page = httpx.get(f"{base}/users/user-43/inbox", headers=headers, timeout=10)
+        items = page.json()["items"]
+        time.sleep(0.5)
+    assert items, "user-43 never got an in-app message"
+    block = inbox.replace("user-42", "user-43").replace("MESSAGE_ID", str(items[0]["id"]))
+    assert run_curl(block, base, key) == [200, 200, 200]
 
 
 def test_ctrl_c_stops_every_process(up_env: dict[str, str]) -> None:

@@ -67,9 +67,9 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-async def _client(settings: Settings) -> Client:
+async def _client(settings: Settings, patience: float = 0.0) -> Client:
     try:
-        return await connect(settings)
+        return await connect(settings, patience)
     except RuntimeError as err:
         raise fail(
             f"cannot reach Temporal at {settings.temporal_address} ({err}); "
@@ -196,7 +196,8 @@ async def _wait_for_worker(settings: Settings, services: Services) -> None:
 
 
 async def _register(settings: Settings) -> None:
-    client = await _client(settings)
+    # The dev server answers on its port a moment before its frontend is ready.
+    client = await _client(settings, patience=30)
     await register_search_attributes(client)
 
 
@@ -513,7 +514,7 @@ def trial_unsubscribe(
 ) -> None:
     """Stop marketing messages to a user on a channel."""
     command = _command(UnsubscribeCommand, channel=channel)
-    _accepted(_act(lambda t: t.unsubscribe(user_id, command)))
+    _accepted(_act(lambda t: t.unsubscribe(user_id, command, "cli")))
 
 
 @trial_app.command("cancel")

@@ -43,8 +43,9 @@ class Settings(BaseSettings):
     in_app_provider: Literal["inbox", "outbox"] = "inbox"
     support_provider: Literal["outbox", "sendgrid", "smtp"] = "outbox"
 
-    public_url: str = "http://127.0.0.1:8000"
-    """Where users and providers reach the API: unsubscribe links, SMS status callbacks."""
+    public_url: str = ""
+    """Where users and providers reach the API: unsubscribe links, SMS status callbacks.
+    Empty: the API's own address (`http://{api_host}:{api_port}`)."""
     signing_secret: SecretStr = SecretStr("")
     """Signs unsubscribe links; empty means a random one kept in `<data_dir>/signing-secret`."""
     delivery_timeout_seconds: float = Field(default=15.0, gt=0)
@@ -97,6 +98,10 @@ class Settings(BaseSettings):
     @classmethod
     def _no_trailing_slash(cls, value: str) -> str:
         return value.strip().rstrip("/")
+
+    @property
+    def effective_public_url(self) -> str:
+        return self.public_url or f"http://{self.api_host}:{self.api_port}"
 
     @property
     def outbox_dir(self) -> Path:

@@ -6,6 +6,7 @@ import asyncio
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import NoReturn
 
@@ -34,12 +35,22 @@ SEARCH_ATTRIBUTE_TYPES: dict[str, IndexedValueType.ValueType] = {
 }
 
 
-async def connect(settings: Settings) -> Client:
-    return await Client.connect(
-        settings.temporal_address,
-        namespace=settings.temporal_namespace,
-        data_converter=DATA_CONVERTER,
-    )
+async def connect(settings: Settings, patience: float = 0.0) -> Client:
+    """A client; with `patience`, waits that many seconds for a server that is starting up
+    ("Frontend is not healthy yet") instead of failing at once."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return await Client.connect(
+                settings.temporal_address,
+                namespace=settings.temporal_namespace,
+                data_converter=DATA_CONVERTER,
+            )
+        except RuntimeError as err:
+            starting = "Unavailable" in str(err) or "not healthy" in str(err)
+            if not starting or time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(0.25)
 
 
 async def register_search_attributes(client: Client) -> list[str]:

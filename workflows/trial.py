@@ -284,6 +284,7 @@ class TrialWorkflow:
             if state.call.state != "none"
             else None,
             alert=step.extra or None,
+            max_attempts=max_attempts,
         )
         try:
             return await workflow.execute_activity_method(

@@ -209,7 +209,7 @@ async def twilio_events(request: Request, service: DeliveriesDep) -> Response:
     except UnicodeDecodeError:
         return problem(422, "Invalid request", "the body is not UTF-8 form data", request)
     # Twilio signs the URL it called, which is the public one, not what a proxy forwards.
-    url = settings.public_url + request.url.path
+    url = settings.effective_public_url + request.url.path
     if request.url.query:
         url += "?" + request.url.query
     signature = request.headers.get("X-Twilio-Signature", "")

@@ -65,6 +65,8 @@ class SmtpProvider:
         message_id = str(email["Message-ID"])
         sender = parseaddr(message.sender)[1] or message.sender
         recipient = parseaddr(message.recipient)[1] or message.recipient
+        assert isinstance(email.policy, EmailPolicy)
+        policy = email.policy.clone(linesep="\r\n")  # SMTP's line ends
         smtp: smtplib.SMTP | None = None
         envelope_started = False
         body_sent = False
@@ -72,8 +74,6 @@ class SmtpProvider:
             smtp = self._open()
             envelope_started = True
             options: list[str] = []
-            assert isinstance(email.policy, EmailPolicy)
-            policy = email.policy.clone(linesep="\r\n")
             if not (sender.isascii() and recipient.isascii()):
                 if not smtp.has_extn("smtputf8"):
                     raise DeliveryError(

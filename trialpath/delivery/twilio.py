@@ -243,6 +243,9 @@ class TwilioProvider:
         """A Twilio error answer as a `DeliveryError`: permanent for a 4xx refusal, when the
         call could be refused at all (`refused`), else transient with Twilio's `Retry-After`."""
         status = getattr(err, "status", None)
+        if status is None and len(err.args) > 1:
+            # A failed list page is a bare TwilioException("Unable to fetch page", response).
+            status = getattr(err.args[1], "status_code", None)
         status = status if isinstance(status, int) else None
         code = getattr(err, "code", None)
         if isinstance(err, TwilioServiceException):
