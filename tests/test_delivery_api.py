@@ -267,7 +267,9 @@ def twilio_post(
     settings: Settings, params: dict[str, str], query: str = "", token: str = TWILIO_TOKEN
 ) -> dict[str, Any]:
     path = "/v1/webhooks/twilio" + (f"?{query}" if query else "")
-    signature = RequestValidator(token).compute_signature(settings.effective_public_url + path, params)
+    signature = RequestValidator(token).compute_signature(
+        settings.effective_public_url + path, params
+    )
     return {
         "url": path,
         "content": urlencode(params),
