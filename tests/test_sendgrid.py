@@ -56,9 +56,13 @@ def test_payload_addresses_subject_and_personalization() -> None:
     payload = build_mail_payload(MESSAGE, sandbox=False)
 
     assert payload["from"] == {"name": "Trialpath Team", "email": "hello@example.com"}
-    assert payload["personalizations"] == [
-        {"to": [{"name": "Ada Lovelace", "email": "ada@example.org"}]}
+    assert len(payload["personalizations"]) == 1
+    assert payload["personalizations"][0]["to"] == [
+        {"name": "Ada Lovelace", "email": "ada@example.org"}
     ]
+    # Custom args travel on the personalization: the official schema wants the top-level
+    # `custom_args` to be a string.
+    assert "custom_args" not in payload
     assert payload["subject"] == "Welcome to Example"
 
 
@@ -92,7 +96,7 @@ def test_payload_categories_are_unique_non_empty_and_default_persona() -> None:
 
 
 def test_payload_custom_args_carry_key_trial_and_user_as_strings() -> None:
-    args = build_mail_payload(MESSAGE, sandbox=False)["custom_args"]
+    args = build_mail_payload(MESSAGE, sandbox=False)["personalizations"][0]["custom_args"]
 
     assert args == {"trialpath_key": MESSAGE.key, "trial_id": "trial-u42", "user_id": "u42"}
     assert all(isinstance(value, str) for value in args.values())
@@ -100,7 +104,7 @@ def test_payload_custom_args_carry_key_trial_and_user_as_strings() -> None:
 
 def test_payload_leaves_out_empty_custom_args() -> None:
     message = replace(MESSAGE, trial_id="", user_id="")
-    assert build_mail_payload(message, sandbox=False)["custom_args"] == {
+    assert build_mail_payload(message, sandbox=False)["personalizations"][0]["custom_args"] == {
         "trialpath_key": MESSAGE.key
     }
 

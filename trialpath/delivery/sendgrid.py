@@ -140,15 +140,17 @@ def build_mail_payload(message: OutgoingMessage, *, sandbox: bool) -> dict[str, 
         )
         for item in message.attachments
     ]
-    # Mail's add_category/add_header/add_custom_arg/add_attachment insert at the front of
+    # Mail's add_category/add_header/add_attachment insert at the front of
     # their lists; adding in reverse keeps the message's own order in the request.
     for category in reversed(categories):
         mail.add_category(Category(category))
     for name, value in reversed(message.headers.items()):
         mail.add_header(Header(name, value))
-    for name, value in reversed(custom_args.items()):
+    # On the personalization: the official schema types the top-level `custom_args` as a
+    # string, while a personalization's is an object (and SendGrid merges both into events).
+    for name, value in custom_args.items():
         if value:
-            mail.add_custom_arg(CustomArg(name, str(value)))
+            personalization.add_custom_arg(CustomArg(name, str(value)))
     for attachment in reversed(attachments):
         mail.add_attachment(attachment)
 
