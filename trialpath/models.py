@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, TypeDecorator, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -13,8 +13,26 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on every database: SQLite stores no zone and gives back
+    naive values, which are UTC by construction here."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
 def _ts(nullable: bool = True) -> Any:
-    return Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=nullable))
+    return Field(default=None, sa_column=Column(UtcDateTime(), nullable=nullable))
 
 
 class TrialBase(SQLModel):
@@ -41,7 +59,7 @@ class Trial(TrialBase, table=True):
     locale: str = "en"
     timezone: str = "UTC"
     company: str | None = None
-    signup_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    signup_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
     activated_at: datetime | None = _ts()
     trial_ends_at: datetime | None = _ts()
     converted_at: datetime | None = _ts()
@@ -49,7 +67,7 @@ class Trial(TrialBase, table=True):
     status: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     """The last `status` query answer, so a trial can be read after its workflow is gone."""
     updated_at: datetime = Field(
-        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+        default_factory=utcnow, sa_column=Column(UtcDateTime(), nullable=False)
     )
 
 
@@ -61,9 +79,9 @@ class TrialEvent(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=200)
     user_id: str = Field(index=True, max_length=128)
     name: str = Field(index=True, max_length=100)
-    occurred_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    occurred_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
     recorded_at: datetime = Field(
-        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+        default_factory=utcnow, sa_column=Column(UtcDateTime(), nullable=False)
     )
     counted: bool = True
     """False for events older than the trial: recorded, but not counted toward activation."""
@@ -80,7 +98,7 @@ class StageChange(SQLModel, table=True):
     """Position in the trial's stage history: a retried write never duplicates a change."""
     from_stage: str | None = None
     to_stage: str
-    at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
 
 
 class Message(SQLModel, table=True):
@@ -113,7 +131,7 @@ class Message(SQLModel, table=True):
     attempts: int = 0
     """Times the provider was called for this row."""
     created_at: datetime = Field(
-        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+        default_factory=utcnow, sa_column=Column(UtcDateTime(), nullable=False)
     )
     attempted_at: datetime | None = _ts()
     sent_at: datetime | None = _ts()
@@ -134,10 +152,10 @@ class MessageEvent(SQLModel, table=True):
     message_key: str | None = Field(default=None, index=True, max_length=300)
     provider_message_id: str | None = Field(default=None, index=True, max_length=200)
     type: str
-    at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
     payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     recorded_at: datetime = Field(
-        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+        default_factory=utcnow, sa_column=Column(UtcDateTime(), nullable=False)
     )
 
 
@@ -153,7 +171,7 @@ class Preference(SQLModel, table=True):
     """api, link (one-click unsubscribe), bounce, spamreport, provider (SendGrid unsubscribe),
     stop (an SMS STOP reply), cli."""
     updated_at: datetime = Field(
-        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+        default_factory=utcnow, sa_column=Column(UtcDateTime(), nullable=False)
     )
 
 
@@ -172,7 +190,7 @@ class AgentAssignment(SQLModel, table=True):
     workflow_id: str = Field(primary_key=True, max_length=140)
     agent: str
     assigned_at: datetime = Field(
-        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+        default_factory=utcnow, sa_column=Column(UtcDateTime(), nullable=False)
     )
 
 
@@ -186,7 +204,7 @@ class CsTask(SQLModel, table=True):
     agent: str | None = None
     reason: str
     created_at: datetime = Field(
-        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+        default_factory=utcnow, sa_column=Column(UtcDateTime(), nullable=False)
     )
     done: bool = False
 
@@ -205,7 +223,7 @@ class PendingSignal(SQLModel, table=True):
     signal: str
     payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(
-        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+        default_factory=utcnow, sa_column=Column(UtcDateTime(), nullable=False)
     )
     attempts: int = 0
     delivered_at: datetime | None = _ts()
@@ -227,5 +245,5 @@ class IdempotencyRecord(SQLModel, table=True):
     body: str | None = None
     content_type: str | None = None
     created_at: datetime = Field(
-        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+        default_factory=utcnow, sa_column=Column(UtcDateTime(), nullable=False)
     )

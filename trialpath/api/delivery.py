@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
-from trialpath.api.problems import problem
+from trialpath.api.problems import Problem, problem
 from trialpath.api.routes import UserId, _problems
 from trialpath.api.security import require_api_key
 from trialpath.config import Settings
@@ -35,6 +35,18 @@ from trialpath.preferences import BadToken, UnsubscribeTokens
 log = logging.getLogger("trialpath.api")
 
 COMMON = (401, 403, 422, 503)
+
+
+def _described(**codes: str) -> dict[int | str, dict[str, Any]]:
+    """Problem responses of the routes without an API key, described in their own words."""
+    return {
+        int(code.removeprefix("s")): {
+            "model": Problem,
+            "description": text,
+            "content": {"application/problem+json": {}},
+        }
+        for code, text in codes.items()
+    }
 
 
 def deliveries(request: Request) -> Deliveries:
@@ -114,7 +126,7 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
     response_class=HTMLResponse,
     tags=["preferences"],
     summary="Confirmation page of a one-click unsubscribe link (no API key)",
-    responses={404: {"description": "Not a valid link"}},
+    responses=_described(s404="Not a valid link", s422="Malformed token"),
 )
 async def unsubscribe_page(token: Token, request: Request) -> Response:
     settings: Settings = request.app.state.settings
@@ -138,7 +150,10 @@ async def unsubscribe_page(token: Token, request: Request) -> Response:
     response_class=HTMLResponse,
     tags=["preferences"],
     summary="One-click unsubscribe (RFC 8058): mail clients POST `List-Unsubscribe=One-Click`",
-    responses={200: {"description": "Unsubscribed"}, 404: {"description": "Not a valid link"}},
+    responses={
+        200: {"description": "Unsubscribed"},
+        **_described(s404="Not a valid link", s413="Body too large", s422="Malformed token"),
+    },
 )
 async def unsubscribe_link(token: Token, request: Request, service: DeliveriesDep) -> Response:
     settings: Settings = request.app.state.settings
@@ -167,7 +182,9 @@ SENDGRID_TIMESTAMP = "X-Twilio-Email-Event-Webhook-Timestamp"
     response_model=EventsRecorded,
     tags=["webhooks"],
     summary="SendGrid Event Webhook (signed with the account's ECDSA key)",
-    responses={403: {"description": "Missing or bad signature"}, 422: {"description": "Bad body"}},
+    responses=_described(
+        s403="Missing or bad signature", s413="Body too large", s422="Not a list of events"
+    ),
 )
 async def sendgrid_events(request: Request, service: DeliveriesDep) -> Any:
     settings: Settings = request.app.state.settings
@@ -194,8 +211,9 @@ async def sendgrid_events(request: Request, service: DeliveriesDep) -> Any:
     summary="Twilio SMS status callbacks and replies (signed with X-Twilio-Signature)",
     responses={
         200: {"description": "Recorded (an empty TwiML answer)", "content": {"text/xml": {}}},
-        403: {"description": "Missing or bad signature"},
-        422: {"description": "Bad body"},
+        **_described(
+            s403="Missing or bad signature", s413="Body too large", s422="Not a Twilio callback"
+        ),
     },
 )
 async def twilio_events(request: Request, service: DeliveriesDep) -> Response:
