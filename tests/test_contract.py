@@ -213,4 +213,3 @@ def test_twilio_mock_refuses_what_breaks_the_schema(twilio_mock: str) -> None:
     with pytest.raises(DeliveryError) as info:
         provider.deliver(outgoing)
     assert info.value.permanent and info.value.status == 422
-
