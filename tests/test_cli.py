@@ -67,6 +67,8 @@ async def test_trial_show_and_outbox_list(
     assert {r["user_id"] for r in rows} == {"cli-1"}
     code, out, _ = await cli(settings, "outbox", "list")
     assert code == 0 and "welcome/email" in out and "ada" not in out.lower().split("cli-1")[0]
+    # Each message names its provider: in-app messages go to the inbox.
+    assert any("welcome/in_app" in line and "inbox" in line for line in out.splitlines())
 
     # Out of Temporal's reach, the last recorded status still answers.
     await trial.signal("cancel")

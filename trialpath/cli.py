@@ -303,7 +303,7 @@ def outbox_list(
         console.print("The outbox is empty" + (f" for user {user}." if user else "."))
         return
     table = Table(title=f"Outbox ({len(messages)} messages)", title_justify="left")
-    for column in ("sent at", "user", "step", "channel", "to", "subject", "status"):
+    for column in ("sent at", "user", "step", "channel", "to", "subject", "status", "via"):
         table.add_column(column)
     for m in messages:
         when = m.sent_at or m.created_at
@@ -314,7 +314,8 @@ def outbox_list(
             m.channel,
             m.recipient,
             (m.subject[:60] + "…") if len(m.subject) > 60 else m.subject,
-            m.status,
+            m.status + (f" ({m.delivery_status})" if m.delivery_status else ""),
+            m.provider,
         )
     console.print(table)
 
