@@ -114,6 +114,7 @@ def build_worker(
         activities=[
             journey_activities.load_journey,
             messaging.send_message,
+            messaging.alert_template_failure,
             messaging.assign_agent,
             messaging.open_cs_task,
             records.record_progress,

@@ -6,6 +6,8 @@ the provider is called, and a retried activity finds the row instead of sending 
 
 from __future__ import annotations
 
+import hashlib
+import html
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -79,6 +81,21 @@ class SendResult(BaseModel):
     content_hash: str
     status: str
     provider_message_id: str | None = None
+    error: str | None = None
+
+
+class TemplateFailure(BaseModel):
+    """A message that could not be rendered at send time, for support to look at."""
+
+    workflow_id: str
+    user_id: str
+    occurrence: str
+    message: str
+    channel: str
+    error: str
+    attempt: int
+    retry_at: datetime | None
+    """When the step is tried again; None: given up."""
 
 
 class AssignAgentInput(BaseModel):
@@ -335,6 +352,82 @@ class MessagingActivities:
             message=request.message,
             persona=request.persona,
         )
+
+    @activity.defn(name="alert_template_failure")
+    def alert_template_failure(self, failure: TemplateFailure) -> SendResult:
+        """Tells support a template is broken. Built here, not from a template: the templates
+        may be what is broken. One alert per failed attempt, however often this is retried."""
+        key = (
+            f"{failure.workflow_id}:{failure.occurrence}/{failure.channel}"
+            f"/template-failure.{failure.attempt}"
+        )
+        activity.logger.error(
+            "template failure for %s: %s", key.split("/template-failure")[0], failure.error
+        )
+        with Session(self.engine) as session:
+            row = session.get(Message, key)
+        if row is None:
+            retry = (
+                f"It will be tried again at {failure.retry_at:%Y-%m-%d %H:%M} UTC; fix the "
+                "template before then and the user gets the corrected message."
+                if failure.retry_at
+                else "It will not be tried again: the retries are used up."
+            )
+            text = (
+                f"The {failure.channel} message '{failure.message}' for user {failure.user_id} "
+                f"could not be rendered (attempt {failure.attempt}), so it was not sent.\n\n"
+                f"{failure.error}\n\n{retry}\n\n"
+                "Run `trialpath templates check` to see every problem, and "
+                "`trialpath templates preview` to look at the messages."
+            )
+            row = Message(
+                key=key,
+                workflow_id=failure.workflow_id,
+                user_id=failure.user_id,
+                step=f"{failure.occurrence}/{failure.channel}/template-failure.{failure.attempt}",
+                message="template_failure",
+                channel="support",
+                category="transactional",
+                recipient=self.product.support_email,
+                subject=f"Template error: {failure.message} ({failure.channel}) not sent",
+                html=f"<pre>{html.escape(text)}</pre>",
+                text=text,
+                template="(built-in)",
+                content_hash=hashlib.sha256(text.encode()).hexdigest(),
+                provider=self._provider("support").name,
+            )
+            with Session(self.engine) as session:
+                session.add(row)
+                try:
+                    session.commit()
+                except IntegrityError:
+                    session.rollback()  # Written by a concurrent attempt: use that row.
+            with Session(self.engine) as session:
+                found = session.get(Message, key)
+                assert found is not None
+                row = found
+        if row.status in FINAL_STATUSES:
+            return _result(row)
+        outgoing = OutgoingMessage(
+            key=row.key,
+            channel="support",
+            category="transactional",
+            sender=self.sender,
+            recipient=row.recipient,
+            subject=row.subject,
+            html=row.html,
+            text=row.text,
+            user_id=failure.user_id,
+            trial_id=failure.workflow_id,
+            message="template_failure",
+        )
+        self._update(key, status="sending", attempts=row.attempts + 1, attempted_at=utcnow())
+        try:
+            receipt = self._provider("support").deliver(outgoing)
+        except DeliveryError as err:
+            self._update(key, status="pending", error=str(err))
+            raise ApplicationError(str(err), type="DeliveryUnavailable") from err
+        return self._finish(key, status="sent", provider_message_id=receipt.message_id)
 
     @activity.defn(name="assign_agent")
     def assign_agent(self, request: AssignAgentInput) -> str:

@@ -1562,3 +1562,63 @@ def test_activated_at_is_when_the_rule_became_true() -> None:
     # An invitation made on day 0 at 09:00, delivered late on day 1 at 10:00.
     journey.apply_event(DEFN, state, "teammate_invited", t(0, 9), None, t(1, 10))
     assert state.activated_at == t(1, 9)
+
+
+# --- Broken templates ------------------------------------------------------------------------
+
+
+def first_send(defn: JourneyDefinition, state: TrialState) -> journey.Step:
+    step = journey.next_step(defn, state, SIGNUP)
+    while isinstance(step, journey.AssignAgent):
+        journey.assign_agent(defn, state, "Camille", SIGNUP)
+        step = journey.next_step(defn, state, SIGNUP)
+    return step
+
+
+def test_a_step_with_a_broken_template_is_held_and_retried_on_that_channel_only() -> None:
+    state = begin(role="technical")
+    step = first_send(DEFN, state)
+    assert isinstance(step, Send) and step.message == "welcome"
+    assert step.channels == ("email", "in_app")
+    journey.mark_done(DEFN, state, step, [Delivered("in_app", "k1", "t")], SIGNUP, ["email"])
+    assert "welcome" not in state.done
+    held = state.held["welcome"]
+    assert held.channels == ["email"] and held.attempts == 1 and held.counted
+    assert held.retry_at == SIGNUP + timedelta(hours=DEFN.template_retry_hours)
+    assert sum(state.marketing_days.values()) == 1
+
+    # Other steps go on meanwhile; the held one waits for its retry time.
+    later = SIGNUP + timedelta(minutes=1)
+    while True:
+        step = journey.next_step(DEFN, state, later)
+        if not isinstance(step, Send | journey.AssignAgent):
+            break
+        assert not (isinstance(step, Send) and step.message == "welcome")
+        if isinstance(step, journey.AssignAgent):
+            journey.assign_agent(DEFN, state, "Camille", later)
+        else:
+            channels = [Delivered(c, f"k-{c}", "t") for c in step.channels]
+            journey.mark_done(DEFN, state, step, channels, later)
+    assert isinstance(step, journey.Wait) and step.until is not None
+    assert step.until <= held.retry_at
+
+    retry = journey.next_step(DEFN, state, held.retry_at)
+    assert retry == Send("welcome", "welcome", "marketing", ("email",), {})
+    journey.mark_done(DEFN, state, retry, [Delivered("email", "k2", "t")], held.retry_at)
+    assert state.done["welcome"] == "sent" and "welcome" not in state.held
+    assert sum(state.marketing_days.values()) == 1  # one message, counted once
+    assert [s.channel for s in state.sent if s.occurrence == "welcome"] == ["in_app", "email"]
+
+
+def test_a_template_still_broken_after_the_retries_is_given_up() -> None:
+    defn = DEFN.model_copy(update={"template_retry_max": 1})
+    state = begin(defn, role="technical")
+    step = first_send(defn, state)
+    assert isinstance(step, Send) and step.message == "welcome"
+    journey.mark_done(defn, state, step, [], SIGNUP, ["email", "in_app"])
+    retry_at = state.held["welcome"].retry_at
+    retry = journey.next_step(defn, state, retry_at)
+    assert isinstance(retry, Send) and retry.channels == ("email", "in_app")
+    journey.mark_done(defn, state, retry, [], retry_at, ["email", "in_app"])
+    assert state.done["welcome"] == "skipped" and state.held == {}
+    assert state.marketing_days == {}

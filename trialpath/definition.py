@@ -137,6 +137,10 @@ class JourneyDefinition(_Strict):
     max_history_events: int = Field(ge=100)
     fallback_after_attempts: int = Field(default=3, ge=1, le=100)
     """Attempts on a channel before a message with a `fallback` uses it instead."""
+    template_retry_hours: float = Field(default=1.0, gt=0)
+    """A message whose template fails to render is tried again this much later."""
+    template_retry_max: int = Field(default=24, ge=0)
+    """Tries after the first before such a message is given up (support is alerted each time)."""
     stall: StallRule
     call: CallRule
     inference: Inference

@@ -98,6 +98,16 @@ class SentItem(_State):
     day: int
 
 
+class Held(_State):
+    """A step whose template failed to render on some channels: retried at `retry_at`."""
+
+    channels: list[Channel]
+    retry_at: datetime
+    attempts: int = 1
+    counted: bool = False
+    """Whether a channel already went out (and counted toward the daily marketing cap)."""
+
+
 class Conversion(_State):
     plan: str
     mrr: float | None
@@ -151,6 +161,8 @@ class TrialState(_State):
     call: CallState = Field(default_factory=CallState)
     done: dict[str, Literal["sent", "skipped"]] = {}
     queued: list[Queued] = []
+    held: dict[str, Held] = {}
+    """Steps waiting to retry channels whose template could not be rendered."""
     sent: list[SentItem] = []
     marketing_days: dict[str, int] = {}
     """Marketing messages sent per local date, for the daily cap."""
@@ -743,8 +755,10 @@ def _decide(defn: JourneyDefinition, state: TrialState, now: datetime) -> Step |
             _skip(state, cand.occurrence)
             skipped = True
             continue
+        held = state.held.get(cand.occurrence)
+        due = max(cand.due, held.retry_at) if held else cand.due
         if spec.category == "marketing" and not spec.immediate:
-            at = next_send_time(defn, state, cand.due, now)
+            at = next_send_time(defn, state, due, now)
             if cand.stale_at is not None and at >= cand.stale_at:
                 if now >= cand.due:
                     # No slot before it goes stale: wait for the stale time to skip it.
@@ -753,7 +767,7 @@ def _decide(defn: JourneyDefinition, state: TrialState, now: datetime) -> Step |
                     wake.append(cand.due)
                 continue
         else:
-            at = max(cand.due, now)
+            at = max(due, now)
         if at > now:
             wake.append(at)
             continue
@@ -766,6 +780,9 @@ def _decide(defn: JourneyDefinition, state: TrialState, now: datetime) -> Step |
             skipped = True
             continue
         channels = channels_for(defn, state, spec)
+        held = state.held.get(cand.occurrence)
+        if held is not None:
+            channels = tuple(c for c in channels if c in held.channels)
         if not channels:
             _skip(state, cand.occurrence)
             if cand.message == "stall_nudge":
@@ -792,7 +809,8 @@ def _decide(defn: JourneyDefinition, state: TrialState, now: datetime) -> Step |
 
 
 def _skip(state: TrialState, occurrence: str) -> None:
-    state.done[occurrence] = "skipped"
+    held = state.held.pop(occurrence, None)
+    state.done[occurrence] = "sent" if held is not None and held.counted else "skipped"
     state.queued = [q for q in state.queued if q.occurrence != occurrence]
 
 
@@ -815,12 +833,30 @@ def mark_done(
     step: Send,
     delivered: Iterable[Delivered],
     now: datetime,
+    broken: Iterable[Channel] = (),
 ) -> None:
     """Records a performed send and what follows from it (cap, stall bookkeeping, moving the
-    call forward after a support alert)."""
+    call forward after a support alert).
+
+    `broken`: channels whose template could not be rendered. The step is held and those
+    channels are tried again `template_retry_hours` later (a fixed template then goes out),
+    up to `template_retry_max` times; the channels that went out are not sent again."""
     delivered = list(delivered)
-    state.done[step.occurrence] = "sent" if delivered else "skipped"
-    state.queued = [q for q in state.queued if q.occurrence != step.occurrence]
+    broken = [c for c in broken if c not in {d.channel for d in delivered}]
+    held = state.held.get(step.occurrence)
+    already_counted = held is not None and held.counted
+    attempts = held.attempts if held is not None else 0
+    if broken and attempts < defn.template_retry_max:
+        state.held[step.occurrence] = Held(
+            channels=broken,
+            retry_at=now + timedelta(hours=defn.template_retry_hours),
+            attempts=attempts + 1,
+            counted=already_counted or bool(delivered),
+        )
+    else:
+        state.held.pop(step.occurrence, None)
+        state.done[step.occurrence] = "sent" if delivered or already_counted else "skipped"
+        state.queued = [q for q in state.queued if q.occurrence != step.occurrence]
     day = trial_day(state, now)
     for item in delivered:
         state.sent.append(
@@ -834,9 +870,11 @@ def mark_done(
                 day=day,
             )
         )
-    if delivered and step.category == "marketing":
+    if delivered and step.category == "marketing" and not already_counted:
         key = local_date(state, now).isoformat()
         state.marketing_days[key] = state.marketing_days.get(key, 0) + 1
+    if held is not None:
+        return  # A retry: what follows from the step already happened the first time.
     if step.message == "stall_nudge":
         _after_nudge(state, now)
     elif step.message == "support_alert":

@@ -14,7 +14,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributeUpdate
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.journey import JourneyActivities, LoadJourneyInput
@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         Recipient,
         SendMessageInput,
         SendResult,
+        TemplateFailure,
         TrialFacts,
     )
     from activities.records import (
@@ -75,6 +76,7 @@ CS_OWNER = SearchAttributeKey.for_keyword("CsOwner")
 SEARCH_ATTRIBUTES = (TRIAL_STAGE, PERSONA, ACTIVATED, TRIAL_ENDS_AT, EXPERIMENT_ARM, CS_OWNER)
 
 EXPERIMENT_ARM_DEFAULT = "default"
+TEMPLATE_BROKEN = "template_broken"
 SEND_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -214,8 +216,30 @@ class TrialWorkflow:
             for channel, r in results
             if r is not None and r.status == "sent"
         ]
+        broken = [c for c, r in results if r is not None and r.status == TEMPLATE_BROKEN]
         now = self._now()
-        journey.mark_done(self._defn, self._state, step, delivered, now)
+        attempt = (
+            self._state.held[step.occurrence].attempts if step.occurrence in self._state.held else 0
+        )
+        journey.mark_done(self._defn, self._state, step, delivered, now, broken)
+        for channel, result in results:
+            if result is not None and result.status == TEMPLATE_BROKEN:
+                held = self._state.held.get(step.occurrence)
+                await workflow.execute_activity_method(
+                    MessagingActivities.alert_template_failure,
+                    TemplateFailure(
+                        workflow_id=workflow.info().workflow_id,
+                        user_id=self._state.user_id,
+                        occurrence=step.occurrence,
+                        message=step.message,
+                        channel=channel,
+                        error=result.error or "",
+                        attempt=attempt + 1,
+                        retry_at=self._clock.real(held.retry_at) if held else None,
+                    ),
+                    start_to_close_timeout=timedelta(seconds=60),
+                    retry_policy=SEND_RETRY,
+                )
         if step.message == "support_alert" and step.extra.get("cs_task"):
             await workflow.execute_activity_method(
                 MessagingActivities.open_cs_task,
@@ -295,8 +319,20 @@ class TrialWorkflow:
                 summary=f"{step.message} via {channel}",
             )
         except ActivityError as err:
-            # A permanent failure (broken template, rejected address) is recorded on the
-            # message row; the journey goes on without this channel.
+            cause = err.cause
+            if isinstance(cause, ApplicationError) and cause.type == "TemplateError":
+                # The template is broken: nothing was written or sent. The step is held and
+                # tried again later, so a fixed template still goes out.
+                return SendResult(
+                    key=request.key,
+                    channel=channel,
+                    template="",
+                    content_hash="",
+                    status=TEMPLATE_BROKEN,
+                    error=cause.message,
+                )
+            # A permanent failure (rejected address) is recorded on the message row; the
+            # journey goes on without this channel.
             workflow.logger.warning(
                 "send failed for %s/%s: %s", step.occurrence, channel, err.cause or err
             )
