@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -184,3 +185,13 @@ def test_links_carry_utm_parameters() -> None:
     fr = context("email", "welcome", "technical", "fr", False)
     assert fr["call"]["at"] == "vendredi 27 novembre à 10:00 (Europe/Paris)"
     assert fr["trial"]["ends_on"] == "9 décembre 2026"
+
+
+def test_email_css_is_inlined_for_clients_that_drop_style_blocks(renderer: Renderer) -> None:
+    ctx = context("email", "welcome", "technical", "en", False)
+    html = renderer.render("email", "welcome", "technical", "en", ctx).html
+    card = re.search(r'<div class="card"[^>]*>', html)
+    assert card is not None and "background: #ffffff" in card.group(0)
+    cta = re.search(r'<a [^>]*class="cta"[^>]*>', html)
+    assert cta is not None and "background: #3b4cca" in cta.group(0)
+    assert "<style>" in html  # kept for clients that read it

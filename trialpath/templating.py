@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
+import css_inline
 import html2text
 import yaml
 from babel.dates import format_date, format_datetime, format_time
@@ -130,7 +131,7 @@ class Renderer:
             text = ""
             html = ""
             if EXTENSIONS[channel] == "html":
-                html = body
+                html = inline_css(body)
                 twin = name.removesuffix(".html.j2") + ".txt.j2"
                 if (self.templates_dir / twin).is_file():
                     digest.update((self.templates_dir / twin).read_bytes())
@@ -182,6 +183,16 @@ def _template_line(err: BaseException, templates_dir: Path) -> int | None:
         if frame.filename.startswith(root):
             return frame.lineno
     return None
+
+
+_INLINER = css_inline.CSSInliner(keep_style_tags=True, load_remote_stylesheets=False)
+
+
+def inline_css(html: str) -> str:
+    """Copies the `<style>` rules onto each element (Gmail and Outlook ignore most `<style>`
+    blocks), keeping the block for clients that read it (media queries)."""
+    inlined: str = _INLINER.inline(html)
+    return inlined
 
 
 def html_to_text(html: str) -> str:
