@@ -110,8 +110,10 @@ class CsTaskInput(BaseModel):
     reason: str
 
 
-FINAL_STATUSES = frozenset({"sent", "failed", "skipped"})
+FINAL_STATUSES = frozenset({"sent", "failed", "skipped", "unknown"})
 MAX_RETRY_AFTER = timedelta(hours=1)
+LOOKUP_ROOM = 3
+"""Activity attempts allowed per provider call when a send has a fallback (see `_hand_over`)."""
 
 
 class MessagingActivities:
@@ -159,9 +161,29 @@ class MessagingActivities:
                 key, status="skipped", error=f"the user unsubscribed from {request.channel}"
             )
         outgoing = self._outgoing(request, row)
-        provider = self._provider(request.channel)
+        return self._hand_over(row, outgoing, self._provider(request.channel), request.max_attempts)
+
+    def _hand_over(
+        self, row: Message, outgoing: OutgoingMessage, provider: Provider, max_attempts: int = 0
+    ) -> SendResult:
+        """Gives the message to the provider, once.
+
+        With `max_attempts` (the workflow then falls back to another channel), the row is
+        settled for good after that many calls to the provider: `failed` when the provider
+        certainly has not got it, `unknown` when nobody can tell, so the fallback never makes
+        a second copy of a message that may have gone out. Looking up an earlier call's outcome
+        is not a call: lookups get `LOOKUP_ROOM` times as many activity attempts."""
+        key = row.key
+        last_call = bool(max_attempts) and row.attempts + 1 >= max_attempts
         if row.status == "sending":
-            receipt = self._reconcile(row, outgoing, provider)
+            try:
+                receipt = self._reconcile(row, outgoing, provider)
+            except ApplicationError as err:
+                if max_attempts and activity.info().attempt >= max_attempts * LOOKUP_ROOM:
+                    return self._finish(
+                        key, status="unknown", error=f"outcome unknown, not sent again: {err}"
+                    )
+                raise
             if receipt is not None:
                 return self._finish(key, status="sent", provider_message_id=receipt.message_id)
         self._update(key, status="sending", attempts=row.attempts + 1, attempted_at=utcnow())
@@ -173,16 +195,8 @@ class MessagingActivities:
                 raise ApplicationError(
                     str(err), type="DeliveryRejected", non_retryable=True
                 ) from err
-            attempt = activity.info().attempt
-            if request.max_attempts and attempt >= request.max_attempts:
-                # The workflow gives up on this channel after this attempt (and falls back).
-                note = " (the provider may have accepted it)" if err.in_doubt else ""
-                self._finish(
-                    key, status="failed", error=f"gave up after {attempt} attempts{note}: {err}"
-                )
-                raise ApplicationError(
-                    str(err), type="DeliveryRejected", non_retryable=True
-                ) from err
+            if last_call:
+                return self._give_up(row, outgoing, provider, err)
             # Not accepted (429, 5xx, refused): back to pending. In doubt: stays `sending`,
             # so the next attempt reconciles before sending again.
             self._update(key, status="sending" if err.in_doubt else "pending", error=str(err))
@@ -195,6 +209,25 @@ class MessagingActivities:
                 next_retry_delay=delay,
             ) from err
         return self._finish(key, status="sent", provider_message_id=receipt.message_id, error=None)
+
+    def _give_up(
+        self, row: Message, outgoing: OutgoingMessage, provider: Provider, err: DeliveryError
+    ) -> SendResult:
+        attempts = row.attempts + 1
+        if err.in_doubt:
+            # One last look before the workflow sends the fallback.
+            try:
+                found = provider.find(outgoing, _aware(row.created_at))
+            except (NotImplementedError, DeliveryError):
+                return self._finish(
+                    row.key,
+                    status="unknown",
+                    error=f"outcome unknown after {attempts} attempts, not sent again: {err}",
+                )
+            if found is not None:
+                return self._finish(row.key, status="sent", provider_message_id=found.message_id)
+        self._finish(row.key, status="failed", error=f"gave up after {attempts} attempts: {err}")
+        raise ApplicationError(str(err), type="DeliveryRejected", non_retryable=True) from err
 
     def _reconcile(
         self, row: Message, outgoing: OutgoingMessage, provider: Provider
@@ -421,13 +454,7 @@ class MessagingActivities:
             trial_id=failure.workflow_id,
             message="template_failure",
         )
-        self._update(key, status="sending", attempts=row.attempts + 1, attempted_at=utcnow())
-        try:
-            receipt = self._provider("support").deliver(outgoing)
-        except DeliveryError as err:
-            self._update(key, status="pending", error=str(err))
-            raise ApplicationError(str(err), type="DeliveryUnavailable") from err
-        return self._finish(key, status="sent", provider_message_id=receipt.message_id)
+        return self._hand_over(row, outgoing, self._provider("support"))
 
     @activity.defn(name="assign_agent")
     def assign_agent(self, request: AssignAgentInput) -> str:

@@ -124,7 +124,9 @@ class Message(SQLModel, table=True):
     content_hash: str
     status: str = "pending"
     """pending (row written, not handed to the provider), sending (handed over, outcome not
-    known yet), sent, failed (refused for good), skipped (the user opted out meanwhile)."""
+    known yet), sent, failed (refused for good), skipped (the user opted out meanwhile),
+    unknown (the last attempt allowed timed out and the provider could not be asked: not sent
+    again, nor on a fallback channel, so it is never sent twice)."""
     provider: str = "outbox"
     provider_message_id: str | None = Field(default=None, index=True, max_length=200)
     error: str | None = None

@@ -19,6 +19,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.journey import JourneyActivities, LoadJourneyInput
     from activities.messaging import (
+        LOOKUP_ROOM,
         AssignAgentInput,
         CallFacts,
         CsTaskInput,
@@ -315,7 +316,9 @@ class TrialWorkflow:
                 MessagingActivities.send_message,
                 request,
                 start_to_close_timeout=timedelta(seconds=60),
-                retry_policy=replace(SEND_RETRY, maximum_attempts=max_attempts),
+                # The activity settles the row after `max_attempts` provider calls; lookups of
+                # an earlier call's outcome get room of their own.
+                retry_policy=replace(SEND_RETRY, maximum_attempts=max_attempts * LOOKUP_ROOM),
                 summary=f"{step.message} via {channel}",
             )
         except ActivityError as err:
