@@ -25,10 +25,26 @@ node_modules/.installed: package.json package-lock.json
 			"install Node.js >= 18.20 with npm to run them" >&2; \
 	fi
 
+# Debian's Chromium for the template preview's browser test (Playwright drives it; nothing is
+# downloaded by Playwright). Installed with apt when missing and we may; else the test skips.
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's chromium for the browser test"; \
+		(apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core >/dev/null \
+		|| (apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends \
+			chromium fonts-dejavu-core >/dev/null)) \
+		|| echo "warning: could not install chromium: the preview's browser test will be skipped" >&2; \
+	else \
+		echo "warning: $(CHROMIUM) is missing (apt-get install chromium as root): the preview's" \
+			"browser test will be skipped" >&2; \
+	fi
+
 run: $(STAMP)
 	$(BIN)/trialpath up
 
-test: $(STAMP) node_modules/.installed lint typecheck
+test: $(STAMP) node_modules/.installed $(CHROMIUM) lint typecheck
+	$(BIN)/trialpath templates check
 	$(BIN)/pytest --cov=trialpath --cov=workflows --cov=activities --cov-report=term:skip-covered
 
 lint: $(STAMP)

@@ -152,3 +152,32 @@ async def test_support_actions(
     assert result.stage == "converted"
     code, _, err = await run("cancel", "cli-act")
     assert code == 1 and "has already ended" in err
+
+
+def test_templates_preview_refuses_a_missing_folder_or_a_busy_port(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    trialpath = str(Path(sys.executable).parent / "trialpath")
+    missing = subprocess.run(
+        [trialpath, "templates", "preview", "--templates-dir", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert missing.returncode == 2 and "does not exist" in " ".join(missing.stderr.split())
+    assert "Traceback" not in missing.stderr
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        taken = subprocess.run(
+            [trialpath, "templates", "preview", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert taken.returncode == 2 and "already in use" in " ".join(taken.stderr.split())

@@ -195,3 +195,33 @@ def test_email_css_is_inlined_for_clients_that_drop_style_blocks(renderer: Rende
     cta = re.search(r'<a [^>]*class="cta"[^>]*>', html)
     assert cta is not None and "background: #3b4cca" in cta.group(0)
     assert "<style>" in html  # kept for clients that read it
+
+
+def test_any_error_in_a_template_is_a_template_problem_with_file_and_line(
+    tmp_path: Path,
+) -> None:
+    """So the worker treats it as a broken template (alert, retry later), never as a crash."""
+    (tmp_path / "sms").mkdir()
+    (tmp_path / "email").mkdir()
+    (tmp_path / "sms" / "a.default.en.txt.j2").write_text(
+        '---\ncategory: marketing\n---\nHi\n{{ trial.days_left + "x" }}\n'
+    )
+    (tmp_path / "sms" / "b.default.en.txt.j2").write_text("---\nsubject: [oops\n---\nHi\n")
+    (tmp_path / "email" / "_base.html.j2").write_text(
+        "<p>{{ product.nam }}</p>\n{% block body %}{% endblock %}\n"
+    )
+    (tmp_path / "email" / "c.default.en.html.j2").write_text(
+        '---\nsubject: Hi\n---\n{% extends "email/_base.html.j2" %}\n'
+        "{% block body %}x{% endblock %}\n"
+    )
+    renderer = Renderer(tmp_path)
+    ctx = context("sms", "a", "technical", "en", False)
+    with pytest.raises(TemplateProblem, match=r"^sms/a\.default\.en\.txt\.j2:5: "):
+        renderer.render("sms", "a", "technical", "en", ctx)
+    with pytest.raises(TemplateProblem, match=r"^sms/b\.default\.en\.txt\.j2:\d: invalid front"):
+        renderer.render("sms", "b", "technical", "en", ctx)
+    # The error is in the base layout: that is the file named.
+    with pytest.raises(TemplateProblem, match=r"^email/_base\.html\.j2:1: .*nam"):
+        renderer.render(
+            "email", "c", "technical", "en", context("email", "c", "technical", "en", False)
+        )

@@ -7,6 +7,7 @@ without restarting the worker.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import traceback
 from collections.abc import Callable, Mapping
@@ -26,7 +27,6 @@ from jinja2 import (
     Environment,
     FileSystemLoader,
     StrictUndefined,
-    TemplateError,
 )
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -140,12 +140,17 @@ class Renderer:
                     text = html_to_text(html)
             else:
                 text = body
-        except TemplateError as err:
-            line = getattr(err, "lineno", None) or _template_line(err, self.templates_dir)
-            where = f"{name}:{line}" if line else name
-            raise TemplateProblem(f"{where}: {err}") from err
         except TemplateProblem as err:
             raise TemplateProblem(f"{name}: {err}") from err
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f"{name}:{mark.line + 2}" if mark is not None else name  # after the ---
+            problem = getattr(err, "problem", None) or str(err)
+            raise TemplateProblem(f"{where}: invalid front matter: {problem}") from err
+        except Exception as err:
+            # Syntax errors, undefined variables, and anything the template's own code raises
+            # (adding text to a number...): all are a broken template, named with file:line.
+            raise TemplateProblem(f"{_where(err, name, self.templates_dir)}: {err}") from err
         cta_path = strings.get("cta_path", "")
         links = context.get("links", {})
         cta_url = (
@@ -175,14 +180,22 @@ class Renderer:
         return self._text_env.from_string(value).render(context).strip()
 
 
-def _template_line(err: BaseException, templates_dir: Path) -> int | None:
-    """Runtime errors (an undefined variable) carry no line number, but Jinja rewrites the
-    traceback so the template's own frame points at the failing line."""
-    root = str(templates_dir.resolve())
-    for frame in reversed(traceback.extract_tb(err.__traceback__)):
-        if frame.filename.startswith(root):
-            return frame.lineno
-    return None
+def _where(err: BaseException, name: str, templates_dir: Path) -> str:
+    """`file:line` of a template error. Syntax errors carry both; runtime errors (an undefined
+    variable) carry neither, but Jinja rewrites the traceback so the failing template's frame
+    points at its line, which may be in a base layout rather than in `name`."""
+    filename = getattr(err, "filename", None)
+    line = getattr(err, "lineno", None)
+    root = templates_dir.resolve()
+    if line is None:
+        for frame in reversed(traceback.extract_tb(err.__traceback__)):
+            if frame.filename.startswith(str(root)):
+                filename, line = frame.filename, frame.lineno
+                break
+    if filename:
+        with contextlib.suppress(ValueError):  # a file outside the folder keeps `name`
+            name = Path(filename).resolve().relative_to(root).as_posix()
+    return f"{name}:{line}" if line else name
 
 
 _INLINER = css_inline.CSSInliner(keep_style_tags=True, load_remote_stylesheets=False)

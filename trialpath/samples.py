@@ -1,0 +1,166 @@
+"""Sample users and the message contexts built for them: what previews and template checks render.
+
+Every value is fixed, dates included, so a message renders the same way on every run. The
+samples differ where templates branch or break: a missing company, a one-word name, accents
+outside the GSM-7 alphabet (SMS length), a time zone far from Paris, activation or not.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from trialpath.templating import Product, message_context
+
+TRIAL_ENDS_ON = date(2026, 12, 9)
+_ENDING = re.compile(r"trial_ending_(\d+)")
+_WINBACK = re.compile(r"winback_(\d+)")
+
+
+@dataclass(frozen=True)
+class SampleUser:
+    key: str
+    label: str
+    """One line a marketer reads in the sample selector."""
+    name: str
+    company: str
+    phone: str | None
+    timezone: str
+    day: int
+    days_left: int
+    activated: bool
+    activation_progress: int
+    call_agent: str
+    call_at: datetime
+    """Every call message goes out once the journey has reserved a call, so each sample has one."""
+
+    @property
+    def first_name(self) -> str:
+        return self.name.split()[0]
+
+
+SAMPLE_USERS: dict[str, SampleUser] = {
+    sample.key: sample
+    for sample in (
+        SampleUser(
+            key="ada",
+            label="Ada Lovelace · Analytical Engines · activated · call booked · no phone",
+            name="Ada Lovelace",
+            company="Analytical Engines",
+            phone=None,
+            timezone="Europe/Paris",
+            day=3,
+            days_left=11,
+            activated=True,
+            activation_progress=100,
+            call_agent="Camille",
+            call_at=datetime(2026, 11, 27, 9, 0, tzinfo=UTC),
+        ),
+        SampleUser(
+            key="sam",
+            label="Sam · no company · phone number · not activated",
+            name="Sam",
+            company="",
+            phone="+447700900123",
+            timezone="Europe/London",
+            day=5,
+            days_left=9,
+            activated=False,
+            activation_progress=0,
+            call_agent="Samir",
+            call_at=datetime(2026, 11, 28, 14, 30, tzinfo=UTC),
+        ),
+        SampleUser(
+            key="zoe",
+            label="Zoë Ó Briain · long company name, accents · New York time · half-way",
+            name="Zoë Ó Briain-Castellanos",
+            company="Ōtaki Coöperative Dairies and Regional Distribution Ltd",
+            phone="+16465550123",
+            timezone="America/New_York",
+            day=8,
+            days_left=6,
+            activated=False,
+            activation_progress=50,
+            call_agent="Julia",
+            call_at=datetime(2026, 12, 1, 15, 0, tzinfo=UTC),
+        ),
+    )
+}
+
+
+def sample_user(sample: str | SampleUser) -> SampleUser:
+    if isinstance(sample, SampleUser):
+        return sample
+    try:
+        return SAMPLE_USERS[sample]
+    except KeyError:
+        known = ", ".join(SAMPLE_USERS)
+        raise KeyError(f"unknown sample {sample!r}; choose one of {known}") from None
+
+
+def _trial(user: SampleUser, message: str) -> dict[str, Any]:
+    """The sample's trial, adjusted to what the journey guarantees when it sends `message`."""
+    trial: dict[str, Any] = {
+        "day": user.day,
+        "days_left": user.days_left,
+        "ends_on": TRIAL_ENDS_ON,
+        "activated": user.activated,
+        "activation_progress": user.activation_progress,
+        "extended_days": 0,
+        "plan": None,
+    }
+    if ending := _ENDING.fullmatch(message):
+        trial["days_left"] = int(ending.group(1))
+    elif _WINBACK.fullmatch(message):
+        trial["days_left"] = 0
+    elif message == "activated":
+        trial.update(activated=True, activation_progress=100)
+    elif message == "trial_extended":
+        trial.update(extended_days=7, days_left=user.days_left + 7)
+    elif message == "welcome_paid":
+        trial["plan"] = "team"
+    return trial
+
+
+def sample_context(
+    product: Product,
+    channel: str,
+    message: str,
+    persona: str | None,
+    locale: str,
+    sample: str | SampleUser,
+    *,
+    unsubscribe_url: str | None = None,
+) -> dict[str, Any]:
+    """The template variables for `message` sent to a sample user (or its key) in `locale`."""
+    user = sample_user(sample)
+    return message_context(
+        product=product,
+        channel=channel,
+        message=message,
+        user={
+            "name": user.name,
+            "company": user.company,
+            "locale": locale,
+            "timezone": user.timezone,
+        },
+        persona=persona,
+        trial=_trial(user, message),
+        call={"at": user.call_at, "agent": user.call_agent, "duration_minutes": 30},
+        # Only support alerts get alert facts, as in the worker: a message using `alert.*`
+        # elsewhere shows its error here instead of looking fine.
+        alert=None
+        if message != "support_alert"
+        else {
+            "reason": "stalled",
+            "user_id": f"sample-{user.key}",
+            "persona": persona or "business",
+            "urgency": "this_week",
+            "days_stalled": 3,
+            "cs_task": True,
+            "agent": user.call_agent,
+        },
+        unsubscribe_url=unsubscribe_url,
+    )
