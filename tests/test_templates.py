@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime
+from html import unescape
 from pathlib import Path
 from typing import Any
 
@@ -225,3 +226,54 @@ def test_any_error_in_a_template_is_a_template_problem_with_file_and_line(
         renderer.render(
             "email", "c", "technical", "en", context("email", "c", "technical", "en", False)
         )
+
+
+INJECTIONS = [
+    "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+    "{{ link.__globals__['os'] }}",
+    "{{ user.__class__.__init__.__globals__ }}",
+    "{% for c in ().__class__.__base__.__subclasses__() %}{{ c }}{% endfor %}",
+    "{{ cycler.__init__.__globals__.os.popen('id').read() }}",
+]
+
+
+@pytest.mark.parametrize("payload", INJECTIONS)
+def test_user_data_is_text_never_template_code(
+    renderer: Renderer, tmp_path: Path, payload: str
+) -> None:
+    """A user who signs up with template code as their name or company gets it back as text
+    (escaped in HTML), never evaluated."""
+    (tmp_path / "sms").mkdir()
+    (tmp_path / "sms" / "x.default.en.txt.j2").write_text(
+        "---\ncategory: marketing\n---\nHi {{ user.first_name }} from {{ user.company }}\n"
+    )
+    ctx = context("sms", "x", "technical", "en", False, name=payload, company=payload)
+    ctx["user"]["first_name"] = payload
+    text = Renderer(tmp_path).render("sms", "x", "technical", "en", ctx).text
+    assert text == f"Hi {payload} from {payload}"
+    email_ctx = context("email", "welcome", "technical", "en", False, company=payload)
+    email_ctx["user"]["first_name"] = payload
+    html = renderer.render("email", "welcome", "technical", "en", email_ctx).html
+    assert "<class " not in html and "uid=" not in html
+    assert payload in unescape(html)  # shown (escaped) as the text it is
+
+
+@pytest.mark.parametrize("payload", INJECTIONS)
+@pytest.mark.parametrize("where", ["body", "subject"])
+def test_template_code_cannot_escape_the_sandbox(tmp_path: Path, payload: str, where: str) -> None:
+    """Even a template (or its front matter) written to break out is stopped by the sandbox,
+    and reported as a broken template."""
+    (tmp_path / "sms").mkdir()
+    subject = payload.replace('"', "'") if where == "subject" else "Hi"
+    body = payload if where == "body" else "Hi"
+    (tmp_path / "sms" / "x.default.en.txt.j2").write_text(
+        f'---\nsubject: "{subject}"\ncategory: marketing\n---\n{body}\n'
+    )
+    ctx = context("sms", "x", "technical", "en", False)
+    with pytest.raises(TemplateProblem) as info:
+        Renderer(tmp_path).render("sms", "x", "technical", "en", ctx)
+    assert (
+        "unsafe" in str(info.value)
+        or "not safely" in str(info.value)
+        or "undefined" in str(info.value)
+    )

@@ -24,6 +24,7 @@ import yaml
 from babel.dates import format_date, format_datetime, format_time
 from jinja2 import (
     BaseLoader,
+    Template,
     Environment,
     FileSystemLoader,
     StrictUndefined,
@@ -96,6 +97,10 @@ class Renderer:
         self.templates_dir = templates_dir
         self.env = make_environment(templates_dir)
         self._text_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+        # Parsed front matter by file content, compiled front-matter strings by source: an
+        # edited file has other content, so edits apply on the next send, no restart needed.
+        self._meta: dict[bytes, dict[str, Any]] = {}
+        self._strings: dict[str, Template] = {}
 
     def resolve(self, channel: str, message: str, persona: str | None, locale: str) -> str:
         """The file used for a message: persona then `default`, locale then `en`."""
@@ -124,7 +129,7 @@ class Renderer:
         raw = path.read_bytes()
         digest = hashlib.sha256(raw)
         try:
-            meta, _, _ = split_front_matter(raw.decode("utf-8"))
+            meta = self._front_matter(raw, digest.digest())
             strings = {k: self._render_string(str(v), context) for k, v in meta.items()}
             full = {**context, **strings}
             body = self.env.get_template(name).render(full).strip()
@@ -174,10 +179,25 @@ class Renderer:
             cta_url=cta_url,
         )
 
+    def _front_matter(self, raw: bytes, digest: bytes) -> dict[str, Any]:
+        meta = self._meta.get(digest)
+        if meta is None:
+            meta, _, _ = split_front_matter(raw.decode("utf-8"))
+            if len(self._meta) > 2000:
+                self._meta.clear()
+            self._meta[digest] = meta
+        return meta
+
     def _render_string(self, value: str, context: Mapping[str, Any]) -> str:
         if "{" not in value:
             return value
-        return self._text_env.from_string(value).render(context).strip()
+        template = self._strings.get(value)
+        if template is None:
+            template = self._text_env.from_string(value)
+            if len(self._strings) > 5000:
+                self._strings.clear()
+            self._strings[value] = template
+        return template.render(context).strip()
 
 
 def _where(err: BaseException, name: str, templates_dir: Path) -> str:
