@@ -24,10 +24,10 @@ import yaml
 from babel.dates import format_date, format_datetime, format_time
 from jinja2 import (
     BaseLoader,
-    Template,
     Environment,
     FileSystemLoader,
     StrictUndefined,
+    Template,
 )
 from jinja2.sandbox import SandboxedEnvironment
 
