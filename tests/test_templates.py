@@ -277,3 +277,24 @@ def test_template_code_cannot_escape_the_sandbox(tmp_path: Path, payload: str, w
         or "not safely" in str(info.value)
         or "undefined" in str(info.value)
     )
+
+
+@pytest.mark.parametrize(
+    ("locale", "expected"),
+    [
+        ("en", "Ends December 9, 2026 · call Friday, November 27, 2026 · 10:00\u202fAM · 1,234.5"),
+        ("fr", "Ends 9 décembre 2026 · call vendredi 27 novembre 2026 · 10:00 · 1\u202f234,5"),
+    ],
+)
+def test_filters_format_in_the_users_language_and_time_zone(
+    tmp_path: Path, locale: str, expected: str
+) -> None:
+    (tmp_path / "sms").mkdir()
+    (tmp_path / "sms" / f"x.default.{locale}.txt.j2").write_text(
+        "---\ncategory: transactional\n---\n"
+        "Ends {{ trial.ends_on_date | date }} · call {{ call.starts_at | date('full') }} · "
+        "{{ call.starts_at | time }} · {{ 1234.5 | number }}\n"
+    )
+    ctx = context("sms", "x", "technical", locale, False)  # call at 09:00 UTC, Paris time
+    text = Renderer(tmp_path).render("sms", "x", "technical", locale, ctx).text
+    assert text == expected

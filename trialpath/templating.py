@@ -12,7 +12,7 @@ import hashlib
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -22,13 +22,16 @@ import css_inline
 import html2text
 import yaml
 from babel.dates import format_date, format_datetime, format_time
+from babel.numbers import format_decimal
 from jinja2 import (
     BaseLoader,
     Environment,
     FileSystemLoader,
     StrictUndefined,
     Template,
+    pass_context,
 )
+from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 
 EXTENSIONS = {"email": "html", "support": "html", "in_app": "txt", "sms": "txt"}
@@ -65,15 +68,61 @@ class _BodyLoader(FileSystemLoader):
         return "\n" * skipped + body, filename, uptodate
 
 
+def _locale(ctx: Context) -> str:
+    user = ctx.get("user")
+    return str(user.get("locale", FALLBACK_LOCALE)) if isinstance(user, Mapping) else "en"
+
+
+def _zone(ctx: Context) -> ZoneInfo:
+    user = ctx.get("user")
+    return ZoneInfo(str(user.get("timezone", "UTC")) if isinstance(user, Mapping) else "UTC")
+
+
+@pass_context
+def _date_filter(ctx: Context, value: date | datetime, format: str = "long") -> str:
+    """`{{ trial.ends_on_date | date }}`: a date in the user's language (short, medium, long,
+    full, or a pattern such as "d MMMM")."""
+    if isinstance(value, datetime):
+        value = value.astimezone(_zone(ctx)).date()
+    return str(format_date(value, format, locale=_locale(ctx)))
+
+
+@pass_context
+def _datetime_filter(ctx: Context, value: datetime, format: str = "medium") -> str:
+    """`{{ call.starts_at | datetime("full") }}`: in the user's language and time zone."""
+    return str(format_datetime(value, format, tzinfo=_zone(ctx), locale=_locale(ctx)))
+
+
+@pass_context
+def _time_filter(ctx: Context, value: datetime, format: str = "short") -> str:
+    return str(format_time(value, format, tzinfo=_zone(ctx), locale=_locale(ctx)))
+
+
+@pass_context
+def _number_filter(ctx: Context, value: float) -> str:
+    """`{{ 1234.5 | number }}` → `1,234.5` in English, `1 234,5` in French."""
+    return str(format_decimal(value, locale=_locale(ctx)))
+
+
+FILTERS: dict[str, Callable[..., str]] = {
+    "date": _date_filter,
+    "datetime": _datetime_filter,
+    "time": _time_filter,
+    "number": _number_filter,
+}
+
+
 def make_environment(templates_dir: Path) -> SandboxedEnvironment:
     loader: BaseLoader = _BodyLoader(str(templates_dir.resolve()))
-    return SandboxedEnvironment(
+    env = SandboxedEnvironment(
         loader=loader,
         undefined=StrictUndefined,
         autoescape=lambda name: name is not None and name.endswith(".html.j2"),
         auto_reload=True,
         keep_trailing_newline=False,
     )
+    env.filters.update(FILTERS)
+    return env
 
 
 @dataclass(frozen=True)
@@ -97,6 +146,7 @@ class Renderer:
         self.templates_dir = templates_dir
         self.env = make_environment(templates_dir)
         self._text_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+        self._text_env.filters.update(FILTERS)
         # Parsed front matter by file content, compiled front-matter strings by source: an
         # edited file has other content, so edits apply on the next send, no restart needed.
         self._meta: dict[bytes, dict[str, Any]] = {}
@@ -313,6 +363,7 @@ def message_context(
             "day": trial.get("day", 0),
             "days_left": trial.get("days_left", 0),
             "ends_on": format_date(ends_on, "long", locale=locale) if ends_on else "",
+            "ends_on_date": ends_on,
             "activated": bool(trial.get("activated", False)),
             "activation_progress": trial.get("activation_progress", 0),
             "extended_days": trial.get("extended_days", 0),
@@ -321,6 +372,7 @@ def message_context(
         "call": {
             "at": call_at,
             "time": call_time,
+            "starts_at": call.get("at"),
             "agent": call.get("agent") or "",
             "duration_minutes": call.get("duration_minutes", 30),
         },
