@@ -21,8 +21,10 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from trialpath.delivery import Attachment, DeliveryError, OutgoingMessage, Provider, Receipt
+from trialpath.logs import bind_activity
+from trialpath.metrics import MESSAGES, PROVIDER_LATENCY
 from trialpath.models import AgentAssignment, AgentCursor, CsTask, Message, MessageEvent, utcnow
-from trialpath.preferences import UnsubscribeTokens, unsubscribed
+from trialpath.preferences import SURVEY_SCALES, SurveyTokens, UnsubscribeTokens, unsubscribed
 from trialpath.templating import Product, Renderer, TemplateProblem, message_context
 
 ICS_MESSAGES = frozenset({"call_invite", "call_booked", "call_rescheduled"})
@@ -150,6 +152,7 @@ class MessagingActivities:
         record when the provider cannot be asked.
         """
         key = request.key
+        bind_activity(user_id=request.user_id, step=f"{request.occurrence}/{request.channel}")
         with Session(self.engine) as session:
             row = session.get(Message, key)
         if row is None:
@@ -188,7 +191,8 @@ class MessagingActivities:
                 return self._finish(key, status="sent", provider_message_id=receipt.message_id)
         self._update(key, status="sending", attempts=row.attempts + 1, attempted_at=utcnow())
         try:
-            receipt = provider.deliver(outgoing)
+            with PROVIDER_LATENCY.labels(provider.name).time():
+                receipt = provider.deliver(outgoing)
         except DeliveryError as err:
             if err.permanent:
                 self._finish(key, status="failed", error=str(err))
@@ -323,7 +327,9 @@ class MessagingActivities:
     def _finish(self, key: str, **changes: Any) -> SendResult:
         if changes.get("status") == "sent":
             changes["sent_at"] = utcnow()
-        return _result(self._update(key, **changes))
+        row = self._update(key, **changes)
+        MESSAGES.labels(row.channel, row.status).inc()
+        return _result(row)
 
     def _provider(self, channel: str) -> Provider:
         return self.providers[channel]
@@ -342,6 +348,15 @@ class MessagingActivities:
             return None
         return f"{self.public_url}/v1/unsubscribe/{self.tokens.make(user_id, channel)}"
 
+    def survey_links(self, user_id: str, message: str) -> list[tuple[int, str]]:
+        """One signed answer link per score, for survey messages."""
+        survey = message.removeprefix("survey_")
+        if self.tokens is None or not self.public_url or survey not in SURVEY_SCALES:
+            return []
+        token = SurveyTokens(self.tokens.secret).make(user_id, survey)
+        base = f"{self.public_url}/v1/surveys/{token}"
+        return [(n, f"{base}?score={n}") for n in range(1, SURVEY_SCALES[survey] + 1)]
+
     def _context(self, request: SendMessageInput) -> dict[str, Any]:
         call = request.call
         return message_context(
@@ -354,6 +369,7 @@ class MessagingActivities:
             call=call.model_dump() if call else None,
             alert=request.alert,
             unsubscribe_url=self.unsubscribe_url(request.user_id, request.channel),
+            survey_links=self.survey_links(request.user_id, request.message),
         )
 
     def _outgoing(self, request: SendMessageInput, row: Message) -> OutgoingMessage:

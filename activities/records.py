@@ -11,6 +11,8 @@ from sqlmodel import Session, col, select
 from temporalio import activity
 
 from trialpath.contract import TrialProfile
+from trialpath.logs import bind_activity
+from trialpath.metrics import ACTIVATIONS
 from trialpath.models import StageChange, Trial, TrialEvent, utcnow
 
 
@@ -64,12 +66,14 @@ class RecordActivities:
     def record_progress(self, request: RecordProgressInput) -> None:
         """Idempotent: events are keyed by id and stage changes by position."""
         snap = request.trial
+        bind_activity(user_id=snap.user_id)
         with Session(self.engine) as session:
             trial = session.get(Trial, snap.user_id)
             if trial is None:
                 trial = Trial(
                     user_id=snap.user_id, workflow_id=snap.workflow_id, signup_at=snap.signup_at
                 )
+            newly_activated = snap.activated and not trial.activated
             for name, value in snap.model_dump(exclude={"user_id", "signup_at"}).items():
                 setattr(trial, name, value)
             if request.profile is not None:
@@ -112,3 +116,5 @@ class RecordActivities:
                 if exists is None:
                     session.add(StageChange(user_id=snap.user_id, **change.model_dump()))
             session.commit()
+        if newly_activated:  # Counted once: a retry finds the row already activated.
+            ACTIVATIONS.inc()

@@ -16,7 +16,7 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from trialpath.config import Settings
+from trialpath.config import PACKAGE_DIR, Settings
 from trialpath.temporal import DATA_CONVERTER, bundled_binary, register_search_attributes
 from worker import build_worker
 
@@ -42,6 +42,25 @@ TEST_DATABASE_URL = os.environ.get("TRIALPATH_TEST_DATABASE_URL", "")
 PostgreSQL: each test then gets a database of its own. Empty: SQLite in the test's folder."""
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--database-only",
+        action="store_true",
+        help="run only the tests that use a database (the PostgreSQL pass of `make test`)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("--database-only"):
+        return
+    # The tests that reach a database are those that ask for one, directly or through settings.
+    used = [item for item in items if "database_url" in getattr(item, "fixturenames", ())]
+    if len(used) < len(items):
+        kept = set(map(id, used))
+        config.hook.pytest_deselected(items=[item for item in items if id(item) not in kept])
+        items[:] = used
+
+
 @pytest.fixture
 def database_url() -> Iterator[str]:
     if not TEST_DATABASE_URL:
@@ -65,10 +84,29 @@ def database_url() -> Iterator[str]:
         admin.dispose()
 
 
+@pytest.fixture(scope="session")
+def journey_without_experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped journey minus its `[surveys]` and `[experiment]` (its last two sections):
+    every test user follows their persona's path (arm `default`) with the exact message lists
+    the scenarios expect, whichever arm their id hashes to. Surveys and the experiment are
+    tested with the shipped file (tests/test_experiment.py, tests/test_journey.py)."""
+    text = (PACKAGE_DIR / "journey.toml").read_text()
+    head, found, tail = text.partition("\n[surveys]")
+    assert found and "\n[experiment]" in tail and tail.count("\n[") == 1, (
+        "journey.toml must end with [surveys] then [experiment]: update this fixture"
+    )
+    path = tmp_path_factory.mktemp("journey") / "journey.toml"
+    path.write_text(head + "\n")
+    return path
+
+
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str) -> Settings:
+def settings(tmp_path: Path, database_url: str, journey_without_experiment: Path) -> Settings:
     return Settings(
-        data_dir=tmp_path / "data", task_queue=f"tq-{uuid.uuid4()}", database_url=database_url
+        data_dir=tmp_path / "data",
+        task_queue=f"tq-{uuid.uuid4()}",
+        database_url=database_url,
+        journey_file=journey_without_experiment,
     )
 
 

@@ -36,7 +36,9 @@ from trialpath.journey import (
     Wait,
 )
 
-DEFN = load_definition(PACKAGE_DIR / "journey.toml")
+SHIPPED = load_definition(PACKAGE_DIR / "journey.toml")
+DEFN = SHIPPED.model_copy(update={"experiment": None})
+"""Everyone on their persona's path (arm `default`); the experiment has tests of its own."""
 D0 = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday, far from any DST change in the zones used
 
 
@@ -836,6 +838,7 @@ def test_end_of_trial_beats_the_activated_message() -> None:
     assert state.activated_at == t(10, 20)
     # Day 11 09:00: T-3 (due day 11 00:00, priority 0) and activated (priority 1).
     assert [(at, occ) for at, occ in run.log(since=t(10, 12)) if occ != "milestone"] == [
+        (t(10, 21), "survey_ces"),  # an hour after the first-value milestone
         (t(11, 9), "trial_ending_3"),
         (t(12, 9), "activated"),
         (t(13, 9), "trial_ending_1"),
@@ -1402,10 +1405,11 @@ def test_conversion_sends_welcome_paid_then_finishes() -> None:
         assert journey.apply_conversion(state, "team", 99.0, now) is True
 
     run = simulate(DEFN, state, SIGNUP, t(40), [(t(5, 12), book_then_convert)])
-    # The pending call_booked.2 was dropped; only welcome_paid, on email and in-app.
-    assert run.log(since=t(5)) == [(t(5, 12), "welcome_paid")]
+    # The pending call_booked.2 was dropped: welcome_paid, on email and in-app, then the
+    # referral ask three days later, and the journey ends.
+    assert run.log(since=t(5)) == [(t(5, 12), "welcome_paid"), (t(8, 12), "referral_ask")]
     assert run.channels("welcome_paid") == ("email", "in_app")
-    assert (run.finish, run.now) == ("converted", t(5, 12))
+    assert (run.finish, run.now) == ("converted", t(8, 12))
     assert state.converted is not None
     assert (state.converted.plan, state.converted.mrr) == ("team", 99.0)
     assert journey.stage_of(DEFN, state, t(30)) == "converted"
@@ -1622,3 +1626,80 @@ def test_a_template_still_broken_after_the_retries_is_given_up() -> None:
     journey.mark_done(defn, state, retry, [], retry_at, ["email", "in_app"])
     assert state.done["welcome"] == "skipped" and state.held == {}
     assert state.marketing_days == {}
+
+
+# --- Experiment arms and surveys -------------------------------------------------------------
+
+
+def in_arm(arm: str) -> TrialState:
+    """A trial whose user id hashes to `arm` in the shipped experiment."""
+    for i in range(1000):
+        user_id = f"exp-{i}"
+        if journey.assign_arm(SHIPPED, user_id) == arm:
+            person = profile(role="technical").model_copy(update={"user_id": user_id})
+            return journey.start(SHIPPED, person, SIGNUP)
+    raise AssertionError(f"no user id in arm {arm}")
+
+
+def test_arms_are_stable_and_follow_the_weights() -> None:
+    assert SHIPPED.experiment is not None
+    weights = SHIPPED.experiment.arms
+    ids = [f"user-{i}" for i in range(20000)]
+    arms = [journey.assign_arm(SHIPPED, u) for u in ids]
+    assert arms == [journey.assign_arm(SHIPPED, u) for u in ids]  # deterministic
+    for arm, weight in weights.items():
+        share = arms.count(arm) / len(arms)
+        assert abs(share - weight / sum(weights.values())) < 0.015, (arm, share)
+    assert journey.assign_arm(DEFN, "user-1") == "default"  # no experiment declared
+    renamed = SHIPPED.experiment.model_copy(update={"name": "another-test"})
+    other = SHIPPED.model_copy(update={"experiment": renamed})
+    moved = sum(journey.assign_arm(other, u) != a for u, a in zip(ids[:2000], arms, strict=False))
+    assert moved > 500  # a new experiment reshuffles users
+
+
+def test_holdout_gets_only_transactional_messages() -> None:
+    state = in_arm("holdout")
+    run = simulate(SHIPPED, state, SIGNUP, t(25))
+    occurrences = run.occurrences()
+    assert "call_invite.1" in occurrences  # transactional: still sent
+    categories = {
+        SHIPPED.message(occ.split(".")[0].removeprefix("drip.")).category for occ in occurrences
+    }
+    assert categories == {"transactional"}
+    assert all(done == "skipped" for occ, done in state.done.items() if occ.startswith("drip."))
+
+
+def test_generic_arm_follows_one_path_for_everyone() -> None:
+    assert SHIPPED.experiment is not None
+    state = in_arm("generic")
+    assert state.persona == "technical"
+    assert journey.path_persona(SHIPPED, state) == SHIPPED.experiment.generic_persona
+    run = simulate(SHIPPED, state, SIGNUP, t(12))
+    drips = [occ.removeprefix("drip.") for occ in run.occurrences() if occ.startswith("drip.")]
+    generic = [s.message for s in SHIPPED.personas[SHIPPED.experiment.generic_persona].drip]
+    assert drips and drips == generic[: len(drips)]
+    personalized = in_arm("personalized")
+    assert journey.path_persona(SHIPPED, personalized) == "technical"
+
+
+def test_csat_follows_the_call_and_old_definitions_ask_nothing() -> None:
+    state = begin(role="business", urgency="this_week")
+    run = simulate(
+        DEFN,
+        state,
+        SIGNUP,
+        t(5),
+        [(t(2, 11), lambda now: journey.apply_call_completed(state, None, now))],
+    )
+    assert run.at_of("survey_csat") == t(2, 13)  # two hours after the call
+    assert run.channels("survey_csat") == ("email", "in_app")
+    old = DEFN.model_copy(update={"surveys": None})
+    state = begin(old, role="business", urgency="this_week")
+    run = simulate(
+        old,
+        state,
+        SIGNUP,
+        t(5),
+        [(t(2, 11), lambda now: journey.apply_call_completed(state, None, now))],
+    )
+    assert "survey_csat" not in run.occurrences()

@@ -18,6 +18,9 @@ Urgency = Literal["this_week", "this_month", "evaluating"]
 Challenge = Literal["integrations", "team_coordination", "strategic_oversight"]
 Channel = Literal["email", "sms", "in_app", "support"]
 Category = Literal["marketing", "transactional"]
+ArmName = Literal["personalized", "generic", "holdout"]
+"""personalized: each persona's own path; generic: one path for everyone; holdout:
+transactional messages only (no onboarding emails at all)."""
 
 PERSONAS: tuple[Persona, ...] = ("technical", "business", "executive")
 URGENCIES: tuple[Urgency, ...] = ("this_week", "this_month", "evaluating")
@@ -103,6 +106,34 @@ class Inference(_Strict):
     events: dict[str, Persona] = {}
 
 
+class Experiment(_Strict):
+    """Arms with weights; each user is assigned one, deterministically from the user id."""
+
+    name: str = Field(min_length=1)
+    arms: dict[ArmName, float]
+    control: ArmName = "generic"
+    generic_persona: Persona = "business"
+    """The path everyone in the `generic` arm follows, whatever their persona."""
+
+    @model_validator(mode="after")
+    def _valid(self) -> Experiment:
+        if not self.arms or any(w < 0 for w in self.arms.values()):
+            raise ValueError("experiment.arms needs at least one arm and no negative weight")
+        if sum(self.arms.values()) <= 0:
+            raise ValueError("experiment.arms weights must not all be zero")
+        if self.control not in self.arms:
+            raise ValueError(f"experiment.control {self.control!r} is not one of the arms")
+        return self
+
+
+class Surveys(_Strict):
+    """When the journey asks for feedback (answers arrive as events)."""
+
+    csat_after_call_hours: float = Field(default=2.0, gt=0)
+    ces_after_milestone_hours: float = Field(default=1.0, gt=0)
+    referral_after_conversion_days: float = Field(default=3.0, gt=0)
+
+
 class EndOfTrial(_Strict):
     before_days: tuple[int, ...]
     winback_days: tuple[int, ...]
@@ -147,6 +178,10 @@ class JourneyDefinition(_Strict):
     end_of_trial: EndOfTrial
     personas: dict[Persona, PersonaPath]
     messages: dict[str, MessageSpec]
+    experiment: Experiment | None = None
+    """None: everyone follows their persona's path (arm `default`)."""
+    surveys: Surveys | None = None
+    """None: no survey and no referral ask (journeys started before they existed)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> JourneyDefinition:
@@ -156,6 +191,8 @@ class JourneyDefinition(_Strict):
         needed: set[str] = set(REQUIRED_MESSAGES)
         needed |= {f"trial_ending_{d}" for d in self.end_of_trial.before_days}
         needed |= {f"winback_{d}" for d in self.end_of_trial.winback_days}
+        if self.surveys is not None:
+            needed |= {"survey_csat", "survey_ces", "referral_ask"}
         lacking = needed - set(self.messages)
         if lacking:
             raise ValueError(f"messages lacks {sorted(lacking)}")

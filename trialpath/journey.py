@@ -9,6 +9,7 @@ time or until a signal changes the state. Signals and updates go through the `ap
 from __future__ import annotations
 
 import bisect
+import hashlib
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -79,6 +80,7 @@ class CallState(_State):
     chosen_by_user: bool = False
     """The user picked this time (booked or rescheduled): the journey never moves it."""
     notes: str | None = None
+    completed_at: datetime | None = None
 
 
 class Queued(_State):
@@ -167,6 +169,8 @@ class TrialState(_State):
     marketing_days: dict[str, int] = {}
     """Marketing messages sent per local date, for the daily cap."""
     stage: Stage = "qualifying"
+    arm: str = "default"
+    """The experiment arm (`default` when the journey runs no experiment)."""
     """The stage last recorded by the workflow (for change detection)."""
     stage_changes: int = 0
     """How many stage changes were recorded: numbers them so a retried write is no duplicate."""
@@ -251,6 +255,7 @@ def start(defn: JourneyDefinition, profile: TrialProfile, signup_at: datetime) -
         company=profile.company,
         ends_on=signup_at.astimezone(tz).date() + timedelta(days=days),
         qualify_deadline=signup_at + timedelta(hours=defn.qualifier_timeout_hours),
+        arm=assign_arm(defn, profile.user_id),
     )
     answers = profile.qualification
     if answers is not None:
@@ -260,6 +265,28 @@ def start(defn: JourneyDefinition, profile: TrialProfile, signup_at: datetime) -
         if answers.role is not None:
             _set_persona(defn, state, answers.role, "signup", signup_at)
     return state
+
+
+def assign_arm(defn: JourneyDefinition, user_id: str) -> str:
+    """The user's experiment arm: a stable hash of the experiment name and the user id mapped
+    onto the arms' weights, so the same user always lands in the same arm."""
+    experiment = defn.experiment
+    if experiment is None:
+        return "default"
+    digest = hashlib.sha256(f"{experiment.name}:{user_id}".encode()).digest()
+    point = int.from_bytes(digest[:8], "big") / 2**64 * sum(experiment.arms.values())
+    for arm, weight in experiment.arms.items():
+        if point < weight:
+            return arm
+        point -= weight
+    return next(reversed(experiment.arms))  # pragma: no cover  (rounding at the very top)
+
+
+def path_persona(defn: JourneyDefinition, state: TrialState) -> Persona | None:
+    """Whose path the messages follow: the user's persona, except in the `generic` arm."""
+    if state.arm == "generic" and defn.experiment is not None:
+        return defn.experiment.generic_persona
+    return state.persona
 
 
 # --- Stage -----------------------------------------------------------------------------------
@@ -490,6 +517,7 @@ def apply_call_completed(state: TrialState, notes: str | None, now: datetime) ->
         return False
     state.call.state = "completed"
     state.call.notes = notes
+    state.call.completed_at = now
     _enqueue(state, "call_followup", "call_followup", now)
     return True
 
@@ -561,7 +589,9 @@ def channels_for(
     defn: JourneyDefinition, state: TrialState, spec: MessageSpec
 ) -> tuple[Channel, ...]:
     """The channels a message actually goes to: SMS only with a phone number (else its
-    fallback), and marketing never to an unsubscribed channel."""
+    fallback), and marketing never to an unsubscribed channel, nor to the holdout arm."""
+    if spec.category == "marketing" and state.arm == "holdout":
+        return ()
     chosen: list[Channel] = []
     for channel in spec.channels:
         if channel == "sms" and not state.has_phone:
@@ -660,6 +690,27 @@ def _trial_candidates(
     return found
 
 
+def _survey_candidates(defn: JourneyDefinition, state: TrialState) -> list[_Candidate]:
+    """CSAT after the success call, CES after the first-value milestone (while the trial
+    runs), the referral ask after the purchase."""
+    surveys = defn.surveys
+    if surveys is None or state.cancelled is not None:
+        return []
+    found: list[_Candidate] = []
+    ends = trial_ends_at(state)
+    if state.converted is None:
+        if state.call.completed_at is not None:
+            due = state.call.completed_at + timedelta(hours=surveys.csat_after_call_hours)
+            found.append(_Candidate("survey_csat", "survey_csat", due, stale_at=ends))
+        if state.milestone_at is not None:
+            due = state.milestone_at + timedelta(hours=surveys.ces_after_milestone_hours)
+            found.append(_Candidate("survey_ces", "survey_ces", due, stale_at=ends))
+    else:
+        due = state.converted.at + timedelta(days=surveys.referral_after_conversion_days)
+        found.append(_Candidate("referral_ask", "referral_ask", due))
+    return found
+
+
 def _stall_anchor(state: TrialState) -> datetime:
     assert state.persona_at is not None
     if state.last_key_event_at is None:
@@ -682,9 +733,10 @@ def _stall_candidates(defn: JourneyDefinition, state: TrialState) -> list[_Candi
 
 
 def _next_drip(defn: JourneyDefinition, state: TrialState) -> _Candidate | None:
-    assert state.persona is not None
+    persona = path_persona(defn, state)
+    assert persona is not None
     signup_day = local_date(state, state.signup_at)
-    for step in defn.personas[state.persona].drip:
+    for step in defn.personas[persona].drip:
         occurrence = f"drip.{step.message}"
         if occurrence in state.done:
             continue
@@ -738,6 +790,7 @@ def _decide(defn: JourneyDefinition, state: TrialState, now: datetime) -> Step |
         _set_persona(defn, state, infer_persona(defn, state), "inferred", now)
 
     candidates = [_Candidate(q.occurrence, q.message, q.due, extra=q.extra) for q in state.queued]
+    candidates.extend(_survey_candidates(defn, state))
     if state.converted is None:
         if _needs_agent(state) and now < trial_ends_at(state):
             return AssignAgent(defn.call.agents)
@@ -797,7 +850,8 @@ def _decide(defn: JourneyDefinition, state: TrialState, now: datetime) -> Step |
     if skipped:
         return None
     if state.converted is not None:
-        return Finish("converted")
+        # Still to come after the purchase (the referral ask): wait for it, then finish.
+        return Wait(min(wake)) if wake else Finish("converted")
     stage = stage_of(defn, state, now)
     ends = trial_ends_at(state)
     if stage == "expired" and not wake and not state.queued:

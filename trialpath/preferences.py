@@ -47,6 +47,7 @@ class UnsubscribeTokens:
     """
 
     def __init__(self, secret: str) -> None:
+        self.secret = secret
         self._serializer = URLSafeSerializer(secret, salt="trialpath-unsubscribe")
 
     def make(self, user_id: str, channel: str) -> str:
@@ -64,6 +65,32 @@ class UnsubscribeTokens:
         ):
             raise BadToken("this unsubscribe link is not valid")
         return data["u"], data["c"]
+
+
+SURVEY_SCALES = {"csat": 5, "ces": 7}
+
+
+class SurveyTokens:
+    """Signed `{user_id, survey}` tokens for the answer links of a survey message."""
+
+    def __init__(self, secret: str) -> None:
+        self._serializer = URLSafeSerializer(secret, salt="trialpath-survey")
+
+    def make(self, user_id: str, survey: str) -> str:
+        return str(self._serializer.dumps({"u": user_id, "s": survey}))
+
+    def read(self, token: str) -> tuple[str, str]:
+        try:
+            data = self._serializer.loads(token)
+        except BadSignature as err:
+            raise BadToken("this survey link is not valid") from err
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("u"), str)
+            or data.get("s") not in SURVEY_SCALES
+        ):
+            raise BadToken("this survey link is not valid")
+        return data["u"], data["s"]
 
 
 def expand(channel: str) -> tuple[str, ...]:

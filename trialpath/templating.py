@@ -335,6 +335,7 @@ def message_context(
     call: Mapping[str, Any] | None = None,
     alert: Mapping[str, Any] | None = None,
     unsubscribe_url: str | None = None,
+    survey_links: list[tuple[int, str]] | None = None,
 ) -> dict[str, Any]:
     """The documented template variables (docs/templates.md), built from plain values."""
     locale = user.get("locale", "en")
@@ -388,4 +389,5 @@ def message_context(
         },
         "link": link,
         "alert": dict(alert or {}),
+        "survey": {"links": list(survey_links or [])},
     }

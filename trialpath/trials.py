@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import Engine, text
 from sqlmodel import Session, col, select
 from temporalio.api.common.v1 import WorkflowExecution as WorkflowExecutionRef
@@ -65,7 +65,7 @@ from trialpath.definition import Challenge, Persona, Urgency
 from trialpath.delivery.outbox import file_stem
 from trialpath.journey import TrialInput
 from trialpath.models import Message, PendingSignal, Trial, TrialEvent, utcnow
-from trialpath.preferences import set_subscribed
+from trialpath.preferences import SURVEY_SCALES, set_subscribed
 
 FUTURE_SKEW = timedelta(minutes=5)
 RPC_TIMEOUT = timedelta(seconds=10)
@@ -205,6 +205,27 @@ class ConversionCommand(_Command):
 
 class UnsubscribeCommand(_Command):
     channel: UnsubscribeChannel
+
+
+class SurveyAnswer(_Command):
+    survey: Literal["csat", "ces"]
+    score: int = Field(ge=1, le=7, description="csat: 1 to 5; ces: 1 to 7.")
+    comment: str | None = Field(default=None, max_length=2000)
+
+    @model_validator(mode="after")
+    def _in_scale(self) -> SurveyAnswer:
+        top = SURVEY_SCALES[self.survey]
+        if self.score > top:
+            raise ValueError(f"a {self.survey} score is 1 to {top}")
+        return self
+
+
+class SurveyRecorded(BaseModel):
+    user_id: str
+    survey: str
+    score: int
+    duplicate: bool
+    """The user had already answered this survey: the first answer is kept."""
 
 
 class Accepted(BaseModel):
@@ -497,6 +518,43 @@ class Trials:
             set_subscribed, self.engine, user_id, [command.channel], subscribed=False, source=source
         )
         return await self._signal(user_id, SIGNAL_UNSUBSCRIBE, command.model_dump())
+
+    async def answer_survey(
+        self, user_id: str, answer: SurveyAnswer, source: str = "api"
+    ) -> SurveyRecorded:
+        """Stores the answer as a `survey_<name>` event, once per user and survey (the first
+        answer counts). A running trial also gets it as a signal; an ended one just stores it."""
+        event = NewEvent(
+            name=f"survey_{answer.survey}",
+            properties={"score": answer.score, "comment": answer.comment, "source": source},
+            idempotency_key=f"survey_{answer.survey}",
+        )
+        try:
+            result = await self.add_events(user_id, [event])
+            duplicate = result.duplicates > 0
+        except TrialEnded:
+            duplicate = not await asyncio.to_thread(self._store_ended_event, user_id, event)
+        return SurveyRecorded(
+            user_id=user_id, survey=answer.survey, score=answer.score, duplicate=duplicate
+        )
+
+    def _store_ended_event(self, user_id: str, event: NewEvent) -> bool:
+        with Session(self.engine) as session:
+            event_id = f"{user_id}:{event.idempotency_key}"
+            if session.get(TrialEvent, event_id) is not None:
+                return False
+            session.add(
+                TrialEvent(
+                    id=event_id,
+                    user_id=user_id,
+                    name=event.name,
+                    occurred_at=datetime.now(UTC),
+                    counted=False,
+                    properties=event.properties,
+                )
+            )
+            session.commit()
+            return True
 
     async def cancel(self, user_id: str, reason: str | None = None, erase: bool = False) -> Erased:
         """Cancels the trial; with `erase`, also deletes its workflow history and wipes the

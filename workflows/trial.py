@@ -76,7 +76,6 @@ EXPERIMENT_ARM = SearchAttributeKey.for_keyword("ExperimentArm")
 CS_OWNER = SearchAttributeKey.for_keyword("CsOwner")
 SEARCH_ATTRIBUTES = (TRIAL_STAGE, PERSONA, ACTIVATED, TRIAL_ENDS_AT, EXPERIMENT_ARM, CS_OWNER)
 
-EXPERIMENT_ARM_DEFAULT = "default"
 TEMPLATE_BROKEN = "template_broken"
 SEND_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -282,7 +281,10 @@ class TrialWorkflow:
             message=step.message,
             channel=channel,
             category=step.category,
-            persona=state.persona,
+            # Whose copy: in the generic arm, marketing is the same for everyone.
+            persona=(
+                journey.path_persona(defn, state) if step.category == "marketing" else state.persona
+            ),
             recipient=Recipient(
                 name=profile.name,
                 email=profile.email,
@@ -387,7 +389,7 @@ class TrialWorkflow:
             PERSONA.name: state.persona,
             ACTIVATED.name: state.activated_at is not None,
             TRIAL_ENDS_AT.name: self._clock.real(journey.trial_ends_at(state)),
-            EXPERIMENT_ARM.name: EXPERIMENT_ARM_DEFAULT,
+            EXPERIMENT_ARM.name: state.arm,
             CS_OWNER.name: state.call.agent,
         }
         updates: list[SearchAttributeUpdate[Any]] = []
@@ -414,7 +416,7 @@ class TrialWorkflow:
             activated_at=real(state.activated_at) if state.activated_at else None,
             trial_ends_at=real(journey.trial_ends_at(state)),
             cs_owner=state.call.agent,
-            experiment_arm=EXPERIMENT_ARM_DEFAULT,
+            experiment_arm=state.arm,
             converted_plan=state.converted.plan if state.converted else None,
             mrr=state.converted.mrr if state.converted else None,
             converted_at=real(state.converted.at) if state.converted else None,

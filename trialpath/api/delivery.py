@@ -30,7 +30,8 @@ from trialpath.deliveries import (
 )
 from trialpath.delivery.sendgrid import parse_sendgrid_events, verify_sendgrid_signature
 from trialpath.delivery.twilio import parse_twilio_callback, verify_twilio_signature
-from trialpath.preferences import BadToken, UnsubscribeTokens
+from trialpath.preferences import SURVEY_SCALES, BadToken, SurveyTokens, UnsubscribeTokens
+from trialpath.trials import SurveyAnswer, Trials
 
 log = logging.getLogger("trialpath.api")
 
@@ -169,6 +170,86 @@ async def unsubscribe_link(token: Token, request: Request, service: DeliveriesDe
         f"<p>{html.escape(settings.product_name)} will not send you any more tips or offers by "
         f"{html.escape(words)}.</p>",
     )
+
+
+# --- survey links ----------------------------------------------------------------------------
+
+_SURVEY_WORDS = {
+    "csat": ("How useful was your call?", "not useful at all", "exactly what I needed"),
+    "ces": ("How easy was it to get your first result?", "very hard", "very easy"),
+}
+
+
+def _survey_page(request: Request, survey: str, chosen: int | None, error: str = "") -> Response:
+    question, low, high = _SURVEY_WORDS[survey]
+    top = SURVEY_SCALES[survey]
+    buttons = "".join(
+        f"<button type=submit name=score value={n}"
+        + (' aria-pressed=true style="outline:3px solid #111"' if n == chosen else "")
+        + f">{n}</button> "
+        for n in range(1, top + 1)
+    )
+    note = f"<p style=color:#b91c1c>{html.escape(error)}</p>" if error else ""
+    return _page(
+        question,
+        f'{note}<form method=post action="{html.escape(request.url.path)}">'
+        f"<p>{buttons}</p><p style=color:#6b7280>1 = {low}, {top} = {high}</p>"
+        "<p><textarea name=comment rows=3 cols=40 maxlength=2000 "
+        'placeholder="Anything to add? (optional)"></textarea></p>'
+        "<p>Choose a score to send it.</p></form>",
+        status=422 if error else 200,
+    )
+
+
+@public.get(
+    "/surveys/{token}",
+    response_class=HTMLResponse,
+    tags=["surveys"],
+    summary="The page a survey link opens (no API key); nothing is recorded until it is sent",
+    responses=_described(s404="Not a valid link", s422="Malformed token"),
+)
+async def survey_page(
+    token: Token, request: Request, score: Annotated[int | None, Query(ge=1, le=7)] = None
+) -> Response:
+    try:
+        _, survey = SurveyTokens(_tokens(request).secret).read(token)
+    except BadToken as err:
+        return problem(404, "Invalid link", str(err), request)
+    return _survey_page(request, survey, score)
+
+
+@public.post(
+    "/surveys/{token}",
+    response_class=HTMLResponse,
+    tags=["surveys"],
+    summary="Send a survey answer from its signed link (form: score, comment)",
+    responses={
+        200: {"description": "Recorded"},
+        **_described(
+            s404="Not a valid link or no such trial", s413="Body too large", s422="Bad token"
+        ),
+    },
+)
+async def survey_answer(token: Token, request: Request) -> Response:
+    try:
+        user_id, survey = SurveyTokens(_tokens(request).secret).read(token)
+    except BadToken as err:
+        return problem(404, "Invalid link", str(err), request)
+    form = dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
+    try:
+        answer = SurveyAnswer(
+            survey=survey,
+            score=int(form.get("score", "0")),
+            comment=(form.get("comment") or "").strip() or None,
+        )
+    except ValueError:
+        return _survey_page(
+            request, survey, None, f"Choose a score from 1 to {SURVEY_SCALES[survey]}."
+        )
+    trials: Trials = request.app.state.trials
+    recorded = await trials.answer_survey(user_id, answer, source="link")
+    thanks = "You had already answered: your first answer is kept." if recorded.duplicate else ""
+    return _page("Thank you!", f"<p>Your answer helps us improve. {html.escape(thanks)}</p>")
 
 
 # --- provider webhooks ---------------------------------------------------------------------

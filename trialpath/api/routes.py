@@ -20,6 +20,8 @@ from trialpath.trials import (
     NewEvent,
     QualifyCommand,
     StartTrial,
+    SurveyAnswer,
+    SurveyRecorded,
     TrialCreated,
     TrialPage,
     Trials,
@@ -193,6 +195,18 @@ async def convert(user_id: UserId, command: ConversionCommand, service: TrialsDe
 )
 async def unsubscribe(user_id: UserId, command: UnsubscribeCommand, service: TrialsDep) -> Accepted:
     return await service.unsubscribe(user_id, command)
+
+
+@router.post(
+    "/trials/{user_id}/survey",
+    status_code=202,
+    response_model=SurveyRecorded,
+    tags=["events"],
+    summary="A survey answer (CSAT 1-5, CES 1-7), stored once as a `survey_<name>` event",
+    responses=_problems(*COMMON, 404),
+)
+async def survey(user_id: UserId, answer: SurveyAnswer, service: TrialsDep) -> SurveyRecorded:
+    return await service.answer_survey(user_id, answer)
 
 
 @router.delete(
