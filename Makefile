@@ -46,6 +46,9 @@ run: $(STAMP)
 test: $(STAMP) node_modules/.installed $(CHROMIUM) lint typecheck
 	$(BIN)/trialpath templates check
 	$(BIN)/pytest --cov=trialpath --cov=workflows --cov=activities --cov-report=term:skip-covered
+# Again on a throwaway PostgreSQL (production's database), the tests that use a database;
+# the script installs Debian's postgresql if missing, and says when it has to skip.
+	bash scripts/with-postgres.sh $(BIN)/pytest -m 'not slow' --database-only -p no:cacheprovider
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

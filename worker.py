@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -22,6 +23,8 @@ from trialpath.db import make_engine
 from trialpath.delivery import Provider
 from trialpath.delivery.inbox import InboxProvider
 from trialpath.delivery.outbox import OutboxProvider
+from trialpath.logs import configure_from_settings
+from trialpath.metrics import serve_worker_metrics, worker_runtime
 from trialpath.preferences import UnsubscribeTokens, signing_secret
 from trialpath.templating import Product, Renderer
 from trialpath.temporal import connect, exit_process, register_search_attributes
@@ -120,20 +123,45 @@ def build_worker(
             records.record_progress,
         ],
         activity_executor=executor,
+        graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_seconds),
     )
 
 
 async def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = get_settings()
-    client = await connect(settings)
+    configure_from_settings(settings)
+    log = logging.getLogger("trialpath")
+    client = await connect(settings, runtime=worker_runtime(settings))
     await register_search_attributes(client)
+    if (port := serve_worker_metrics(settings)) is not None:
+        log.info(
+            "metrics on http://%s:%d/metrics (SDK) and :%d/metrics (Trialpath)",
+            settings.metrics_host,
+            settings.worker_metrics_port,
+            port,
+        )
+    # SIGTERM (docker stop, Kubernetes) and Ctrl-C: stop polling, let running activities
+    # finish within the graceful shutdown timeout, then exit 0.
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
     with ThreadPoolExecutor(max_workers=16) as executor:
         worker = build_worker(client, settings, executor)
-        logging.getLogger("trialpath").info(
+        log.info(
             "worker polling task queue %r on %s", settings.task_queue, settings.temporal_address
         )
-        await worker.run()
+        running = asyncio.create_task(worker.run())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not running.done():
+            log.info(
+                "stopping: no new tasks, running activities get %gs to finish",
+                settings.worker_shutdown_seconds,
+            )
+            await worker.shutdown()
+        stopping.cancel()
+        await running  # A worker that failed raises here.
+        log.info("worker stopped")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import secrets
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -28,6 +28,7 @@ from temporalio.service import RPCError
 from trialpath.config import Settings, get_settings
 from trialpath.contract import Stage, TrialStatus, check_user_id
 from trialpath.db import make_engine
+from trialpath.dbcli import db_app
 from trialpath.definition import Persona
 from trialpath.models import Message
 from trialpath.services import ServiceError, Services, port_open, running
@@ -59,6 +60,7 @@ templates_app = typer.Typer(help="The message templates (templates/).", no_args_
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(trial_app, name="trial")
 app.add_typer(templates_app, name="templates")
+app.add_typer(db_app, name="db")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -74,6 +76,8 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 async def _client(settings: Settings, patience: float = 0.0) -> Client:
     try:
         return await connect(settings, patience)
+    except ValueError as err:  # Unusable settings: codec keys, TLS files.
+        raise fail(str(err), 2) from err
     except RuntimeError as err:
         raise fail(
             f"cannot reach Temporal at {settings.temporal_address} ({err}); "
@@ -100,6 +104,12 @@ def up(
         ),
     ] = None,
     prefix: Annotated[str, typer.Option(help="User id prefix of the demo trials.")] = "demo",
+    population_size: Annotated[
+        int,
+        typer.Option(
+            "--population", min=0, help="Synthetic trials started too, for the dashboard."
+        ),
+    ] = 300,
     exit_after_demo: Annotated[
         bool, typer.Option(help="Stop the services once the demo has finished.")
     ] = False,
@@ -136,7 +146,7 @@ def up(
                 + (f"; trials started here run at {clock:g} s per journey day" if demo else "")
             )
             if demo:
-                _run(_demo(settings, clock, prefix, services, api_url, key))
+                _run(_demo(settings, clock, prefix, services, api_url, key, population_size))
             console.print(
                 f"\nBrowse the workflows: {ui}/namespaces/{settings.temporal_namespace}/workflows"
                 f'\nSearch by persona, e.g. Persona="technical": '
@@ -212,8 +222,11 @@ async def _demo(
     services: Services | None,
     api_url: str,
     key: str,
+    population_size: int = 0,
 ) -> None:
+    from trialpath.definition import load_definition
     from trialpath.demo import DemoError, results_table, run_demo
+    from trialpath.population import play_population, population, start_population
 
     client = await _client(settings)
     try:
@@ -226,6 +239,18 @@ async def _demo(
     )
     headers = {"Authorization": f"Bearer {key}"}
     async with httpx.AsyncClient(base_url=api_url, headers=headers, timeout=30) as api:
+        crowd: asyncio.Task[None] | None = None
+        if population_size:
+            users = population(
+                load_definition(settings.journey_file), population_size, prefix=f"{prefix}-pop"
+            )
+            tracked = await start_population(api, users)
+            fresh = sum(not t.existing for t in tracked)
+            console.print(
+                f"Plus {len(tracked)} synthetic trials ({fresh} new) for the growth dashboard: "
+                f"{api_url}/dashboard?key={key}"
+            )
+            crowd = asyncio.create_task(play_population(api, tracked, seconds_per_day))
         try:
             items = await run_demo(
                 api,
@@ -234,10 +259,19 @@ async def _demo(
                 prefix=prefix,
                 check=services.check_alive if services else None,
             )
+            if crowd is not None:
+                await crowd
         except (DemoError, httpx.HTTPError) as err:
             raise fail(f"the demo could not use the API at {api_url}: {err}") from err
+        finally:
+            if crowd is not None and not crowd.done():
+                crowd.cancel()
     console.print(results_table(items, seconds_per_day, "Demo results"))
-    console.print(f"{len(items)} workflows ran.")
+    console.print(f"{len(items) + population_size} workflows ran.")
+    if population_size:
+        console.print(
+            f"Growth dashboard (KPIs per persona, experiment arms): {api_url}/dashboard?key={key}"
+        )
 
 
 @app.command()
@@ -247,6 +281,12 @@ def demo(
         typer.Option(min=0.5, help="[default: TRIALPATH_SECONDS_PER_DAY if set, else 4]"),
     ] = None,
     prefix: Annotated[str, typer.Option(help="User id prefix of the demo trials.")] = "demo",
+    population_size: Annotated[
+        int,
+        typer.Option(
+            "--population", min=0, help="Synthetic trials started too, for the dashboard."
+        ),
+    ] = 300,
 ) -> None:
     """Run the demo against services that are already running (see `up`); the API must run
     with the same clock (TRIALPATH_SECONDS_PER_DAY)."""
@@ -261,6 +301,7 @@ def demo(
                 None,
                 api_url,
                 api_key(settings),
+                population_size,
             )
         )
     except KeyboardInterrupt:
@@ -276,8 +317,32 @@ def worker() -> None:
         _run(worker_module.main())
     except KeyboardInterrupt:
         pass
-    except RuntimeError as err:
+    except (RuntimeError, ValueError) as err:
         raise fail(str(err)) from err
+
+
+@app.command("codec-server")
+def codec_server(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8081,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on; other than 127.0.0.1 needs auth keys.")
+    ] = "127.0.0.1",
+    new_key: Annotated[
+        bool, typer.Option("--new-key", help="Print a new random encryption key and exit.")
+    ] = False,
+) -> None:
+    """Decrypt payloads for the Temporal UI (remote codec endpoint), for holders of a key
+    from TRIALPATH_CODEC_AUTH_KEYS. See docs/operations.md."""
+    from trialpath.codec import new_key as make_key
+    from trialpath.codec_server import CodecServerError, serve_codec
+
+    if new_key:
+        sys.stdout.write(make_key() + "\n")
+        return
+    try:
+        serve_codec(get_settings(), host, port)
+    except (CodecServerError, ValueError) as err:
+        raise fail(str(err), 2) from err
 
 
 # --- outbox ----------------------------------------------------------------------------------
@@ -666,6 +731,155 @@ def templates_preview(
         serve_preview(settings, port=port, open_browser=open_browser)
     except ServiceError as err:
         raise fail(str(err), 2) from err
+
+
+# --- kpis ------------------------------------------------------------------------------------
+
+
+@app.command()
+def kpis(
+    since: Annotated[
+        str | None,
+        typer.Option(help="Trials signed up on or after this day (YYYY-MM-DD, or ISO date-time)."),
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Trials signed up up to this day, included.")
+    ] = None,
+    by: Annotated[
+        str | None,
+        typer.Option(help="Split: persona, cohort (ISO week of signup), arm or channel."),
+    ] = None,
+    output: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    experiment: Annotated[
+        bool,
+        typer.Option(
+            "--experiment",
+            help="Also compare the experiment's arms with the control (csv: only that).",
+        ),
+    ] = False,
+    control: Annotated[str, typer.Option(help="The control arm of --experiment.")] = "generic",
+) -> None:
+    """The onboarding KPIs of the trials signed up in a period (definitions: docs/kpis.md).
+
+    Rows whose n (denominator) is under 30 are dimmed: too few users to read much into."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from trialpath.definition import DefinitionError
+    from trialpath.kpis import (
+        KpiError,
+        arm_sizes,
+        check_split,
+        compute_kpis,
+        experiment_note,
+        experiment_report,
+        make_filters,
+        to_csv,
+    )
+
+    if output not in ("table", "csv", "json"):
+        raise fail(f"--format must be table, csv or json, got {output!r}", 2)
+    try:
+        split = check_split(by)
+        filters = make_filters(since, until)
+    except KpiError as err:
+        raise fail(str(err), 2) from err
+    engine = make_engine(get_settings().effective_database_url)
+    try:
+        values = compute_kpis(engine, filters, split)
+        note = experiment_note(arm_sizes(engine, filters), control) if experiment else None
+        comparisons = experiment_report(engine, filters, control) if experiment else []
+    except (KpiError, DefinitionError) as err:
+        raise fail(str(err), 2) from err
+    except SQLAlchemyError as err:
+        raise fail(f"cannot read the KPIs from the database: {err}") from err
+    if output == "csv":
+        sys.stdout.write(to_csv(comparisons if experiment else values))
+    elif output == "json":
+        answer: dict[str, Any] = {
+            "filters": filters.as_dict(),
+            "by": split,
+            "kpis": [v.as_dict() for v in values],
+        }
+        if experiment:
+            answer["experiment"] = [c.as_dict() for c in comparisons]
+            answer["experiment_note"] = note
+        sys.stdout.write(json.dumps(answer, indent=2, ensure_ascii=False) + "\n")
+    else:
+        console.print(_kpi_table(values, filters.since, filters.until, split))
+        if any(v.n < 30 for v in values):
+            console.print("[dim]Dimmed: n < 30, too few users to read much into the value.[/]")
+        if experiment:
+            if note:
+                console.print(f"Experiment: {note}.")
+            else:
+                console.print(_experiment_table(comparisons, control))
+                # Verdicts below the table, not in it: they stay readable in a narrow terminal.
+                for c in comparisons:
+                    console.print(f"{c.kpi}, {c.arm}: {c.verdict}", soft_wrap=True, highlight=False)
+
+
+def _kpi_table(
+    values: list[Any], since: datetime | None, until: datetime | None, split: str | None
+) -> Table:
+    def day(at: datetime) -> str:
+        return f"{at:%Y-%m-%d}" if at.time() == datetime.min.time() else f"{at:%Y-%m-%d %H:%M}"
+
+    period = f" from {day(since)}" if since else ""
+    if until is not None and until.time() == datetime.min.time():
+        period += f" to {day(until - timedelta(days=1))}"  # `until` is exclusive
+    elif until is not None:
+        period += f" before {day(until)}"
+    title = f"Onboarding KPIs, trials signed up{period or ' at any time'}"
+    title += f", by {split}" if split else ""
+    table = Table(title=title, title_justify="left")
+    table.add_column("KPI", no_wrap=True)
+    table.add_column("group", no_wrap=True)
+    table.add_column("value", justify="right", no_wrap=True)
+    table.add_column("n", justify="right")
+    table.add_column("detail")
+    for v in values:
+        # Counts only: the rest (distributions, assumptions) is in --format json.
+        detail = ", ".join(f"{k} {x}" for k, x in v.detail.items() if type(x) is int)
+        value = _kpi_number(v.value, v.unit)
+        table.add_row(v.kpi, v.group, value, str(v.n), detail, style="dim" if v.n < 30 else None)
+    return table
+
+
+def _kpi_number(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    return {
+        "%": f"{value:.1f} %",
+        "hours": f"{value:.1f} h",
+        "score": f"{value:.2f}",
+        "EUR": f"{value:,.0f} €",
+    }.get(unit, f"{value:.2f}")
+
+
+def _experiment_table(comparisons: list[Any], control: str) -> Table:
+    table = Table(title=f"Experiment: each arm against {control}", title_justify="left")
+    # Names fold before numbers get cut, in a narrow terminal.
+    table.add_column("KPI", overflow="fold")
+    table.add_column("arm", overflow="fold")
+    for column in ("value", control, "n", "diff", "95 % CI", "p"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for c in comparisons:
+        unit = "%" if c.unit == "pts" else c.unit
+        interval = "-"
+        if c.ci_low is not None and c.ci_high is not None:
+            interval = f"{c.ci_low:+.1f} to {c.ci_high:+.1f}"
+        table.add_row(
+            c.kpi,
+            c.arm,
+            _kpi_number(c.value, unit),
+            _kpi_number(c.control_value, unit),
+            f"{c.n} / {c.control_n}",
+            "-" if c.diff is None else f"{c.diff:+.1f}",  # in the value's unit (pts for %)
+            interval,
+            "-" if c.p_value is None else f"{c.p_value:.3f}",
+            style="dim" if min(c.n, c.control_n) < 30 else None,
+        )
+    return table
 
 
 def main() -> None:

@@ -25,6 +25,35 @@ class Settings(BaseSettings):
     temporal_namespace: str = "default"
     task_queue: str = "trialpath"
     temporal_ui_port: int = 8233
+    temporal_tls_cert: Path | None = None
+    """Client certificate (PEM) for mTLS to Temporal; with `temporal_tls_key`."""
+    temporal_tls_key: Path | None = None
+    temporal_tls_ca: Path | None = None
+    """CA (PEM) that signed the server's certificate; empty: the system roots."""
+    temporal_tls_server_name: str = ""
+    temporal_api_key: SecretStr = SecretStr("")
+    """Temporal Cloud API key (sent as a bearer token, over TLS)."""
+    worker_shutdown_seconds: float = Field(default=30.0, ge=0)
+    """On SIGTERM the worker stops polling and lets running activities finish this long."""
+
+    codec_keys: SecretStr = SecretStr("")
+    """Payload encryption keys, `id:base64key` comma-separated; the first encrypts, all
+    decrypt. Empty: payloads are not encrypted."""
+    codec_keys_file: Path | None = None
+    """A file holding the keys instead (same format, one per line allowed)."""
+    codec_auth_keys: Annotated[list[str], NoDecode] = []
+    """Bearer keys accepted by the codec server (`trialpath codec-server`)."""
+    codec_cors_origin: str = "http://127.0.0.1:8233"
+    """The Temporal UI's origin, the only one whose browser may call the codec server."""
+
+    log_format: Literal["json", "console"] = "console"
+    log_level: str = "INFO"
+    worker_metrics_port: int = Field(default=0, ge=0, le=65534)
+    """The worker's Prometheus endpoints: SDK metrics on this port, Trialpath's own on the
+    next one. 0: none."""
+    metrics_host: str = "127.0.0.1"
+    metrics_public: bool = False
+    """The API's `/metrics` without a bearer key (only on a network scrapers alone reach)."""
 
     journey_file: Path = PACKAGE_DIR / "journey.toml"
     templates_dir: Path = PROJECT_ROOT / "templates"
@@ -79,7 +108,7 @@ class Settings(BaseSettings):
     sender_email: str = "onboarding@acme.example"
     support_email: str = "support@acme.example"
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "codec_auth_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
@@ -87,6 +116,13 @@ class Settings(BaseSettings):
                 return json.loads(value)
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
+
+    @field_validator(
+        "temporal_tls_cert", "temporal_tls_key", "temporal_tls_ca", "codec_keys_file", mode="before"
+    )
+    @classmethod
+    def _empty_path_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("sendgrid_base_url")
     @classmethod

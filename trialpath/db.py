@@ -7,12 +7,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, event
-from sqlmodel import Session, SQLModel, create_engine
+from sqlmodel import Session, create_engine
 
 from trialpath import models  # noqa: F401  (registers the tables)
+from trialpath.migrate import upgrade_to_head
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, upgrade: bool = True) -> Engine:
+    """An engine on `url`, its database first brought to the latest migration (`upgrade=False`:
+    as it is, for the migration commands themselves)."""
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
@@ -27,7 +30,8 @@ def make_engine(url: str) -> Engine:
 
     else:
         engine = create_engine(url, pool_pre_ping=True)
-    SQLModel.metadata.create_all(engine)
+    if upgrade:
+        upgrade_to_head(engine)
     return engine
 
 

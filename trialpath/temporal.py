@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import shutil
 import sys
 import time
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from temporalio.api.enums.v1 import IndexedValueType, TaskQueueType
 from temporalio.api.operatorservice.v1 import (
@@ -19,11 +20,14 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
+from temporalio.runtime import Runtime
+from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
 from trialpath.config import Settings
 
 DATA_CONVERTER = pydantic_data_converter
+"""Without encryption; `data_converter(settings)` is the one clients and workers use."""
 
 SEARCH_ATTRIBUTE_TYPES: dict[str, IndexedValueType.ValueType] = {
     "TrialStage": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
@@ -35,16 +39,66 @@ SEARCH_ATTRIBUTE_TYPES: dict[str, IndexedValueType.ValueType] = {
 }
 
 
-async def connect(settings: Settings, patience: float = 0.0) -> Client:
+def data_converter(settings: Settings) -> DataConverter:
+    """Pydantic payloads, encrypted when `TRIALPATH_CODEC_KEYS` is set; failure messages and
+    stack traces are then encrypted too (they can quote a recipient's address)."""
+    from trialpath.codec import codec_from_settings
+
+    codec = codec_from_settings(settings)
+    if codec is None:
+        return DATA_CONVERTER
+    return dataclasses.replace(
+        DATA_CONVERTER,
+        payload_codec=codec,
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+    )
+
+
+def connection_options(settings: Settings) -> dict[str, Any]:
+    """TLS (mTLS with a client certificate, or server-only) and the Temporal Cloud API key."""
+    options: dict[str, Any] = {}
+    cert, key, ca = settings.temporal_tls_cert, settings.temporal_tls_key, settings.temporal_tls_ca
+    if (cert is None) != (key is None):
+        raise ValueError("set both TRIALPATH_TEMPORAL_TLS_CERT and TRIALPATH_TEMPORAL_TLS_KEY")
+    api_key = settings.temporal_api_key.get_secret_value()
+    if cert is not None or ca is not None or settings.temporal_tls_server_name:
+        options["tls"] = TLSConfig(
+            server_root_ca_cert=_read(ca, "TRIALPATH_TEMPORAL_TLS_CA") if ca else None,
+            client_cert=_read(cert, "TRIALPATH_TEMPORAL_TLS_CERT") if cert else None,
+            client_private_key=_read(key, "TRIALPATH_TEMPORAL_TLS_KEY") if key else None,
+            domain=settings.temporal_tls_server_name or None,
+        )
+    elif api_key:
+        options["tls"] = True  # Temporal Cloud takes API keys over TLS only.
+    if api_key:
+        options["api_key"] = api_key
+    return options
+
+
+def _read(path: Path, setting: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise ValueError(f"{setting}: cannot read {path}: {err.strerror}") from None
+
+
+async def connect(
+    settings: Settings, patience: float = 0.0, *, runtime: Runtime | None = None
+) -> Client:
     """A client; with `patience`, waits that many seconds for a server that is starting up
-    ("Frontend is not healthy yet") instead of failing at once."""
+    ("Frontend is not healthy yet") instead of failing at once. `runtime` carries the
+    worker's metrics configuration."""
     deadline = time.monotonic() + patience
+    converter = data_converter(settings)
+    options = connection_options(settings)
     while True:
         try:
             return await Client.connect(
                 settings.temporal_address,
                 namespace=settings.temporal_namespace,
-                data_converter=DATA_CONVERTER,
+                data_converter=converter,
+                runtime=runtime,
+                **options,
             )
         except RuntimeError as err:
             starting = "Unavailable" in str(err) or "not healthy" in str(err)
@@ -66,11 +120,31 @@ async def register_search_attributes(client: Client) -> list[str]:
             raise
         existing = set()
     missing = {name: kind for name, kind in SEARCH_ATTRIBUTE_TYPES.items() if name not in existing}
-    if missing:
+    if not missing:
+        return []
+    try:
         await client.operator_service.add_search_attributes(
             AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing)
         )
-    return sorted(missing)
+        return sorted(missing)
+    except RPCError as err:
+        # Another worker added some meanwhile (replicas starting together), or the server
+        # could not list them: add the rest one at a time.
+        if err.status != RPCStatusCode.ALREADY_EXISTS:
+            raise
+    added = []
+    for name, kind in missing.items():
+        try:
+            await client.operator_service.add_search_attributes(
+                AddSearchAttributesRequest(
+                    namespace=client.namespace, search_attributes={name: kind}
+                )
+            )
+            added.append(name)
+        except RPCError as err:
+            if err.status != RPCStatusCode.ALREADY_EXISTS:
+                raise
+    return sorted(added)
 
 
 async def wait_for_pollers(client: Client, task_queue: str, within: float = 60.0) -> None:

@@ -17,12 +17,15 @@ from sqlalchemy import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.client import Client
 
-from trialpath.api import delivery, problems
+from trialpath.api import dashboard, delivery, problems
+from trialpath.api.kpis import router as kpis_router
+from trialpath.api.metrics import RequestMetrics, metrics_router
 from trialpath.api.routes import health, router
 from trialpath.api.security import BodyLimit, Idempotency
 from trialpath.config import Settings, get_settings
 from trialpath.db import make_engine
 from trialpath.deliveries import Deliveries
+from trialpath.logs import configure_from_settings
 from trialpath.preferences import UnsubscribeTokens, signing_secret
 from trialpath.temporal import connect
 from trialpath.trials import TrialProblem, Trials
@@ -44,7 +47,11 @@ async def _redeliver(service: Trials) -> None:
 def create_app(
     settings: Settings | None = None, client: Client | None = None, engine: Engine | None = None
 ) -> FastAPI:
-    settings = settings or get_settings()
+    if settings is None:
+        # Called by uvicorn as the factory: logs go through ours (JSON, redacted). An app
+        # given its settings is embedded (tests) and leaves the caller's logging alone.
+        settings = get_settings()
+        configure_from_settings(settings)
     engine = engine or make_engine(settings.effective_database_url)
 
     @asynccontextmanager
@@ -72,6 +79,9 @@ def create_app(
     app.include_router(delivery.users)
     app.include_router(delivery.public)
     app.include_router(health)
+    app.include_router(dashboard.router)
+    app.include_router(kpis_router)
+    app.include_router(metrics_router)
     app.add_exception_handler(RequestValidationError, problems.validation_problem)
     app.add_exception_handler(TrialProblem, problems.trial_problem)
     app.add_exception_handler(StarletteHTTPException, problems.http_problem)
@@ -82,4 +92,5 @@ def create_app(
         limit=settings.api_max_body_bytes,
         limits={"/v1/webhooks/": settings.webhook_max_body_bytes},
     )
+    app.add_middleware(RequestMetrics)
     return app

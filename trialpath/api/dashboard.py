@@ -1,0 +1,685 @@
+"""The growth dashboard: one HTML page of KPIs and charts, served by the API.
+
+    GET  /dashboard          the page (`since`, `until`: ISO dates filtering trials by sign-up)
+    GET  /dashboard?key=...  signs in with an API key, then redirects without it
+    GET  /dashboard/login    a form asking for an API key
+    POST /dashboard/login    checks the key, sets the session cookie, redirects to the page
+    POST /dashboard/logout   forgets the session
+
+The page accepts `Authorization: Bearer <api key>` like the rest of the API, or a session
+cookie: a signed, 12-hour value naming a fingerprint of the key used (never the key), so
+removing a key from TRIALPATH_API_KEYS also ends the sessions opened with it. Without either, a
+browser is sent to the form and any other client gets a 401 problem.
+
+Charts are drawn on the server (trialpath/charts.py) and inlined as SVG: the page loads no
+script, font or stylesheet from anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+from urllib.parse import parse_qs, urlencode
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from jinja2 import DictLoader, Environment, StrictUndefined
+from markupsafe import Markup
+from sqlalchemy import Engine
+
+from trialpath import charts, kpis
+from trialpath.api.problems import problem
+from trialpath.api.security import key_matches
+from trialpath.config import Settings
+from trialpath.preferences import signing_secret
+
+log = logging.getLogger("trialpath.dashboard")
+
+COOKIE = "trialpath_dashboard"
+SESSION_SECONDS = 12 * 3600
+PAGE = "/dashboard"
+LOGIN = "/dashboard/login"
+
+router = APIRouter(include_in_schema=False)
+
+
+# --- Sessions ----------------------------------------------------------------------------------
+
+
+def key_id(key: str) -> str:
+    """What the cookie names instead of the key: enough to tell keys apart, useless to log in."""
+    return hashlib.sha256(b"trialpath-dashboard\0" + key.encode()).hexdigest()[:32]
+
+
+class Sessions:
+    """Signed session cookies (itsdangerous), valid 12 hours, tied to the key they came from."""
+
+    def __init__(self, secret: str, max_age: int = SESSION_SECONDS) -> None:
+        self._serializer = URLSafeTimedSerializer(secret, salt="trialpath-dashboard")
+        self.max_age = max_age
+
+    def make(self, key: str) -> str:
+        return str(self._serializer.dumps({"k": key_id(key)}))
+
+    def valid(self, cookie: str, keys: Sequence[str]) -> bool:
+        try:
+            data = self._serializer.loads(cookie, max_age=self.max_age)
+        except BadSignature:  # also SignatureExpired
+            return False
+        if not isinstance(data, dict) or not isinstance(data.get("k"), str):
+            return False
+        found = False
+        for key in keys:
+            found |= hmac.compare_digest(data["k"], key_id(key))
+        return found
+
+
+def _sessions(request: Request) -> Sessions:
+    # Made once per app: the secret may live in a file of the data folder.
+    sessions: Sessions | None = getattr(request.app.state, "dashboard_sessions", None)
+    if sessions is None:
+        sessions = Sessions(signing_secret(_settings(request)))
+        request.app.state.dashboard_sessions = sessions
+    return sessions
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _signed_in(request: Request, key: str, target: str) -> RedirectResponse:
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(
+        COOKIE,
+        _sessions(request).make(key),
+        max_age=SESSION_SECONDS,
+        path=PAGE,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    log.info("dashboard session opened for key %s…", key_id(key)[:8])
+    return response
+
+
+def _wants_html(request: Request) -> bool:
+    return "text/html" in request.headers.get("accept", "")
+
+
+class _RedactKey(logging.Filter):
+    """Keeps `?key=` out of uvicorn's access log, where the request line is written whole."""
+
+    pattern = re.compile(r"([?&]key=)[^&\s]*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                self.pattern.sub(r"\1[redacted]", a) if isinstance(a, str) else a
+                for a in record.args
+            )
+        return True
+
+
+_access_log = logging.getLogger("uvicorn.access")
+if not any(isinstance(f, _RedactKey) for f in _access_log.filters):
+    _access_log.addFilter(_RedactKey())
+
+
+# --- Filters -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Period:
+    """The page's date filter as typed (`since`, `until`: whole days, both included) and as
+    `kpis.Filters` (read by `kpis.make_filters`, as the CLI and `GET /v1/kpis` read theirs)."""
+
+    since: str = ""
+    until: str = ""
+    filters: kpis.Filters = field(default_factory=kpis.Filters)
+    error: str = ""
+
+    @classmethod
+    def parse(cls, since: str | None, until: str | None) -> Period:
+        since, until = (since or "").strip(), (until or "").strip()
+        try:
+            filters = kpis.make_filters(since or None, until or None)
+        except kpis.KpiError as err:
+            return cls(since, until, error=str(err))
+        return cls(since, until, filters)
+
+    def query(self) -> str:
+        values = {"since": self.since, "until": self.until}
+        return urlencode({k: v for k, v in values.items() if v})
+
+    @property
+    def filtered(self) -> bool:
+        return bool(self.since or self.until)
+
+    def describe(self) -> str:
+        if self.since and self.until:
+            return f"trials signed up from {self.since} to {self.until}"
+        if self.since:
+            return f"trials signed up since {self.since}"
+        if self.until:
+            return f"trials signed up until {self.until}"
+        return "every trial"
+
+
+def _safe_next(target: str | None) -> str:
+    """Only back to the dashboard itself: the form must not redirect anywhere else."""
+    if target and re.fullmatch(r"/dashboard(\?[A-Za-z0-9=&%._-]*)?", target):
+        return target
+    return PAGE
+
+
+# --- Routes ------------------------------------------------------------------------------------
+
+
+@router.get(PAGE, response_class=HTMLResponse)
+def dashboard(
+    request: Request,
+    since: str | None = None,
+    until: str | None = None,
+    key: str | None = None,
+) -> Response:
+    settings = _settings(request)
+    period = Period.parse(since, until)
+    back = f"{PAGE}?{period.query()}" if period.query() else PAGE
+    if key is not None:
+        if key_matches(key, settings.api_keys):
+            return _signed_in(request, key, back)
+        return _login_page(back, "This key is not accepted.", 403)
+
+    auth = request.headers.get("authorization", "")
+    if auth:
+        scheme, _, credentials = auth.partition(" ")
+        if scheme.lower() != "bearer" or not key_matches(credentials.strip(), settings.api_keys):
+            return problem(403, "Forbidden", "this API key is not accepted", request)
+    else:
+        cookie = request.cookies.get(COOKIE)
+        if not cookie or not _sessions(request).valid(cookie, settings.api_keys):
+            if _wants_html(request):
+                response: Response = RedirectResponse(
+                    f"{LOGIN}?{urlencode({'next': back})}", status_code=303
+                )
+            else:
+                response = problem(
+                    401,
+                    "Unauthorized",
+                    "send `Authorization: Bearer <api key>`, or sign in at /dashboard/login",
+                    request,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+            if cookie:
+                response.delete_cookie(COOKIE, path=PAGE)
+            return response
+
+    engine: Engine = request.app.state.trials.engine
+    page = render_page(engine, period, signed_in=not auth)
+    return _html(page, 400 if period.error else 200)
+
+
+@router.get(LOGIN, response_class=HTMLResponse)
+def login_form(target: Annotated[str | None, Query(alias="next")] = None) -> HTMLResponse:
+    return _login_page(_safe_next(target))
+
+
+@router.post(LOGIN, response_class=HTMLResponse)
+async def login(request: Request) -> Response:
+    # A plain urlencoded form, read by hand: no multipart parser is needed for one field.
+    form = parse_qs((await request.body()).decode("utf-8", errors="replace"))
+    key = (form.get("key") or [""])[0].strip()
+    target = _safe_next((form.get("next") or [PAGE])[0])
+    if key and key_matches(key, _settings(request).api_keys):
+        return _signed_in(request, key, target)
+    return _login_page(target, "This key is not accepted." if key else "Enter an API key.", 403)
+
+
+@router.post(f"{PAGE}/logout")
+def logout() -> Response:
+    response = RedirectResponse(LOGIN, status_code=303)
+    response.delete_cookie(COOKIE, path=PAGE)
+    return response
+
+
+def _login_page(target: str, error: str = "", status: int = 200) -> HTMLResponse:
+    return _html(_PAGES.get_template("login.html.j2").render(next=target, error=error), status)
+
+
+def _html(body: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(
+        body,
+        status_code=status,
+        headers={
+            "Cache-Control": "no-store",
+            "Referrer-Policy": "no-referrer",
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": (
+                "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+                "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+            ),
+        },
+    )
+
+
+# --- The page ----------------------------------------------------------------------------------
+
+
+def render_page(engine: Engine, period: Period, signed_in: bool = True) -> str:
+    values: dict[str, Any] = {"period": period, "signed_in": signed_in, "small_n": kpis.SMALL_N}
+    if period.error:
+        return _PAGES.get_template("dashboard.html.j2").render(**values)
+    filters = period.filters
+    funnel = kpis.funnel(engine, filters)
+    funnel.pop(kpis.ALL, None)  # the chart compares personas; the cards give the totals
+    figures = [
+        Figure(
+            "funnel",
+            "Activation funnel",
+            "Share of each persona's sign-ups reaching each step (each step counts only the "
+            "trials that reached the ones before it); bar labels are counts.",
+            charts.funnel_chart(funnel),
+        ),
+        Figure(
+            "ttfv",
+            "Time to first value",
+            "Hours from sign-up to the persona's first-value milestone; boxes show the "
+            "quartiles and median, dots every trial that reached it.",
+            charts.ttfv_chart(kpis.ttfv_hours(engine, filters)),
+        ),
+        Figure(
+            "retention",
+            "Retention by cohort",
+            "Share of each weekly sign-up cohort still active on or after each day; a day "
+            "shows once every trial of the cohort has lived it.",
+            charts.retention_chart(kpis.retention_curves(engine, filters)),
+        ),
+    ]
+    report = kpis.experiment_report(engine, filters)
+    headline = kpis.headline(engine, filters)
+    return _PAGES.get_template("dashboard.html.j2").render(
+        **values,
+        has_trials=any(value.n for value in headline.values()),
+        cards=[Card.of(value) for value in headline.values()],
+        figures=figures,
+        experiment=[Comparison.of(row) for row in report],
+        experiment_note=(None if report else kpis.experiment_note(kpis.arm_sizes(engine, filters))),
+        persona_table=PivotTable.of(kpis.compute_kpis(engine, filters, by="persona")),
+    )
+
+
+@dataclass(frozen=True)
+class Figure:
+    chart: str
+    title: str
+    caption: str
+    svg: str | None
+
+    @property
+    def markup(self) -> Markup:
+        # Safe: markup matplotlib wrote from our own labels, group names and numbers.
+        return Markup(self.svg or "")
+
+
+LABELS = {
+    "trials": "Trials",
+    "time_to_first_value": "Time to first value",
+    "ttfv_median": "Time to first value (median)",
+    "ttfv_p90": "Time to first value (p90)",
+    "activation_rate": "Activation rate",
+    "onboarding_completion": "Onboarding completion",
+    "adoption_rate": "Adoption rate",
+    "time_to_proficiency": "Time to proficiency (median)",
+    "retention_7d": "7-day retention",
+    "trial_to_paid": "Trial-to-paid conversion",
+    "churn_rate": "Trial churn",
+    "csat": "CSAT (1–5)",
+    "ces": "CES (1–7)",
+    "upsell_rate": "Upsell / cross-sell",
+    "referral_rate": "Referral rate",
+    "cltv": "Customer lifetime value",
+    "messages_per_user": "Messages per user",
+    "unsubscribe_rate": "Unsubscribe rate",
+}
+
+
+def label(kpi: str) -> str:
+    return LABELS.get(kpi, kpi.replace("_", " ").capitalize())
+
+
+def formatted(value: float | None, unit: str) -> str:
+    """A KPI value as the page shows it; `—` when there is nothing to measure yet."""
+    if value is None:
+        return "—"
+    if unit in ("%", "pts"):  # a rate, in percent (an experiment row says `pts`)
+        return f"{value:.1f} %"
+    if unit == "hours":
+        return f"{value:.1f} h"
+    if unit == "count":
+        return f"{value:,.0f}" if value.is_integer() else f"{value:,.1f}"
+    if unit == "score":
+        return f"{value:.2f}"
+    if unit == "EUR":
+        return f"€{value:,.0f}"
+    return f"{value:,.2f} {unit}"
+
+
+def difference(value: float | None, unit: str) -> str:
+    """Arm minus control: rates in percentage points, the rest in the KPI's unit."""
+    if value is None:
+        return "—"
+    sign = "+" if value >= 0 else "−"
+    if unit in ("%", "pts"):
+        return f"{sign}{abs(value):.1f} pts"
+    if unit == "hours":
+        return f"{sign}{abs(value):.1f} h"
+    return f"{sign}{abs(value):.2f}"
+
+
+def p_value(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return "< 0.001" if value < 0.001 else f"{value:.3f}"
+
+
+@dataclass(frozen=True)
+class Card:
+    kpi: str
+    label: str
+    value: float | None
+    shown: str
+    n: int
+    note: str
+
+    @classmethod
+    def of(cls, value: kpis.KpiValue) -> Card:
+        reached = value.detail.get("reached")
+        return cls(
+            kpi=value.kpi,
+            label=label(value.kpi),
+            value=value.value,
+            shown=formatted(value.value, value.unit),
+            n=value.n,
+            note=f"{reached} reached it" if reached is not None else "",
+        )
+
+
+@dataclass(frozen=True)
+class Comparison:
+    kpi: str
+    label: str
+    arm: str
+    control: str
+    value: str
+    n: int
+    control_value: str
+    control_n: int
+    difference: str
+    interval: str
+    p_value: str
+    verdict: str
+    method: str
+
+    @classmethod
+    def of(cls, row: kpis.ArmComparison) -> Comparison:
+        interval = ""
+        if row.ci_low is not None and row.ci_high is not None:
+            interval = f"{difference(row.ci_low, row.unit)} to {difference(row.ci_high, row.unit)}"
+        return cls(
+            kpi=row.kpi,
+            label=label(row.kpi),
+            arm=row.arm,
+            control=row.control,
+            value=formatted(row.value, row.unit),
+            n=row.n,
+            control_value=formatted(row.control_value, row.unit),
+            control_n=row.control_n,
+            difference=difference(row.diff, row.unit),
+            interval=interval,
+            p_value=p_value(row.p_value),
+            verdict=row.verdict,
+            method=row.method,
+        )
+
+
+@dataclass(frozen=True)
+class Cell:
+    shown: str
+    n: int
+
+
+@dataclass(frozen=True)
+class PivotTable:
+    """KPIs down, groups across (`compute_kpis` gives one value per KPI and group)."""
+
+    groups: list[str]
+    rows: list[tuple[str, list[Cell | None]]]
+
+    @classmethod
+    def of(cls, values: Sequence[kpis.KpiValue]) -> PivotTable:
+        groups = list(dict.fromkeys(v.group for v in values))
+        cells: dict[str, dict[str, Cell]] = {}
+        for v in values:
+            cells.setdefault(v.kpi, {})[v.group] = Cell(formatted(v.value, v.unit), v.n)
+        rows = [(label(kpi), [by_group.get(g) for g in groups]) for kpi, by_group in cells.items()]
+        return cls(groups, rows)
+
+
+_STYLE = """
+:root { --ink: #1f2933; --muted: #6b7785; --line: #dde1e6; --brand: #3b4cca; --bg: #f4f5f7;
+  --good: #027a48; --bad: #b42318; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 14px/1.45 -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif;
+  color: var(--ink); background: var(--bg); }
+a { color: var(--brand); }
+.bar { position: sticky; top: 0; z-index: 2; background: #fff; border-bottom: 1px solid var(--line);
+  padding: 10px 20px; display: flex; flex-wrap: wrap; gap: 10px 18px; align-items: center; }
+.bar h1 { font-size: 16px; margin: 0 12px 0 0; }
+.bar label { color: var(--muted); font-size: 12px; display: flex; gap: 6px; align-items: center; }
+.bar input { font: inherit; padding: 3px 6px; border: 1px solid var(--line); border-radius: 5px; }
+button { font: inherit; padding: 4px 12px; border: 1px solid var(--brand); border-radius: 5px;
+  background: var(--brand); color: #fff; cursor: pointer; }
+button.quiet { background: #fff; color: var(--brand); }
+.bar .scope { color: var(--muted); font-size: 12px; }
+.bar form.out { margin-left: auto; }
+main { padding: 16px 20px 40px; max-width: 1400px; }
+h2 { font-size: 15px; margin: 28px 0 10px; }
+section:first-of-type h2 { margin-top: 4px; }
+.error { background: #fef3f2; border: 1px solid #f04438; color: #912018; border-radius: 6px;
+  padding: 10px 12px; max-width: 640px; }
+.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(190px, 1fr)); gap: 12px; }
+.card { background: #fff; border: 1px solid var(--line); border-radius: 10px; padding: 12px 14px;
+  box-shadow: 0 1px 2px rgba(16, 24, 40, .04); }
+.card .label { color: var(--muted); font-size: 12px; }
+.card .value { font-size: 26px; font-weight: 700; margin: 2px 0; }
+.card .n { color: var(--muted); font-size: 12px; }
+.charts { display: grid; gap: 12px;
+  grid-template-columns: repeat(auto-fit, minmax(min(560px, 100%), 1fr)); }
+figure { margin: 0; background: #fff; border: 1px solid var(--line); border-radius: 10px;
+  padding: 12px 14px; }
+figure[data-chart=retention] { grid-column: 1 / -1; }
+figure svg { display: block; width: 100%; height: auto; }
+figcaption { color: var(--muted); font-size: 12px; margin-top: 6px; }
+figcaption b { color: var(--ink); }
+.empty { display: flex; align-items: center; justify-content: center; min-height: 220px;
+  color: var(--muted); background: #fafbfc; border: 1px dashed var(--line); border-radius: 8px; }
+table { border-collapse: collapse; background: #fff; border: 1px solid var(--line);
+  border-radius: 10px; overflow: hidden; min-width: 60%; }
+th, td { padding: 7px 12px; border-bottom: 1px solid var(--line); text-align: left;
+  vertical-align: top; }
+th { background: #fafbfc; font-size: 12px; color: var(--muted); font-weight: 600; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td .n { color: var(--muted); font-size: 12px; }
+td.verdict { max-width: 460px; }
+td.small { color: var(--muted); font-style: italic; }
+caption { text-align: left; padding: 8px 12px; color: var(--muted); font-size: 12px; }
+tr.first td { border-top: 2px solid var(--line); }
+.note { color: var(--muted); background: #fff; border: 1px dashed var(--line); border-radius: 8px;
+  padding: 12px 14px; max-width: 640px; }
+.login { max-width: 420px; margin: 80px auto; background: #fff; border: 1px solid var(--line);
+  border-radius: 10px; padding: 24px; }
+.login h1 { font-size: 18px; margin: 0 0 14px; }
+.login label { display: block; font-size: 12px; color: var(--muted); margin-bottom: 4px; }
+.login input { width: 100%; font: inherit; padding: 6px 8px; border: 1px solid var(--line);
+  border-radius: 5px; margin-bottom: 12px; }
+.login .error { margin-bottom: 12px; }
+"""
+
+_BASE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="referrer" content="no-referrer">
+<title>{% block title %}{% endblock %}</title>
+<style>{{ style|safe }}</style>
+</head>
+<body>
+{% block body %}{% endblock %}
+</body>
+</html>
+"""
+
+_LOGIN = """{% extends "base.html.j2" %}
+{% block title %}Sign in · Trialpath dashboard{% endblock %}
+{% block body %}
+<form class="login" method="post" action="/dashboard/login" data-testid="login-form">
+  <h1>Trialpath growth dashboard</h1>
+  {% if error %}<div class="error" role="alert" data-testid="login-error">{{ error }}</div>
+  {% endif %}
+  <label for="key">API key</label>
+  <input id="key" name="key" type="password" autocomplete="current-password" required autofocus
+    data-testid="login-key">
+  <input type="hidden" name="next" value="{{ next }}">
+  <button type="submit" data-testid="login-submit">Sign in</button>
+</form>
+{% endblock %}
+"""
+
+_DASHBOARD = """{% extends "base.html.j2" %}
+{% block title %}Growth dashboard · Trialpath{% endblock %}
+{% block body %}
+<form class="bar" method="get" action="/dashboard" data-testid="filters">
+  <h1>Growth dashboard</h1>
+  <label>Signed up since <input type="date" name="since" data-testid="since"
+    value="{{ period.since[:10] }}"></label>
+  <label>until <input type="date" name="until" data-testid="until"
+    value="{{ period.until[:10] }}"></label>
+  <button type="submit">Apply</button>
+  <a href="/dashboard">Clear</a>
+  <span class="scope" data-testid="scope">{{ period.describe() }}</span>
+  {% if signed_in %}
+  <button class="quiet" type="submit" formmethod="post" formaction="/dashboard/logout"
+    data-testid="logout">Sign out</button>
+  {% endif %}
+</form>
+<main>
+{% if period.error %}
+  <p class="error" role="alert" data-testid="filter-error">{{ period.error }}</p>
+{% else %}
+<section aria-labelledby="h-headline">
+  <h2 id="h-headline">Headline</h2>
+  <div class="cards">
+  {% for card in cards %}
+    <div class="card" data-testid="headline-card" data-kpi="{{ card.kpi }}"
+      data-value="{{ card.value if card.value is not none else '' }}" data-n="{{ card.n }}">
+      <div class="label">{{ card.label }}</div>
+      <div class="value" data-testid="headline-value">{{ card.shown }}</div>
+      <div class="n" data-testid="headline-n">n = {{ card.n }}
+        {%- if card.note %} · {{ card.note }}{% endif %}</div>
+    </div>
+  {% endfor %}
+  </div>
+</section>
+
+<section aria-labelledby="h-charts">
+  <h2 id="h-charts">Charts</h2>
+  <div class="charts">
+  {% for f in figures %}
+    <figure data-testid="chart" data-chart="{{ f.chart }}"
+      data-empty="{{ 'yes' if f.svg is none else 'no' }}">
+      {% if f.svg %}{{ f.markup }}{% else %}
+      <div class="empty" data-testid="no-data">{{ f.title }}: no data yet
+        {{- ' for ' ~ period.describe() if period.filtered }}.</div>
+      {% endif %}
+      <figcaption><b>{{ f.title }}.</b> {{ f.caption }}</figcaption>
+    </figure>
+  {% endfor %}
+  </div>
+</section>
+
+<section aria-labelledby="h-experiment">
+  <h2 id="h-experiment">Experiment</h2>
+  {% if experiment %}
+  <table data-testid="experiment-table">
+    <caption>Each arm against the control, {{ experiment[0].control }}.</caption>
+    <thead><tr><th>KPI</th><th>Arm</th><th>Value</th><th>Control</th>
+      <th>Difference (95 % CI)</th><th>p</th><th>Verdict</th></tr></thead>
+    <tbody>
+    {% for row in experiment %}
+      <tr data-testid="experiment-row" data-kpi="{{ row.kpi }}" data-arm="{{ row.arm }}"
+        class="{{ 'first' if loop.first or loop.previtem.kpi != row.kpi }}">
+        <td>{{ row.label }}</td><td>{{ row.arm }}</td>
+        <td class="num">{{ row.value }} <span class="n">n={{ row.n }}</span></td>
+        <td class="num">{{ row.control_value }} <span class="n">n={{ row.control_n }}</span></td>
+        <td class="num" data-testid="difference">{{ row.difference }}
+          {%- if row.interval %}<br><span class="n">{{ row.interval }}</span>{% endif %}</td>
+        <td class="num" title="{{ row.method }}">{{ row.p_value }}</td>
+        <td class="verdict">{{ row.verdict }}</td>
+      </tr>
+    {% endfor %}
+    </tbody>
+  </table>
+  {% else %}
+  <p class="note" data-testid="no-experiment">No experiment to report: {{ experiment_note }}.
+  </p>
+  {% endif %}
+</section>
+
+<section aria-labelledby="h-persona">
+  <h2 id="h-persona">KPIs by persona</h2>
+  {% if has_trials %}
+  <table data-testid="persona-table">
+    <thead><tr><th>KPI</th>{% for g in persona_table.groups %}<th>{{ g }}</th>{% endfor %}
+    </tr></thead>
+    <tbody>
+    {% for name, cells in persona_table.rows %}
+      <tr><td>{{ name }}</td>
+      {% for cell in cells %}
+        {% if cell %}
+        <td class="num{{ ' small' if cell.n < small_n }}"
+          {%- if cell.n < small_n %} title="fewer than {{ small_n }} users: indicative only"
+          {%- endif %}>{{ cell.shown }} <span class="n">n={{ cell.n }}</span></td>
+        {% else %}<td class="num">—</td>{% endif %}
+      {% endfor %}
+      </tr>
+    {% endfor %}
+    </tbody>
+  </table>
+  {% else %}
+  <p class="note" data-testid="no-data">No trials yet
+    {{- ' for ' ~ period.describe() if period.filtered }}.</p>
+  {% endif %}
+</section>
+{% endif %}
+</main>
+{% endblock %}
+"""
+
+_PAGES = Environment(
+    loader=DictLoader(
+        {"base.html.j2": _BASE, "login.html.j2": _LOGIN, "dashboard.html.j2": _DASHBOARD}
+    ),
+    autoescape=True,
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+_PAGES.globals.update(style=_STYLE)

@@ -1,0 +1,225 @@
+"""The onboarding KPIs over HTTP: `GET /v1/kpis` and `GET /v1/kpis/experiment`.
+
+Both read the database only (no Temporal); definitions are in docs/kpis.md.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+from sqlalchemy import Engine
+
+from trialpath.api.problems import problem
+from trialpath.api.routes import _problems
+from trialpath.api.security import require_api_key
+from trialpath.kpis import (
+    ArmComparison,
+    Filters,
+    KpiError,
+    KpiValue,
+    Split,
+    arm_sizes,
+    compute_kpis,
+    experiment_note,
+    experiment_report,
+    parse_bound,
+    to_csv,
+)
+from trialpath.trials import Trials
+
+router = APIRouter(prefix="/v1", tags=["kpis"], dependencies=[Depends(require_api_key)])
+
+
+def database(request: Request) -> Engine:
+    service: Trials = request.app.state.trials
+    return service.engine
+
+
+EngineDep = Annotated[Engine, Depends(database)]
+Since = Annotated[
+    str | None,
+    Query(
+        max_length=40,
+        description="Trials signed up on or after this date (YYYY-MM-DD) or ISO 8601 "
+        "date-time; UTC when no offset is given.",
+    ),
+]
+Until = Annotated[
+    str | None,
+    Query(
+        max_length=40,
+        description="Trials signed up before this date-time; a bare date includes that day.",
+    ),
+]
+Control = Annotated[
+    str,
+    Query(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="The control arm the others are compared with.",
+    ),
+]
+
+
+class FiltersOut(BaseModel):
+    since: datetime | None
+    until: datetime | None
+
+
+class KpiOut(BaseModel):
+    """One KPI for one group; `n` is its denominator (users, or answers for surveys)."""
+
+    kpi: str
+    group: str
+    value: float | None
+    n: int
+    unit: str
+    detail: dict[str, Any]
+
+
+class ArmComparisonOut(BaseModel):
+    """One KPI of an arm against the control: `diff` = arm - control in `unit` (percentage
+    points for rates), with its 95 % interval, p-value and a verdict in plain words."""
+
+    kpi: str
+    arm: str
+    control: str
+    unit: str
+    value: float | None
+    control_value: float | None
+    n: int
+    control_n: int
+    diff: float | None
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float | None
+    needed_per_arm: int | None
+    verdict: str
+    method: str
+
+
+class KpisAnswer(BaseModel):
+    filters: FiltersOut
+    by: Split | None
+    kpis: list[KpiOut]
+    experiment: list[ArmComparisonOut] = Field(
+        description="Arms against the `generic` control; empty when `experiment_note` says why."
+    )
+    experiment_note: str | None
+
+
+class ExperimentAnswer(BaseModel):
+    filters: FiltersOut
+    control: str
+    arms: dict[str, int] = Field(description="Trials per arm (`default`: outside the experiment).")
+    note: str | None = Field(description="Why nothing is compared, when nothing is.")
+    comparisons: list[ArmComparisonOut]
+
+
+def _filters(request: Request, since: str | None, until: str | None) -> Filters | JSONResponse:
+    errors = []
+    bounds: dict[str, datetime | None] = {"since": None, "until": None}
+    for name, text, end in (("since", since, False), ("until", until, True)):
+        if text is None:
+            continue
+        try:
+            bounds[name] = parse_bound(text, end=end)
+        except KpiError as err:
+            errors.append({"field": f"query.{name}", "message": str(err)})
+    if not errors:
+        try:
+            return Filters(since=bounds["since"], until=bounds["until"])
+        except KpiError as err:
+            errors.append({"field": "query.until", "message": str(err)})
+    detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+    return problem(422, "Invalid request", detail, request, errors)
+
+
+def _filters_out(filters: Filters) -> FiltersOut:
+    return FiltersOut(since=filters.since, until=filters.until)
+
+
+def _kpi(value: KpiValue) -> KpiOut:
+    return KpiOut.model_validate(value.as_dict())
+
+
+def _comparison(row: ArmComparison) -> ArmComparisonOut:
+    return ArmComparisonOut.model_validate(row.as_dict())
+
+
+CSV_CONTENT = {"text/csv": {"schema": {"type": "string"}}}
+
+
+@router.get(
+    "/kpis",
+    response_model=KpisAnswer,
+    summary="Onboarding KPIs, optionally split by persona, cohort, arm or channel",
+    responses={
+        200: {"description": "The KPIs (JSON), or one CSV row per KPI and group"},
+        **_problems(401, 403, 422),
+    },
+    openapi_extra={"responses": {"200": {"content": CSV_CONTENT}}},
+)
+def get_kpis(
+    request: Request,
+    engine: EngineDep,
+    since: Since = None,
+    until: Until = None,
+    by: Annotated[
+        Split | None,
+        Query(description="persona, cohort (ISO week of signup), arm or channel."),
+    ] = None,
+    output: Annotated[Literal["json", "csv"], Query(alias="format")] = "json",
+) -> KpisAnswer | Response:
+    """Every KPI (docs/kpis.md) for the trials signed up in the period, and the experiment's
+    arms against the `generic` control. Channel splits only the message KPIs."""
+    filters = _filters(request, since, until)
+    if isinstance(filters, Response):
+        return filters
+    values = compute_kpis(engine, filters, by)
+    if output == "csv":
+        return Response(to_csv(values), media_type="text/csv")
+    note = experiment_note(arm_sizes(engine, filters))
+    comparisons = [] if note else experiment_report(engine, filters)
+    return KpisAnswer(
+        filters=_filters_out(filters),
+        by=by,
+        kpis=[_kpi(v) for v in values],
+        experiment=[_comparison(c) for c in comparisons],
+        experiment_note=note,
+    )
+
+
+@router.get(
+    "/kpis/experiment",
+    response_model=ExperimentAnswer,
+    summary="Experiment arms against the control, with intervals, p-values and verdicts",
+    responses=_problems(401, 403, 422),
+)
+def get_experiment(
+    request: Request,
+    engine: EngineDep,
+    since: Since = None,
+    until: Until = None,
+    control: Control = "generic",
+) -> ExperimentAnswer | Response:
+    """For activation, trial-to-paid, 7-day retention, onboarding completion, TTFV median and
+    CSAT: each arm against the control."""
+    filters = _filters(request, since, until)
+    if isinstance(filters, Response):
+        return filters
+    sizes = arm_sizes(engine, filters)
+    note = experiment_note(sizes, control)
+    comparisons = [] if note else experiment_report(engine, filters, control)
+    return ExperimentAnswer(
+        filters=_filters_out(filters),
+        control=control,
+        arms=sizes,
+        note=note,
+        comparisons=[_comparison(c) for c in comparisons],
+    )

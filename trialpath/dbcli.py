@@ -1,0 +1,128 @@
+"""`trialpath db`: the schema of Trialpath's own database (Alembic migrations).
+
+Every Trialpath process upgrades the database itself when it opens it; these commands are for
+operators (upgrade before a deploy, see where a database stands) and for developers (write a
+migration). See docs/operations.md.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from rich.console import Console
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+from sqlmodel import SQLModel
+
+from trialpath.config import PROJECT_ROOT, get_settings
+from trialpath.db import make_engine
+from trialpath.migrate import (
+    MIGRATIONS_DIR,
+    SchemaError,
+    current_revisions,
+    head_revisions,
+    schema_lock,
+    upgrade,
+)
+
+db_app = typer.Typer(help="Trialpath's own database: its schema migrations.", no_args_is_help=True)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fail(message: str) -> typer.Exit:
+    err_console.print(f"[red]error:[/] {message}", highlight=False)
+    return typer.Exit(1)
+
+
+@contextmanager
+def _database() -> Iterator[Engine]:
+    url = get_settings().effective_database_url
+    engine = make_engine(url, upgrade=False)
+    try:
+        yield engine
+    except SchemaError as err:
+        raise _fail(str(err)) from None
+    except DBAPIError as err:
+        shown = engine.url.render_as_string(hide_password=True)
+        raise _fail(f"cannot use the database {shown}: {err.orig}") from None
+    finally:
+        engine.dispose()
+
+
+def _describe(revisions: tuple[str, ...]) -> str:
+    heads = head_revisions()
+    if not revisions:
+        return (
+            "no revision: an empty database, or one made before migrations "
+            "(`trialpath db upgrade` migrates or adopts it)"
+        )
+    if revisions == heads:
+        return f"{', '.join(revisions)} (head)"
+    return f"{', '.join(revisions)} (head is {', '.join(heads)}: run `trialpath db upgrade`)"
+
+
+@db_app.command("upgrade")
+def upgrade_command(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Bring the database to the latest schema, as every Trialpath process does at start."""
+    with _database() as engine:
+        with schema_lock(engine) as connection:
+            upgrade(connection, revision)
+        with engine.connect() as connection:
+            revisions = current_revisions(connection)
+    console.print(f"database at {_describe(revisions)}", highlight=False)
+
+
+@db_app.command("current")
+def current_command() -> None:
+    """The revision the database is at, and whether it is the latest."""
+    with _database() as engine, engine.connect() as connection:
+        revisions = current_revisions(connection)
+    console.print(_describe(revisions), highlight=False)
+
+
+@db_app.command("revision")
+def revision_command(
+    message: Annotated[str, typer.Option("--message", "-m", help="What the migration does.")],
+    empty: Annotated[
+        bool, typer.Option("--empty", help="Write an empty migration, to fill in by hand.")
+    ] = False,
+) -> None:
+    """Write a new migration from what the models changed since the latest one.
+
+    The file goes to trialpath/migrations/versions/; the models are compared with a scratch
+    SQLite database migrated to head. Read it before committing: autogenerate sees neither
+    renames nor data to move."""
+    ini = PROJECT_ROOT / "alembic.ini"
+    if not ini.is_file() or not (PROJECT_ROOT / "trialpath" / "migrations").samefile(
+        MIGRATIONS_DIR
+    ):
+        raise _fail("migrations are written in a source checkout of Trialpath (alembic.ini)")
+    with tempfile.TemporaryDirectory() as scratch:
+        engine = make_engine(f"sqlite:///{Path(scratch) / 'scratch.db'}")
+        try:
+            with engine.begin() as connection:
+                if not empty and not compare_metadata(
+                    MigrationContext.configure(connection, opts={"compare_type": True}),
+                    SQLModel.metadata,
+                ):
+                    raise _fail(
+                        "the models match the latest migration: nothing to write "
+                        "(--empty writes an empty one)"
+                    )
+                config = Config(str(ini))
+                config.attributes["connection"] = connection
+                command.revision(config, message=message, autogenerate=not empty)
+        finally:
+            engine.dispose()

@@ -1,0 +1,1192 @@
+"""The onboarding KPIs, read per persona, cohort, experiment arm or channel, and the
+experiment report that compares arms against the control.
+
+Every KPI is one documented function `name(engine, filters, by=None) -> list[KpiValue]`, one
+value per group. Each is computed in SQL, aggregated in the database, except where the
+portable SQL cannot do it: medians and percentiles (no portable percentile function), and
+survey scores (a JSON property that may hold text), where the database returns one row per
+user or answer and Python finishes. Two expressions differ between SQLite and PostgreSQL (the
+ISO week of a timestamp, seconds between two timestamps); both live in `_Dialect`.
+
+Population: the trials whose signup falls within `Filters` (since inclusive, until
+exclusive). Outcomes (activated, converted, events, messages) are read as they stand now,
+whenever they happened: a cohort's KPIs keep moving until its trials are over. Only the 7-day
+retention uses `until` (or now) as the date it is read at.
+
+The definitions, one paragraph each, are in docs/kpis.md.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal, Protocol, get_args
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    FromClause,
+    Integer,
+    Table,
+    and_,
+    case,
+    cast,
+    distinct,
+    func,
+    literal_column,
+    select,
+    true,
+)
+from sqlmodel import SQLModel
+
+from trialpath import models  # noqa: F401  (registers the tables)
+from trialpath.config import get_settings
+from trialpath.definition import JourneyDefinition, load_definition
+from trialpath.preferences import CHANNELS
+from trialpath.stats import (
+    bootstrap_median_diff,
+    mann_whitney,
+    mean_diff,
+    needed_per_arm,
+    percentile,
+    two_proportions,
+)
+
+Split = Literal["persona", "cohort", "arm", "channel"]
+SPLITS: tuple[Split, ...] = get_args(Split)
+Unit = Literal["hours", "%", "score", "count", "EUR"]
+
+ALL = "all"
+UNKNOWN_PERSONA = "unknown"
+NO_EXPERIMENT_ARM = "default"
+"""The arm of every trial started while no experiment ran."""
+SMALL_N = 30
+"""Below this many users a value is shown as indicative only, and the experiment report
+needs at least this many per arm for medians and means."""
+ADOPTION_MIN_FEATURES = 3
+MONTHLY_CHURN = 0.03
+"""Share of paying customers lost per month assumed by the CLTV (3 %: a 33-month lifetime)."""
+RETENTION_FROM_DAY = 7
+RETENTION_TO_DAY = 14
+UPSELL_EVENTS = ("plan_upgraded", "addon_purchased")
+REFERRAL_EVENT = "referral_sent"
+SURVEY_SCALES = {"survey_csat": (1, 5), "survey_ces": (1, 7)}
+TERMINAL_STAGES = ("converted", "expired", "cancelled")
+
+_TABLES = SQLModel.metadata.tables
+T: Table = _TABLES["trials"]
+E: Table = _TABLES["trial_events"]
+M: Table = _TABLES["messages"]
+P: Table = _TABLES["preferences"]
+
+
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+class KpiError(ValueError):
+    """Bad filters or split, or a database these KPIs cannot read."""
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which trials: signed up at or after `since` and before `until` (UTC; naive = UTC)."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("since", "until"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if value.tzinfo is None:
+                value = value.replace(tzinfo=UTC)
+                object.__setattr__(self, name, value)
+            # Far-off bounds would overflow the date arithmetic (retention's "7 days before").
+            if not EARLIEST <= value <= LATEST:
+                raise KpiError(f"{name} must be between 1970 and 9000, got {value:%Y-%m-%d}")
+        if self.since and self.until and self.since >= self.until:
+            raise KpiError(f"since ({self.since:%Y-%m-%d %H:%M}) must be before until")
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {
+            "since": self.since.isoformat() if self.since else None,
+            "until": self.until.isoformat() if self.until else None,
+        }
+
+
+def parse_bound(text: str, *, end: bool = False) -> datetime:
+    """A filter bound from `YYYY-MM-DD` or an ISO 8601 date-time (naive = UTC). A bare date
+    given as the end (`until`) includes that whole day: it means the next midnight."""
+    text = text.strip()
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        pass
+    else:
+        if len(text) == 10:
+            start = datetime.combine(day, time(0), tzinfo=UTC)
+            return start + timedelta(days=1) if end and day < date.max else start
+    try:
+        moment = datetime.fromisoformat(text)
+    except (ValueError, OverflowError):
+        raise KpiError(f"{text!r} is not a date (YYYY-MM-DD) nor an ISO 8601 date-time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def make_filters(since: str | None = None, until: str | None = None) -> Filters:
+    """Filters from the text the CLI and the API receive."""
+    return Filters(
+        since=parse_bound(since) if since else None,
+        until=parse_bound(until, end=True) if until else None,
+    )
+
+
+def check_split(by: str | None) -> Split | None:
+    if by is None:
+        return None
+    for split in SPLITS:
+        if by == split:
+            return split
+    raise KpiError(f"--by must be one of {', '.join(SPLITS)}, got {by!r}")
+
+
+@dataclass
+class KpiValue:
+    """One KPI for one group. `n` is the denominator (users, or answers for surveys) so that
+    small groups show; `value` is None when there is nothing to measure."""
+
+    kpi: str
+    group: str
+    value: float | None
+    n: int
+    unit: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def to_csv(rows: Sequence[KpiValue] | Sequence[ArmComparison]) -> str:
+    """KPI values or arm comparisons as CSV with a header row; `detail` as JSON."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    header: list[str] = []
+    for row in rows:
+        record = row.as_dict()
+        if not header:
+            header = list(record)
+            writer.writerow(header)
+        writer.writerow([_csv_cell(record[key]) for key in header])
+    if not header:
+        writer.writerow(["kpi", "group", "value", "n", "unit", "detail"])
+    return out.getvalue()
+
+
+def _csv_cell(value: object) -> object:
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    if isinstance(value, float):
+        return round(value, 6)
+    return "" if value is None else value
+
+
+# --- the journey: milestones and key events --------------------------------------------------
+
+
+@lru_cache(maxsize=4)
+def _load(path: Path, mtime: float) -> JourneyDefinition:
+    return load_definition(path)
+
+
+def current_journey() -> JourneyDefinition:
+    """The journey file in force (TRIALPATH_JOURNEY_FILE): its milestones and key events are
+    what "first value" and "key feature" mean, for every trial, whichever version it ran."""
+    path = get_settings().journey_file
+    return _load(path, path.stat().st_mtime if path.exists() else 0.0)
+
+
+def _milestones(journey: JourneyDefinition | None) -> dict[str, str]:
+    journey = journey or current_journey()
+    return {persona: path.milestone for persona, path in journey.personas.items()}
+
+
+def _key_events(journey: JourneyDefinition | None) -> tuple[str, ...]:
+    return (journey or current_journey()).stall.key_events
+
+
+# --- SQL building blocks ---------------------------------------------------------------------
+
+
+class _Dialect:
+    """The only SQL that differs between SQLite and PostgreSQL."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.name = engine.dialect.name
+        if self.name not in ("sqlite", "postgresql"):
+            raise KpiError(f"KPIs need SQLite or PostgreSQL, not {self.name}")
+
+    def iso_week(self, at: ColumnElement[Any]) -> ColumnElement[Any]:
+        """`2026-W48`: the ISO 8601 week of a UTC timestamp."""
+        if self.name == "postgresql":
+            return func.to_char(
+                func.timezone(literal_column("'UTC'"), at), literal_column("'IYYY-\"W\"IW'")
+            )
+        # SQLite before 3.46 has no %G/%V: the ISO year and week are those of the Thursday of
+        # the same Monday-to-Sunday week (the Thursday on or after the day three days before).
+        thursday = func.date(at, literal_column("'-3 days'"), literal_column("'weekday 4'"))
+        day_of_year = cast(func.strftime(literal_column("'%j'"), thursday), Integer)
+        week = (day_of_year - 1) // 7 + 1
+        return func.printf(
+            literal_column("'%s-W%02d'"), func.strftime(literal_column("'%Y'"), thursday), week
+        )
+
+    def seconds_between(
+        self, later: ColumnElement[Any], earlier: ColumnElement[Any]
+    ) -> ColumnElement[Any]:
+        if self.name == "postgresql":
+            return func.extract("epoch", later) - func.extract("epoch", earlier)
+        return (func.julianday(later) - func.julianday(earlier)) * 86400.0
+
+
+def _count_trials(conn: Connection, filters: Filters) -> int:
+    query = select(func.count()).select_from(T).where(*_population(filters))
+    return int(conn.execute(query).scalar_one())
+
+
+def _population(filters: Filters) -> list[ColumnElement[bool]]:
+    clauses: list[ColumnElement[bool]] = []
+    if filters.since is not None:
+        clauses.append(T.c.signup_at >= filters.since)
+    if filters.until is not None:
+        clauses.append(T.c.signup_at < filters.until)
+    return clauses
+
+
+def _group(engine: Engine, by: Split | None) -> ColumnElement[Any]:
+    """The trial's group, labelled `grp` (grouped by that name: PostgreSQL would not see two
+    renderings of an expression with parameters as the same expression)."""
+    if by == "persona":
+        expr: ColumnElement[Any] = func.coalesce(
+            T.c.persona, literal_column(f"'{UNKNOWN_PERSONA}'")
+        )
+    elif by == "arm":
+        expr = T.c.experiment_arm
+    elif by == "cohort":
+        expr = _Dialect(engine).iso_week(T.c.signup_at)
+    else:
+        expr = literal_column(f"'{ALL}'")
+    return expr.label("grp")
+
+
+def _fixed_groups(by: Split | None, journey: JourneyDefinition | None) -> list[str]:
+    """Groups shown even when empty, so that a split always has the same rows."""
+    if by is None or by == "channel":
+        return [ALL]
+    if by == "persona":
+        return list(_milestones(journey))
+    return []
+
+
+def _ordered(
+    groups: Iterable[str], by: Split | None, journey: JourneyDefinition | None
+) -> list[str]:
+    fixed = _fixed_groups(by, journey)
+    rest = sorted(set(groups) - set(fixed))
+    return [*fixed, *rest] or [ALL]
+
+
+def _pct(count: int, n: int) -> float | None:
+    return 100.0 * count / n if n else None
+
+
+def _rate_rows(
+    engine: Engine,
+    filters: Filters,
+    by: Split | None,
+    kpi: str,
+    hit: ColumnElement[bool],
+    base: ColumnElement[bool] | None = None,
+    extra: Mapping[str, ColumnElement[bool]] | None = None,
+) -> list[KpiValue]:
+    """% of the trials matching `base` (all by default) for which `hit` holds, per group;
+    `extra` adds other counts to `detail`."""
+    group = _group(engine, by)
+    extra = dict(extra or {})
+    columns = [
+        group,
+        func.count().label("n"),
+        func.sum(case((hit, 1), else_=0)).label("hits"),
+        *(func.sum(case((cond, 1), else_=0)).label(name) for name, cond in extra.items()),
+    ]
+    query = select(*columns).select_from(T).where(*_population(filters))
+    if base is not None:
+        query = query.where(base)
+    query = query.group_by(literal_column("grp"))
+    with engine.connect() as conn:
+        rows = {row.grp: row for row in conn.execute(query)}
+    values = []
+    for name in _ordered(rows, by, None):
+        row = rows.get(name)
+        n = int(row.n) if row else 0
+        hits = int(row.hits or 0) if row else 0
+        detail: dict[str, Any] = {"count": hits}
+        detail.update({key: int(getattr(row, key) or 0) if row else 0 for key in extra})
+        values.append(KpiValue(kpi, name, _pct(hits, n), n, "%", detail))
+    return values
+
+
+def _any_event(
+    names: Sequence[str], *, after: ColumnElement[Any] | None = None
+) -> ColumnElement[bool]:
+    """The trial's user has an event among `names`, counted or not (after a time, if given)."""
+    query = select(E.c.id).where(E.c.user_id == T.c.user_id, E.c.name.in_(list(names)))
+    if after is not None:
+        query = query.where(E.c.occurred_at > after)
+    return query.exists()
+
+
+_CONVERTED: ColumnElement[bool] = T.c.converted_at.is_not(None)
+_ENDED: ColumnElement[bool] = (
+    T.c.stage.in_(TERMINAL_STAGES) | T.c.ended_at.is_not(None) | T.c.converted_at.is_not(None)
+)
+
+
+# --- durations (fetched per trial, finished in Python) ---------------------------------------
+
+
+@dataclass
+class _Durations:
+    n: int
+    hours: list[float]
+
+
+def _durations(
+    engine: Engine,
+    filters: Filters,
+    by: Split | None,
+    reached_at: ColumnElement[Any],
+    from_query: FromClause | None = None,
+) -> dict[str, _Durations]:
+    """Per group: the trials, and the hours from signup to `reached_at` of those that got
+    there. Timestamps are fetched and subtracted here (date math is not portable SQL)."""
+    group = _group(engine, by)
+    query = select(group, T.c.signup_at, reached_at.label("reached_at"))
+    query = query.select_from(T if from_query is None else from_query).where(*_population(filters))
+    found: dict[str, _Durations] = defaultdict(lambda: _Durations(0, []))
+    with engine.connect() as conn:
+        for row in conn.execute(query):
+            entry = found[row.grp]
+            entry.n += 1
+            if row.reached_at is not None:
+                hours = (row.reached_at - row.signup_at).total_seconds() / 3600
+                entry.hours.append(max(hours, 0.0))
+    return dict(found)
+
+
+def _milestone_durations(
+    engine: Engine,
+    filters: Filters,
+    by: Split | None,
+    journey: JourneyDefinition | None = None,
+) -> dict[str, _Durations]:
+    milestones = _milestones(journey)
+    wanted = case(milestones, value=T.c.persona, else_=None)
+    first = (
+        select(T.c.user_id.label("user_id"), func.min(E.c.occurred_at).label("at"))
+        .select_from(T)
+        .join(
+            E,
+            and_(
+                E.c.user_id == T.c.user_id,
+                E.c.name == wanted,
+                E.c.counted == true(),
+                E.c.occurred_at >= T.c.signup_at,
+            ),
+        )
+        .where(*_population(filters))
+        .group_by(T.c.user_id)
+        .subquery("first_value")
+    )
+    joined = T.outerjoin(first, first.c.user_id == T.c.user_id)
+    return _durations(engine, filters, by, first.c.at, joined)
+
+
+def _median_values(
+    kpi: str, found: Mapping[str, _Durations], by: Split | None, q: float
+) -> list[KpiValue]:
+    values = []
+    for name in _ordered(found, by, None):
+        entry = found.get(name, _Durations(0, []))
+        value = percentile(entry.hours, q) if entry.hours else None
+        detail = {"reached": len(entry.hours)}
+        values.append(KpiValue(kpi, name, value, entry.n, "hours", detail))
+    return values
+
+
+# --- the KPIs --------------------------------------------------------------------------------
+
+
+def time_to_first_value(
+    engine: Engine,
+    filters: Filters,
+    by: Split | None = None,
+    *,
+    journey: JourneyDefinition | None = None,
+) -> list[KpiValue]:
+    """Time to first value (TTFV): hours from signup to the first counted event that is the
+    user's persona milestone (journey.toml `personas.<persona>.milestone`: integration_connected,
+    workflow_created, dashboard_configured), at or after signup.
+
+    Two KPIs: `ttfv_median` and `ttfv_p90` (90th percentile, linear interpolation), over the
+    users who reached it. `n` is every trial of the group; `detail["reached"]` how many reached
+    their milestone (trials without a persona never do)."""
+    found = _milestone_durations(engine, filters, _no_channel(by), journey)
+    return [
+        *_median_values("ttfv_median", found, _no_channel(by), 0.5),
+        *_median_values("ttfv_p90", found, _no_channel(by), 0.9),
+    ]
+
+
+def activation_rate(engine: Engine, filters: Filters, by: Split | None = None) -> list[KpiValue]:
+    """Activation rate: % of trials activated (`trials.activated`: the persona's activation
+    rule met within its window, e.g. technical = an integration and 10 API calls in 7 days)."""
+    return _rate_rows(engine, filters, _no_channel(by), "activation_rate", T.c.activated == true())
+
+
+def onboarding_completion(
+    engine: Engine,
+    filters: Filters,
+    by: Split | None = None,
+    *,
+    journey: JourneyDefinition | None = None,
+) -> list[KpiValue]:
+    """Onboarding completion: % of trials whose user did every key event (journey.toml
+    `stall.key_events`) at least once, counted events only. Shown beside activation on
+    purpose: completing every step is not the same as getting value (measure activation)."""
+    keys = _key_events(journey)
+    return _rate_rows(
+        engine, filters, _no_channel(by), "onboarding_completion", _features_used(keys) >= len(keys)
+    )
+
+
+def adoption_rate(
+    engine: Engine,
+    filters: Filters,
+    by: Split | None = None,
+    *,
+    journey: JourneyDefinition | None = None,
+) -> list[KpiValue]:
+    """Adoption rate: % of trials whose user used at least 3 distinct key features (distinct
+    names among `stall.key_events` in their counted events)."""
+    used = _features_used(_key_events(journey))
+    return _rate_rows(
+        engine, filters, _no_channel(by), "adoption_rate", used >= ADOPTION_MIN_FEATURES
+    )
+
+
+def _features_used(keys: Sequence[str]) -> ColumnElement[Any]:
+    """Distinct key events the trial's user did (a correlated scalar subquery)."""
+    return (
+        select(func.count(distinct(E.c.name)))
+        .where(E.c.user_id == T.c.user_id, E.c.counted == true(), E.c.name.in_(list(keys)))
+        .scalar_subquery()
+    )
+
+
+def time_to_proficiency(
+    engine: Engine, filters: Filters, by: Split | None = None
+) -> list[KpiValue]:
+    """Time to proficiency: median hours from signup to activation (`activated_at`) over the
+    activated trials. `n` is every trial of the group, `detail["reached"]` the activated."""
+    by = _no_channel(by)
+    found = _durations(engine, filters, by, T.c.activated_at)
+    return _median_values("time_to_proficiency", found, by, 0.5)
+
+
+def retention_7d(
+    engine: Engine, filters: Filters, by: Split | None = None, *, now: datetime | None = None
+) -> list[KpiValue]:
+    """7-day retention: among trials that signed up at least 7 days before `until` (or now),
+    % whose user has a counted event from day 7 (inclusive) to day 14 (exclusive) after
+    signup. Users 7 to 14 days old have not lived the whole window yet, so a recent period
+    reads a little low until its window closes."""
+    by = _no_channel(by)
+    reference = filters.until or now or datetime.now(UTC)
+    elapsed = _Dialect(engine).seconds_between(E.c.occurred_at, T.c.signup_at)
+    active = (
+        select(E.c.id)
+        .where(
+            E.c.user_id == T.c.user_id,
+            E.c.counted == true(),
+            elapsed >= RETENTION_FROM_DAY * 86400,
+            elapsed < RETENTION_TO_DAY * 86400,
+        )
+        .exists()
+    )
+    old_enough = T.c.signup_at <= reference - timedelta(days=RETENTION_FROM_DAY)
+    values = _rate_rows(engine, filters, by, "retention_7d", active, base=old_enough)
+    for value in values:
+        value.detail["read_at"] = reference.isoformat()
+    return values
+
+
+def trial_to_paid(engine: Engine, filters: Filters, by: Split | None = None) -> list[KpiValue]:
+    """Trial-to-paid: % converted (`converted_at` set) among trials that are over: converted,
+    expired or cancelled (trials still running are left out, not counted as lost)."""
+    return _rate_rows(engine, filters, _no_channel(by), "trial_to_paid", _CONVERTED, base=_ENDED)
+
+
+def churn_rate(engine: Engine, filters: Filters, by: Split | None = None) -> list[KpiValue]:
+    """Churn rate (of trials): % of the trials that are over which ended without buying
+    (stage expired or cancelled, never converted); `detail` splits expired and cancelled.
+    This is 100 - trial_to_paid; paying customers' churn is outside Trialpath (see cltv)."""
+    lost = _ENDED & ~_CONVERTED
+    return _rate_rows(
+        engine,
+        filters,
+        _no_channel(by),
+        "churn_rate",
+        lost,
+        base=_ENDED,
+        extra={
+            "expired": lost & (T.c.stage == "expired"),
+            "cancelled": lost & (T.c.stage == "cancelled"),
+        },
+    )
+
+
+def upsell_rate(engine: Engine, filters: Filters, by: Split | None = None) -> list[KpiValue]:
+    """Upsell and cross-sell rate: % of converted trials whose user has a `plan_upgraded` or
+    `addon_purchased` event after the conversion (`occurred_at > converted_at`)."""
+    hit = _any_event(UPSELL_EVENTS, after=T.c.converted_at)
+    return _rate_rows(engine, filters, _no_channel(by), "upsell_rate", hit, base=_CONVERTED)
+
+
+def referral_rate(engine: Engine, filters: Filters, by: Split | None = None) -> list[KpiValue]:
+    """Referral rate: % of converted trials whose user has a `referral_sent` event (at any
+    time)."""
+    hit = _any_event([REFERRAL_EVENT])
+    return _rate_rows(engine, filters, _no_channel(by), "referral_rate", hit, base=_CONVERTED)
+
+
+def cltv(
+    engine: Engine,
+    filters: Filters,
+    by: Split | None = None,
+    *,
+    monthly_churn: float = MONTHLY_CHURN,
+) -> list[KpiValue]:
+    """Customer lifetime value (EUR): mean MRR of the converted trials that have one, times
+    the expected lifetime in months, 1 / monthly churn (`monthly_churn`, 0.03 by default: 33.3
+    months, an assumption until paying customers' churn is measured). `n` is the converted
+    trials with an MRR."""
+    if not 0 < monthly_churn <= 1:
+        raise KpiError(f"monthly_churn must be within (0, 1], got {monthly_churn}")
+    by = _no_channel(by)
+    group = _group(engine, by)
+    has_mrr = _CONVERTED & T.c.mrr.is_not(None)
+    query = (
+        select(
+            group,
+            func.count().label("converted"),
+            func.sum(case((has_mrr, 1), else_=0)).label("n"),
+            func.avg(case((has_mrr, T.c.mrr), else_=None)).label("mean_mrr"),
+        )
+        .select_from(T)
+        .where(*_population(filters), _CONVERTED)
+        .group_by(literal_column("grp"))
+    )
+    with engine.connect() as conn:
+        rows = {row.grp: row for row in conn.execute(query)}
+    lifetime = 1 / monthly_churn
+    values = []
+    for name in _ordered(rows, by, None):
+        row = rows.get(name)
+        n = int(row.n or 0) if row else 0
+        mean = float(row.mean_mrr) if row and row.mean_mrr is not None else None
+        detail = {
+            "mean_mrr": mean,
+            "lifetime_months": lifetime,
+            "monthly_churn": monthly_churn,
+            "converted": int(row.converted) if row else 0,
+        }
+        value = mean * lifetime if mean is not None and n else None
+        values.append(KpiValue("cltv", name, value, n, "EUR", detail))
+    return values
+
+
+def _survey(
+    engine: Engine, filters: Filters, by: Split | None, event: str
+) -> tuple[dict[str, list[float]], dict[str, int], dict[str, set[str]]]:
+    """Per group: valid scores, ignored answers, users who answered. Scores are read from the
+    JSON property as text and checked here: a stray value must not fail the whole query, as a
+    cast in SQL would on PostgreSQL."""
+    low, high = SURVEY_SCALES[event]
+    group = _group(engine, by)
+    query = (
+        select(group, E.c.user_id, E.c.properties["score"].as_string().label("score"))
+        .select_from(T.join(E, E.c.user_id == T.c.user_id))
+        .where(*_population(filters), E.c.name == event)
+    )
+    scores: dict[str, list[float]] = defaultdict(list)
+    ignored: dict[str, int] = defaultdict(int)
+    users: dict[str, set[str]] = defaultdict(set)
+    with engine.connect() as conn:
+        for row in conn.execute(query):
+            score = _score(row.score, low, high)
+            if score is None:
+                ignored[row.grp] += 1
+            else:
+                scores[row.grp].append(score)
+                users[row.grp].add(row.user_id)
+    return dict(scores), dict(ignored), dict(users)
+
+
+def _score(raw: object, low: int, high: int) -> float | None:
+    if raw is None or isinstance(raw, bool):
+        return None
+    try:
+        score = float(str(raw))
+    except ValueError:
+        return None
+    return score if low <= score <= high and score.is_integer() else None
+
+
+def _survey_values(
+    engine: Engine, filters: Filters, by: Split | None, event: str, kpi: str, good_from: int
+) -> list[KpiValue]:
+    by = _no_channel(by)
+    scores, ignored, users = _survey(engine, filters, by, event)
+    low, high = SURVEY_SCALES[event]
+    values = []
+    for name in _ordered([*scores, *ignored], by, None):
+        answers = scores.get(name, [])
+        n = len(answers)
+        distribution = {str(s): sum(1 for a in answers if a == s) for s in range(low, high + 1)}
+        good = sum(1 for a in answers if a >= good_from)
+        detail: dict[str, Any] = {
+            "users": len(users.get(name, ())),
+            "ignored": ignored.get(name, 0),
+            "distribution": distribution,
+            f"share_{good_from}_or_more_pct": _pct(good, n),
+        }
+        value = statistics.fmean(answers) if answers else None
+        values.append(KpiValue(kpi, name, value, n, "score", detail))
+    return values
+
+
+def csat(engine: Engine, filters: Filters, by: Split | None = None) -> list[KpiValue]:
+    """Customer satisfaction (CSAT): mean `properties.score` of `survey_csat` events, 1 (very
+    unsatisfied) to 5 (very satisfied); answers outside 1..5 or not whole numbers are ignored
+    (`detail["ignored"]`). `n` is the answers; `detail` adds the classic CSAT %, the share of
+    4 and 5, and the distribution."""
+    return _survey_values(engine, filters, by, "survey_csat", "csat", 4)
+
+
+def ces(engine: Engine, filters: Filters, by: Split | None = None) -> list[KpiValue]:
+    """Customer effort score (CES): mean `properties.score` of `survey_ces` events, 1 (very
+    hard) to 7 (very easy), so higher means less effort. `n` is the answers; `detail` adds
+    the share of 5 to 7 (easy) and the distribution."""
+    return _survey_values(engine, filters, by, "survey_ces", "ces", 5)
+
+
+def messages_per_user(engine: Engine, filters: Filters, by: Split | None = None) -> list[KpiValue]:
+    """Messages per user: messages sent to the users (status `sent`; not the `support`
+    channel, which goes to the CS team) divided by the trials. By channel, each channel's
+    sent messages divided by all the trials."""
+    sent = and_(M.c.status == "sent", M.c.channel != "support")
+    if by == "channel":
+        return _per_channel(engine, filters, "messages_per_user", "count", M, sent)
+    group = _group(engine, by)
+    per_user = (
+        select(M.c.user_id, func.count().label("sent"))
+        .where(sent)
+        .group_by(M.c.user_id)
+        .subquery("sent")
+    )
+    query = (
+        select(group, func.count().label("n"), func.sum(per_user.c.sent).label("sent"))
+        .select_from(T.outerjoin(per_user, per_user.c.user_id == T.c.user_id))
+        .where(*_population(filters))
+        .group_by(literal_column("grp"))
+    )
+    with engine.connect() as conn:
+        rows = {row.grp: row for row in conn.execute(query)}
+    values = []
+    for name in _ordered(rows, by, None):
+        row = rows.get(name)
+        n = int(row.n) if row else 0
+        total = int(row.sent or 0) if row else 0
+        value = total / n if n else None
+        values.append(KpiValue("messages_per_user", name, value, n, "count", {"sent": total}))
+    return values
+
+
+def unsubscribe_rate(engine: Engine, filters: Filters, by: Split | None = None) -> list[KpiValue]:
+    """Unsubscribe rate: % of trials whose user unsubscribed from at least one channel (a
+    `preferences` row with subscribed false). By channel, % unsubscribed from that channel."""
+    opted_out = P.c.subscribed.is_(False)
+    if by == "channel":
+        return _per_channel(engine, filters, "unsubscribe_rate", "%", P, opted_out)
+    hit = select(P.c.user_id).where(P.c.user_id == T.c.user_id, opted_out).exists()
+    return _rate_rows(engine, filters, by, "unsubscribe_rate", hit)
+
+
+def _per_channel(
+    engine: Engine,
+    filters: Filters,
+    kpi: str,
+    unit: Unit,
+    table: Table,
+    condition: ColumnElement[bool],
+) -> list[KpiValue]:
+    """Rows of `table` matching `condition` per channel, over all the trials: messages per
+    user (count) or % of users (preferences: one row per user and channel)."""
+    with engine.connect() as conn:
+        n = _count_trials(conn, filters)
+        counted = {
+            row.channel: int(row.total)
+            for row in conn.execute(
+                select(table.c.channel, func.count().label("total"))
+                .select_from(table.join(T, T.c.user_id == table.c.user_id))
+                .where(*_population(filters), condition)
+                .group_by(table.c.channel)
+            )
+        }
+    values = []
+    channels = [*CHANNELS, *sorted(set(counted) - set(CHANNELS))]
+    for channel in channels:
+        count = counted.get(channel, 0)
+        if unit == "%":
+            values.append(KpiValue(kpi, channel, _pct(count, n), n, unit, {"count": count}))
+        else:
+            values.append(
+                KpiValue(kpi, channel, count / n if n else None, n, unit, {"sent": count})
+            )
+    return values
+
+
+def _no_channel(by: Split | None) -> Split | None:
+    """Channel splits only message-based KPIs; the others give one row, "all"."""
+    return None if by == "channel" else by
+
+
+class KpiFunction(Protocol):
+    def __call__(
+        self, engine: Engine, filters: Filters, by: Split | None = None, /
+    ) -> list[KpiValue]: ...
+
+
+KPIS: dict[str, KpiFunction] = {
+    "time_to_first_value": time_to_first_value,
+    "activation_rate": activation_rate,
+    "onboarding_completion": onboarding_completion,
+    "adoption_rate": adoption_rate,
+    "time_to_proficiency": time_to_proficiency,
+    "retention_7d": retention_7d,
+    "trial_to_paid": trial_to_paid,
+    "churn_rate": churn_rate,
+    "csat": csat,
+    "ces": ces,
+    "upsell_rate": upsell_rate,
+    "referral_rate": referral_rate,
+    "cltv": cltv,
+    "messages_per_user": messages_per_user,
+    "unsubscribe_rate": unsubscribe_rate,
+}
+"""Every KPI function, in the order they are shown (completion right after activation)."""
+
+
+def compute_kpis(engine: Engine, filters: Filters, by: Split | None = None) -> list[KpiValue]:
+    """Every KPI of `KPIS`, one row per KPI and group."""
+    by = check_split(by)
+    return [value for function in KPIS.values() for value in function(engine, filters, by)]
+
+
+# --- dashboard data --------------------------------------------------------------------------
+
+FUNNEL_STEPS = ("signed up", "qualified", "first value", "activated", "converted")
+
+
+def funnel(
+    engine: Engine, filters: Filters, *, journey: JourneyDefinition | None = None
+) -> dict[str, list[tuple[str, int]]]:
+    """Per persona (and "all" first, "unknown" for trials never qualified): how many trials
+    reached each step, each step counting only those that reached every step before it, so
+    the counts never grow: signed up → qualified (persona known) → first value (persona
+    milestone event) → activated → converted."""
+    milestones = _milestones(journey)
+    wanted = case(milestones, value=T.c.persona, else_=None)
+    reached = (
+        select(E.c.id)
+        .where(
+            E.c.user_id == T.c.user_id,
+            E.c.name == wanted,
+            E.c.counted == true(),
+            E.c.occurred_at >= T.c.signup_at,
+        )
+        .exists()
+    )
+    qualified = T.c.persona.is_not(None)
+    steps = [
+        qualified,
+        qualified & reached,
+        qualified & reached & (T.c.activated == true()),
+        qualified & reached & (T.c.activated == true()) & _CONVERTED,
+    ]
+    group = _group(engine, "persona")
+    query = (
+        select(
+            group,
+            func.count().label("s0"),
+            *(
+                func.sum(case((step, 1), else_=0)).label(f"s{i + 1}")
+                for i, step in enumerate(steps)
+            ),
+        )
+        .select_from(T)
+        .where(*_population(filters))
+        .group_by(literal_column("grp"))
+    )
+    with engine.connect() as conn:
+        rows = {
+            row.grp: [int(row[i + 1] or 0) for i in range(len(FUNNEL_STEPS))]
+            for row in conn.execute(query)
+        }
+    total = [sum(counts[i] for counts in rows.values()) for i in range(len(FUNNEL_STEPS))]
+    answer = {ALL: list(zip(FUNNEL_STEPS, total, strict=True))}
+    for persona in _ordered(rows, "persona", journey):
+        counts = rows.get(persona, [0] * len(FUNNEL_STEPS))
+        answer[persona] = list(zip(FUNNEL_STEPS, counts, strict=True))
+    return answer
+
+
+def ttfv_hours(
+    engine: Engine, filters: Filters, *, journey: JourneyDefinition | None = None
+) -> dict[str, list[float]]:
+    """Per persona, the hours from signup to the milestone of every user who reached it
+    (sorted), for a distribution chart; the same durations as `time_to_first_value`."""
+    found = _milestone_durations(engine, filters, "persona", journey)
+    return {
+        persona: sorted(found[persona].hours) if persona in found else []
+        for persona in _ordered(found, "persona", journey)
+        if persona != UNKNOWN_PERSONA
+    }
+
+
+RETENTION_DAYS = (0, 7, 14, 21, 28)
+
+
+def retention_curves(
+    engine: Engine, filters: Filters, weeks: int = 8, *, now: datetime | None = None
+) -> dict[str, list[tuple[int, float]]]:
+    """Per signup cohort (ISO week, the `weeks` most recent), the % of the cohort active on or
+    after day d, for d = 0, 7, 14, 21, 28: users with a counted event at least d days after
+    their signup ("unbounded" retention, which never rises with d). A day appears only once
+    every user of the cohort has lived it by `until` (or now), so no point is half-measured."""
+    if weeks < 1:
+        raise KpiError("weeks must be at least 1")
+    reference = filters.until or now or datetime.now(UTC)
+    group = _group(engine, "cohort")
+    last = (
+        select(E.c.user_id.label("user_id"), func.max(E.c.occurred_at).label("at"))
+        .where(E.c.counted == true())
+        .group_by(E.c.user_id)
+        .subquery("last_event")
+    )
+    query = (
+        select(group, T.c.signup_at, last.c.at)
+        .select_from(T.outerjoin(last, last.c.user_id == T.c.user_id))
+        .where(*_population(filters))
+    )
+    cohorts: dict[str, list[tuple[datetime, datetime | None]]] = defaultdict(list)
+    with engine.connect() as conn:
+        for row in conn.execute(query):
+            cohorts[row.grp].append((row.signup_at, row.at))
+    answer: dict[str, list[tuple[int, float]]] = {}
+    for cohort in sorted(cohorts)[-weeks:]:
+        users = cohorts[cohort]
+        newest = max(signup for signup, _ in users)
+        curve = []
+        for day in RETENTION_DAYS:
+            if newest + timedelta(days=day) > reference:
+                break
+            active = sum(
+                1 for signup, at in users if at is not None and at >= signup + timedelta(days=day)
+            )
+            curve.append((day, 100.0 * active / len(users)))
+        answer[cohort] = curve
+    return answer
+
+
+def headline(engine: Engine, filters: Filters) -> dict[str, KpiValue]:
+    """The five numbers on top of the dashboard: trials, activation rate, TTFV median,
+    trial-to-paid and 7-day retention (no split)."""
+    with engine.connect() as conn:
+        trials = _count_trials(conn, filters)
+    return {
+        "trials": KpiValue("trials", ALL, float(trials), trials, "count", {}),
+        "activation_rate": activation_rate(engine, filters)[0],
+        "ttfv_median": time_to_first_value(engine, filters)[0],
+        "trial_to_paid": trial_to_paid(engine, filters)[0],
+        "retention_7d": retention_7d(engine, filters)[0],
+    }
+
+
+# --- experiments ----------------------------------------------------------------------------
+
+
+@dataclass
+class ArmComparison:
+    """One KPI of one arm against the control: values, sizes, the difference (arm - control,
+    in the KPI's unit: percentage points for rates), its 95 % interval, p-value and verdict.
+
+    `needed_per_arm` (rates only) is what the two-proportion formula gives for the observed
+    rates at 80 % power (for 5 points when the observed difference is smaller); the verdict
+    never asks for fewer than 30 per arm, nor fewer than the z-test's normal approximation
+    needs (5 expected successes and failures per arm)."""
+
+    kpi: str
+    arm: str
+    control: str
+    unit: str
+    value: float | None
+    control_value: float | None
+    n: int
+    control_n: int
+    diff: float | None
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float | None
+    needed_per_arm: int | None
+    verdict: str
+    method: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+EXPERIMENT_KPIS = (
+    "activation_rate",
+    "trial_to_paid",
+    "retention_7d",
+    "onboarding_completion",
+    "ttfv_median",
+    "csat",
+)
+_BETTER: dict[str, int] = {
+    "activation_rate": 1,
+    "trial_to_paid": 1,
+    "retention_7d": 1,
+    "onboarding_completion": 0,  # completion is no goal in itself (seed 003): just reported
+    "ttfv_median": -1,
+    "csat": 1,
+}
+_RATES: dict[str, Callable[[Engine, Filters, Split | None], list[KpiValue]]] = {
+    "activation_rate": activation_rate,
+    "trial_to_paid": trial_to_paid,
+    "retention_7d": retention_7d,
+    "onboarding_completion": onboarding_completion,
+}
+ALPHA = 0.05
+MIN_EFFECT = 0.05
+"""The smallest difference of rates (5 points) worth sizing an experiment for."""
+
+
+def arm_sizes(engine: Engine, filters: Filters) -> dict[str, int]:
+    """Trials per experiment arm in the period."""
+    query = (
+        select(T.c.experiment_arm, func.count().label("n"))
+        .select_from(T)
+        .where(*_population(filters))
+        .group_by(T.c.experiment_arm)
+    )
+    with engine.connect() as conn:
+        return {row.experiment_arm: int(row.n) for row in conn.execute(query)}
+
+
+def experiment_note(sizes: Mapping[str, int], control: str = "generic") -> str | None:
+    """Why there is nothing to compare, or None when there is."""
+    arms = sorted(arm for arm in sizes if arm != NO_EXPERIMENT_ARM)
+    if not arms:
+        return "no experiment in this period: every trial is in arm 'default'"
+    if control not in arms:
+        return f"the control arm {control!r} has no trials in this period (arms: {', '.join(arms)})"
+    if len(arms) == 1:
+        return f"only the control arm {control!r} has trials in this period"
+    return None
+
+
+def experiment_report(
+    engine: Engine, filters: Filters, control: str = "generic"
+) -> list[ArmComparison]:
+    """For each arm other than the control (and `default`, trials outside the experiment) and
+    each of activation_rate, trial_to_paid, retention_7d, onboarding_completion (percentage
+    points, Newcombe interval, pooled z-test, sample size needed for the observed rates at
+    80 % power), ttfv_median (hours, bootstrap interval of the difference of medians,
+    Mann–Whitney p) and csat (mean score, bootstrap interval, Mann–Whitney p): the arm against
+    the control. Empty when `experiment_note` says there is nothing to compare."""
+    sizes = arm_sizes(engine, filters)
+    if experiment_note(sizes, control) is not None:
+        return []
+    arms = sorted(arm for arm in sizes if arm not in (control, NO_EXPERIMENT_ARM))
+    report: list[ArmComparison] = []
+    for kpi in EXPERIMENT_KPIS:
+        if kpi in _RATES:
+            rows = {v.group: v for v in _RATES[kpi](engine, filters, "arm")}
+            report += [_compare_rates(kpi, rows, arm, control) for arm in arms]
+        elif kpi == "ttfv_median":
+            durations = _milestone_durations(engine, filters, "arm")
+            samples = {arm: entry.hours for arm, entry in durations.items()}
+            report += [_compare_samples(kpi, samples, arm, control, "hours") for arm in arms]
+        else:
+            scores = _survey(engine, filters, "arm", "survey_csat")[0]
+            report += [_compare_samples(kpi, scores, arm, control, "score") for arm in arms]
+    return report
+
+
+def _compare_rates(kpi: str, rows: Mapping[str, KpiValue], arm: str, control: str) -> ArmComparison:
+    method = "Newcombe hybrid score interval; pooled two-proportion z-test"
+    a, c = rows.get(arm), rows.get(control)
+    n, cn = (a.n if a else 0), (c.n if c else 0)
+    base = _blank(kpi, arm, control, "pts", method)
+    base.value, base.control_value = (a.value if a else None), (c.value if c else None)
+    base.n, base.control_n = n, cn
+    if not n or not cn:
+        base.verdict = _no_data(arm, control, n, cn)
+        return base
+    assert a is not None and c is not None
+    x, cx = int(a.detail["count"]), int(c.detail["count"])
+    result = two_proportions(x, n, cx, cn)
+    base.diff = 100 * result.diff
+    base.ci_low, base.ci_high = 100 * result.ci_low, 100 * result.ci_high
+    base.p_value = result.p_value
+    base.needed_per_arm = _needed(result.p2, result.p1)
+    # The z-test is a normal approximation: it needs about 5 expected successes and failures
+    # per arm (4/5 against 0/3 gives p = 0.03 where Fisher's exact test gives 0.14).
+    pooled = (x + cx) / (n + cn)
+    approximation = math.ceil(5 / min(pooled, 1 - pooled)) if 0 < pooled < 1 else 0
+    floor = max(SMALL_N, approximation)
+    need = max(floor, base.needed_per_arm or 0)
+    base.verdict = _verdict(base, "pts", floor=floor, need=need, estimated=True)
+    return base
+
+
+def _needed(control: float, arm: float) -> int:
+    """Users per arm to detect the observed difference at 80 % power, or a difference of
+    `MIN_EFFECT` when the observed one is smaller: otherwise a near-zero difference would ask
+    for millions, and large arms showing no effect would never read "no clear difference"."""
+    if abs(arm - control) >= MIN_EFFECT:
+        return needed_per_arm(control, arm)
+    up = control + MIN_EFFECT <= 1 and (arm >= control or control - MIN_EFFECT < 0)
+    return needed_per_arm(control, control + MIN_EFFECT if up else control - MIN_EFFECT)
+
+
+def _compare_samples(
+    kpi: str, samples: Mapping[str, Sequence[float]], arm: str, control: str, unit: str
+) -> ArmComparison:
+    """Medians of hours (bootstrap interval) or means of scores (Welch interval), with the
+    Mann–Whitney test for both: durations are skewed and scores ordinal."""
+    a, c = list(samples.get(arm, [])), list(samples.get(control, []))
+    median = unit == "hours"
+    statistic = statistics.median if median else statistics.fmean
+    method = (
+        "bootstrap percentile interval of the median difference (2000 resamples)"
+        if median
+        else "Welch normal interval of the mean difference"
+    ) + "; Mann–Whitney U test"
+    base = _blank(kpi, arm, control, unit, method)
+    base.value, base.control_value = (statistic(a) if a else None), (statistic(c) if c else None)
+    base.n, base.control_n = len(a), len(c)
+    if not a or not c:
+        base.verdict = _no_data(arm, control, len(a), len(c))
+        return base
+    base.diff = statistic(a) - statistic(c)
+    base.p_value = mann_whitney(a, c).p_value
+    if median:
+        boot = bootstrap_median_diff(a, c)
+        base.ci_low, base.ci_high = boot.ci_low, boot.ci_high
+    elif len(a) > 1 and len(c) > 1:
+        welch = mean_diff(a, c)
+        base.ci_low, base.ci_high = welch.ci_low, welch.ci_high
+    shown = "h" if median else ""
+    base.verdict = _verdict(base, shown, floor=SMALL_N, need=SMALL_N, estimated=False)
+    return base
+
+
+def _blank(kpi: str, arm: str, control: str, unit: str, method: str) -> ArmComparison:
+    return ArmComparison(
+        kpi=kpi,
+        arm=arm,
+        control=control,
+        unit=unit,
+        value=None,
+        control_value=None,
+        n=0,
+        control_n=0,
+        diff=None,
+        ci_low=None,
+        ci_high=None,
+        p_value=None,
+        needed_per_arm=None,
+        verdict="",
+        method=method,
+    )
+
+
+def _no_data(arm: str, control: str, n: int, cn: int) -> str:
+    missing = [name for name, size in ((arm, n), (control, cn)) if not size]
+    return f"no data for {' nor '.join(missing)}"
+
+
+def _number(value: float, unit: str) -> str:
+    """`+22`, `−5.2`: signed, rounded for the unit (points, hours, scores), never `−0`."""
+    digits = 0 if unit == "pts" else (1 if unit == "h" else 2)
+    rounded = round(value, digits) or 0.0
+    return f"{rounded:+.{digits}f}".replace("-", "−")
+
+
+def _signed(value: float, unit: str) -> str:
+    return f"{_number(value, unit)} {unit}".rstrip()
+
+
+def _verdict(row: ArmComparison, unit: str, floor: int, need: int, estimated: bool) -> str:
+    """Too few while the smaller arm is under `floor`; beats (or trails) when significant at
+    5 % with the interval excluding zero; too few while the smaller arm is under `need`
+    (`estimated`: from the sample-size formula, "about"; else a fixed minimum, "at least");
+    else no clear difference."""
+    smaller = min(row.n, row.control_n)
+    size = f"need about {need}" if estimated else f"need at least {need}"
+    too_few = f"too few trials to conclude (n={row.n} and {row.control_n}; {size} per arm)"
+    if smaller < floor:
+        return too_few
+    assert row.diff is not None and row.ci_low is not None and row.ci_high is not None
+    assert row.p_value is not None
+    interval = f"95 % CI {_number(row.ci_low, unit)} to {_number(row.ci_high, unit)}"
+    if row.p_value < ALPHA and (row.ci_low > 0 or row.ci_high < 0):
+        direction = _BETTER[row.kpi] * (1 if row.diff > 0 else -1)
+        if direction > 0:
+            word = "beats"
+        elif direction < 0:
+            word = "trails"
+        else:
+            word = "is higher than" if row.diff > 0 else "is lower than"
+        return f"{row.arm} {word} {row.control} by {_signed(row.diff, unit)} ({interval})"
+    if smaller < need:
+        return too_few
+    return (
+        f"no clear difference between {row.arm} and {row.control} "
+        f"({_signed(row.diff, unit)}, {interval}, p = {row.p_value:.2f})"
+    )
