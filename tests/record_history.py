@@ -1,14 +1,18 @@
 """Records the committed workflow histories replayed by tests/test_replay.py.
 
-    .venv/bin/python -m tests.record_history
+    .venv/bin/python -m tests.record_history v3
 
-Run it when a released journey version should be protected: a later change to the workflow
-that would break trials already running with that version then fails the replay test.
+Run it when a released version should be protected (see docs/versioning.md): a later change
+to the workflow that would break trials already running with that version then fails the
+replay test. It plays one trial through most of the journey with the shipped journey file
+(experiment and surveys included) and writes tests/histories/trial_business_<version>.json.
+Histories of real trials can be exported with `trialpath history export` instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 import tempfile
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -17,25 +21,38 @@ from pathlib import Path
 from temporalio.testing import WorkflowEnvironment
 
 from tests.driver import TrialDriver, align
-from trialpath.config import Settings
+from trialpath.config import PACKAGE_DIR, Settings
+from trialpath.definition import load_definition
+from trialpath.journey import assign_arm
 from trialpath.temporal import DATA_CONVERTER, bundled_binary, register_search_attributes
 from worker import build_worker
 
 HISTORIES = Path(__file__).parent / "histories"
 
 
-async def record() -> None:
+async def record(version: str) -> None:
     async with await WorkflowEnvironment.start_time_skipping(
         data_converter=DATA_CONVERTER,
         test_server_existing_path=str(bundled_binary("temporal-test-server")),
     ) as env:
         await register_search_attributes(env.client)
         with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(4) as pool:
-            settings = Settings(data_dir=Path(tmp), task_queue=f"record-{uuid.uuid4()}")
+            settings = Settings(
+                data_dir=Path(tmp),
+                task_queue=f"record-{uuid.uuid4()}",
+                journey_file=PACKAGE_DIR / "journey.toml",
+            )
             async with build_worker(env.client, settings, pool):
                 await align(env)
+                # A user of the generic arm: its path differs from its persona's.
+                user_id = next(
+                    f"history-{i}"
+                    for i in range(1000)
+                    if assign_arm(load_definition(settings.journey_file), f"history-{i}")
+                    == "generic"
+                )
                 trial = TrialDriver(
-                    env, settings, "history-stall", role=None, urgency=None, company="Acme Corp"
+                    env, settings, user_id, role=None, urgency=None, company="Acme Corp"
                 )
                 handle = await trial.start()
                 await trial.qualify("business", "team_coordination", "evaluating")
@@ -55,10 +72,12 @@ async def record() -> None:
                 await handle.result()
                 history = await handle.fetch_history()
     HISTORIES.mkdir(exist_ok=True)
-    out = HISTORIES / "trial_business_v1.json"
+    out = HISTORIES / f"trial_business_{version}.json"
     out.write_text(history.to_json())
     print(f"wrote {out} ({len(history.events)} events)")
 
 
 if __name__ == "__main__":
-    asyncio.run(record())
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m tests.record_history VERSION   (e.g. v3)")
+    asyncio.run(record(sys.argv[1]))

@@ -181,3 +181,39 @@ def test_templates_preview_refuses_a_missing_folder_or_a_busy_port(tmp_path: Pat
             check=False,
         )
     assert taken.returncode == 2 and "already in use" in " ".join(taken.stderr.split())
+
+
+async def test_history_export_then_replay(
+    env: WorkflowEnvironment, settings: Settings, worker: Worker, tmp_path: Path
+) -> None:
+    await align(env)
+    trial = TrialDriver(env, settings, "cli-history")
+    await trial.start()
+    await trial.at_day(1)
+    await trial.signal("cancel")
+    await trial.result()
+    out = tmp_path / "cli-history.json"
+    code, text, err = await cli(
+        settings, "history", "export", "cli-history", "-o", str(out), address=address(env)
+    )
+    assert code == 0, err
+    assert "Wrote" in text and json.loads(out.read_text())["events"]
+    code, text, err = await cli(settings, "history", "replay", str(out))
+    assert code == 0 and "ok" in text, err
+
+    # A history the code cannot have produced (an activity swapped for another) is reported.
+    history = json.loads(out.read_text())
+    for event in history["events"]:
+        scheduled = event.get("activityTaskScheduledEventAttributes")
+        if scheduled:
+            scheduled["activityType"]["name"] = "something_else"
+            break
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps(history))
+    code, text, err = await cli(settings, "history", "replay", str(out), str(broken))
+    assert code == 1 and "broken" in text and "1 of 2 histories no longer replay" in err
+
+    code, _, err = await cli(settings, "history", "export", "nobody", address=address(env))
+    assert code == 1 and "no workflow history for user nobody" in err
+    code, _, err = await cli(settings, "history", "replay", str(tmp_path / "missing.json"))
+    assert code == 2 and "Traceback" not in err

@@ -30,6 +30,7 @@ from trialpath.contract import Stage, TrialStatus, check_user_id
 from trialpath.db import make_engine
 from trialpath.dbcli import db_app
 from trialpath.definition import Persona
+from trialpath.history import history_app
 from trialpath.models import Message
 from trialpath.services import ServiceError, Services, port_open, running
 from trialpath.temporal import (
@@ -61,6 +62,7 @@ app.add_typer(outbox_app, name="outbox")
 app.add_typer(trial_app, name="trial")
 app.add_typer(templates_app, name="templates")
 app.add_typer(db_app, name="db")
+app.add_typer(history_app, name="history")
 
 console = Console()
 err_console = Console(stderr=True)
