@@ -81,11 +81,11 @@ async def count_trials(address: str) -> tuple[int, int, int]:
 
 
 def test_up_runs_the_demo_and_finds_it_again(up_env: dict[str, str]) -> None:
-    first = run_up(up_env, "--seconds-per-day", "2", "--exit-after-demo", "--population", "24")
+    first = run_up(up_env, "--seconds-per-day", "3", "--exit-after-demo", "--population", "12")
     assert first.returncode == 0, first.stdout + first.stderr
     assert "Temporal dev server started" in first.stdout
-    assert "Plus 24 synthetic trials (24 new) for the growth dashboard" in first.stdout
-    assert "36 workflows ran." in first.stdout
+    assert "Plus 12 synthetic trials (12 new) for the growth dashboard" in first.stdout
+    assert "24 workflows ran." in first.stdout
     assert "Demo results" in first.stdout
     for behaviour in ("activates on day 1", "converts mid-trial", "cancels on day 3"):
         assert behaviour in first.stdout
@@ -97,7 +97,7 @@ def test_up_runs_the_demo_and_finds_it_again(up_env: dict[str, str]) -> None:
     assert "12 demo trials already exist" in second.stdout
     assert "12 workflows ran." in second.stdout
 
-    # The same server state, browsed as support staff would: 36 trials, searchable by persona
+    # The same server state, browsed as support staff would: 24 trials, searchable by persona
     # (the 12 showcase trials: 4 technical, 2 converted; and the synthetic ones).
     settings = Settings(
         data_dir=Path(up_env["TRIALPATH_DATA_DIR"]),
@@ -108,7 +108,7 @@ def test_up_runs_the_demo_and_finds_it_again(up_env: dict[str, str]) -> None:
     try:
         assert services.start_temporal()
         total, technical, converted = asyncio.run(count_trials(settings.temporal_address))
-        assert total == 36 and technical >= 4 and converted >= 2
+        assert total == 24 and technical >= 4 and converted >= 2
     finally:
         services.stop_all()
 
