@@ -123,6 +123,8 @@ def build_worker(
             records.record_progress,
         ],
         activity_executor=executor,
+        max_cached_workflows=settings.worker_max_cached_workflows,
+        max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_seconds),
     )
 
@@ -145,7 +147,7 @@ async def main() -> None:
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(signum, stop.set)
-    with ThreadPoolExecutor(max_workers=16) as executor:
+    with ThreadPoolExecutor(max_workers=settings.worker_activity_threads) as executor:
         worker = build_worker(client, settings, executor)
         log.info(
             "worker polling task queue %r on %s", settings.task_queue, settings.temporal_address

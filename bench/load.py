@@ -75,6 +75,8 @@ HELLO_WORKER = Path(__file__).resolve().parent / "hello_world.py"
 API_KEY = f"bench-{uuid.uuid4().hex}"
 EVENT_NAME = "login"
 EVENT_TIMEOUT = 60.0
+POLL_INTERVAL = 0.025
+"""Between `status` queries: each costs the worker an activation (a replay if evicted)."""
 WARM_UP = 20
 SHM = Path("/dev/shm")
 # Qualifier answers cycled over the trials; `None`: unanswered (the trial waits for it).
@@ -462,7 +464,7 @@ async def event_latency(
             return EventTiming(ack, time.perf_counter() - began, polls)
         if time.perf_counter() - began > EVENT_TIMEOUT:
             raise TimeoutError(f"{user_id}: event not seen after {EVENT_TIMEOUT:.0f}s")
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(POLL_INTERVAL)
 
 
 # --- the run -----------------------------------------------------------------------------------
@@ -536,6 +538,14 @@ async def bench(
 
     env = env_for(settings, data_dir, uuid.uuid4().hex)
     metrics_port = free_port(pair=True)
+    if args.no_bytecode_cache:
+        # As a container with PYTHONDONTWRITEBYTECODE and no compiled files: the sandbox
+        # compiles each workflow module again for every workflow instance it creates.
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        env["PYTHONPYCACHEPREFIX"] = str(data_dir / "no-pycache")
+    else:
+        # As the image does (compileall at build time), whatever this shell's environment says.
+        env["PYTHONDONTWRITEBYTECODE"] = ""
     worker_env = {**env, "TRIALPATH_WORKER_METRICS_PORT": str(metrics_port)}
     worker_env.update(dict(kv.split("=", 1) for kv in args.worker_env))
     worker = spawn(services, "worker", [sys.executable, "-m", "worker"], worker_env)
@@ -579,8 +589,8 @@ async def bench(
 
             n = args.trials
             monitor.enter("hello-world")
-            ids = [f"hello-{run}-{i}" for i in range(n)]
-            print(f"starting {n} hello-world workflows", file=sys.stderr)
+            ids = [f"hello-{run}-{i}" for i in range(args.hello or n)]
+            print(f"starting {len(ids)} hello-world workflows", file=sys.stderr)
             results.hello = await start_hello(client, hello_queue, ids, args.concurrency)
             await hello_done(client, results.hello, args.timeout)
             results.hello_rss = monitor.rss("hello worker")
@@ -725,6 +735,8 @@ def report(r: Results) -> None:
             f"p99 < 1 s {'ok' if p99 < 1000 else 'MISSED'}",
         )
         row("  API 202 p50/p99", f"{pct(acks, 0.5):.0f} / {pct(acks, 0.99):.0f} ms")
+        polls = statistics.mean(e.polls for e in r.events)
+        row(f"  status queries per event (every {POLL_INTERVAL * 1000:.0f} ms)", f"{polls:.1f}")
     if r.cache:
         row(
             "sticky cache: size / forced evictions",
@@ -733,8 +745,8 @@ def report(r: Results) -> None:
         )
 
     print(
-        f"\n{args.trials} trials and {args.trials} hello-worlds, {args.concurrency} starts in "
-        f"flight; {len(r.events)} events, {args.event_concurrency} at a time\n"
+        f"\n{args.trials} trials and {len(hello.issued)} hello-worlds, {args.concurrency} starts"
+        f" in flight; {len(r.events)} events, {args.event_concurrency} at a time\n"
     )
     width = max(len(n) for n, _, _ in rows) + 2
     print(f"{'measure':<{width}}{'value':>22}  target")
@@ -772,6 +784,9 @@ def report(r: Results) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=10_000)
+    parser.add_argument(
+        "--hello", type=int, default=0, help="hello-world starts (default: as many as --trials)"
+    )
     parser.add_argument("--concurrency", type=int, default=200, help="starts in flight")
     parser.add_argument("--api-starts", type=int, default=500)
     parser.add_argument("--histories", type=int, default=50)
@@ -784,6 +799,11 @@ def main() -> int:
         default=[],
         metavar="KEY=VALUE",
         help="extra environment for the trial worker (tuning), repeatable",
+    )
+    parser.add_argument(
+        "--no-bytecode-cache",
+        action="store_true",
+        help="workers without .pyc files (PYTHONDONTWRITEBYTECODE and an empty cache prefix)",
     )
     parser.add_argument(
         "--server-db-on-disk",

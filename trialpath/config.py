@@ -35,6 +35,12 @@ class Settings(BaseSettings):
     """Temporal Cloud API key (sent as a bearer token, over TLS)."""
     worker_shutdown_seconds: float = Field(default=30.0, ge=0)
     """On SIGTERM the worker stops polling and lets running activities finish this long."""
+    worker_max_cached_workflows: int = Field(default=1000, ge=0)
+    """Workflows kept in the worker's memory (sticky cache, about 0.3 MiB each); a signal or
+    query to one that is not replays its history first."""
+    worker_max_concurrent_workflow_tasks: int = Field(default=100, ge=2)
+    worker_activity_threads: int = Field(default=16, ge=1)
+    """Threads running the (blocking) activities: database writes, rendering, provider calls."""
 
     codec_keys: SecretStr = SecretStr("")
     """Payload encryption keys, `id:base64key` comma-separated; the first encrypts, all
