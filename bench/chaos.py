@@ -1170,14 +1170,18 @@ async def _race(main: Awaitable[None], helpers: list[asyncio.Task[None]]) -> Non
     """Awaits `main`, failing at once if a helper (the chaos, the guard) fails first."""
     main_task = asyncio.ensure_future(main)
     watched = [main_task, *helpers[:2]]
-    while not main_task.done():
-        done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            if task is not main_task and (failure := task.exception()) is not None:
-                main_task.cancel()
-                raise failure
-        watched = [t for t in watched if not t.done() or t is main_task]
-    main_task.result()
+    try:
+        while not main_task.done():
+            done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not main_task and (failure := task.exception()) is not None:
+                    raise failure
+            watched = [t for t in watched if not t.done() or t is main_task]
+        main_task.result()
+    finally:
+        if not main_task.done():
+            main_task.cancel()
+            await asyncio.gather(main_task, return_exceptions=True)
 
 
 def parse(argv: list[str] | None = None) -> tuple[Options, bool]:
@@ -1254,8 +1258,13 @@ def compare(report: Report, calm: Report) -> None:
 async def _main(options: Options, baseline: bool) -> Report:
     main_task = asyncio.current_task()
     assert main_task is not None
+
     # SIGTERM ends the run like Ctrl-C: cancelled here, every process stopped in `finally`.
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
+    def terminate() -> None:
+        say("SIGTERM received: stopping")
+        main_task.cancel()
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, terminate)
     calm = None
     if baseline:
         say("calm run first: the same trials, no kill, no server restart")

@@ -32,7 +32,11 @@ async def status(api: httpx.AsyncClient, user_id: str) -> dict[str, Any]:
 
 
 def message(settings: Settings, user_id: str, channel: str) -> Message:
-    found = [m for m in rows(settings, Message, user_id) if m.channel == channel]
+    """The user's first message on the channel (ordered by key: the database returns rows in
+    no particular order)."""
+    found = sorted(
+        (m for m in rows(settings, Message, user_id) if m.channel == channel), key=lambda m: m.key
+    )
     assert found, f"no {channel} message for {user_id}"
     return found[0]
 
