@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlmodel import Session, select
@@ -254,3 +255,39 @@ def test_concurrent_first_assignments_share_the_agents_evenly(settings: Settings
     with ThreadPoolExecutor(9) as pool:
         got = list(pool.map(assign, range(9)))
     assert sorted(got) == sorted(agents * 3)
+
+
+def test_outbox_write_cut_short_leaves_nothing_to_find(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker dying mid-write must not leave half a message that `find` (the reconcile after
+    a crash) would take for a delivered one: files appear whole or not at all."""
+    outbox = OutboxProvider(tmp_path)
+    message = OutgoingMessage(
+        key="trial-u1:welcome/email",
+        channel="email",
+        category="marketing",
+        sender="Acme <onboarding@acme.test>",
+        recipient="Ada Lovelace <ada@example.com>",
+        subject="Welcome",
+        html="<p>Hi</p>",
+        text="Hi",
+    )
+    since = datetime.now(UTC)
+
+    def killed(src: object, dst: object) -> None:
+        raise KeyboardInterrupt  # the process stops between writing and renaming
+
+    monkeypatch.setattr("trialpath.delivery.outbox.os.replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        outbox.deliver(message)
+    assert list(tmp_path.iterdir()) == []
+    assert outbox.find(message, since) is None
+    monkeypatch.undo()
+
+    receipt = outbox.deliver(message)
+    assert [p.name for p in tmp_path.iterdir()] == ["trial-u1_welcome_email.eml"]
+    assert outbox.find(message, since) == receipt
+    assert email.message_from_bytes((tmp_path / receipt.message_id).read_bytes())["Subject"] == (
+        "Welcome"
+    )

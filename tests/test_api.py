@@ -164,7 +164,9 @@ async def test_events_single_list_duplicates_and_activation(
     assert one.json() == {
         "accepted": 1,
         "duplicates": 0,
-        "events": [{"id": "int-1", "name": "integration_connected", "duplicate": False}],
+        "events": [
+            {"id": "int-1", "name": "integration_connected", "duplicate": False, "counted": True}
+        ],
     }
     batch = [{"name": "api_call", "idempotency_key": f"call-{i}"} for i in range(10)]
     batch.append({"name": "integration_connected", "idempotency_key": "int-1"})
@@ -262,6 +264,38 @@ async def test_accepted_events_survive_a_failed_signal(
     await env.sleep(timedelta(minutes=1))
     status = (await api.get("/v1/trials/api-durable")).json()
     assert status["events_seen"] == {"workflow_created": 1}
+
+
+async def test_an_event_sent_as_its_trial_ends_is_refused_and_not_counted(
+    api: httpx.AsyncClient,
+    env: WorkflowEnvironment,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The trial ends between the API's check and its signal: the event is kept, uncounted,
+    its signal given up, and the request refused like any event for an ended trial."""
+    from trialpath.contract import workflow_id_for
+    from trialpath.trials import Trials
+
+    await started(api, env, "api-race", qualification={"role": "business"})
+    assert (await api.delete("/v1/trials/api-race")).status_code == 202
+    await env.client.get_workflow_handle(workflow_id_for("api-race")).result()
+
+    async def checked_before_the_end(self: Trials, user_id: str) -> Any:
+        return self.client.get_workflow_handle(workflow_id_for(user_id))
+
+    monkeypatch.setattr(Trials, "_running", checked_before_the_end)
+    response = await api.post(
+        "/v1/trials/api-race/events", json={"name": "workflow_created", "idempotency_key": "late"}
+    )
+    assert_problem(response, 409, "ended")
+    with Session(make_engine(settings.effective_database_url)) as session:
+        event = session.get(TrialEvent, "api-race:late")
+        signal = session.exec(
+            select(PendingSignal).where(PendingSignal.workflow_id == "trial-api-race")
+        ).one()
+    assert event is not None and not event.counted
+    assert signal.failed and signal.delivered_at is None
 
 
 # --- other signals ---------------------------------------------------------------------------

@@ -3,15 +3,29 @@ before the journey is loaded, bad payloads, continue-as-new."""
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, timedelta
+
 import pytest
+from sqlmodel import Session, select
+from temporalio import activity
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.common import SearchAttributeKey
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+import worker as worker_module
+from activities.records import RecordActivities, RecordProgressInput
 from tests.driver import TrialDriver, align, sent_log
 from trialpath.config import Settings
-from trialpath.contract import TrialProfile
+from trialpath.contract import TrialProfile, workflow_id_for
+from trialpath.db import make_engine
+from trialpath.journey import TrialInput
+from trialpath.models import Trial, TrialEvent
+from trialpath.trials import recorded_status
+from worker import build_worker
+from workflows.trial import TrialWorkflow
 
 
 async def test_qualify_update_sets_the_persona(
@@ -160,3 +174,84 @@ def test_profile_rejects_email_as_user_id_and_bad_time_zone() -> None:
         TrialProfile(user_id="u1", name="Ada", email="ada@example.com", timezone="Mars/Olympus")
     with pytest.raises(ValueError, match="not an email address"):
         TrialProfile(user_id="u1", name="Ada", email="ada")
+
+
+async def test_a_trial_is_dated_from_its_signup_not_from_its_first_task(
+    env: WorkflowEnvironment, settings: Settings, executor: ThreadPoolExecutor
+) -> None:
+    """No worker for a while after the start (a backlog, an outage): the trial is still dated
+    from the signup, and what the user did meanwhile counts."""
+    await align(env)
+    trial = TrialDriver(env, settings, "dated", role="business")
+    handle = await env.client.start_workflow(
+        TrialWorkflow.run,
+        TrialInput(profile=TrialProfile(**trial.profile_args)),  # no signup_at: the API's way
+        id=workflow_id_for("dated"),
+        task_queue=settings.task_queue,
+    )
+    signed_up = (await handle.describe()).start_time
+    trial.handle, trial.signup_at = handle, signed_up
+    await trial.event(
+        "workflow_created", occurred_at=(signed_up + timedelta(seconds=1)).isoformat()
+    )
+    await asyncio.sleep(3)  # real time: the time-skipping server waits for the workflow task
+    async with build_worker(env.client, settings, executor):
+        await trial.at_day(0.2)
+        history = await handle.fetch_history()
+        first_task = next(
+            e.event_time.ToDatetime(tzinfo=UTC)
+            for e in history.events
+            if e.HasField("workflow_task_started_event_attributes")
+        )
+        assert first_task - signed_up >= timedelta(seconds=2)
+        status = await trial.status()
+        assert status.events_seen == {"workflow_created": 1}
+        with Session(make_engine(settings.effective_database_url)) as session:
+            [event] = session.exec(select(TrialEvent).where(TrialEvent.user_id == "dated")).all()
+            row = session.get(Trial, "dated")
+        assert event.counted  # after the signup, before the workflow's first task
+        assert row is not None and row.signup_at == signed_up
+        await trial.signal("cancel")
+        await trial.result()
+
+
+async def test_an_event_arriving_as_the_trial_ends_is_recorded(
+    env: WorkflowEnvironment,
+    settings: Settings,
+    executor: ThreadPoolExecutor,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An event signalled while the workflow writes its final record (the API accepted it while
+    the trial was still running) reaches the database before the workflow completes."""
+    loop = asyncio.get_running_loop()
+    endings: list[dict[str, int]] = []
+
+    class SignalDuringLastRecord(RecordActivities):
+        @activity.defn(name="record_progress")
+        def record_progress(self, request: RecordProgressInput) -> None:
+            super().record_progress(request)
+            if request.trial.ended_at is None:
+                return
+            endings.append(dict(request.trial.status["events_seen"]))
+            if len(endings) == 1:
+                handle = env.client.get_workflow_handle(request.trial.workflow_id)
+                late = {"name": "login", "id": "late-login"}
+                asyncio.run_coroutine_threadsafe(handle.signal("event", late), loop).result(30)
+
+    monkeypatch.setattr(worker_module, "RecordActivities", SignalDuringLastRecord)
+    await align(env)
+    trial = TrialDriver(env, settings, "late-event", role="business")
+    async with build_worker(env.client, settings, executor):
+        await trial.start()
+        await trial.at_day(0.1)
+        await trial.signal("cancel")
+        result = await trial.result()
+    assert result.stage == "cancelled"
+    assert result.events_seen == {"login": 1}
+    assert endings == [{}, {"login": 1}]
+    engine = make_engine(settings.effective_database_url)
+    recorded = recorded_status(engine, "late-event", ended_only=True)
+    assert recorded is not None and recorded.events_seen == {"login": 1}
+    with Session(engine) as session:
+        event = session.get(TrialEvent, "late-event:late-login")
+    assert event is not None and not event.counted  # after the end: stored, not counted

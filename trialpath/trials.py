@@ -179,6 +179,8 @@ class EventResult(BaseModel):
     id: str
     name: str
     duplicate: bool
+    counted: bool = True
+    """False: the trial ended as this event was sent; stored, not counted."""
 
 
 class EventsAccepted(BaseModel):
@@ -380,7 +382,16 @@ class Trials:
         results, pending = await asyncio.to_thread(
             self._store_events, user_id, workflow_id, events, now
         )
-        await self.deliver(pending)
+        outcomes = await self._deliver(pending)
+        # The trial can end between the check above and the signal: such events are stored
+        # uncounted, and a request none of whose events reached the trial is refused.
+        gone = {row_id for row_id, _, is_gone in outcomes if is_gone}
+        if gone:
+            new = [r for r in results if not r.duplicate]
+            for result, row_id in zip(new, pending, strict=True):
+                result.counted = row_id not in gone
+            if not any(r.counted for r in new):
+                raise TrialEnded(f"the trial of user {user_id} has ended")
         accepted = sum(not r.duplicate for r in results)
         return EventsAccepted(accepted=accepted, duplicates=len(results) - accepted, events=results)
 
@@ -428,13 +439,19 @@ class Trials:
     async def deliver(self, ids: Sequence[int] | None = None, limit: int = 200) -> int:
         """Signals queued events (the given ones, or the oldest undelivered); returns how many
         were delivered. Failures stay queued and are retried later."""
+        outcomes = await self._deliver(ids, limit)
+        return sum(error is None for _, error, _ in outcomes)
+
+    async def _deliver(
+        self, ids: Sequence[int] | None = None, limit: int = 200
+    ) -> list[tuple[int, str | None, bool]]:
         rows = await asyncio.to_thread(self._pending, ids, limit)
         # Signals go out together and are marked in one transaction: a batch of 100 events
         # costs one commit, not 100. The workflow does not depend on their order (events carry
         # their time and id).
         outcomes = await asyncio.gather(*(self._send(row) for row in rows))
         await asyncio.to_thread(self._mark, outcomes)
-        return sum(error is None for _, error, _ in outcomes)
+        return list(outcomes)
 
     async def _send(self, row: PendingSignal) -> tuple[int, str | None, bool]:
         """(row id, error or None, whether the trial is gone for good)."""
@@ -471,6 +488,14 @@ class Trials:
                 else:
                     row.last_error = error[:500]
                     row.failed = gone
+                    if gone and row.signal == SIGNAL_EVENT:
+                        # The trial ended first: the event never reached it, so it does not
+                        # count (the KPIs read `counted`).
+                        user_id = row.workflow_id.removeprefix(workflow_id_for(""))
+                        event = session.get(TrialEvent, f"{user_id}:{row.payload.get('id')}")
+                        if event is not None and event.counted:
+                            event.counted = False
+                            session.add(event)
                 session.add(row)
             session.commit()
 

@@ -77,6 +77,9 @@ CS_OWNER = SearchAttributeKey.for_keyword("CsOwner")
 SEARCH_ATTRIBUTES = (TRIAL_STAGE, PERSONA, ACTIVATED, TRIAL_ENDS_AT, EXPERIMENT_ARM, CS_OWNER)
 
 TEMPLATE_BROKEN = "template_broken"
+# Changes of behaviour since a released version (docs/versioning.md): `workflow.patched` ids.
+PATCH_SIGNUP_AT_START = "signup-at-start-time"
+PATCH_SYNC_LATE_SIGNALS = "sync-late-signals"
 SEND_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -110,7 +113,13 @@ class TrialWorkflow:
         carried = input.carried
         self._defn: JourneyDefinition | None = carried.definition if carried else None
         self._state: journey.TrialState | None = carried.state if carried else None
-        signup = input.profile.signup_at or workflow.now()
+        # Dated from the start request (the signup), not from the first workflow task, which a
+        # backlog or a worker outage can delay by minutes. Older runs kept their first task's.
+        signup = input.profile.signup_at or (
+            workflow.info().workflow_start_time
+            if workflow.patched(PATCH_SIGNUP_AT_START)
+            else workflow.now()
+        )
         self._clock = (
             carried.clock
             if carried
@@ -182,6 +191,12 @@ class TrialWorkflow:
         await workflow.wait_condition(workflow.all_handlers_finished)
         now = self._now()
         await self._sync(now, ended=True)
+        # Signals that came in during that last write (an event sent as the trial ends) are in
+        # the state and the result: the database gets them too before the workflow completes.
+        while (self._events or self._stages) and workflow.patched(PATCH_SYNC_LATE_SIGNALS):
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            now = self._now()
+            await self._sync(now, ended=True)
         return self._status(now)
 
     async def _sleep(self, until: datetime | None, now: datetime) -> None:

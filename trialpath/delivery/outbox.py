@@ -1,12 +1,16 @@
 """The `outbox` provider: writes each message as a file under `.data/outbox/`.
 
 Emails become `.eml` files any mail client opens (HTML + text + attachments); SMS and in-app
-messages become `.txt` files. Writing the same key twice rewrites the same file.
+messages become `.txt` files. Writing the same key twice rewrites the same file. A file is
+written under a temporary name and renamed into place, so a worker killed mid-write leaves no
+partial message for `find` to take as delivered.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 from datetime import datetime
 from email import policy
 from email.message import EmailMessage
@@ -33,10 +37,11 @@ class OutboxProvider:
         stem = file_stem(message.key)
         if message.channel in ("email", "support"):
             path = self.directory / f"{stem}.eml"
-            path.write_bytes(to_email(message).as_bytes())
+            data = to_email(message).as_bytes()
         else:
             path = self.directory / f"{stem}.txt"
-            path.write_text(to_text(message), encoding="utf-8")
+            data = to_text(message).encode("utf-8")
+        write_atomically(path, data)
         return Receipt(provider=self.name, message_id=path.name)
 
     def find(self, message: OutgoingMessage, since: datetime) -> Receipt | None:
@@ -45,6 +50,18 @@ class OutboxProvider:
             if (self.directory / f"{stem}{suffix}").exists():
                 return Receipt(provider=self.name, message_id=f"{stem}{suffix}")
         return None
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """`path` holds either its old content or all of `data`, whenever the process dies."""
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def to_email(message: OutgoingMessage) -> EmailMessage:
