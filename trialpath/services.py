@@ -161,7 +161,9 @@ class Services:
 
     def stop_all(self) -> None:
         for process in reversed(self.started):
-            process.stop()
+            # The worker lets running activities finish (its graceful shutdown) before it exits.
+            worker = process.name == "worker"
+            process.stop(self.settings.worker_shutdown_seconds + 5 if worker else 15.0)
         self.started.clear()
 
 
