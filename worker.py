@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -18,7 +19,7 @@ from temporalio.worker import Worker
 from activities.journey import JourneyActivities
 from activities.messaging import MessagingActivities
 from activities.records import RecordActivities
-from trialpath.config import Settings, get_settings
+from trialpath.config import Settings, SettingsError, get_settings
 from trialpath.db import make_engine
 from trialpath.delivery import Provider
 from trialpath.delivery.inbox import InboxProvider
@@ -167,6 +168,10 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(main())
+    except SettingsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        exit_process(2)
     exit_process(0)

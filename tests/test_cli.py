@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -217,3 +218,19 @@ async def test_history_export_then_replay(
     assert code == 1 and "no workflow history for user nobody" in err
     code, _, err = await cli(settings, "history", "replay", str(tmp_path / "missing.json"))
     assert code == 2 and "Traceback" not in err
+
+
+async def test_unusable_settings_are_named_not_a_traceback(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with monkeypatch.context() as patch:
+        patch.setenv("TRIALPATH_WORKER_ACTIVITY_THREADS", "many")
+        code, out, err = await cli(settings, "trial", "show", "u1")
+    assert code == 2
+    assert "TRIALPATH_WORKER_ACTIVITY_THREADS" in err and "valid integer" in err
+    assert "Traceback" not in out + err
+
+    monkeypatch.setenv("TRIALPATH_CODEC_KEYS", "not-a-key")
+    code, out, err = await cli(settings, "trial", "show", "u1")
+    assert code == 2
+    assert "TRIALPATH_CODEC_KEYS" in err and "Traceback" not in out + err

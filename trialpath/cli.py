@@ -25,7 +25,7 @@ from sqlmodel import Session, col, select
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from trialpath.config import Settings, get_settings
+from trialpath.config import Settings, SettingsError, get_settings
 from trialpath.contract import Stage, TrialStatus, check_user_id
 from trialpath.db import make_engine
 from trialpath.dbcli import db_app
@@ -418,6 +418,8 @@ async def _status(settings: Settings, user_id: str) -> TrialStatus:
     engine = make_engine(settings.effective_database_url)
     try:
         client = await connect(settings)
+    except ValueError as err:  # Unusable settings: codec keys, TLS files.
+        raise fail(str(err), 2) from err
     except RuntimeError as err:
         recorded = recorded_status(engine, user_id)
         if recorded is None:
@@ -888,6 +890,9 @@ def main() -> None:
     """Console-script entry point."""
     try:
         app()
+    except SettingsError as err:
+        err_console.print(f"[red]error:[/] {err}")
+        exit_process(2)
     except SystemExit as done:
         code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
         exit_process(code)

@@ -7,15 +7,18 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
+ENV_PREFIX = "TRIALPATH_"
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TRIALPATH_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
 
     data_dir: Path = Path(".data")
     database_url: str = ""
@@ -154,6 +157,17 @@ class Settings(BaseSettings):
         return self.database_url or f"sqlite:///{self.data_dir / 'trialpath.db'}"
 
 
+class SettingsError(ValueError):
+    """A setting from the environment or `.env` is unusable; the message names each one."""
+
+
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as err:
+        problems = [
+            f"{ENV_PREFIX}{'_'.join(str(part) for part in e['loc']).upper()}: {e['msg']}"
+            for e in err.errors()
+        ]
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None
