@@ -61,3 +61,20 @@ def test_dockerfile_copies_paths_that_exist() -> None:
         if line.startswith("COPY "):
             for source in line.split()[1:-1]:
                 assert (PROJECT_ROOT / source).exists(), source
+
+
+def test_env_example_lists_every_setting_and_only_settings() -> None:
+    text = (PROJECT_ROOT / ".env.example").read_text()
+    listed = set(re.findall(r"^# (TRIALPATH_[A-Z0-9_]+)=", text, re.MULTILINE))
+    known = {f"TRIALPATH_{name.upper()}" for name in Settings.model_fields}
+    assert sorted(known - listed) == [], "settings missing from .env.example"
+    assert sorted(set(re.findall(r"TRIALPATH_[A-Z0-9_]+", text)) - known) == []
+    # Every example value is one the settings accept.
+    values = dict(re.findall(r"^# (TRIALPATH_[A-Z0-9_]+)=(.*)$", text, re.MULTILINE))
+    values.pop("TRIALPATH_CODEC_KEYS")  # a placeholder: the real value is a secret
+    values.pop("TRIALPATH_CODEC_KEYS_FILE")
+    for tls in ("CERT", "KEY", "CA"):
+        values.pop(f"TRIALPATH_TEMPORAL_TLS_{tls}")  # files that exist only in a deployment
+    Settings.model_validate(
+        {name.removeprefix("TRIALPATH_").lower(): value for name, value in values.items()}
+    )
