@@ -71,15 +71,23 @@ class TrialDriver:
         self.signup_at: datetime = datetime.now(UTC)
         self.handle: WorkflowHandle[TrialWorkflow, TrialStatus] | None = None
 
-    async def start(self) -> WorkflowHandle[TrialWorkflow, TrialStatus]:
+    async def start(
+        self, *, as_the_api: bool = False
+    ) -> WorkflowHandle[TrialWorkflow, TrialStatus]:
+        """Starts the trial with its signup time, or (`as_the_api`) without one, as the API
+        does: the workflow then dates it from the start request."""
         self.signup_at = await self.env.get_current_time()
-        profile = TrialProfile(signup_at=self.signup_at, **self.profile_args)
+        profile = TrialProfile(
+            signup_at=None if as_the_api else self.signup_at, **self.profile_args
+        )
         self.handle = await self.env.client.start_workflow(
             TrialWorkflow.run,
             TrialInput(profile=profile),
             id=workflow_id_for(self.user_id),
             task_queue=self.settings.task_queue,
         )
+        if as_the_api:
+            self.signup_at = (await self.handle.describe()).start_time
         return self.handle
 
     async def at_day(self, day: float) -> None:

@@ -54,7 +54,8 @@ async def record(version: str) -> None:
                 trial = TrialDriver(
                     env, settings, user_id, role=None, urgency=None, company="Acme Corp"
                 )
-                handle = await trial.start()
+                # Started as the API starts trials (no signup time) since v3.
+                handle = await trial.start(as_the_api=True)
                 await trial.qualify("business", "team_coordination", "evaluating")
                 await trial.event("login")
                 await trial.at_day(1.5)

@@ -19,13 +19,11 @@ import worker as worker_module
 from activities.records import RecordActivities, RecordProgressInput
 from tests.driver import TrialDriver, align, sent_log
 from trialpath.config import Settings
-from trialpath.contract import TrialProfile, workflow_id_for
+from trialpath.contract import TrialProfile
 from trialpath.db import make_engine
-from trialpath.journey import TrialInput
 from trialpath.models import Trial, TrialEvent
 from trialpath.trials import recorded_status
 from worker import build_worker
-from workflows.trial import TrialWorkflow
 
 
 async def test_qualify_update_sets_the_persona(
@@ -183,14 +181,8 @@ async def test_a_trial_is_dated_from_its_signup_not_from_its_first_task(
     from the signup, and what the user did meanwhile counts."""
     await align(env)
     trial = TrialDriver(env, settings, "dated", role="business")
-    handle = await env.client.start_workflow(
-        TrialWorkflow.run,
-        TrialInput(profile=TrialProfile(**trial.profile_args)),  # no signup_at: the API's way
-        id=workflow_id_for("dated"),
-        task_queue=settings.task_queue,
-    )
-    signed_up = (await handle.describe()).start_time
-    trial.handle, trial.signup_at = handle, signed_up
+    handle = await trial.start(as_the_api=True)
+    signed_up = trial.signup_at
     await trial.event(
         "workflow_created", occurred_at=(signed_up + timedelta(seconds=1)).isoformat()
     )
