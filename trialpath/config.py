@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     worker_shutdown_seconds: float = Field(default=30.0, ge=0)
     """On SIGTERM the worker stops polling and lets running activities finish this long."""
     worker_max_cached_workflows: int = Field(default=1000, ge=0)
-    """Workflows kept in the worker's memory (sticky cache, about 0.3 MiB each); a signal or
+    """Workflows kept in the worker's memory (sticky cache, about 0.25 MiB each); a signal or
     query to one that is not replays its history first."""
     worker_max_concurrent_workflow_tasks: int = Field(default=100, ge=2)
     worker_activity_threads: int = Field(default=16, ge=1)
