@@ -234,3 +234,21 @@ async def test_unusable_settings_are_named_not_a_traceback(
     code, out, err = await cli(settings, "trial", "show", "u1")
     assert code == 2
     assert "TRIALPATH_CODEC_KEYS" in err and "Traceback" not in out + err
+
+
+def test_the_worker_and_the_api_name_unusable_settings(tmp_path: Path) -> None:
+    import subprocess
+
+    env = {**os.environ, "TRIALPATH_DATA_DIR": str(tmp_path), "TRIALPATH_API_PORT": "eighty"}
+    commands = {
+        "worker": [sys.executable, "-m", "worker"],
+        "api": [
+            sys.executable,
+            *("-m", "uvicorn", "--factory", "trialpath.api.app:create_app"),
+            *("--host", "127.0.0.1", "--port", "0"),
+        ],
+    }
+    for name, command in commands.items():
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, (name, done.stderr)
+        assert "TRIALPATH_API_PORT" in done.stderr and "Traceback" not in done.stderr, name

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -22,7 +23,7 @@ from trialpath.api.kpis import router as kpis_router
 from trialpath.api.metrics import RequestMetrics, metrics_router
 from trialpath.api.routes import health, router
 from trialpath.api.security import BodyLimit, Idempotency
-from trialpath.config import Settings, get_settings
+from trialpath.config import Settings, SettingsError, get_settings
 from trialpath.db import make_engine
 from trialpath.deliveries import Deliveries
 from trialpath.logs import configure_from_settings
@@ -50,7 +51,12 @@ def create_app(
     if settings is None:
         # Called by uvicorn as the factory: logs go through ours (JSON, redacted). An app
         # given its settings is embedded (tests) and leaves the caller's logging alone.
-        settings = get_settings()
+        try:
+            settings = get_settings()
+        except SettingsError as err:
+            # One line naming the setting, not uvicorn's traceback of the factory.
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
         configure_from_settings(settings)
     engine = engine or make_engine(settings.effective_database_url)
 
