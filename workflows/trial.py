@@ -113,18 +113,20 @@ class TrialWorkflow:
         carried = input.carried
         self._defn: JourneyDefinition | None = carried.definition if carried else None
         self._state: journey.TrialState | None = carried.state if carried else None
-        # Dated from the start request (the signup), not from the first workflow task, which a
-        # backlog or a worker outage can delay by minutes. Older runs kept their first task's.
-        signup = input.profile.signup_at or (
-            workflow.info().workflow_start_time
-            if workflow.patched(PATCH_SIGNUP_AT_START)
-            else workflow.now()
-        )
-        self._clock = (
-            carried.clock
-            if carried
-            else journey.JourneyClock(origin=signup, seconds_per_day=input.profile.seconds_per_day)
-        )
+        if carried:
+            self._clock = carried.clock
+        else:
+            # Dated from the start request (the signup), not from the first workflow task,
+            # which a backlog or a worker outage can delay by minutes. Older runs kept their
+            # first task's time.
+            signup = input.profile.signup_at or (
+                workflow.info().workflow_start_time
+                if workflow.patched(PATCH_SIGNUP_AT_START)
+                else workflow.now()
+            )
+            self._clock = journey.JourneyClock(
+                origin=signup, seconds_per_day=input.profile.seconds_per_day
+            )
         self._buffered: list[Any] = []
         self._dirty = False
         self._events: list[EventRecord] = []
