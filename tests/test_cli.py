@@ -230,10 +230,17 @@ async def test_unusable_settings_are_named_not_a_traceback(
     assert "TRIALPATH_WORKER_ACTIVITY_THREADS" in err and "valid integer" in err
     assert "Traceback" not in out + err
 
-    monkeypatch.setenv("TRIALPATH_CODEC_KEYS", "not-a-key")
-    code, out, err = await cli(settings, "trial", "show", "u1")
+    # Read when connecting to Temporal, by every command that does.
+    with monkeypatch.context() as patch:
+        patch.setenv("TRIALPATH_CODEC_KEYS", "not-a-key")
+        for command in (("trial", "show", "u1"), ("history", "export", "u1")):
+            code, out, err = await cli(settings, *command)
+            assert code == 2, command
+            assert "TRIALPATH_CODEC_KEYS" in err and "Traceback" not in out + err, command
+    monkeypatch.setenv("TRIALPATH_TEMPORAL_TLS_CERT", str(settings.data_dir / "missing.pem"))
+    code, out, err = await cli(settings, "history", "export", "u1")
     assert code == 2
-    assert "TRIALPATH_CODEC_KEYS" in err and "Traceback" not in out + err
+    assert "set both TRIALPATH_TEMPORAL_TLS_CERT" in err and "Traceback" not in out + err
 
 
 def test_the_worker_and_the_api_name_unusable_settings(tmp_path: Path) -> None:

@@ -78,8 +78,6 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 async def _client(settings: Settings, patience: float = 0.0) -> Client:
     try:
         return await connect(settings, patience)
-    except ValueError as err:  # Unusable settings: codec keys, TLS files.
-        raise fail(str(err), 2) from err
     except RuntimeError as err:
         raise fail(
             f"cannot reach Temporal at {settings.temporal_address} ({err}); "
@@ -418,8 +416,6 @@ async def _status(settings: Settings, user_id: str) -> TrialStatus:
     engine = make_engine(settings.effective_database_url)
     try:
         client = await connect(settings)
-    except ValueError as err:  # Unusable settings: codec keys, TLS files.
-        raise fail(str(err), 2) from err
     except RuntimeError as err:
         recorded = recorded_status(engine, user_id)
         if recorded is None:

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import PayloadCodec
 
-from trialpath.config import Settings
+from trialpath.config import Settings, SettingsError
 
 ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"
@@ -35,7 +35,7 @@ KEY_BYTES = 32
 _KEY_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
-class CodecKeyError(ValueError):
+class CodecKeyError(SettingsError):
     """The configured keys are unusable, or a payload needs a key that is not configured."""
 
 

@@ -158,7 +158,8 @@ class Settings(BaseSettings):
 
 
 class SettingsError(ValueError):
-    """A setting from the environment or `.env` is unusable; the message names each one."""
+    """A setting (environment, `.env`, or a file it names) is unusable; the message names it.
+    The CLI, the worker and the API report it in one line and exit 2."""
 
 
 @lru_cache

@@ -24,7 +24,7 @@ from temporalio.converter import DataConverter, DefaultFailureConverterWithEncod
 from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
-from trialpath.config import Settings
+from trialpath.config import Settings, SettingsError
 
 DATA_CONVERTER = pydantic_data_converter
 """Without encryption; `data_converter(settings)` is the one clients and workers use."""
@@ -59,7 +59,7 @@ def connection_options(settings: Settings) -> dict[str, Any]:
     options: dict[str, Any] = {}
     cert, key, ca = settings.temporal_tls_cert, settings.temporal_tls_key, settings.temporal_tls_ca
     if (cert is None) != (key is None):
-        raise ValueError("set both TRIALPATH_TEMPORAL_TLS_CERT and TRIALPATH_TEMPORAL_TLS_KEY")
+        raise SettingsError("set both TRIALPATH_TEMPORAL_TLS_CERT and TRIALPATH_TEMPORAL_TLS_KEY")
     api_key = settings.temporal_api_key.get_secret_value()
     if cert is not None or ca is not None or settings.temporal_tls_server_name:
         options["tls"] = TLSConfig(
@@ -79,7 +79,7 @@ def _read(path: Path, setting: str) -> bytes:
     try:
         return path.read_bytes()
     except OSError as err:
-        raise ValueError(f"{setting}: cannot read {path}: {err.strerror}") from None
+        raise SettingsError(f"{setting}: cannot read {path}: {err.strerror}") from None
 
 
 async def connect(
