@@ -6,14 +6,24 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck clean
+.PHONY: run test lint typecheck clean lock
 
-$(STAMP): pyproject.toml
+# Exactly the tested versions: every package pinned with its hashes in requirements.lock
+# (`make lock` regenerates it), then the project itself without touching its dependencies.
+PIP := $(BIN)/python -m pip --disable-pip-version-check
+$(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=...)")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PIP) install --quiet --require-hashes --no-deps -r requirements.lock
+	$(PIP) install --quiet --no-deps --no-build-isolation -e .
 	@touch $@
+
+# Upgrade every pinned package to the newest version pyproject.toml allows, then run
+# `make test` before committing the new requirements.lock.
+lock: $(STAMP)
+	echo 'setuptools>=69' | $(BIN)/uv pip compile pyproject.toml - --extra dev --extra postgres \
+		--upgrade --generate-hashes --universal --python-version 3.11 \
+		--custom-compile-command 'make lock' --quiet -o requirements.lock
 
 # Prism (contract mocks of SendGrid and Twilio) for the provider tests. Without npm the
 # tests that need it skip, so a machine without Node.js can still run the suite.
