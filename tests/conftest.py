@@ -130,7 +130,7 @@ async def api(env: WorkflowEnvironment, settings: Settings, worker: Worker) -> A
     from trialpath.api.app import create_app
 
     settings.api_keys = [API_KEY, "second-key"]
-    app = create_app(settings, client=env.client)
+    app = create_app(settings, client=env.client, clock=env.get_current_time)
     started: list[str] = []
 
     async def remember(response: httpx.Response) -> None:

@@ -48,8 +48,11 @@ class TrialDriver:
         locale: str = "en",
         timezone: str = "UTC",
         trial_days: int | None = None,
+        stamp_signals: bool = False,
     ) -> None:
         self.env = env
+        # As the API relays them: each signal carries the time it was accepted.
+        self.stamp_signals = stamp_signals
         self.settings = settings
         self.user_id = user_id
         qualification = None
@@ -98,7 +101,10 @@ class TrialDriver:
 
     async def signal(self, name: str, payload: dict[str, Any] | None = None) -> None:
         assert self.handle is not None
-        await self.handle.signal(name, payload or {})
+        payload = dict(payload or {})
+        if self.stamp_signals:
+            payload["accepted_at"] = (await self.env.get_current_time()).isoformat()
+        await self.handle.signal(name, payload)
 
     async def event(self, name: str, count: int = 1, **fields: Any) -> None:
         for _ in range(count):

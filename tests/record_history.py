@@ -1,6 +1,6 @@
 """Records the committed workflow histories replayed by tests/test_replay.py.
 
-    .venv/bin/python -m tests.record_history v3
+    .venv/bin/python -m tests.record_history v4
 
 Run it when a released version should be protected (see docs/versioning.md): a later change
 to the workflow that would break trials already running with that version then fails the
@@ -51,8 +51,15 @@ async def record(version: str) -> None:
                     if assign_arm(load_definition(settings.journey_file), f"history-{i}")
                     == "generic"
                 )
+                # Signals stamped with their acceptance time, as the API relays them, since v4.
                 trial = TrialDriver(
-                    env, settings, user_id, role=None, urgency=None, company="Acme Corp"
+                    env,
+                    settings,
+                    user_id,
+                    role=None,
+                    urgency=None,
+                    company="Acme Corp",
+                    stamp_signals=True,
                 )
                 # Started as the API starts trials (no signup time) since v3.
                 handle = await trial.start(as_the_api=True)
@@ -80,5 +87,5 @@ async def record(version: str) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m tests.record_history VERSION   (e.g. v3)")
+        sys.exit("usage: python -m tests.record_history VERSION   (e.g. v4)")
     asyncio.run(record(sys.argv[1]))

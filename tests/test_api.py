@@ -190,7 +190,8 @@ def _pending(settings: Settings) -> list[PendingSignal]:
 
 async def test_event_errors(api: httpx.AsyncClient, env: WorkflowEnvironment) -> None:
     await started(api, env, "api-ev-bad")
-    future = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
+    # In the future of the API's clock (here the time-skipping server's).
+    future = (await env.get_current_time() + timedelta(hours=2)).isoformat()
     assert_problem(
         await api.post(
             "/v1/trials/api-ev-bad/events", json={"name": "login", "occurred_at": future}

@@ -60,7 +60,7 @@ async def app(
     """The API app wired to the time-skipping server and a real database (as `api` in
     conftest.py)."""
     settings.api_keys = [API_KEY]
-    application = create_app(settings, client=env.client)
+    application = create_app(settings, client=env.client, clock=env.get_current_time)
     async with application.router.lifespan_context(application):
         yield application
 
@@ -194,8 +194,9 @@ async def test_errors_are_typed(tp: AsyncTrialpath, env: WorkflowEnvironment) ->
     assert "body.role" in invalid.value.detail
     assert {e["field"] for e in invalid.value.errors} == {"body.role", "body.urgency"}
 
+    future = await env.get_current_time() + timedelta(hours=2)
     with pytest.raises(InvalidRequest) as too_late:
-        await tp.track("cl-err", "login", occurred_at=datetime.now(UTC) + timedelta(hours=2))
+        await tp.track("cl-err", "login", occurred_at=future)
     assert too_late.value.errors == [
         {"field": "body.occurred_at", "message": too_late.value.detail}
     ]

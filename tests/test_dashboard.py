@@ -135,7 +135,7 @@ def populate(engine: Engine, trials: int, seed: int = 7, now: datetime | None = 
 async def app(env: WorkflowEnvironment, settings: Settings) -> AsyncIterator[FastAPI]:
     """The API app with its lifespan running; no worker, nothing started on Temporal."""
     settings.api_keys = [API_KEY, "second-key"]
-    application = create_app(settings, client=env.client)
+    application = create_app(settings, client=env.client, clock=env.get_current_time)
     async with application.router.lifespan_context(application):
         yield application
 

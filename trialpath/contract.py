@@ -141,44 +141,50 @@ class TrialProfile(_Payload):
         return value
 
 
-class EventSignal(_Payload):
+class _Relayed(_Payload):
+    accepted_at: AwareDatetime | None = None
+    """When the API (or CLI) accepted the command. The workflow applies the signal at that
+    time, however late it gets to it; absent (older senders), at the time it processes it."""
+
+
+class EventSignal(_Relayed):
     name: str = Field(min_length=1, max_length=100)
     occurred_at: AwareDatetime | None = None
     properties: dict[str, Any] = {}
     id: str | None = Field(default=None, max_length=200)
 
 
-class CallBooked(_Payload):
+class CallBooked(_Relayed):
     at: AwareDatetime
     agent: str | None = None
 
 
-class CallRescheduled(_Payload):
+class CallRescheduled(_Relayed):
     at: AwareDatetime
 
 
-class CallCompleted(_Payload):
+class CallCompleted(_Relayed):
     notes: str | None = None
 
 
-class CallNoShow(_Payload):
+class CallNoShow(_Relayed):
     pass
 
 
-class ExtendTrial(_Payload):
+class ExtendTrial(_Relayed):
     days: int = Field(ge=1, le=365)
 
 
-class Converted(_Payload):
+class Converted(_Relayed):
     plan: str = Field(min_length=1, max_length=100)
     mrr: float | None = Field(default=None, ge=0)
 
 
-class Cancel(_Payload):
+class Cancel(_Relayed):
     reason: str | None = None
 
 
-class Unsubscribe(_Payload):
+class Unsubscribe(_Relayed):
     channel: UnsubscribeChannel
 
 

@@ -10,7 +10,7 @@ import asyncio
 import base64
 import binascii
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -271,11 +271,22 @@ ENDS_KEY = SearchAttributeKey.for_datetime("TrialEndsAt")
 OWNER_KEY = SearchAttributeKey.for_keyword("CsOwner")
 
 
+Clock = Callable[[], Awaitable[datetime]]
+"""Where the API reads the time it accepts a command at."""
+
+
+async def wall_clock() -> datetime:
+    return datetime.now(UTC)
+
+
 @dataclass
 class Trials:
     client: Client
     engine: Engine
     settings: Settings
+    clock: Clock = wall_clock
+    """The time commands are accepted at: the host's clock, the same as Temporal's in
+    production (tests on the time-skipping server pass that server's clock)."""
 
     # -- start --
 
@@ -283,7 +294,7 @@ class Trials:
         """Starts the trial; (trial, True) if new, (trial, False) if it exists with the same
         data; TrialConflict if it exists with different data."""
         workflow_id = workflow_id_for(command.user_id)
-        signup_at = datetime.now(UTC)
+        signup_at = await self.clock()
         try:
             profile = command.profile(self.settings.seconds_per_day)
         except ValueError as err:
@@ -370,7 +381,7 @@ class Trials:
                 f"at most {MAX_EVENTS_PER_REQUEST} events per request, got {len(events)}",
                 field="body",
             )
-        now = datetime.now(UTC)
+        now = await self.clock()
         for i, event in enumerate(events):
             if event.occurred_at is not None and event.occurred_at > now + FUTURE_SKEW:
                 where = f"body[{i}].occurred_at" if len(events) > 1 else "body.occurred_at"
@@ -426,9 +437,11 @@ class Trials:
                     "name": event.name,
                     "properties": event.properties,
                     "id": key,
+                    # The workflow counts the event then, however late the signal reaches it
+                    # (a busy worker, or Temporal away and the row redelivered later).
+                    "accepted_at": now.isoformat(),
                 }
                 if event.occurred_at is not None:
-                    # Without one the workflow dates the event on its own clock on arrival.
                     payload["occurred_at"] = event.occurred_at.isoformat()
                 row = PendingSignal(workflow_id=workflow_id, signal=SIGNAL_EVENT, payload=payload)
                 session.add(row)
@@ -558,12 +571,14 @@ class Trials:
             result = await self.add_events(user_id, [event])
             duplicate = result.duplicates > 0
         except TrialEnded:
-            duplicate = not await asyncio.to_thread(self._store_ended_event, user_id, event)
+            duplicate = not await asyncio.to_thread(
+                self._store_ended_event, user_id, event, await self.clock()
+            )
         return SurveyRecorded(
             user_id=user_id, survey=answer.survey, score=answer.score, duplicate=duplicate
         )
 
-    def _store_ended_event(self, user_id: str, event: NewEvent) -> bool:
+    def _store_ended_event(self, user_id: str, event: NewEvent, now: datetime) -> bool:
         with Session(self.engine) as session:
             event_id = f"{user_id}:{event.idempotency_key}"
             if session.get(TrialEvent, event_id) is not None:
@@ -573,7 +588,7 @@ class Trials:
                     id=event_id,
                     user_id=user_id,
                     name=event.name,
-                    occurred_at=datetime.now(UTC),
+                    occurred_at=now,
                     counted=False,
                     properties=event.properties,
                 )
@@ -643,7 +658,9 @@ class Trials:
             session.commit()
 
     async def _signal(self, user_id: str, name: str, payload: dict[str, Any]) -> Accepted:
+        accepted_at = await self.clock()
         handle = await self._running(user_id)
+        payload = {**payload, "accepted_at": accepted_at}
         data = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in payload.items()}
         try:
             await handle.signal(name, data, rpc_timeout=RPC_TIMEOUT)

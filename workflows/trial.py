@@ -80,6 +80,7 @@ TEMPLATE_BROKEN = "template_broken"
 # Changes of behaviour since a released version (docs/versioning.md): `workflow.patched` ids.
 PATCH_SIGNUP_AT_START = "signup-at-start-time"
 PATCH_SYNC_LATE_SIGNALS = "sync-late-signals"
+PATCH_ACCEPTED_AT = "signals-at-accepted-time"
 SEND_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -443,13 +444,22 @@ class TrialWorkflow:
 
     # --- signals -----------------------------------------------------------------------------
 
-    def _apply(self, change: Any) -> None:
-        """Applies a state change now, or after start if the journey is not loaded yet."""
+    def _apply(self, change: Any, accepted_at: datetime | None) -> None:
+        """Applies a state change at the signal's time, now or (if the journey is not loaded
+        yet) right after start."""
         if self._state is None or self._defn is None:
-            self._buffered.append(change)
+            self._buffered.append(lambda now: change(self._signal_time(accepted_at, now)))
         else:
-            change(self._now())
+            change(self._signal_time(accepted_at, self._now()))
         self._dirty = True
+
+    def _signal_time(self, accepted_at: datetime | None, now: datetime) -> datetime:
+        """When a relayed signal counts: when the API accepted it, on the journey clock, however
+        long the worker or Temporal was away (never before signup, never after now). Signals
+        without that time, and trials started before this rule, count on arrival."""
+        if accepted_at is None or not workflow.patched(PATCH_ACCEPTED_AT):
+            return now
+        return min(max(self._clock.journey(accepted_at), self._clock.origin), now)
 
     def _real_to_journey(self, at: datetime) -> datetime:
         return self._clock.journey(at)
@@ -475,14 +485,15 @@ class TrialWorkflow:
                     )
                 )
 
-        self._apply(apply)
+        self._apply(apply, payload.accepted_at)
 
     @workflow.signal(name=SIGNAL_CALL_BOOKED)
     def call_booked(self, payload: CallBooked) -> None:
         self._apply(
             lambda now: journey.apply_call_booked(
                 self._state_(), self._real_to_journey(payload.at), payload.agent, now
-            )
+            ),
+            payload.accepted_at,
         )
 
     @workflow.signal(name=SIGNAL_CALL_RESCHEDULED)
@@ -490,34 +501,49 @@ class TrialWorkflow:
         self._apply(
             lambda now: journey.apply_call_rescheduled(
                 self._state_(), self._real_to_journey(payload.at), now
-            )
+            ),
+            payload.accepted_at,
         )
 
     @workflow.signal(name=SIGNAL_CALL_COMPLETED)
     def call_completed(self, payload: CallCompleted) -> None:
-        self._apply(lambda now: journey.apply_call_completed(self._state_(), payload.notes, now))
+        self._apply(
+            lambda now: journey.apply_call_completed(self._state_(), payload.notes, now),
+            payload.accepted_at,
+        )
 
     @workflow.signal(name=SIGNAL_CALL_NO_SHOW)
     def call_no_show(self, payload: CallNoShow) -> None:
-        self._apply(lambda now: journey.apply_call_no_show(self._state_(), now))
+        self._apply(
+            lambda now: journey.apply_call_no_show(self._state_(), now), payload.accepted_at
+        )
 
     @workflow.signal(name=SIGNAL_EXTEND_TRIAL)
     def extend_trial(self, payload: ExtendTrial) -> None:
-        self._apply(lambda now: journey.apply_extension(self._state_(), payload.days, now))
+        self._apply(
+            lambda now: journey.apply_extension(self._state_(), payload.days, now),
+            payload.accepted_at,
+        )
 
     @workflow.signal(name=SIGNAL_CONVERTED)
     def converted(self, payload: Converted) -> None:
         self._apply(
-            lambda now: journey.apply_conversion(self._state_(), payload.plan, payload.mrr, now)
+            lambda now: journey.apply_conversion(self._state_(), payload.plan, payload.mrr, now),
+            payload.accepted_at,
         )
 
     @workflow.signal(name=SIGNAL_CANCEL)
     def cancel(self, payload: Cancel) -> None:
-        self._apply(lambda now: journey.apply_cancel(self._state_(), payload.reason, now))
+        self._apply(
+            lambda now: journey.apply_cancel(self._state_(), payload.reason, now),
+            payload.accepted_at,
+        )
 
     @workflow.signal(name=SIGNAL_UNSUBSCRIBE)
     def unsubscribe(self, payload: Unsubscribe) -> None:
-        self._apply(lambda now: journey.apply_unsubscribe(self._state_(), payload))
+        self._apply(
+            lambda now: journey.apply_unsubscribe(self._state_(), payload), payload.accepted_at
+        )
 
     def _state_(self) -> journey.TrialState:
         assert self._state is not None

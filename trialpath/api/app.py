@@ -29,7 +29,7 @@ from trialpath.deliveries import Deliveries
 from trialpath.logs import configure_from_settings
 from trialpath.preferences import UnsubscribeTokens, signing_secret
 from trialpath.temporal import connect
-from trialpath.trials import TrialProblem, Trials
+from trialpath.trials import Clock, TrialProblem, Trials, wall_clock
 
 log = logging.getLogger("trialpath.api")
 REDELIVERY_INTERVAL = 1.0
@@ -46,7 +46,10 @@ async def _redeliver(service: Trials) -> None:
 
 
 def create_app(
-    settings: Settings | None = None, client: Client | None = None, engine: Engine | None = None
+    settings: Settings | None = None,
+    client: Client | None = None,
+    engine: Engine | None = None,
+    clock: Clock = wall_clock,
 ) -> FastAPI:
     if settings is None:
         # Called by uvicorn as the factory: logs go through ours (JSON, redacted). An app
@@ -63,7 +66,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         temporal = client or await connect(settings)
-        app.state.trials = Trials(temporal, engine, settings)
+        app.state.trials = Trials(temporal, engine, settings, clock)
         app.state.deliveries = Deliveries(engine, app.state.trials)
         task = asyncio.create_task(_redeliver(app.state.trials))
         try:
