@@ -15,6 +15,7 @@ from temporalio.testing import WorkflowEnvironment
 from trialpath.config import Settings
 from trialpath.db import make_engine
 from trialpath.models import Message, PendingSignal, Trial, TrialEvent
+from trialpath.trials import InvalidRequest, PageTokens
 
 PROBLEM = "application/problem+json"
 
@@ -437,3 +438,42 @@ async def test_list_rejects_bad_filters(api: httpx.AsyncClient) -> None:
     assert_problem(await api.get("/v1/trials", params={"stage": "sleeping"}), 422, "query.stage")
     assert_problem(await api.get("/v1/trials", params={"persona": "wizard"}), 422, "query.persona")
     assert_problem(await api.get("/v1/trials", params={"page_size": 1000}), 422, "query.page_size")
+
+
+async def test_list_refuses_a_page_token_it_did_not_make(api: httpx.AsyncClient) -> None:
+    """At once and as the caller's mistake (422), not after Temporal's retries (503)."""
+    for forged in ("Zm9vYmFy", "not a token", "a" * 500):
+        body = assert_problem(
+            await api.get("/v1/trials", params={"page_token": forged}), 422, "page_token"
+        )
+        assert body["errors"][0]["field"] == "query.page_token"
+
+
+def test_page_tokens_round_trip_and_belong_to_their_filters() -> None:
+    tokens = PageTokens("a-secret-of-this-installation")
+    query = "WorkflowType = 'TrialWorkflow' AND Persona = 'technical'"
+    made = tokens.make(b"\x00temporal's token\xff", query)
+    assert tokens.read(made, query) == b"\x00temporal's token\xff"
+    with pytest.raises(InvalidRequest, match="other filters"):
+        tokens.read(made, "WorkflowType = 'TrialWorkflow'")
+    with pytest.raises(InvalidRequest, match="not a token this API returned"):
+        PageTokens("another-installation").read(made, query)
+
+
+def test_kpi_dates_are_declared_with_their_formats(api_app_openapi: dict[str, Any]) -> None:
+    for path in ("/v1/kpis", "/v1/kpis/experiment"):
+        parameters = {p["name"]: p for p in api_app_openapi["paths"][path]["get"]["parameters"]}
+        for name in ("since", "until"):
+            formats = {s.get("format") for s in parameters[name]["schema"]["anyOf"]}
+            assert formats == {"date", "date-time"}, (path, name)
+
+
+@pytest.fixture
+def api_app_openapi() -> dict[str, Any]:
+    import sqlalchemy
+
+    from trialpath.api.app import create_app
+
+    app = create_app(Settings(), engine=sqlalchemy.create_engine("sqlite://"))
+    schema: dict[str, Any] = app.openapi()
+    return schema

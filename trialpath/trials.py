@@ -13,8 +13,10 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Any, Literal
 
+from itsdangerous import BadSignature, URLSafeSerializer
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import Engine, text
 from sqlmodel import Session, col, select
@@ -25,6 +27,7 @@ from temporalio.api.workflowservice.v1 import (
 )
 from temporalio.client import (
     Client,
+    WorkflowExecutionDescription,
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
@@ -65,7 +68,7 @@ from trialpath.definition import Challenge, Persona, Urgency
 from trialpath.delivery.outbox import file_stem
 from trialpath.journey import TrialInput
 from trialpath.models import Message, PendingSignal, Trial, TrialEvent, utcnow
-from trialpath.preferences import SURVEY_SCALES, set_subscribed
+from trialpath.preferences import SURVEY_SCALES, set_subscribed, signing_secret
 
 FUTURE_SKEW = timedelta(minutes=5)
 RPC_TIMEOUT = timedelta(seconds=10)
@@ -277,6 +280,34 @@ Clock = Callable[[], Awaitable[datetime]]
 
 async def wall_clock() -> datetime:
     return datetime.now(UTC)
+
+
+class PageTokens:
+    """`page_token`s of `GET /v1/trials`: Temporal's token and the filter it belongs to, signed,
+    so a token this API did not return (or one of another filter) is refused at once (422)
+    instead of reaching Temporal, which answers a forged token slowly or not at all."""
+
+    def __init__(self, secret: str) -> None:
+        self._serializer = URLSafeSerializer(secret, salt="trialpath-page-token")
+
+    def make(self, token: bytes, query: str) -> str:
+        return self._serializer.dumps([base64.b64encode(token).decode(), query])
+
+    def read(self, page_token: str, query: str) -> bytes:
+        try:
+            token, made_for = self._serializer.loads(page_token)
+            decoded = base64.b64decode(token, validate=True)
+        except (BadSignature, binascii.Error, ValueError, TypeError) as err:
+            raise InvalidRequest(
+                "page_token is not a token this API returned", field="query.page_token"
+            ) from err
+        if made_for != query:
+            raise InvalidRequest(
+                "page_token belongs to a listing with other filters: pass the same stage, "
+                "persona and activated as for the first page",
+                field="query.page_token",
+            )
+        return decoded
 
 
 @dataclass
@@ -538,13 +569,17 @@ class Trials:
             name, payload = SIGNAL_CALL_COMPLETED, {"notes": command.notes}
         else:
             name, payload = SIGNAL_CALL_NO_SHOW, {}
-        return await self._signal(user_id, name, payload)
+        return await self._signal(user_id, name, payload, refused=f"a call {command.action}")
 
     async def extend(self, user_id: str, command: ExtensionCommand) -> Accepted:
-        return await self._signal(user_id, SIGNAL_EXTEND_TRIAL, command.model_dump())
+        return await self._signal(
+            user_id, SIGNAL_EXTEND_TRIAL, command.model_dump(), refused="an extension"
+        )
 
     async def convert(self, user_id: str, command: ConversionCommand) -> Accepted:
-        return await self._signal(user_id, SIGNAL_CONVERTED, command.model_dump())
+        return await self._signal(
+            user_id, SIGNAL_CONVERTED, command.model_dump(), refused="a conversion"
+        )
 
     async def unsubscribe(
         self, user_id: str, command: UnsubscribeCommand, source: str = "api"
@@ -607,7 +642,7 @@ class Trials:
         if not erase:
             if not running:
                 raise TrialEnded(f"the trial of user {user_id} has already ended")
-            await self._signal(user_id, SIGNAL_CANCEL, {"reason": reason})
+            await self._signal(user_id, SIGNAL_CANCEL, {"reason": reason}, refused="a cancellation")
             return Erased(user_id=user_id, cancelled=True, erased=False)
         deleted = False
         try:
@@ -657,9 +692,13 @@ class Trials:
                     path.unlink(missing_ok=True)
             session.commit()
 
-    async def _signal(self, user_id: str, name: str, payload: dict[str, Any]) -> Accepted:
+    async def _signal(
+        self, user_id: str, name: str, payload: dict[str, Any], refused: str | None = None
+    ) -> Accepted:
+        """Signals the running trial. `refused`: what the command is, when it cannot apply to
+        a converted or cancelled trial (409 instead of a signal the workflow would ignore)."""
         accepted_at = await self.clock()
-        handle = await self._running(user_id)
+        handle = await self._running(user_id, refused)
         payload = {**payload, "accepted_at": accepted_at}
         data = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in payload.items()}
         try:
@@ -670,21 +709,35 @@ class Trials:
 
     async def _is_running(self, handle: WorkflowHandle[Any, Any]) -> bool | None:
         """True if running, False if closed, None if there is no such workflow."""
+        description = await self._describe(handle)
+        return None if description is None else description.status == ExecutionStatus.RUNNING
+
+    async def _describe(
+        self, handle: WorkflowHandle[Any, Any]
+    ) -> WorkflowExecutionDescription | None:
         try:
-            description = await handle.describe(rpc_timeout=RPC_TIMEOUT)
+            return await handle.describe(rpc_timeout=RPC_TIMEOUT)
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
                 return None
             raise _unavailable(err) from err
-        return description.status == ExecutionStatus.RUNNING
 
-    async def _running(self, user_id: str) -> WorkflowHandle[Any, Any]:
+    async def _running(self, user_id: str, refused: str | None = None) -> WorkflowHandle[Any, Any]:
+        """The trial's handle if its workflow runs. With `refused` (what the command is), also
+        refuses a trial that converted or was cancelled: its workflow may still run (the
+        referral ask after a purchase) but the command no longer applies."""
         handle = self.client.get_workflow_handle(workflow_id_for(user_id))
-        running = await self._is_running(handle)
-        if running is None:
+        description = await self._describe(handle)
+        if description is None:
             raise TrialNotFound(f"no trial for user {user_id}")
-        if not running:
+        if description.status != ExecutionStatus.RUNNING:
             raise TrialEnded(f"the trial of user {user_id} has ended")
+        stage = description.typed_search_attributes.get(STAGE_KEY)
+        if refused is not None and stage in ("converted", "cancelled"):
+            raise TrialEnded(
+                f"the trial of user {user_id} has {stage.replace('cancelled', 'been cancelled')}:"
+                f" {refused} no longer applies"
+            )
         return handle
 
     # -- reading --
@@ -724,12 +777,7 @@ class Trials:
             query += f" AND Persona = '{persona}'"
         if activated is not None:
             query += f" AND Activated = {'true' if activated else 'false'}"
-        token = None
-        if page_token:
-            try:
-                token = base64.urlsafe_b64decode(page_token.encode() + b"==")
-            except (binascii.Error, ValueError) as err:
-                raise InvalidRequest("page_token is not a token this API returned") from err
+        token = self._page_tokens.read(page_token, query) if page_token else None
         executions = self.client.list_workflows(
             query, page_size=page_size, next_page_token=token, rpc_timeout=RPC_TIMEOUT
         )
@@ -756,8 +804,12 @@ class Trials:
                 )
             )
         next_token = executions.next_page_token
-        encoded = base64.urlsafe_b64encode(next_token).decode().rstrip("=") if next_token else None
+        encoded = self._page_tokens.make(next_token, query) if next_token else None
         return TrialPage(items=items, next_page_token=encoded)
+
+    @cached_property
+    def _page_tokens(self) -> PageTokens:
+        return PageTokens(signing_secret(self.settings))
 
     # -- health --
 

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, WithJsonSchema
 from sqlalchemy import Engine
 
 from trialpath.api.problems import problem
@@ -40,6 +40,20 @@ def database(request: Request) -> Engine:
 
 
 EngineDep = Annotated[Engine, Depends(database)]
+# Parsed by `_filters` (a bare date, or a date-time with or without offset), declared as such.
+DATE_OR_DATETIME = WithJsonSchema(
+    {
+        "anyOf": [
+            {"type": "string", "format": "date", "maxLength": 40, "examples": ["2026-11-02"]},
+            {
+                "type": "string",
+                "format": "date-time",
+                "maxLength": 40,
+                "examples": ["2026-11-02T09:00:00+01:00"],
+            },
+        ]
+    }
+)
 Since = Annotated[
     str | None,
     Query(
@@ -47,6 +61,7 @@ Since = Annotated[
         description="Trials signed up on or after this date (YYYY-MM-DD) or ISO 8601 "
         "date-time; UTC when no offset is given.",
     ),
+    DATE_OR_DATETIME,
 ]
 Until = Annotated[
     str | None,
@@ -54,6 +69,7 @@ Until = Annotated[
         max_length=40,
         description="Trials signed up before this date-time; a bare date includes that day.",
     ),
+    DATE_OR_DATETIME,
 ]
 Control = Annotated[
     str,
