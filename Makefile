@@ -19,11 +19,15 @@ $(STAMP): pyproject.toml requirements.lock
 	@touch $@
 
 # Upgrade every pinned package to the newest version pyproject.toml allows, then run
-# `make test` before committing the new requirements.lock.
+# `make test` before committing the new requirements.lock (everything, for development and
+# tests) and requirements-prod.lock (the same versions, only what the image needs).
 lock: $(STAMP)
 	echo 'setuptools>=69' | $(BIN)/uv pip compile pyproject.toml - --extra dev --extra postgres \
 		--upgrade --generate-hashes --universal --python-version 3.11 \
 		--custom-compile-command 'make lock' --quiet -o requirements.lock
+	echo 'setuptools>=69' | $(BIN)/uv pip compile pyproject.toml - --extra postgres \
+		-c requirements.lock --generate-hashes --universal --python-version 3.11 \
+		--custom-compile-command 'make lock' --quiet -o requirements-prod.lock
 
 # Prism (contract mocks of SendGrid and Twilio) for the provider tests. Without npm the
 # tests that need it skip, so a machine without Node.js can still run the suite.
