@@ -70,3 +70,29 @@ def test_the_image_gets_the_tested_versions() -> None:
 def test_no_version_with_a_known_advisory(package: str, floor: str) -> None:
     for lock in ("requirements.lock", "requirements-prod.lock"):
         assert pins(ROOT / lock)[package] >= Version(floor), (lock, package)
+
+
+def test_the_installed_package_holds_every_module(tmp_path: Path) -> None:
+    """A non-editable install (the Docker image) has every package of the tree, not only the
+    ones an editable install happens to find."""
+    import subprocess
+    import sys
+    import zipfile
+
+    pip = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation"]
+    subprocess.run(
+        [*pip, "--wheel-dir", str(tmp_path), str(ROOT)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (wheel,) = tmp_path.glob("trialpath-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    expected = {
+        str(path.relative_to(ROOT))
+        for top in ("trialpath", "workflows", "activities")
+        for path in (ROOT / top).rglob("*.py")
+        if "__pycache__" not in path.parts
+    }
+    assert expected - names == set()
+    assert {"worker.py", "starter.py", "trialpath/journey.toml"} <= names
