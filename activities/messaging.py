@@ -47,6 +47,8 @@ class TrialFacts(BaseModel):
     activation_progress: int
     extended_days: int = 0
     plan: str | None = None
+    activated_day: int | None = None
+    """The trial day the user activated on (not the day this message goes out)."""
 
 
 class CallFacts(BaseModel):
@@ -98,6 +100,8 @@ class TemplateFailure(BaseModel):
     attempt: int
     retry_at: datetime | None
     """When the step is tried again; None: given up."""
+    gave_up: str | None = None
+    """Why the step is given up without a further attempt (it went stale meanwhile)."""
 
 
 class AssignAgentInput(BaseModel):
@@ -420,11 +424,12 @@ class MessagingActivities:
                 f"It will be tried again at {failure.retry_at:%Y-%m-%d %H:%M} UTC; fix the "
                 "template before then and the user gets the corrected message."
                 if failure.retry_at
-                else "It will not be tried again: the retries are used up."
+                else f"It will not be tried again: {failure.gave_up or 'the retries are used up'}."
             )
+            attempt = f"attempt {failure.attempt}" if failure.attempt else "given up"
             text = (
                 f"The {failure.channel} message '{failure.message}' for user {failure.user_id} "
-                f"could not be rendered (attempt {failure.attempt}), so it was not sent.\n\n"
+                f"could not be rendered ({attempt}), so it was not sent.\n\n"
                 f"{failure.error}\n\n{retry}\n\n"
                 "Run `trialpath templates check` to see every problem, and "
                 "`trialpath templates preview` to look at the messages."

@@ -477,3 +477,38 @@ def api_app_openapi() -> dict[str, Any]:
     app = create_app(Settings(), engine=sqlalchemy.create_engine("sqlite://"))
     schema: dict[str, Any] = app.openapi()
     return schema
+
+
+async def test_call_outcomes_that_cannot_be_true_are_refused(
+    api: httpx.AsyncClient, env: WorkflowEnvironment
+) -> None:
+    await started(api, env, "api-call-time")
+    status = (await api.get("/v1/trials/api-call-time")).json()
+    call_at = datetime.fromisoformat(status["call"]["at"])
+    now = await env.get_current_time()
+    past = (now - timedelta(hours=1)).isoformat()
+    for action in ("booked", "rescheduled"):
+        body = assert_problem(
+            await api.post("/v1/trials/api-call-time/call", json={"action": action, "at": past}),
+            422,
+            "in the past",
+        )
+        assert body["errors"][0]["field"] == "body.at"
+    after_end = (datetime.fromisoformat(status["trial_ends_at"]) + timedelta(days=1)).isoformat()
+    assert_problem(
+        await api.post("/v1/trials/api-call-time/call", json={"action": "booked", "at": after_end}),
+        409,
+        "extend the trial first",
+    )
+    for action in ("completed", "no_show"):
+        assert_problem(
+            await api.post("/v1/trials/api-call-time/call", json={"action": action}),
+            409,
+            "before it starts",
+        )
+    # Once the call has taken place, its outcome is taken.
+    await env.sleep(call_at + timedelta(minutes=30) - await env.get_current_time())
+    done = await api.post("/v1/trials/api-call-time/call", json={"action": "completed"})
+    assert done.status_code == 202, done.text
+    await env.sleep(timedelta(minutes=5))
+    assert (await api.get("/v1/trials/api-call-time")).json()["call"]["state"] == "completed"

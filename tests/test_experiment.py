@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,9 @@ async def test_csat_after_the_call_answered_by_link_then_by_api(
 ) -> None:
     user_id = user_in("personalized", "csat")
     await start(api, env, user_id)
+    # The call is completed once it has taken place, not before it starts.
+    call_at = datetime.fromisoformat((await api.get(f"/v1/trials/{user_id}")).json()["call"]["at"])
+    await env.sleep(call_at + timedelta(minutes=40) - await env.get_current_time())
     done = await api.post(f"/v1/trials/{user_id}/call", json={"action": "completed"})
     assert done.status_code == 202, done.text
     await env.sleep(timedelta(hours=3))

@@ -86,8 +86,15 @@ def profile(
     )
 
 
-def begin(defn: JourneyDefinition = DEFN, signup: datetime = SIGNUP, **kwargs: Any) -> TrialState:
-    return journey.start(defn, profile(**kwargs), signup)
+def begin(
+    defn: JourneyDefinition = DEFN,
+    signup: datetime = SIGNUP,
+    rules: int = journey.RULES,
+    **kwargs: Any,
+) -> TrialState:
+    """A trial at signup, deciding by today's rules unless `rules` says otherwise (trials
+    started before a fix keep the rules they started with)."""
+    return journey.start(defn, profile(**kwargs), signup, rules)
 
 
 def with_activation(defn: JourneyDefinition, persona: str, within_days: float) -> JourneyDefinition:
@@ -220,9 +227,9 @@ def test_start_sets_dates_and_deadline() -> None:
     assert state.has_phone is True
     assert state.company == "Acme Corp"
     assert journey.trial_ends_at(state) == utc(2026, 1, 20)  # local midnight after ends_on
-    # trial_day counts whole 24 h periods since signup (08:00).
-    assert journey.trial_day(state, t(3, 7, 59)) == 2
-    assert journey.trial_day(state, t(3, 8)) == 3
+    # trial_day counts local calendar days since signup (signup day is day 0).
+    assert journey.trial_day(state, t(3, 7, 59)) == 3
+    assert journey.trial_day(state, t(2, 23, 59)) == 2
     assert journey.trial_day(state, t(0, 7)) == 0  # never negative
     # days_left counts local dates: Jan 19 - Jan 13 = 6.
     assert journey.days_left(state, t(8, 23)) == 6
@@ -1178,8 +1185,21 @@ def test_reminder_due_before_the_version_was_set_is_skipped() -> None:
     assert (state.call.agent, state.call.version) == ("Julia", 2)
 
 
+def test_trial_day_is_local_calendar_days() -> None:
+    """A signup at 23:00 in Paris is on day 1 after local midnight, an hour later; trials
+    started with rules 1 counted 24-hour periods."""
+    state = begin(role="technical", timezone="Europe/Paris", signup=t(0, 22))
+    assert journey.trial_day(state, t(0, 22, 59)) == 0
+    assert journey.trial_day(state, t(0, 23)) == 1
+    old = begin(role="technical", timezone="Europe/Paris", signup=t(0, 22), rules=1)
+    assert journey.trial_day(old, t(0, 23)) == 0
+    assert journey.trial_day(old, t(1, 22)) == 1
+
+
 def test_reminders_stop_when_the_call_is_completed() -> None:
-    state = begin(role="business", urgency="this_month")
+    """Rules 1 (trials started before the time checks) accepted a completion before the call;
+    the reminders then stopped."""
+    state = begin(role="business", urgency="this_month", rules=1)
     done = [(t(3, 12), lambda now: journey.apply_call_completed(state, "good call", now))]
     run = simulate(DEFN, state, SIGNUP, t(5), done)
     assert run.at_of("call_reminder_day.1") == t(3, 10)
@@ -1703,3 +1723,235 @@ def test_csat_follows_the_call_and_old_definitions_ask_nothing() -> None:
         [(t(2, 11), lambda now: journey.apply_call_completed(state, None, now))],
     )
     assert "survey_csat" not in run.occurrences()
+
+
+# --- Rules 2: fixes found by driving the rules through simulated time --------------------------
+
+
+def step_at(defn: JourneyDefinition, state: TrialState, now: datetime) -> Send:
+    """The send the rules ask for at `now` (fails if they ask for something else)."""
+    step = journey.next_step(defn, state, now)
+    assert isinstance(step, Send), step
+    return step
+
+
+def deliver(step: Send, *channels: str) -> list[Delivered]:
+    return [Delivered(c, f"k:{step.occurrence}/{c}", "t") for c in channels]  # type: ignore[arg-type]
+
+
+def stalled_until_the_nudge() -> tuple[TrialState, Send]:
+    """A business user with no key action; the nudge is decided on day 2 at 09:00."""
+    state = begin(role="business", urgency="this_month")
+    simulate(DEFN, state, SIGNUP, t(2, 8, 59))
+    step = step_at(DEFN, state, t(2, 9))
+    assert step.occurrence == "stall_nudge.1"
+    return state, step
+
+
+def test_a_broken_nudge_is_retried_and_the_alert_follows_its_delivery() -> None:
+    state, step = stalled_until_the_nudge()
+    journey.mark_done(DEFN, state, step, [], t(2, 9), broken=step.channels)
+    assert state.held["stall_nudge.1"].retry_at == t(2, 10)
+    assert state.nudges == 0 and state.nudge_done_at is None  # nothing reached the user yet
+    run = simulate(DEFN, state, t(2, 9), t(8))
+    nudged = run.at_of("stall_nudge.1")
+    assert nudged > t(2, 9)
+    # The alert comes a day after the nudge that reached the user, and says so truly.
+    assert run.at_of("support_alert.1") == nudged + timedelta(days=1)
+    assert state.nudge_delivered
+
+
+def test_a_broken_support_alert_is_retried() -> None:
+    state, nudge = stalled_until_the_nudge()
+    journey.mark_done(DEFN, state, nudge, deliver(nudge, *nudge.channels), t(2, 9))
+    simulate(DEFN, state, t(2, 9), t(3, 8, 59))
+    alert = step_at(DEFN, state, t(3, 9))
+    assert alert.occurrence == "support_alert.1"
+    journey.mark_done(DEFN, state, alert, [], t(3, 9), broken=alert.channels)
+    assert state.alerts == 0 and state.alerted_for is None
+    run = simulate(DEFN, state, t(3, 9), t(6))
+    assert run.at_of("support_alert.1") == t(3, 10)
+    assert state.alerts == 1
+
+
+def test_a_key_event_while_the_nudge_is_sent_opens_a_new_episode_not_an_alert() -> None:
+    """Nudge decided at 09:00, a login applied at 09:01 while it is sent, marked done at 09:01:
+    the login is progress after the nudge, so no support alert the next day."""
+    state, step = stalled_until_the_nudge()
+    journey.apply_event(DEFN, state, "login", t(2, 9, 1), None, t(2, 9, 1))
+    journey.mark_done(DEFN, state, step, deliver(step, *step.channels), t(2, 9, 1))
+    assert state.nudged_for == state.persona_at  # the episode the nudge was for
+    run = simulate(DEFN, state, t(2, 9, 1), t(8))
+    # No alert on day 3: the new episode starts from the login, with its own nudge (due on
+    # day 4 at 09:01; that day's drip took the cap, so day 5), then its alert a day later.
+    (nudge_at, nudge), (alert_at, alert) = stall_log(run)
+    assert (nudge, alert) == ("stall_nudge.2", "support_alert.1")
+    assert nudge_at == t(5, 9)
+    assert alert_at == nudge_at + timedelta(days=1)
+
+
+def test_an_old_key_event_arriving_late_does_not_reopen_the_episode() -> None:
+    state, step = stalled_until_the_nudge()
+    journey.mark_done(DEFN, state, step, deliver(step, *step.channels), t(2, 9))
+    # Day 2 12:00: a login that happened on day 1 arrives (a backlog in the product).
+    late = [(t(2, 12), event(state, "login", t(1, 10)))]
+    run = simulate(DEFN, state, t(2, 9), t(8), late)
+    assert stall_log(run) == [(t(3, 9), "support_alert.1")]
+    assert state.events_seen["login"] == 1
+
+
+def test_a_held_marketing_retry_goes_out_on_its_own_day_and_counts_once() -> None:
+    """The drip of day 1 goes out in-app at 09:00 but its email template is broken; the email
+    retry at 10:00 is the same message: the day's cap (1) does not hold it back, and the next
+    drip still waits for its own day."""
+    state = begin(role="technical", urgency="evaluating")
+    simulate(DEFN, state, SIGNUP, t(1, 8, 59))
+    step = step_at(DEFN, state, t(1, 9))
+    assert step.occurrence == "drip.drip_api_quickstart"
+    journey.mark_done(DEFN, state, step, deliver(step, "in_app"), t(1, 9), broken=("email",))
+    run = simulate(DEFN, state, t(1, 9), t(6))
+    assert run.log()[0] == (t(1, 10), "drip.drip_api_quickstart")
+    assert run.channels("drip.drip_api_quickstart") == ("email",)
+    assert state.marketing_days["2026-01-06"] == 1
+    emails: dict[date, int] = {}
+    for item in state.sent:
+        spec = DEFN.message(item.message)
+        if spec.category == "marketing" and item.channel == "email":
+            day = journey.local_date(state, item.at)
+            emails[day] = emails.get(day, 0) + 1
+    assert max(emails.values()) <= DEFN.max_marketing_per_day, emails
+
+
+def test_a_broken_step_is_not_held_past_the_time_it_goes_stale() -> None:
+    """The hour-before reminder's retry would come at the call itself: given up at once (and
+    support told so by the workflow), not held for a retry that never happens."""
+    state = begin(role="business", urgency="this_month")
+    simulate(DEFN, state, SIGNUP, t(4, 8, 59))
+    step = step_at(DEFN, state, t(4, 9))
+    while step.occurrence != "call_reminder_hour.1":  # the day's drip goes first
+        journey.mark_done(DEFN, state, step, deliver(step, *step.channels), t(4, 9))
+        step = step_at(DEFN, state, t(4, 9))
+    journey.mark_done(DEFN, state, step, [], t(4, 9), broken=step.channels)
+    assert "call_reminder_hour.1" not in state.held
+    assert state.done["call_reminder_hour.1"] == "skipped"
+
+
+def test_a_held_step_that_goes_stale_is_handed_to_support() -> None:
+    state = begin(role="technical", urgency="evaluating")
+    simulate(DEFN, state, SIGNUP, t(1, 8, 59))
+    step = step_at(DEFN, state, t(1, 9))
+    journey.mark_done(DEFN, state, step, [], t(1, 9), broken=step.channels)
+    assert step.occurrence in state.held
+    # The worker comes back after the drip went stale (day 1 + 3 days).
+    journey.next_step(DEFN, state, t(4, 12))
+    assert step.occurrence not in state.held
+    assert journey.take_abandoned(state) == [step.occurrence]
+    assert journey.take_abandoned(state) == []
+
+
+@pytest.mark.parametrize("rules", [1, 2])
+def test_late_proof_of_activation_after_the_end(rules: int) -> None:
+    """Events that happened on day 1 but arrive on day 16, after the trial expired: activated
+    as of day 1 (rules 2), as when they arrive an hour before the end."""
+    state = begin(role="business", urgency="this_month", rules=rules)
+    simulate(DEFN, state, SIGNUP, t(16))
+    assert journey.stage_of(DEFN, state, t(16)) == "expired"
+    journey.apply_event(DEFN, state, "workflow_created", t(1, 10), None, t(16))
+    journey.apply_event(DEFN, state, "teammate_invited", t(1, 11), None, t(16))
+    if rules == 1:
+        assert state.activated_at is None  # the bug old trials keep
+        return
+    assert state.activated_at == t(1, 11)
+    assert "Activated on day 1." in journey.summary(DEFN, state, t(16))
+
+
+def test_call_signals_that_cannot_be_true_are_refused() -> None:
+    state = scheduled()  # the call: day 4 at 10:00
+    assert state.call.at == t(4, 10)
+    now = t(2, 12)
+    assert journey.apply_call_rescheduled(state, t(2, 11), now) is False  # into the past
+    assert journey.apply_call_booked(state, t(20, 10), None, now) is False  # after the end
+    assert journey.apply_call_no_show(state, now) is False  # two days before the call
+    assert journey.apply_call_completed(state, "early", now) is False  # before it starts
+    assert (state.call.state, state.call.version, state.call.rebook_offered) == (
+        "scheduled",
+        1,
+        False,
+    )
+    problem = journey.call_problem(state, "completed", None, now)
+    assert problem is not None and "before it starts" in problem
+    # What can be true is accepted.
+    assert journey.apply_call_rescheduled(state, t(5, 15), now) is True
+    assert journey.apply_call_no_show(state, t(5, 15, 10)) is True
+    assert journey.apply_call_booked(state, t(6, 9), None, t(5, 16)) is True
+    assert journey.apply_call_completed(state, "done", t(6, 9, 40)) is True
+
+
+def test_a_call_booked_after_the_trial_ended_is_refused() -> None:
+    state = scheduled()
+    simulate(DEFN, state, SIGNUP, t(16))
+    assert journey.apply_call_booked(state, t(17, 10), "Julia", t(16)) is False
+    run = simulate(DEFN, state, t(16), t(30))
+    assert not [occ for occ in run.occurrences() if occ.startswith("call_")]
+
+
+def test_transactional_messages_do_not_wait_for_the_qualifier() -> None:
+    """No qualifier answer yet (deadline 09:00): a call booked and an extension at 08:10 are
+    confirmed at once; the welcome (marketing decisions) waits for the persona."""
+    state = begin()
+    signals = [
+        (t(0, 8, 10), lambda now: journey.apply_call_booked(state, t(3, 10), "Julia", now)),
+        (t(0, 8, 20), lambda now: journey.apply_extension(state, 7, now)),
+    ]
+    run = simulate(DEFN, state, SIGNUP, t(0, 9, 30), signals)
+    assert run.at_of("call_booked.1") == t(0, 8, 10)
+    assert run.at_of("trial_extended.1") == t(0, 8, 20)
+    assert run.at_of("welcome") == t(0, 9)
+    assert state.persona_source == "inferred"
+
+
+def test_the_day_before_reminder_is_the_previous_local_day_at_the_same_time() -> None:
+    """Paris moves to summer time on 2026-03-29: a call on 03-30 at 10:00 is reminded on
+    03-29 at 10:00 local, 23 hours before, not 24."""
+    signup = datetime(2026, 3, 23, 8, tzinfo=UTC)
+    state = begin(role="business", urgency="evaluating", timezone="Europe/Paris", signup=signup)
+    call = datetime(2026, 3, 30, 8, tzinfo=UTC)  # 10:00 in Paris (UTC+2)
+    book = [
+        (signup + timedelta(hours=1), lambda now: journey.apply_call_booked(state, call, None, now))
+    ]
+    run = simulate(DEFN, state, signup, datetime(2026, 3, 31, tzinfo=UTC), book)
+    reminded = run.at_of("call_reminder_day.2")
+    assert reminded == datetime(2026, 3, 29, 8, tzinfo=UTC)  # 10:00 in Paris (UTC+2)
+    assert call - reminded == timedelta(hours=24)  # both 10:00 local, both UTC+2
+    winter = begin(role="business", urgency="evaluating", timezone="Europe/Paris", signup=signup)
+    call = datetime(2026, 3, 29, 8, tzinfo=UTC)  # 10:00 on the day of the change
+    book = [
+        (
+            signup + timedelta(hours=1),
+            lambda now: journey.apply_call_booked(winter, call, None, now),
+        )
+    ]
+    run = simulate(DEFN, winter, signup, datetime(2026, 3, 30, tzinfo=UTC), book)
+    # 03-28 at 10:00 in Paris is 09:00 UTC (winter time): 23 hours before the call.
+    assert run.at_of("call_reminder_day.2") == datetime(2026, 3, 28, 9, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("seconds_per_day", [0.5, 2.0, 4.0, 86400.0])
+def test_the_clock_never_overflows(seconds_per_day: float) -> None:
+    clock = JourneyClock(origin=SIGNUP, seconds_per_day=seconds_per_day)
+    for real in (
+        SIGNUP - timedelta(days=20),
+        SIGNUP + timedelta(days=400),
+        datetime.min.replace(tzinfo=UTC) + timedelta(days=1),
+    ):
+        at = clock.journey(real)
+        assert (at <= SIGNUP) == (real <= SIGNUP)
+        assert abs(at - SIGNUP) <= journey.JOURNEY_SPAN
+
+
+def test_an_old_event_on_a_fast_clock_is_seen_not_counted() -> None:
+    clock = JourneyClock(origin=SIGNUP, seconds_per_day=2.0)
+    state = begin(role="technical")
+    occurred = clock.journey(SIGNUP - timedelta(days=20))
+    outcome = journey.apply_event(DEFN, state, "api_call", occurred, None, t(0, 9))
+    assert (outcome.accepted, outcome.counted) == (True, False)

@@ -35,6 +35,17 @@ from trialpath.definition import (
 
 DAY = timedelta(days=1)
 MAX_REMEMBERED_EVENT_IDS = 1000
+RULES = 2
+"""The version of these rules a new trial starts with (`TrialState.rules`). A fix that changes
+what the rules decide applies from the version that brings it, so a trial that started before
+keeps deciding as its history did (the workflow picks the version behind `workflow.patched`).
+2: stall and alert bookkeeping on delivery, held retries within their day and never silently
+stale, activation by `occurred_at` after the end, call signals checked against time,
+transactional messages never wait for the qualifier, local calendar trial days, the day-before
+reminder at the same local time."""
+JOURNEY_SPAN = timedelta(days=36500)
+"""Journey times are kept within this span of signup: an accelerated clock maps a real time
+far from signup to centuries away (and past `datetime`'s range)."""
 
 # Lower is more important when two marketing messages compete for the same day.
 PRIORITY_END_OF_TRIAL = 0
@@ -59,7 +70,11 @@ class JourneyClock(_State):
         return 86400.0 / self.seconds_per_day
 
     def journey(self, real: datetime) -> datetime:
-        return self.origin + (real - self.origin) * self.scale
+        """The journey time of a real time; bounded to `JOURNEY_SPAN` around signup, so a real
+        time far from it (an old event on a fast clock) never overflows."""
+        span = JOURNEY_SPAN / self.scale
+        offset = min(max(real - self.origin, -span), span)
+        return self.origin + offset * self.scale
 
     def real(self, journey: datetime) -> datetime:
         return self.origin + (journey - self.origin) / self.scale
@@ -108,6 +123,9 @@ class Held(_State):
     attempts: int = 1
     counted: bool = False
     """Whether a channel already went out (and counted toward the daily marketing cap)."""
+    counted_on: str | None = None
+    """The local date it counted on (rules 2): a retry that day is the same message, not
+    another one, so that day's cap does not hold it back."""
 
 
 class Conversion(_State):
@@ -174,6 +192,15 @@ class TrialState(_State):
     """The stage last recorded by the workflow (for change detection)."""
     stage_changes: int = 0
     """How many stage changes were recorded: numbers them so a retried write is no duplicate."""
+    rules: int = 1
+    """The version of the rules this trial decides by (see `RULES`); 1 for trials started before
+    versions were recorded."""
+    nudge_delivered: bool = False
+    """Whether the nudge of the current stall episode reached the user (rules 2): a support
+    alert says "no key action since the stall nudge" only then."""
+    abandoned: list[str] = []
+    """Steps whose broken template was given up on since the workflow last looked (rules 2):
+    support is told, and the list emptied, by the workflow (`take_abandoned`)."""
 
 
 # --- Steps the workflow performs -------------------------------------------------------------
@@ -186,6 +213,11 @@ class Send:
     category: Category
     channels: tuple[Channel, ...]
     extra: dict[str, Any] = field(default_factory=dict)
+    anchor: datetime | None = None
+    """For a stall nudge or support alert: the stall episode it was decided for. Signals that
+    arrive while it is being sent may move the episode on; `mark_done` records this one."""
+    stale_at: datetime | None = None
+    """When the message stops making sense: a broken template is not retried past it."""
 
 
 @dataclass(frozen=True)
@@ -233,6 +265,10 @@ def trial_ends_at(state: TrialState) -> datetime:
 
 
 def trial_day(state: TrialState, now: datetime) -> int:
+    """Local calendar days since signup (rules 2): a user who signs up at 23:00 is on day 1
+    after midnight, in their time zone. Rules 1 counted 24-hour periods."""
+    if state.rules >= 2:
+        return max(0, (local_date(state, now) - local_date(state, state.signup_at)).days)
     return max(0, math.floor((now - state.signup_at) / DAY))
 
 
@@ -243,7 +279,9 @@ def days_left(state: TrialState, now: datetime) -> int:
 # --- Start -----------------------------------------------------------------------------------
 
 
-def start(defn: JourneyDefinition, profile: TrialProfile, signup_at: datetime) -> TrialState:
+def start(
+    defn: JourneyDefinition, profile: TrialProfile, signup_at: datetime, rules: int = RULES
+) -> TrialState:
     """The state of a trial at signup (qualifier answers at signup already applied)."""
     tz = ZoneInfo(profile.timezone)
     days = profile.trial_days or defn.trial_days
@@ -256,6 +294,7 @@ def start(defn: JourneyDefinition, profile: TrialProfile, signup_at: datetime) -
         ends_on=signup_at.astimezone(tz).date() + timedelta(days=days),
         qualify_deadline=signup_at + timedelta(hours=defn.qualifier_timeout_hours),
         arm=assign_arm(defn, profile.user_id),
+        rules=rules,
     )
     answers = profile.qualification
     if answers is not None:
@@ -405,8 +444,16 @@ def apply_event(
         times = state.earliest.setdefault(name, [])
         bisect.insort(times, occurred_at)
         del times[keep:]
-    if name in defn.stall.key_events and (
-        state.last_key_event_at is None or occurred_at > state.last_key_event_at
+    if (
+        name in defn.stall.key_events
+        and (state.last_key_event_at is None or occurred_at > state.last_key_event_at)
+        # What the user did before the nudge that went out is no progress since it (rules 2):
+        # arriving late, it must not open a new stall episode.
+        and not (
+            state.rules >= 2
+            and state.nudge_done_at is not None
+            and occurred_at <= state.nudge_done_at
+        )
     ):
         state.last_key_event_at = occurred_at
     was_activated = state.activated_at is not None
@@ -453,7 +500,9 @@ def activation_time(
 def _check_activation(defn: JourneyDefinition, state: TrialState, now: datetime) -> None:
     if state.persona is None or state.activated_at is not None or is_ended(state):
         return
-    if now >= trial_ends_at(state):
+    # Rules 2: decided by when the events happened (inside the rule's window), not by when
+    # they arrived; proof that arrives after the end still activates.
+    if now >= trial_ends_at(state) and state.rules < 2:
         return
     state.activated_at = activation_time(defn, state, state.persona)
 
@@ -491,8 +540,35 @@ def _new_call_time(state: TrialState, message: str, at: datetime, now: datetime)
     _enqueue(state, f"{message}.{state.call.version}", message, now)
 
 
+def call_problem(state: TrialState, action: str, at: datetime | None, now: datetime) -> str | None:
+    """Why a call signal cannot be true at `now` (rules 2), or None: a call booked or moved
+    into the past or past the trial's end, marked completed or missed before it starts."""
+    ends = trial_ends_at(state)
+    if action in ("booked", "rescheduled") and at is not None:
+        if at <= now:
+            return f"the call time {at.isoformat()} is in the past"
+        if at >= ends:
+            return (
+                f"the call time {at.isoformat()} is after the trial ends ({ends.isoformat()}); "
+                "extend the trial first"
+            )
+    if action in ("completed", "no_show") and state.call.at is not None and now < state.call.at:
+        return (
+            f"the call is at {state.call.at.isoformat()}: it cannot be "
+            f"{'completed' if action == 'completed' else 'missed'} before it starts "
+            "(reschedule it first if it happened earlier)"
+        )
+    return None
+
+
+def _refused_by_time(state: TrialState, action: str, at: datetime | None, now: datetime) -> bool:
+    return state.rules >= 2 and call_problem(state, action, at, now) is not None
+
+
 def apply_call_booked(state: TrialState, at: datetime, agent: str | None, now: datetime) -> bool:
     if is_ended(state) or state.call.state == "completed":
+        return False
+    if _refused_by_time(state, "booked", at, now):
         return False
     if agent:
         state.call.agent = agent
@@ -505,6 +581,8 @@ def apply_call_booked(state: TrialState, at: datetime, agent: str | None, now: d
 def apply_call_rescheduled(state: TrialState, at: datetime, now: datetime) -> bool:
     if is_ended(state) or state.call.state not in ("scheduled", "booked", "no_show"):
         return False
+    if _refused_by_time(state, "rescheduled", at, now):
+        return False
     if state.call.state == "no_show":
         state.call.state = "booked"
     state.call.chosen_by_user = True
@@ -515,6 +593,8 @@ def apply_call_rescheduled(state: TrialState, at: datetime, now: datetime) -> bo
 def apply_call_completed(state: TrialState, notes: str | None, now: datetime) -> bool:
     if state.call.state not in ("scheduled", "booked", "no_show") or is_ended(state):
         return False
+    if _refused_by_time(state, "completed", None, now):
+        return False
     state.call.state = "completed"
     state.call.notes = notes
     state.call.completed_at = now
@@ -524,6 +604,8 @@ def apply_call_completed(state: TrialState, notes: str | None, now: datetime) ->
 
 def apply_call_no_show(state: TrialState, now: datetime) -> bool:
     if state.call.state not in ("scheduled", "booked") or is_ended(state):
+        return False
+    if _refused_by_time(state, "no_show", None, now):
         return False
     state.call.state = "no_show"
     if not state.call.rebook_offered:
@@ -606,17 +688,25 @@ def channels_for(
 
 
 def next_send_time(
-    defn: JourneyDefinition, state: TrialState, due: datetime, now: datetime
+    defn: JourneyDefinition,
+    state: TrialState,
+    due: datetime,
+    now: datetime,
+    counted_on: str | None = None,
 ) -> datetime:
     """First instant at or after `due` inside the user's send window on a local day whose
-    marketing cap is not reached."""
+    marketing cap is not reached (`counted_on`: a day the message itself already counted on,
+    open to it whatever its cap)."""
     window = defn.send_window
     at = max(due, now)
     day = local_date(state, at)
     for _ in range(400):
         opens = local_at(state, day, window.start)
         closes = local_at(state, day, window.end)
-        capped = state.marketing_days.get(day.isoformat(), 0) >= defn.max_marketing_per_day
+        capped = (
+            state.marketing_days.get(day.isoformat(), 0) >= defn.max_marketing_per_day
+            and day.isoformat() != counted_on
+        )
         if not capped and at < closes:
             return max(at, opens)
         day += DAY
@@ -631,6 +721,10 @@ def _call_candidates(defn: JourneyDefinition, state: TrialState, now: datetime) 
     found = []
     for message, before in (("call_reminder_day", DAY), ("call_reminder_hour", timedelta(hours=1))):
         due = call.at - before
+        if message == "call_reminder_day" and state.rules >= 2:
+            # The previous local day at the same local time, not 24 hours (DST).
+            local = call.at.astimezone(zone(state))
+            due = local_at(state, local.date() - DAY, local.time())
         if call.since <= due:
             found.append(_Candidate(f"{message}.{call.version}", message, due, stale_at=call.at))
     return found
@@ -780,12 +874,37 @@ def _needs_agent(state: TrialState) -> bool:
     return call.state == "none" or (call.agent is None and call.state in ("scheduled", "booked"))
 
 
+def _before_persona(defn: JourneyDefinition, state: TrialState, now: datetime) -> Step:
+    """While the qualifier is awaited (rules 2): transactional messages (a booked call's
+    confirmation, an extension) go out at once; marketing waits for the persona."""
+    wake = [state.qualify_deadline]
+    for q in state.queued:
+        spec = defn.message(q.message)
+        if spec.category == "marketing" or q.occurrence in state.done:
+            continue
+        held = state.held.get(q.occurrence)
+        due = max(q.due, held.retry_at) if held else q.due
+        if due > now:
+            wake.append(due)
+            continue
+        channels = channels_for(defn, state, spec)
+        if held is not None:
+            channels = tuple(c for c in channels if c in held.channels)
+        if not channels:
+            _skip(state, q.occurrence)
+            return _before_persona(defn, state, now)
+        return Send(q.occurrence, q.message, spec.category, channels, dict(q.extra))
+    return Wait(min(wake))
+
+
 def _decide(defn: JourneyDefinition, state: TrialState, now: datetime) -> Step | None:
     """One pass; None when it skipped messages, so the next pass sees what comes after them."""
     if state.cancelled is not None:
         return Finish("cancelled")
     if state.persona is None and state.converted is None:
         if now < state.qualify_deadline:
+            if state.rules >= 2:
+                return _before_persona(defn, state, now)
             return Wait(state.qualify_deadline)
         _set_persona(defn, state, infer_persona(defn, state), "inferred", now)
 
@@ -806,12 +925,15 @@ def _decide(defn: JourneyDefinition, state: TrialState, now: datetime) -> Step |
         spec = defn.message(cand.message)
         if cand.stale_at is not None and now >= cand.stale_at:
             _skip(state, cand.occurrence)
+            if cand.message == "stall_nudge" and state.rules >= 2:
+                _after_nudge(state, now, _stall_anchor(state), delivered=False)
             skipped = True
             continue
         held = state.held.get(cand.occurrence)
         due = max(cand.due, held.retry_at) if held else cand.due
         if spec.category == "marketing" and not spec.immediate:
-            at = next_send_time(defn, state, due, now)
+            counted_on = held.counted_on if held is not None and state.rules >= 2 else None
+            at = next_send_time(defn, state, due, now, counted_on)
             if cand.stale_at is not None and at >= cand.stale_at:
                 if now >= cand.due:
                     # No slot before it goes stale: wait for the stale time to skip it.
@@ -839,13 +961,24 @@ def _decide(defn: JourneyDefinition, state: TrialState, now: datetime) -> Step |
         if not channels:
             _skip(state, cand.occurrence)
             if cand.message == "stall_nudge":
-                _after_nudge(state, now)
+                _after_nudge(state, now, _stall_anchor(state), delivered=False)
             skipped = True
             continue
         extra = dict(cand.extra)
+        anchor = None
+        if cand.message in ("stall_nudge", "support_alert"):
+            anchor = _stall_anchor(state)
         if cand.message == "support_alert":
             extra = alert_context(defn, state, now)
-        return Send(cand.occurrence, cand.message, spec.category, channels, extra)
+        return Send(
+            cand.occurrence,
+            cand.message,
+            spec.category,
+            channels,
+            extra,
+            anchor=anchor,
+            stale_at=cand.stale_at,
+        )
 
     if skipped:
         return None
@@ -866,10 +999,27 @@ def _skip(state: TrialState, occurrence: str) -> None:
     held = state.held.pop(occurrence, None)
     state.done[occurrence] = "sent" if held is not None and held.counted else "skipped"
     state.queued = [q for q in state.queued if q.occurrence != occurrence]
+    if held is not None and state.rules >= 2 and set(held.channels):
+        # Gone stale while its broken template waited for a retry: support hears of it.
+        state.abandoned.append(occurrence)
 
 
-def _after_nudge(state: TrialState, now: datetime) -> None:
+def take_abandoned(state: TrialState) -> list[str]:
+    """The steps given up while their template was broken since the last call (rules 2)."""
+    found, state.abandoned = state.abandoned, []
+    return found
+
+
+def _after_nudge(
+    state: TrialState, now: datetime, anchor: datetime | None = None, delivered: bool = True
+) -> None:
     state.nudges += 1
+    if state.rules >= 2:
+        # The episode the nudge was decided for, not one a signal opened while it was sent.
+        state.nudged_for = anchor if anchor is not None else _stall_anchor(state)
+        state.nudge_delivered = delivered
+        state.nudge_done_at = now if delivered else None
+        return
     state.nudged_for = _stall_anchor(state)
     state.nudge_done_at = now
 
@@ -895,6 +1045,9 @@ def mark_done(
     `broken`: channels whose template could not be rendered. The step is held and those
     channels are tried again `template_retry_hours` later (a fixed template then goes out),
     up to `template_retry_max` times; the channels that went out are not sent again."""
+    if state.rules >= 2:
+        _mark_done(defn, state, step, list(delivered), now, list(broken))
+        return
     delivered = list(delivered)
     broken = [c for c in broken if c not in {d.channel for d in delivered}]
     held = state.held.get(step.occurrence)
@@ -935,6 +1088,81 @@ def mark_done(
         state.alerts += 1
         state.alerted_for = _stall_anchor(state)
         _bring_call_forward(defn, state, now)
+
+
+def _mark_done(
+    defn: JourneyDefinition,
+    state: TrialState,
+    step: Send,
+    delivered: list[Delivered],
+    now: datetime,
+    broken: list[Channel],
+) -> None:
+    """`mark_done` under rules 2: a broken step is held for a retry only if the retry comes
+    before the message goes stale (else it is given up at once, and support is told so); a
+    retry counts toward the cap of its own day once; what follows from a nudge or an alert
+    happens when it first reaches someone (or is given up), for the episode it was meant for."""
+    broken = [c for c in broken if c not in {d.channel for d in delivered}]
+    held = state.held.get(step.occurrence)
+    counted_on = held.counted_on if held is not None else None
+    reached = held is not None and held.counted
+    attempts = held.attempts if held is not None else 0
+    today = local_date(state, now).isoformat()
+    if delivered and step.category == "marketing" and counted_on != today:
+        # Once per local day it goes out on: a retry on its first day is the same message.
+        state.marketing_days[today] = state.marketing_days.get(today, 0) + 1
+        counted_on = today
+    retry_at = now + timedelta(hours=defn.template_retry_hours)
+    retry = (
+        bool(broken)
+        and attempts < defn.template_retry_max
+        and (step.stale_at is None or retry_at < step.stale_at)
+    )
+    if retry:
+        state.held[step.occurrence] = Held(
+            channels=broken,
+            retry_at=retry_at,
+            attempts=attempts + 1,
+            counted=reached or bool(delivered),
+            counted_on=counted_on,
+        )
+    else:
+        state.held.pop(step.occurrence, None)
+        state.done[step.occurrence] = "sent" if delivered or reached else "skipped"
+        state.queued = [q for q in state.queued if q.occurrence != step.occurrence]
+    day = trial_day(state, now)
+    for item in delivered:
+        state.sent.append(
+            SentItem(
+                key=item.key,
+                occurrence=step.occurrence,
+                message=step.message,
+                channel=item.channel,
+                template=item.template,
+                at=now,
+                day=day,
+            )
+        )
+    first_reach = bool(delivered) and not reached
+    given_up = not retry and not delivered and not reached
+    if not (first_reach or given_up):
+        return  # Held with nothing out yet, or a retry of a step that already reached someone.
+    if step.message == "stall_nudge":
+        _after_nudge(state, now, step.anchor, delivered=first_reach)
+    elif step.message == "support_alert" and first_reach:
+        state.alerts += 1
+        state.alerted_for = step.anchor if step.anchor is not None else _stall_anchor(state)
+        _bring_call_forward(defn, state, now)
+    elif step.message == "support_alert":
+        # Support never got it: the episode is closed anyway (template failure alerts told
+        # support), so it is not retried forever.
+        state.alerted_for = step.anchor if step.anchor is not None else _stall_anchor(state)
+
+
+def held_retry_at(state: TrialState, occurrence: str) -> datetime | None:
+    """When a held step is tried again; None if it is not held (sent, or given up)."""
+    held = state.held.get(occurrence)
+    return held.retry_at if held is not None else None
 
 
 def _bring_call_forward(defn: JourneyDefinition, state: TrialState, now: datetime) -> None:

@@ -108,6 +108,7 @@ def _trial(user: SampleUser, message: str) -> dict[str, Any]:
         "ends_on": TRIAL_ENDS_ON,
         "activated": user.activated,
         "activation_progress": user.activation_progress,
+        "activated_day": user.day if user.activated else None,
         "extended_days": 0,
         "plan": None,
     }
@@ -116,7 +117,7 @@ def _trial(user: SampleUser, message: str) -> dict[str, Any]:
     elif _WINBACK.fullmatch(message):
         trial["days_left"] = 0
     elif message == "activated":
-        trial.update(activated=True, activation_progress=100)
+        trial.update(activated=True, activation_progress=100, activated_day=user.day)
     elif message == "trial_extended":
         trial.update(extended_days=7, days_left=user.days_left + 7)
     elif message == "welcome_paid":

@@ -268,6 +268,7 @@ def sample_context(
             "ends_on": SAMPLE_TRIAL_END,
             "activated": sample.activated,
             "activation_progress": sample.activation_progress,
+            "activated_day": 2 if sample.activated or message == "activated" else None,
             "extended_days": sample.extended_days,
             "plan": sample.plan,
         },

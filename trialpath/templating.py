@@ -367,6 +367,12 @@ def message_context(
             "ends_on_date": ends_on,
             "activated": bool(trial.get("activated", False)),
             "activation_progress": trial.get("activation_progress", 0),
+            # The day the user activated on (the send day when unknown: older workers).
+            "activated_day": (
+                trial["activated_day"]
+                if trial.get("activated_day") is not None
+                else trial.get("day", 0)
+            ),
             "extended_days": trial.get("extended_days", 0),
             "plan": trial.get("plan") or "",
         },

@@ -569,7 +569,41 @@ class Trials:
             name, payload = SIGNAL_CALL_COMPLETED, {"notes": command.notes}
         else:
             name, payload = SIGNAL_CALL_NO_SHOW, {}
-        return await self._signal(user_id, name, payload, refused=f"a call {command.action}")
+        return await self._signal(
+            user_id, name, payload, refused=f"a call {command.action}", call=command
+        )
+
+    async def _check_call(
+        self,
+        user_id: str,
+        command: CallCommand,
+        description: WorkflowExecutionDescription,
+        now: datetime,
+    ) -> None:
+        """Refuses what cannot be true at `now`: a call booked or moved into the past (422) or
+        past the trial's end, marked completed or missed before it starts (409). The workflow
+        ignores such signals anyway; the caller hears why."""
+        if command.action in ("booked", "rescheduled") and command.at is not None:
+            if command.at <= now:
+                raise InvalidRequest(
+                    f"body.at is in the past ({command.at.isoformat()})", field="body.at"
+                )
+            ends = description.typed_search_attributes.get(ENDS_KEY)
+            if ends is not None and command.at >= ends:
+                raise TrialConflict(
+                    f"the call time {command.at.isoformat()} is after the trial of user "
+                    f"{user_id} ends ({ends.isoformat()}): extend the trial first"
+                )
+            return
+        if command.action in ("completed", "no_show"):
+            recorded = await asyncio.to_thread(recorded_status, self.engine, user_id)
+            call = recorded.call if recorded is not None else None
+            if call is not None and call.at is not None and now < call.at:
+                missed = "completed" if command.action == "completed" else "marked a no-show"
+                raise TrialConflict(
+                    f"the success call of user {user_id} is at {call.at.isoformat()}: it cannot "
+                    f"be {missed} before it starts (reschedule it first if it happened earlier)"
+                )
 
     async def extend(self, user_id: str, command: ExtensionCommand) -> Accepted:
         return await self._signal(
@@ -693,12 +727,20 @@ class Trials:
             session.commit()
 
     async def _signal(
-        self, user_id: str, name: str, payload: dict[str, Any], refused: str | None = None
+        self,
+        user_id: str,
+        name: str,
+        payload: dict[str, Any],
+        refused: str | None = None,
+        call: CallCommand | None = None,
     ) -> Accepted:
         """Signals the running trial. `refused`: what the command is, when it cannot apply to
-        a converted or cancelled trial (409 instead of a signal the workflow would ignore)."""
+        a converted or cancelled trial (409 instead of a signal the workflow would ignore);
+        `call`: a call outcome, checked against the time first."""
         accepted_at = await self.clock()
-        handle = await self._running(user_id, refused)
+        handle, description = await self._running_described(user_id, refused)
+        if call is not None:
+            await self._check_call(user_id, call, description, accepted_at)
         payload = {**payload, "accepted_at": accepted_at}
         data = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in payload.items()}
         try:
@@ -726,6 +768,12 @@ class Trials:
         """The trial's handle if its workflow runs. With `refused` (what the command is), also
         refuses a trial that converted or was cancelled: its workflow may still run (the
         referral ask after a purchase) but the command no longer applies."""
+        handle, _ = await self._running_described(user_id, refused)
+        return handle
+
+    async def _running_described(
+        self, user_id: str, refused: str | None = None
+    ) -> tuple[WorkflowHandle[Any, Any], WorkflowExecutionDescription]:
         handle = self.client.get_workflow_handle(workflow_id_for(user_id))
         description = await self._describe(handle)
         if description is None:
@@ -738,7 +786,7 @@ class Trials:
                 f"the trial of user {user_id} has {stage.replace('cancelled', 'been cancelled')}:"
                 f" {refused} no longer applies"
             )
-        return handle
+        return handle, description
 
     # -- reading --
 

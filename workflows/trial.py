@@ -81,6 +81,7 @@ TEMPLATE_BROKEN = "template_broken"
 PATCH_SIGNUP_AT_START = "signup-at-start-time"
 PATCH_SYNC_LATE_SIGNALS = "sync-late-signals"
 PATCH_ACCEPTED_AT = "signals-at-accepted-time"
+PATCH_RULES_2 = "journey-rules-2"
 SEND_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -150,7 +151,10 @@ class TrialWorkflow:
             )
         defn = self._defn
         if self._state is None:
-            self._state = journey.start(defn, self._profile, self._clock.origin)
+            # A new trial decides by today's rules; one started before they were versioned
+            # replays with the rules its history was made by.
+            rules = journey.RULES if workflow.patched(PATCH_RULES_2) else 1
+            self._state = journey.start(defn, self._profile, self._clock.origin, rules)
         state = self._state
         for apply in self._buffered:
             apply(self._now())
@@ -163,6 +167,8 @@ class TrialWorkflow:
             now = self._now()
             step = journey.next_step(defn, state, now)
             await self._sync(now)
+            for occurrence in journey.take_abandoned(state):
+                await self._alert_abandoned(occurrence)
             if isinstance(step, journey.Send):
                 await self._send(step)
             elif isinstance(step, journey.AssignAgent):
@@ -271,6 +277,27 @@ class TrialWorkflow:
                 retry_policy=DB_RETRY,
             )
 
+    async def _alert_abandoned(self, occurrence: str) -> None:
+        """A step whose broken template went stale before it was fixed: support is told it
+        will not go out (it was told of each failed attempt)."""
+        assert self._state is not None
+        await workflow.execute_activity_method(
+            MessagingActivities.alert_template_failure,
+            TemplateFailure(
+                workflow_id=workflow.info().workflow_id,
+                user_id=self._state.user_id,
+                occurrence=occurrence,
+                message=occurrence.removeprefix("drip.").split(".")[0],
+                channel="all",
+                error="Its template was still broken when the message stopped making sense.",
+                attempt=0,
+                retry_at=None,
+                gave_up="the message went stale before its template was fixed",
+            ),
+            start_to_close_timeout=timedelta(seconds=60),
+            retry_policy=SEND_RETRY,
+        )
+
     async def _send_with_fallback(
         self, step: journey.Send, channel: Channel
     ) -> tuple[Channel, SendResult | None]:
@@ -317,6 +344,9 @@ class TrialWorkflow:
                 ends_on=state.ends_on,
                 activated=state.activated_at is not None,
                 activation_progress=journey.activation_progress(defn, state),
+                activated_day=(
+                    journey.trial_day(state, state.activated_at) if state.activated_at else None
+                ),
                 extended_days=state.extended_days,
                 plan=state.converted.plan if state.converted else None,
             ),
