@@ -260,6 +260,13 @@ class TrialWorkflow:
                         error=result.error or "",
                         attempt=attempt + 1,
                         retry_at=self._clock.real(held.retry_at) if held else None,
+                        gave_up=(
+                            None
+                            if held
+                            else "the retries are used up"
+                            if attempt + 1 >= self._defn.template_retry_max
+                            else "the message would no longer make sense by the next retry"
+                        ),
                     ),
                     start_to_close_timeout=timedelta(seconds=60),
                     retry_policy=SEND_RETRY,
