@@ -56,6 +56,9 @@ def workflow_id_for(user_id: str) -> str:
 
 def check_user_id(user_id: str) -> str:
     """User ids are opaque; an email address is refused so it never ends up in a workflow id."""
+    if not 1 <= len(user_id) <= 128:
+        # Before any pattern: the cost of checking never grows with what a caller sends.
+        raise ValueError(f"user_id must be 1-128 characters long, got {len(user_id)}")
     if _EMAIL_LIKE.fullmatch(user_id):
         raise ValueError("user_id looks like an email address; use the product's opaque user id")
     if not _USER_ID.fullmatch(user_id):

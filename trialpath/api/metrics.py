@@ -17,6 +17,9 @@ from trialpath.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
 UNMATCHED = "unmatched"
 """Route label of requests no route matched: one series, however many paths are probed."""
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "other"
+"""Method label of any other method string: clients choose it, so it must not make series."""
 
 
 class RequestMetrics:
@@ -46,6 +49,7 @@ class RequestMetrics:
             route = scope.get("route")
             template = getattr(route, "path", None) or UNMATCHED
             method = scope.get("method", "")
+            method = method if method in METHODS else OTHER_METHOD
             HTTP_REQUESTS.labels(method, template, str(status)).inc()
             HTTP_LATENCY.labels(method, template).observe(time.perf_counter() - started)
 
