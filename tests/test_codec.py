@@ -362,3 +362,43 @@ def test_codec_server_command_refuses_to_expose_itself_without_keys() -> None:
     assert "only listens on 127.0.0.1" in result.output
     made = CliRunner().invoke(app, ["codec-server", "--new-key"])
     assert made.exit_code == 0 and len(base64.b64decode(made.output.strip())) == 32
+
+
+async def test_the_codec_cookie_is_a_session_token_never_the_key() -> None:
+    async with codec_server() as server:
+        accepted = await server.post("/session", data={"key": STAFF_KEY})
+        token = accepted.cookies["trialpath_codec_key"]
+        assert STAFF_KEY not in token and STAFF_KEY not in accepted.headers["set-cookie"]
+        assert (await server.post("/decode", content=as_json(PLAIN))).status_code == 200
+        # A forged or tampered token, or the key itself in the cookie, is refused.
+        for forged in (token[:-2] + "xx", STAFF_KEY):
+            server.cookies.set("trialpath_codec_key", forged)
+            refused = await server.post("/decode", content=as_json(PLAIN))
+            assert refused.status_code == 403
+
+
+async def test_a_codec_session_ends_when_its_key_is_removed() -> None:
+    settings = Settings(
+        codec_keys=SecretStr(entry(key("k1"))), codec_auth_keys=[STAFF_KEY], codec_cors_origin=UI
+    )
+    app = create_codec_app(settings)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://codec"
+    ) as server:
+        await server.post("/session", data={"key": STAFF_KEY})
+        assert (await server.post("/decode", content=as_json(PLAIN))).status_code == 200
+        settings.codec_auth_keys.clear()
+        settings.codec_auth_keys.append("another-key-0123456789")
+        assert (await server.post("/decode", content=as_json(PLAIN))).status_code == 403
+
+
+async def test_codec_server_bodies_are_bounded() -> None:
+    async with codec_server() as server:
+        huge = b"{" + b" " * (4 * 1024 * 1024 + 1) + b"}"
+        too_big = await server.post("/decode", content=huge, headers=STAFF)
+        assert too_big.status_code == 413
+        form = await server.post("/session", content=b"key=" + b"k" * 10_000)
+        assert form.status_code == 413
+        # Unauthenticated callers are refused before their body is read.
+        anonymous = await server.post("/decode", content=huge)
+        assert anonymous.status_code == 401

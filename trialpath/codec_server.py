@@ -8,20 +8,25 @@ segment counts. The UI calls it from the browser, so CORS allows one origin, the
 
 Who may decrypt: a caller sending `Authorization: Bearer <key>` with a key from
 `TRIALPATH_CODEC_AUTH_KEYS` (the CLI: `--codec-auth "Bearer <key>"`), or a browser that entered
-such a key on this server's page (`GET /`), which keeps it in an HttpOnly cookie that the UI
-sends when started with `TEMPORAL_CODEC_INCLUDE_CREDENTIALS=true`. Without keys the server
-only listens on the loopback interface.
+such a key on this server's page (`GET /`): the browser then gets an HttpOnly cookie holding
+a signed session token (never the key itself), valid 8 hours and only while its key is still
+configured, which the UI sends when started with `TEMPORAL_CODEC_INCLUDE_CREDENTIALS=true`.
+Without keys the server only listens on the loopback interface. Bodies are bounded (413) and
+read only after the caller is known, except the small key form.
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
 import logging
+import secrets
 from collections.abc import Sequence
 from urllib.parse import parse_qs
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -35,6 +40,10 @@ from trialpath.config import Settings
 log = logging.getLogger("trialpath.codec_server")
 COOKIE = "trialpath_codec_key"
 COOKIE_MAX_AGE = 8 * 3600
+MAX_BODY = 4 * 1024 * 1024
+"""Largest encode/decode request: Temporal's own limit for a payload is 2 MiB."""
+MAX_FORM = 4096
+"""Largest key form: it is read before the caller is known."""
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 ALLOWED_HEADERS = "authorization, content-type, x-namespace"
 
@@ -53,10 +62,41 @@ def check_exposure(settings: Settings, host: str) -> None:
         )
 
 
+class BodyTooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing more than `limit` bytes whatever Content-Length claims."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise BodyTooLarge
+    return bytes(body)
+
+
+def _fingerprint(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
 def create_codec_app(settings: Settings) -> Starlette:
     codec = codec_from_settings(settings)
     keys: Sequence[str] = settings.codec_auth_keys
     origin = settings.codec_cors_origin.strip().rstrip("/")
+    # Sessions are signed with a secret of this process: a restart signs everyone out.
+    sessions = URLSafeTimedSerializer(secrets.token_bytes(32), salt="trialpath-codec-session")
+
+    def session_valid(token: str) -> bool:
+        try:
+            fingerprint = sessions.loads(token, max_age=COOKIE_MAX_AGE)
+        except BadSignature:
+            return False
+        # Only while the key it was made from is still configured (rotation ends sessions).
+        return any(secrets.compare_digest(fingerprint, _fingerprint(k)) for k in keys)
 
     def cors(request: Request, response: Response) -> Response:
         response.headers["Vary"] = "Origin"
@@ -79,7 +119,7 @@ def create_codec_app(settings: Settings) -> Starlette:
             return key_matches(credentials.strip(), keys)
         cookie = request.cookies.get(COOKIE)
         if cookie:
-            return key_matches(cookie, keys)
+            return session_valid(cookie)
         return None
 
     async def preflight(request: Request) -> Response:
@@ -101,7 +141,9 @@ def create_codec_app(settings: Settings) -> Starlette:
             return problem(request, 403, "this key may not use the codec server")
         operation = request.url.path.rstrip("/").rsplit("/", 1)[-1]
         try:
-            payloads = json_format.Parse(await request.body(), Payloads())
+            payloads = json_format.Parse(await _read_body(request, MAX_BODY), Payloads())
+        except BodyTooLarge:
+            return problem(request, 413, f"the body is over {MAX_BODY} bytes")
         except (json_format.ParseError, DecodeError, UnicodeDecodeError) as err:
             return problem(request, 400, f"the body is not protobuf JSON Payloads: {err}")
         try:
@@ -118,14 +160,17 @@ def create_codec_app(settings: Settings) -> Starlette:
 
     async def session(request: Request) -> Response:
         """Keeps an accepted key in a cookie the UI's requests then carry (same site)."""
-        form = parse_qs((await request.body()).decode(errors="replace"))
+        try:
+            form = parse_qs((await _read_body(request, MAX_FORM)).decode(errors="replace"))
+        except BodyTooLarge:
+            return HTMLResponse(_PAGE.format(state="not accepted", origin=html.escape(origin)), 413)
         key = (form.get("key") or [""])[0].strip()
         if not keys or not key_matches(key, keys):
             return HTMLResponse(_PAGE.format(state="not accepted", origin=html.escape(origin)), 403)
         response = HTMLResponse(_PAGE.format(state="accepted", origin=html.escape(origin)))
         response.set_cookie(
             COOKIE,
-            key,
+            sessions.dumps(_fingerprint(key)),
             max_age=COOKIE_MAX_AGE,
             httponly=True,
             samesite="strict",
