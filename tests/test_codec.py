@@ -27,6 +27,7 @@ from trialpath.codec import (
     CodecKey,
     CodecKeyError,
     EncryptionCodec,
+    codec_from_settings,
     keys_from_settings,
     parse_keys,
 )
@@ -402,3 +403,45 @@ async def test_codec_server_bodies_are_bounded() -> None:
         # Unauthenticated callers are refused before their body is read.
         anonymous = await server.post("/decode", content=huge)
         assert anonymous.status_code == 401
+
+
+async def test_with_keys_unencrypted_payloads_are_refused_unless_allowed() -> None:
+    with pytest.raises(CodecError, match="unencrypted payload was refused"):
+        await EncryptionCodec([key("k1")], require=True).decode([PLAIN])
+    keys = SecretStr(entry(key("k1")))
+    required = codec_from_settings(Settings(codec_keys=keys))
+    assert required is not None and required.require  # the default once keys are set
+    allowed = codec_from_settings(Settings(codec_keys=keys, require_encryption=False))
+    assert allowed is not None and await allowed.decode([PLAIN]) == [PLAIN]
+    with pytest.raises(CodecKeyError, match="no codec keys"):
+        codec_from_settings(Settings(require_encryption=True))
+
+
+async def test_a_worker_with_keys_does_nothing_for_a_trial_started_without_them(
+    env: WorkflowEnvironment, settings: Settings, executor: ThreadPoolExecutor
+) -> None:
+    """Whoever reaches Temporal without the keys cannot make the worker send mail."""
+    from sqlmodel import Session, select
+    from temporalio.api.enums.v1 import EventType
+
+    from trialpath.db import make_engine
+    from trialpath.models import Message
+
+    settings = settings.model_copy(update={"codec_keys": SecretStr(entry(key("2025-01")))})
+    client = Client(
+        env.client.service_client,
+        namespace=env.client.namespace,
+        data_converter=data_converter(settings),
+    )
+    user_id = f"u-{uuid.uuid4().hex[:8]}"
+    async with build_worker(client, settings, executor):
+        handle = await start_trial(env, env.client, settings, user_id)  # a plain client
+        await asyncio.sleep(3)
+        with Session(make_engine(settings.effective_database_url)) as session:
+            sent = session.exec(select(Message).where(Message.user_id == user_id)).all()
+        assert sent == []
+        history = await handle.fetch_history()
+        kinds = {EventType.Name(event.event_type) for event in history.events}
+        assert "EVENT_TYPE_WORKFLOW_TASK_FAILED" in kinds
+        assert "EVENT_TYPE_ACTIVITY_TASK_SCHEDULED" not in kinds
+        await handle.terminate("test over")

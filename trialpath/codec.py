@@ -115,11 +115,13 @@ class EncryptionCodec(PayloadCodec):
     """AES-256-GCM with a random 96-bit nonce per payload. The key id is authenticated too
     (associated data), so relabelling a payload with another key id fails to decrypt."""
 
-    def __init__(self, keys: Sequence[CodecKey]) -> None:
+    def __init__(self, keys: Sequence[CodecKey], require: bool = False) -> None:
         if not keys:
             raise CodecKeyError("an encryption codec needs at least one key")
         self.encrypting = keys[0]
         self._ciphers = {key.id: AESGCM(key.secret) for key in keys}
+        self.require = require
+        """Refuse unencrypted payloads instead of passing them through."""
 
     @property
     def key_ids(self) -> list[str]:
@@ -140,8 +142,13 @@ class EncryptionCodec(PayloadCodec):
         )
 
     def decrypt(self, payload: Payload) -> Payload:
-        # Payloads written before encryption was turned on stay readable.
         if payload.metadata.get("encoding") != ENCODING:
+            if self.require:
+                raise CodecError(
+                    "an unencrypted payload was refused (TRIALPATH_REQUIRE_ENCRYPTION): it was "
+                    "not sent through Trialpath, whose clients encrypt everything"
+                )
+            # Payloads written before encryption was turned on stay readable.
             return payload
         key_id = payload.metadata.get(KEY_ID, b"").decode(errors="replace")
         cipher = self._ciphers.get(key_id)
@@ -164,4 +171,12 @@ class EncryptionCodec(PayloadCodec):
 
 def codec_from_settings(settings: Settings) -> EncryptionCodec | None:
     keys = keys_from_settings(settings)
-    return EncryptionCodec(keys) if keys else None
+    if not keys:
+        if settings.require_encryption:
+            raise CodecKeyError(
+                "TRIALPATH_REQUIRE_ENCRYPTION is set but there are no codec keys "
+                "(TRIALPATH_CODEC_KEYS or TRIALPATH_CODEC_KEYS_FILE)"
+            )
+        return None
+    require = settings.require_encryption is not False
+    return EncryptionCodec(keys, require=require)

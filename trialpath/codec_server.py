@@ -85,6 +85,8 @@ def _fingerprint(key: str) -> str:
 
 def create_codec_app(settings: Settings) -> Starlette:
     codec = codec_from_settings(settings)
+    if codec is not None:
+        codec.require = False  # It shows histories as they are, unencrypted parts included.
     keys: Sequence[str] = settings.codec_auth_keys
     origin = settings.codec_cors_origin.strip().rstrip("/")
     # Sessions are signed with a secret of this process: a restart signs everyone out.

@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     decrypt. Empty: payloads are not encrypted."""
     codec_keys_file: Path | None = None
     """A file holding the keys instead (same format, one per line allowed)."""
+    require_encryption: bool | None = None
+    """Refuse payloads that arrive unencrypted (whoever put them there had no key: a start or
+    signal sent to Temporal directly). Unset: yes whenever codec keys are configured; set
+    false while histories from before encryption must still be read."""
     codec_auth_keys: Annotated[list[str], NoDecode] = []
     """Bearer keys accepted by the codec server (`trialpath codec-server`)."""
     codec_cors_origin: str = "http://127.0.0.1:8233"
