@@ -1,4 +1,4 @@
-FROM python:3.11-slim
+FROM python:3.11.11-slim-bookworm
 WORKDIR /app
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 COPY pyproject.toml README.md requirements-prod.lock ./
@@ -15,4 +15,8 @@ RUN pip install --no-cache-dir --no-deps --no-build-isolation '.[postgres]'
 # of the worker's CPU when its cache churns (bench/load.py).
 RUN python -m compileall -q trialpath workflows activities worker.py
 ENV TRIALPATH_TEMPLATES_DIR=/app/templates TRIALPATH_DATA_DIR=/data
+# Not root: a flaw in a dependency does not hand over the container.
+RUN useradd --system --uid 10001 --home-dir /data --no-create-home trialpath \
+    && mkdir -p /data && chown trialpath /data
+USER 10001
 CMD ["python", "-m", "worker"]

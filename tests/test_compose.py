@@ -49,10 +49,39 @@ def test_trialpath_settings_are_real_settings_and_point_at_the_stack(name: str) 
 
 def test_published_ports_match_the_embedded_defaults() -> None:
     services = compose()["services"]
-    assert "7233:7233" in services["temporal"]["ports"]
-    assert "8233:8080" in services["temporal-ui"]["ports"]
+    assert "127.0.0.1:7233:7233" in services["temporal"]["ports"]
+    assert "127.0.0.1:8233:8080" in services["temporal-ui"]["ports"]
     assert "8000:8000" in services["api"]["ports"]
     assert "readyz" in " ".join(services["api"]["healthcheck"]["test"])
+
+
+def test_what_has_no_authentication_is_published_on_loopback_only() -> None:
+    """Temporal's gRPC and UI and the codec server check no credentials: whoever reaches them
+    could start or signal trials (and have the worker send mail). Only the API, which checks
+    API keys, may be published on every interface."""
+    for name, service in compose()["services"].items():
+        for port in service.get("ports", []):
+            if name != "api":
+                assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port}"
+
+
+def test_api_and_workers_share_the_link_secret_and_public_url() -> None:
+    """Unsubscribe links made by a worker are checked by the API: same secret, same address."""
+    services = compose()["services"]
+    for setting in ("TRIALPATH_SIGNING_SECRET", "TRIALPATH_PUBLIC_URL"):
+        values = {services[name]["environment"].get(setting) for name in ("api", "worker")}
+        assert len(values) == 1 and None not in values, (setting, values)
+    assert "?" in services["api"]["environment"]["TRIALPATH_SIGNING_SECRET"]  # must be set
+
+
+def test_images_are_pinned_and_ours_does_not_run_as_root() -> None:
+    for name, service in compose()["services"].items():
+        if "image" in service:
+            assert re.search(r":\d+\.\d+", service["image"]), f"{name}: {service['image']}"
+    dockerfile = (PROJECT_ROOT / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:\d+\.\d+\.\d+-", dockerfile, re.MULTILINE)
+    users = re.findall(r"^USER (\S+)", dockerfile, re.MULTILINE)
+    assert users and users[-1] not in ("root", "0")
 
 
 def test_dockerfile_copies_paths_that_exist() -> None:
