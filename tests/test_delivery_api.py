@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -116,10 +117,18 @@ async def test_one_click_unsubscribe_link(
     assert prefs["sms"]["subscribed"] is True
     await env.sleep(timedelta(seconds=5))
     assert (await status(api, "unsub-1"))["unsubscribed"] == ["email"]
-    # A second click is harmless.
-    assert (
-        await api.post(f"/v1/unsubscribe/{token}", headers={"Authorization": ""})
-    ).status_code == 200
+    # A second click is harmless, and repeated POSTs add no signal to the trial's history.
+    for _ in range(3):
+        assert (
+            await api.post(f"/v1/unsubscribe/{token}", headers={"Authorization": ""})
+        ).status_code == 200
+    history = await env.client.get_workflow_handle("trial-unsub-1").fetch_history()
+    signals = [
+        e.workflow_execution_signaled_event_attributes.signal_name
+        for e in history.events
+        if e.HasField("workflow_execution_signaled_event_attributes")
+    ]
+    assert signals.count("unsubscribe") == 1
 
     tampered = token[:-3] + ("aaa" if not token.endswith("aaa") else "bbb")
     assert_problem(await api.post(f"/v1/unsubscribe/{tampered}"), 404, "not valid")
@@ -164,8 +173,10 @@ def sendgrid_keys() -> tuple[ec.EllipticCurvePrivateKey, str]:
 
 
 def signed(
-    private: ec.EllipticCurvePrivateKey, body: bytes, timestamp: str = "1764061200"
+    private: ec.EllipticCurvePrivateKey, body: bytes, timestamp: str | None = None
 ) -> dict[str, str]:
+    """Headers SendGrid sends, signed now (or at `timestamp`)."""
+    timestamp = timestamp or str(int(time.time()))
     raw = private.sign(timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
     signature = base64.b64encode(raw).decode()
     return {
@@ -245,14 +256,20 @@ async def test_sendgrid_webhook_refuses_bad_signatures(
     for headers in (
         {"Content-Type": "application/json"},
         signed(other, body),
-        signed(private, body, timestamp="1764061201")
-        | {"X-Twilio-Email-Event-Webhook-Timestamp": "1764061200"},
+        signed(private, body, timestamp=str(int(time.time()) + 1))
+        | {"X-Twilio-Email-Event-Webhook-Timestamp": str(int(time.time()))},
         signed(private, body + b" "),
     ):
         response = await api.post(
             "/v1/webhooks/sendgrid", content=body, headers={"Authorization": "", **headers}
         )
         assert_problem(response, 403, "signature")
+    # Signed by the right key, but an hour ago: a replay of a captured request.
+    old = str(int(time.time()) - 3600)
+    replayed = await api.post(
+        "/v1/webhooks/sendgrid", content=body, headers=signed(private, body, old)
+    )
+    assert_problem(replayed, 403, "replay")
     bad = b'{"not": "a list"}'
     assert_problem(
         await api.post("/v1/webhooks/sendgrid", content=bad, headers=signed(private, bad)), 422

@@ -101,6 +101,8 @@ class Settings(BaseSettings):
     sendgrid_sandbox: bool = False
     sendgrid_webhook_public_key: str = ""
     """The Event Webhook's ECDSA public key (base64 DER, as SendGrid shows it)."""
+    sendgrid_webhook_max_age_seconds: float = Field(default=600.0, gt=0)
+    """A signed Event Webhook request older (or newer) than this is refused as a replay."""
 
     twilio_account_sid: str = ""
     twilio_auth_token: SecretStr = SecretStr("")

@@ -172,9 +172,12 @@ class Deliveries:
         changed = await asyncio.to_thread(
             set_subscribed, self.engine, user_id, [channel], subscribed=False, source=source
         )
+        if not changed:
+            # Nothing new: the trial already knows (repeated POSTs of one link add no signal).
+            return Unsubscribed(user_id=user_id, channels=changed, trial_notified=False)
         notified = True
         try:
-            await self.trials.unsubscribe(user_id, UnsubscribeCommand(channel=channel), source)
+            await self.trials.notify_unsubscribe(user_id, UnsubscribeCommand(channel=channel))
         except (TrialEnded, TrialNotFound):
             notified = False
         return Unsubscribed(user_id=user_id, channels=changed, trial_notified=notified)

@@ -621,9 +621,17 @@ class Trials:
         """Stops marketing on the channel: recorded as the user's preference (which the send
         activity checks at the last moment), then signalled to the running trial."""
         await self._running(user_id)
-        await asyncio.to_thread(
+        changed = await asyncio.to_thread(
             set_subscribed, self.engine, user_id, [command.channel], subscribed=False, source=source
         )
+        if not changed:
+            # Already unsubscribed there: a repeated request (a link clicked again, a mail
+            # client's retries) adds nothing to the trial's history.
+            return Accepted(user_id=user_id, signal=SIGNAL_UNSUBSCRIBE)
+        return await self.notify_unsubscribe(user_id, command)
+
+    async def notify_unsubscribe(self, user_id: str, command: UnsubscribeCommand) -> Accepted:
+        """Tells the running trial of an opt-out already recorded as a preference."""
         return await self._signal(user_id, SIGNAL_UNSUBSCRIBE, command.model_dump())
 
     async def answer_survey(

@@ -277,8 +277,15 @@ async def sendgrid_events(request: Request, service: DeliveriesDep) -> Any:
         )
     signature = request.headers.get(SENDGRID_SIGNATURE, "")
     timestamp = request.headers.get(SENDGRID_TIMESTAMP, "")
-    if not verify_sendgrid_signature(key, body, signature, timestamp):
-        return problem(403, "Forbidden", "the SendGrid signature does not match", request)
+    max_age = settings.sendgrid_webhook_max_age_seconds
+    if not verify_sendgrid_signature(key, body, signature, timestamp, max_age_seconds=max_age):
+        return problem(
+            403,
+            "Forbidden",
+            "the SendGrid signature does not match, or its timestamp is over "
+            f"{max_age:g} s from now (a replay)",
+            request,
+        )
     try:
         events = parse_sendgrid_events(body)
     except ValueError as err:
