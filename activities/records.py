@@ -84,6 +84,7 @@ class RecordActivities:
                 trial.locale = profile.locale
                 trial.timezone = profile.timezone
                 trial.company = profile.company or None
+                trial.seconds_per_day = profile.seconds_per_day
             trial.updated_at = utcnow()
             session.add(trial)
             ids = [e.id for e in request.events]

@@ -34,7 +34,14 @@ from tests.conftest import API_KEY
 from tests.test_preview import CHROMIUM, CHROMIUM_ARGS, free_port, png_summary
 from trialpath import kpis
 from trialpath.api.app import create_app
-from trialpath.api.dashboard import COOKIE, Sessions, formatted, key_id
+from trialpath.api.dashboard import (
+    COOKIE,
+    Sessions,
+    clock_note,
+    difference,
+    formatted,
+    key_id,
+)
 from trialpath.config import Settings
 from trialpath.db import make_engine
 from trialpath.models import Trial, TrialEvent
@@ -388,6 +395,71 @@ async def test_a_population_fills_every_chart_and_card(
     assert "no-experiment" not in page
     table = page[page.index('data-testid="persona-table"') :]
     assert all(f"<th>{persona}</th>" in table for persona in MILESTONES)
+
+
+async def test_on_an_accelerated_clock_durations_read_in_journey_time(
+    app: FastAPI, http: httpx.AsyncClient
+) -> None:
+    """The demo's trials run at 4 s a journey day: a first value 0.8 journey days after
+    signup is 3.2 real seconds, and must read as 19.2 h (not 0.0 h), and days as days."""
+    engine = engine_of(app)
+    signup = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
+    rows: list[Any] = []
+    for i, (persona, day) in enumerate([("technical", 0.8), ("business", 1.2), ("business", 3.0)]):
+        user = f"fast-{i}"
+        reached = signup + timedelta(seconds=4 * day)
+        rows.append(
+            Trial(
+                user_id=user,
+                workflow_id=f"trial-{user}",
+                persona=persona,
+                stage="expired",
+                activated=True,
+                activated_at=reached,
+                signup_at=signup,
+                seconds_per_day=4.0,
+                trial_ends_at=signup + timedelta(seconds=4 * 14),
+            )
+        )
+        rows.append(
+            TrialEvent(id=f"{user}:1", user_id=user, name=MILESTONES[persona], occurred_at=reached)
+        )
+        # Active again on journey day 8: retained, on the journey's calendar.
+        rows.append(
+            TrialEvent(
+                id=f"{user}:2",
+                user_id=user,
+                name="login",
+                occurred_at=signup + timedelta(seconds=32),
+            )
+        )
+    with Session(engine) as session:
+        session.add_all(rows)
+        session.commit()
+
+    headline = kpis.headline(engine, kpis.Filters())
+    assert headline["ttfv_median"].value == pytest.approx(1.2 * 24)
+    assert kpis.ttfv_hours(engine, kpis.Filters())["technical"] == [pytest.approx(19.2)]
+    assert headline["retention_7d"].value == pytest.approx(100.0)
+    assert headline["retention_7d"].n == 3
+
+    page = (await http.get("/dashboard", headers=BEARER)).text
+    card = next(c for c in elements(page, "headline-card") if c["data-kpi"] == "ttfv_median")
+    assert float(card["data-value"]) == pytest.approx(28.8)
+    assert 'data-testid="headline-value">28.8 h</div>' in page
+    assert "0.0 h" not in page
+    note = page[page.index('data-testid="clock-note"') :]
+    assert "journey time" in note[:300] and "4 s of real time per journey day" in note[:300]
+    table = page[page.index('data-testid="persona-table"') :]
+    assert "2.8 days" in table  # business p90, between 1.2 and 3.0 days: shown in days
+
+
+def test_durations_read_in_hours_then_days() -> None:
+    assert formatted(19.25, "hours") == "19.2 h"
+    assert formatted(47.9, "hours") == "47.9 h"
+    assert formatted(72.0, "hours") == "3.0 days"
+    assert difference(-60.0, "hours") == "−2.5 days"
+    assert clock_note([86400.0]) is None
 
 
 async def test_dates_filter_the_trials(app: FastAPI, http: httpx.AsyncClient) -> None:

@@ -8,6 +8,10 @@ survey scores (a JSON property that may hold text), where the database returns o
 user or answer and Python finishes. Two expressions differ between SQLite and PostgreSQL (the
 ISO week of a timestamp, seconds between two timestamps); both live in `_Dialect`.
 
+Durations and days are journey time: each trial records its clock (`trials.seconds_per_day`,
+86400 for real time), so a demo run at a few seconds a day reads in the same hours and days as
+production.
+
 Population: the trials whose signup falls within `Filters` (since inclusive, until
 exclusive). Outcomes (activated, converted, events, messages) are read as they stand now,
 whenever they happened: a cohort's KPIs keep moving until its trials are over. Only the 7-day
@@ -43,6 +47,7 @@ from sqlalchemy import (
     cast,
     distinct,
     func,
+    literal,
     literal_column,
     select,
     true,
@@ -52,6 +57,7 @@ from sqlmodel import SQLModel
 from trialpath import models  # noqa: F401  (registers the tables)
 from trialpath.config import get_settings
 from trialpath.definition import JourneyDefinition, load_definition
+from trialpath.models import UtcDateTime
 from trialpath.preferences import CHANNELS
 from trialpath.stats import (
     bootstrap_median_diff,
@@ -366,6 +372,11 @@ _ENDED: ColumnElement[bool] = (
 # --- durations (fetched per trial, finished in Python) ---------------------------------------
 
 
+def _scale(seconds_per_day: float | None) -> float:
+    """Journey seconds per real second of a trial's clock."""
+    return 86400.0 / seconds_per_day if seconds_per_day else 1.0
+
+
 @dataclass
 class _Durations:
     n: int
@@ -379,10 +390,10 @@ def _durations(
     reached_at: ColumnElement[Any],
     from_query: FromClause | None = None,
 ) -> dict[str, _Durations]:
-    """Per group: the trials, and the hours from signup to `reached_at` of those that got
-    there. Timestamps are fetched and subtracted here (date math is not portable SQL)."""
+    """Per group: the trials, and the journey hours from signup to `reached_at` of those that
+    got there. Timestamps are fetched and subtracted here (date math is not portable SQL)."""
     group = _group(engine, by)
-    query = select(group, T.c.signup_at, reached_at.label("reached_at"))
+    query = select(group, T.c.signup_at, T.c.seconds_per_day, reached_at.label("reached_at"))
     query = query.select_from(T if from_query is None else from_query).where(*_population(filters))
     found: dict[str, _Durations] = defaultdict(lambda: _Durations(0, []))
     with engine.connect() as conn:
@@ -390,7 +401,8 @@ def _durations(
             entry = found[row.grp]
             entry.n += 1
             if row.reached_at is not None:
-                hours = (row.reached_at - row.signup_at).total_seconds() / 3600
+                real = (row.reached_at - row.signup_at).total_seconds()
+                hours = real * _scale(row.seconds_per_day) / 3600
                 entry.hours.append(max(hours, 0.0))
     return dict(found)
 
@@ -520,22 +532,25 @@ def retention_7d(
 ) -> list[KpiValue]:
     """7-day retention: among trials that signed up at least 7 days before `until` (or now),
     % whose user has a counted event from day 7 (inclusive) to day 14 (exclusive) after
-    signup. Users 7 to 14 days old have not lived the whole window yet, so a recent period
-    reads a little low until its window closes."""
+    signup, in each trial's journey days. Users 7 to 14 days old have not lived the whole
+    window yet, so a recent period reads a little low until its window closes."""
     by = _no_channel(by)
     reference = filters.until or now or datetime.now(UTC)
-    elapsed = _Dialect(engine).seconds_between(E.c.occurred_at, T.c.signup_at)
+    dialect = _Dialect(engine)
+    elapsed = dialect.seconds_between(E.c.occurred_at, T.c.signup_at)
+    day = T.c.seconds_per_day
     active = (
         select(E.c.id)
         .where(
             E.c.user_id == T.c.user_id,
             E.c.counted == true(),
-            elapsed >= RETENTION_FROM_DAY * 86400,
-            elapsed < RETENTION_TO_DAY * 86400,
+            elapsed >= RETENTION_FROM_DAY * day,
+            elapsed < RETENTION_TO_DAY * day,
         )
         .exists()
     )
-    old_enough = T.c.signup_at <= reference - timedelta(days=RETENTION_FROM_DAY)
+    age = dialect.seconds_between(literal(reference, UtcDateTime()), T.c.signup_at)
+    old_enough = age >= RETENTION_FROM_DAY * day
     values = _rate_rows(engine, filters, by, "retention_7d", active, base=old_enough)
     for value in values:
         value.detail["read_at"] = reference.isoformat()
@@ -893,8 +908,8 @@ def retention_curves(
     engine: Engine, filters: Filters, weeks: int = 8, *, now: datetime | None = None
 ) -> dict[str, list[tuple[int, float]]]:
     """Per signup cohort (ISO week, the `weeks` most recent), the % of the cohort active on or
-    after day d, for d = 0, 7, 14, 21, 28: users with a counted event at least d days after
-    their signup ("unbounded" retention, which never rises with d). A day appears only once
+    after day d, for d = 0, 7, 14, 21, 28: users with a counted event at least d journey days
+    after their signup ("unbounded" retention, which never rises with d). A day appears only once
     every user of the cohort has lived it by `until` (or now), so no point is half-measured."""
     if weeks < 1:
         raise KpiError("weeks must be at least 1")
@@ -907,24 +922,26 @@ def retention_curves(
         .subquery("last_event")
     )
     query = (
-        select(group, T.c.signup_at, last.c.at)
+        select(group, T.c.signup_at, T.c.seconds_per_day, last.c.at)
         .select_from(T.outerjoin(last, last.c.user_id == T.c.user_id))
         .where(*_population(filters))
     )
-    cohorts: dict[str, list[tuple[datetime, datetime | None]]] = defaultdict(list)
+    cohorts: dict[str, list[tuple[datetime, timedelta, datetime | None]]] = defaultdict(list)
     with engine.connect() as conn:
         for row in conn.execute(query):
-            cohorts[row.grp].append((row.signup_at, row.at))
+            one_day = timedelta(days=1) / _scale(row.seconds_per_day)
+            cohorts[row.grp].append((row.signup_at, one_day, row.at))
     answer: dict[str, list[tuple[int, float]]] = {}
     for cohort in sorted(cohorts)[-weeks:]:
         users = cohorts[cohort]
-        newest = max(signup for signup, _ in users)
         curve = []
         for day in RETENTION_DAYS:
-            if newest + timedelta(days=day) > reference:
+            if any(signup + day * one_day > reference for signup, one_day, _ in users):
                 break
             active = sum(
-                1 for signup, at in users if at is not None and at >= signup + timedelta(days=day)
+                1
+                for signup, one_day, at in users
+                if at is not None and at >= signup + day * one_day
             )
             curve.append((day, 100.0 * active / len(users)))
         answer[cohort] = curve
@@ -1003,6 +1020,14 @@ _RATES: dict[str, Callable[[Engine, Filters, Split | None], list[KpiValue]]] = {
 ALPHA = 0.05
 MIN_EFFECT = 0.05
 """The smallest difference of rates (5 points) worth sizing an experiment for."""
+
+
+def clocks(engine: Engine, filters: Filters) -> list[float]:
+    """The clocks (real seconds per journey day) the period's trials ran on, fastest first:
+    `[86400.0]` in production, a few seconds for a demo."""
+    query = select(T.c.seconds_per_day).distinct().where(*_population(filters))
+    with engine.connect() as conn:
+        return sorted(float(v) for v in conn.execute(query).scalars())
 
 
 def arm_sizes(engine: Engine, filters: Filters) -> dict[str, int]:

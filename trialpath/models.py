@@ -60,6 +60,9 @@ class Trial(TrialBase, table=True):
     timezone: str = "UTC"
     company: str | None = None
     signup_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
+    seconds_per_day: float = Field(default=86400.0, sa_column_kwargs={"server_default": "86400"})
+    """The trial's clock: real seconds per journey day (86400: real time; the demo's are a few
+    seconds). Durations read from the other timestamps are scaled by it into journey time."""
     activated_at: datetime | None = _ts()
     trial_ends_at: datetime | None = _ts()
     converted_at: datetime | None = _ts()

@@ -290,8 +290,8 @@ def render_page(engine: Engine, period: Period, signed_in: bool = True) -> str:
         Figure(
             "ttfv",
             "Time to first value",
-            "Hours from sign-up to the persona's first-value milestone; boxes show the "
-            "quartiles and median, dots every trial that reached it.",
+            "Journey hours from sign-up to the persona's first-value milestone; boxes show "
+            "the quartiles and median, dots every trial that reached it.",
             charts.ttfv_chart(kpis.ttfv_hours(engine, filters)),
         ),
         Figure(
@@ -307,6 +307,7 @@ def render_page(engine: Engine, period: Period, signed_in: bool = True) -> str:
     return _PAGES.get_template("dashboard.html.j2").render(
         **values,
         has_trials=any(value.n for value in headline.values()),
+        clock_note=clock_note(kpis.clocks(engine, filters)),
         cards=[Card.of(value) for value in headline.values()],
         figures=figures,
         experiment=[Comparison.of(row) for row in report],
@@ -361,7 +362,7 @@ def formatted(value: float | None, unit: str) -> str:
     if unit in ("%", "pts"):  # a rate, in percent (an experiment row says `pts`)
         return f"{value:.1f} %"
     if unit == "hours":
-        return f"{value:.1f} h"
+        return duration(value)
     if unit == "count":
         return f"{value:,.0f}" if value.is_integer() else f"{value:,.1f}"
     if unit == "score":
@@ -379,8 +380,28 @@ def difference(value: float | None, unit: str) -> str:
     if unit in ("%", "pts"):
         return f"{sign}{abs(value):.1f} pts"
     if unit == "hours":
-        return f"{sign}{abs(value):.1f} h"
+        return sign + duration(abs(value))
     return f"{sign}{abs(value):.2f}"
+
+
+def duration(hours: float) -> str:
+    """Journey hours as a person reads them: `19.2 h` up to two days, then `3.5 days`."""
+    if abs(hours) < 48:
+        return f"{hours:.1f} h"
+    return f"{hours / 24:.1f} days"
+
+
+def clock_note(seconds_per_day: list[float]) -> str | None:
+    """What the durations mean when the trials ran on an accelerated clock; None in real
+    time."""
+    fast = [s for s in seconds_per_day if s != 86400.0]
+    if not fast:
+        return None
+    speeds = " and ".join(f"{s:g} s" for s in fast)
+    return (
+        f"Durations and days are journey time: these trials ran on an accelerated clock "
+        f"({speeds} of real time per journey day), and read as they would in real time."
+    )
 
 
 def p_value(value: float | None) -> str:
@@ -597,6 +618,7 @@ _DASHBOARD = """{% extends "base.html.j2" %}
     </div>
   {% endfor %}
   </div>
+  {% if clock_note %}<p class="note" data-testid="clock-note">{{ clock_note }}</p>{% endif %}
 </section>
 
 <section aria-labelledby="h-charts">
