@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from temporalio.testing import WorkflowEnvironment
@@ -15,6 +18,9 @@ from temporalio.worker import Worker
 
 from tests.driver import TrialDriver, align
 from trialpath.config import Settings
+from trialpath.contract import Qualification, TrialProfile, workflow_id_for
+from trialpath.journey import TrialInput
+from workflows.trial import TrialWorkflow
 
 TRIALPATH = str(Path(sys.executable).parent / "trialpath")
 
@@ -81,6 +87,59 @@ async def test_trial_show_and_outbox_list(
     code, out, err = await cli(settings, "trial", "show", "cli-2")
     assert code == 1
     assert "cannot reach Temporal" in err and "Traceback" not in err
+
+
+async def test_trial_show_and_the_summary_use_one_clock(
+    env: WorkflowEnvironment, settings: Settings, worker: Worker
+) -> None:
+    """A demo trial runs at 4 s a journey day: `trial show` gives its times on that journey
+    clock, in the user's time zone, as the workflow's summary does (the wall-clock times of a
+    14-day trial would all fall within a minute)."""
+    await align(env)
+    profile = TrialProfile(
+        user_id="cli-fast",
+        name="Ada Lovelace",
+        email="ada@example.com",
+        timezone="Europe/Paris",
+        qualification=Qualification(role="technical", urgency="this_month"),
+        seconds_per_day=4.0,
+    )
+    handle = await env.client.start_workflow(
+        TrialWorkflow.run,
+        TrialInput(profile=profile),
+        id=workflow_id_for("cli-fast"),
+        task_queue=settings.task_queue,
+    )
+    await env.sleep(timedelta(seconds=4 * 0.5))
+    for name in ["integration_connected"] + ["api_call"] * 10:
+        await handle.signal("event", {"name": name})
+    await env.sleep(timedelta(seconds=4 * 1.0))
+
+    code, out, err = await cli(
+        settings, "trial", "show", "cli-fast", "--json", address=address(env)
+    )
+    assert code == 0, err
+    summary = json.loads(out)["summary"]
+    ends = re.search(r"Trial ends (\d{4}-\d\d-\d\d)", summary)
+    call = re.search(r"on (\d{4}-\d\d-\d\d \d\d:\d\d) \(Europe/Paris\)", summary)
+    assert ends and call, summary
+    code, out, err = await cli(settings, "trial", "show", "cli-fast", address=address(env))
+    assert code == 0, err
+    rows = {
+        cells[0].strip(): cells[1].strip()
+        for line in out.splitlines()
+        if len(cells := line.strip("│ ").split("│")) == 2
+    }
+    assert rows["times"].startswith("journey time in Europe/Paris; one journey day = 4 s")
+    assert rows["trial ends"] == f"{ends.group(1)} (last day)"
+    assert rows["success call"] == f"scheduled, {call.group(1)}, Camille"
+    # Activated half a journey day after signup, that is 12 journey hours later.
+    signup = await handle.describe()
+    activated = datetime.strptime(rows["activated"].removeprefix("yes, at "), "%Y-%m-%d %H:%M")
+    started = signup.start_time.astimezone(ZoneInfo("Europe/Paris")).replace(tzinfo=None)
+    assert timedelta(hours=11) <= activated - started <= timedelta(hours=14)
+    await handle.signal("cancel", {})
+    await handle.result()
 
 
 async def test_clear_errors_never_tracebacks(settings: Settings) -> None:

@@ -11,9 +11,10 @@ import secrets
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import httpx
 import typer
@@ -31,7 +32,8 @@ from trialpath.db import make_engine
 from trialpath.dbcli import db_app
 from trialpath.definition import Persona
 from trialpath.history import history_app
-from trialpath.models import Message
+from trialpath.journey import JourneyClock
+from trialpath.models import Message, Trial
 from trialpath.services import ServiceError, Services, port_open, running
 from trialpath.temporal import (
     connect,
@@ -407,7 +409,18 @@ def trial_show(
     if as_json:
         sys.stdout.write(status.model_dump_json(indent=2) + "\n")
         return
-    console.print(render_status(status))
+    clock, timezone = _trial_clock(settings, user_id)
+    console.print(render_status(status, clock, timezone))
+
+
+def _trial_clock(settings: Settings, user_id: str) -> tuple[JourneyClock | None, str]:
+    """The trial's journey clock and time zone, as recorded with it (None: not recorded yet)."""
+    engine = make_engine(settings.effective_database_url)
+    with Session(engine) as session:
+        row = session.get(Trial, user_id)
+    if row is None:
+        return None, "UTC"
+    return JourneyClock(origin=row.signup_at, seconds_per_day=row.seconds_per_day), row.timezone
 
 
 async def _status(settings: Settings, user_id: str) -> TrialStatus:
@@ -611,20 +624,45 @@ def trial_cancel(
     console.print(f"Trial of {user_id} {done}{extra}.")
 
 
-def render_status(status: TrialStatus) -> Table:
+def render_status(
+    status: TrialStatus, clock: JourneyClock | None = None, timezone: str = "UTC"
+) -> Table:
+    """The status for support staff, every time on the trial's journey clock in the user's
+    time zone, as the summary gives them (on an accelerated clock, wall-clock times of a
+    14-day trial would all fall within a minute). Without its clock, wall-clock UTC."""
     table = Table(title=f"Trial of {status.user_id}", show_header=False, title_justify="left")
     table.add_column("field", style="bold")
     table.add_column("value")
+    zone = ZoneInfo(timezone if clock is not None else "UTC")
 
     def when(at: datetime | None) -> str:
-        return f"{at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC" if at else "-"
+        if at is None:
+            return "-"
+        shown = (clock.journey(at) if clock is not None else at).astimezone(zone)
+        # To the nearest minute: a wall-clock microsecond is a fraction of a second of
+        # journey time on a fast clock, so 10:00 may come back as 09:59:59.98.
+        return f"{shown + timedelta(seconds=30):%Y-%m-%d %H:%M}"
 
+    if clock is None:
+        shown_in = "wall clock, UTC (the trial's clock is not recorded yet)"
+    elif clock.seconds_per_day == 86400.0:
+        shown_in = f"{timezone} time"
+    else:
+        shown_in = (
+            f"journey time in {timezone}; one journey day = {clock.seconds_per_day:g} s of "
+            "real time"
+        )
+    table.add_row("times", shown_in)
     table.add_row("stage", status.stage)
     table.add_row("persona", status.persona or "not known yet")
     table.add_row("urgency", status.urgency or "-")
     table.add_row("day", str(status.trial_day))
-    table.add_row("activated", f"yes, at {when(status.activated_at)}" if status.activated else "no")
-    table.add_row("trial ends", when(status.trial_ends_at))
+    activated = "no"
+    if status.activated:
+        activated = f"yes, at {when(status.activated_at)}"
+    table.add_row("activated", activated)
+    ends = status.ends_on.isoformat() if status.ends_on else when(status.trial_ends_at)
+    table.add_row("trial ends", f"{ends} (last day)" if status.ends_on else ends)
     table.add_row("next wake-up", when(status.next_wakeup))
     call = status.call
     table.add_row(
@@ -637,7 +675,10 @@ def render_status(status: TrialStatus) -> Table:
     )
     table.add_row("messages sent", str(len(status.sent)))
     for sent in status.sent:
-        table.add_row("", f"day {sent.day:>2}  {sent.channel:<7} {sent.key.split(':', 1)[1]}")
+        table.add_row(
+            "",
+            f"day {sent.day:>2}  {when(sent.at)}  {sent.channel:<7} {sent.key.split(':', 1)[1]}",
+        )
     table.add_row("summary", status.summary)
     return table
 
