@@ -68,7 +68,13 @@ class RecordActivities:
         snap = request.trial
         bind_activity(user_id=snap.user_id)
         with Session(self.engine) as session:
-            trial = session.get(Trial, snap.user_id)
+            # Locked while this write is made: an erasure waits for it, or it waits for the
+            # erasure and then finds the trial erased.
+            trial = session.get(Trial, snap.user_id, with_for_update=True)
+            if trial is not None and trial.erased_at is not None:
+                # Erased while this write was on its way: write nothing back.
+                activity.logger.info("trial %s was erased: progress not recorded", snap.user_id)
+                return
             if trial is None:
                 trial = Trial(
                     user_id=snap.user_id, workflow_id=snap.workflow_id, signup_at=snap.signup_at

@@ -70,14 +70,21 @@ def test_autogenerate_against_a_migrated_database_finds_nothing(settings: Settin
 
 
 def test_a_database_made_by_create_all_is_adopted(settings: Settings) -> None:
-    # The tables as Trialpath made them before migrations: the models then were those of the
-    # initial revision. Once a migration changes them, build this database from the initial
-    # revision's tables instead (as in the next test).
+    # The tables as Trialpath made them before migrations, with the models of then: those of
+    # the initial revision (built from it, its version table dropped, as create_all left it).
     engine = make_engine(settings.effective_database_url, upgrade=False)
-    SQLModel.metadata.create_all(engine)
-    with Session(engine) as session:
-        session.add(Trial(user_id="u1", workflow_id="trial-u1", signup_at=datetime.now(UTC)))
-        session.commit()
+    with schema_lock(engine) as connection:
+        upgrade(connection, initial_revision())
+        connection.execute(sa.text("DROP TABLE alembic_version"))
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "INSERT INTO trials (user_id, workflow_id, stage, activated, experiment_arm,"
+                " locale, timezone, signup_at, status, updated_at) VALUES ('u1', 'trial-u1',"
+                " 'qualifying', false, 'default', 'en', 'UTC', :now, '{}', :now)"
+            ),
+            {"now": datetime.now(UTC)},
+        )
 
     make_engine(settings.effective_database_url)
 

@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     sendgrid_base_url: str = "https://api.sendgrid.com"
     """`global`, `eu`, or any URL (a local mock in tests)."""
     sendgrid_sandbox: bool = False
+    erase_wait_seconds: float = Field(default=60.0, ge=0)
+    """How long an erasure waits for Temporal to confirm every run of the workflow is gone
+    (deletion is asynchronous there); past it the answer says how many runs are pending."""
     sendgrid_webhook_public_key: str = ""
     """The Event Webhook's ECDSA public key (base64 DER, as SendGrid shows it)."""
     sendgrid_webhook_max_age_seconds: float = Field(default=600.0, gt=0)

@@ -72,6 +72,8 @@ class Trial(TrialBase, table=True):
     updated_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UtcDateTime(), nullable=False)
     )
+    erased_at: datetime | None = _ts()
+    """When the user's personal data was erased: nothing writes it back afterwards."""
 
 
 class TrialEvent(SQLModel, table=True):
@@ -244,6 +246,8 @@ class IdempotencyRecord(SQLModel, table=True):
 
     key: str = Field(primary_key=True, max_length=64)
     """sha256 of the API key and the Idempotency-Key header: keys are scoped per client."""
+    user_id: str | None = Field(default=None, index=True, max_length=128)
+    """The user the request was about (erasure deletes the stored answer with the rest)."""
     request_hash: str = Field(max_length=64)
     status_code: int | None = None
     """None while the first request is being processed."""

@@ -65,9 +65,9 @@ from trialpath.contract import (
     workflow_id_for,
 )
 from trialpath.definition import Challenge, Persona, Urgency
-from trialpath.delivery.outbox import file_stem
+from trialpath.erasure import erase_rows
 from trialpath.journey import TrialInput
-from trialpath.models import Message, PendingSignal, Trial, TrialEvent, utcnow
+from trialpath.models import PendingSignal, Trial, TrialEvent, utcnow
 from trialpath.preferences import SURVEY_SCALES, set_subscribed, signing_secret
 
 FUTURE_SKEW = timedelta(minutes=5)
@@ -246,6 +246,15 @@ class Erased(BaseModel):
     history_deleted: bool = False
     """Whether Temporal deleted the workflow history too (servers without that API keep it
     until their retention period ends)."""
+    erased_rows: dict[str, int] = {}
+    """What this call wiped, per store (`trials`, `messages`, `outbox files`...)."""
+    runs_deleted: int = 0
+    """Workflow runs whose history this call deleted (continue-as-new makes several)."""
+    history_pending: int = 0
+    """Runs Temporal had not finished deleting when this call stopped waiting for it
+    (`TRIALPATH_ERASE_WAIT_SECONDS`): call again later to confirm."""
+    nothing_left: bool = False
+    """True when there was nothing left to erase (a repeated call)."""
 
 
 class TrialSummary(BaseModel):
@@ -686,53 +695,83 @@ class Trials:
                 raise TrialEnded(f"the trial of user {user_id} has already ended")
             await self._signal(user_id, SIGNAL_CANCEL, {"reason": reason}, refused="a cancellation")
             return Erased(user_id=user_id, cancelled=True, erased=False)
-        deleted = False
-        try:
-            if running:
+        if running:
+            try:
                 await handle.terminate(reason="personal data erased on request")
-            if running is not None:
-                await self.client.workflow_service.delete_workflow_execution(
-                    DeleteWorkflowExecutionRequest(
-                        namespace=self.client.namespace,
-                        workflow_execution=WorkflowExecutionRef(workflow_id=workflow_id),
-                    ),
-                    timeout=RPC_TIMEOUT,
-                )
-                deleted = True
-        except RPCError as err:
-            if err.status not in (RPCStatusCode.NOT_FOUND, RPCStatusCode.UNIMPLEMENTED):
-                raise _unavailable(err) from err
-        await asyncio.to_thread(self._erase_rows, user_id, bool(running))
-        return Erased(
-            user_id=user_id, cancelled=bool(running), erased=True, history_deleted=deleted
+            except RPCError as err:
+                if err.status != RPCStatusCode.NOT_FOUND:
+                    raise _unavailable(err) from err
+        # The rows first: from here on nothing writes the profile back (an activity still
+        # running when the workflow was terminated finds the trial erased).
+        rows = await asyncio.to_thread(
+            erase_rows, self.engine, user_id, self.settings.outbox_dir, bool(running)
         )
+        runs, supported, pending = await self._delete_history(workflow_id)
+        return Erased(
+            user_id=user_id,
+            cancelled=bool(running),
+            erased=True,
+            history_deleted=supported and not pending and (runs > 0 or running is None),
+            erased_rows=rows.counts,
+            runs_deleted=runs,
+            history_pending=pending,
+            nothing_left=rows.total == 0 and runs == 0 and not pending,
+        )
+
+    async def _delete_history(self, workflow_id: str) -> tuple[int, bool, int]:
+        """Deletes every run of the workflow and waits until Temporal finds none: (runs whose
+        deletion this call asked for, whether the server can delete at all, runs still there
+        when it stopped waiting). Deletion is asynchronous on the server (tens of seconds for
+        a workflow just closed) and visibility lags: both are asked again until nothing is
+        left or `erase_wait_seconds` pass."""
+        deleted: set[str] = set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.erase_wait_seconds
+        while True:
+            runs = await self._runs(workflow_id)
+            if not runs:
+                return len(deleted), True, 0
+            for run_id in runs:
+                try:
+                    await self.client.workflow_service.delete_workflow_execution(
+                        DeleteWorkflowExecutionRequest(
+                            namespace=self.client.namespace,
+                            workflow_execution=WorkflowExecutionRef(
+                                workflow_id=workflow_id, run_id=run_id
+                            ),
+                        ),
+                        timeout=RPC_TIMEOUT,
+                    )
+                    deleted.add(run_id)
+                except RPCError as err:
+                    if err.status == RPCStatusCode.UNIMPLEMENTED:
+                        return 0, False, 0
+                    if err.status != RPCStatusCode.NOT_FOUND:
+                        raise _unavailable(err) from err
+            if loop.time() > deadline:
+                return len(deleted), True, len(runs)
+            await asyncio.sleep(1.0)
+
+    async def _runs(self, workflow_id: str) -> set[str]:
+        """Run ids Temporal still has for the workflow: every run visibility lists, and the
+        latest one, which describe finds even before visibility catches up."""
+        runs: set[str] = set()
+        try:
+            async for execution in self.client.list_workflows(
+                f"WorkflowId = '{workflow_id}'", rpc_timeout=RPC_TIMEOUT
+            ):
+                runs.add(execution.run_id)
+        except RPCError as err:
+            if err.status not in (RPCStatusCode.UNIMPLEMENTED, RPCStatusCode.INVALID_ARGUMENT):
+                raise _unavailable(err) from err
+        description = await self._describe(self.client.get_workflow_handle(workflow_id))
+        if description is not None:
+            runs.add(description.run_id)
+        return runs
 
     def _has_row(self, user_id: str) -> bool:
         with Session(self.engine) as session:
             return session.get(Trial, user_id) is not None
-
-    def _erase_rows(self, user_id: str, cancelled: bool) -> None:
-        outbox = self.settings.outbox_dir
-        with Session(self.engine) as session:
-            trial = session.get(Trial, user_id)
-            if trial is not None:
-                trial.name = trial.email = trial.phone = trial.company = None
-                if cancelled:
-                    trial.stage = "cancelled"
-                    trial.ended_at = utcnow()
-                    trial.status = {**trial.status, "stage": "cancelled"}
-                session.add(trial)
-            for event in session.exec(select(TrialEvent).where(TrialEvent.user_id == user_id)):
-                event.properties = {}
-                session.add(event)
-            for message in session.exec(select(Message).where(Message.user_id == user_id)):
-                message.recipient = "erased"
-                message.subject = message.html = message.text = ""
-                session.add(message)
-                for suffix in (".eml", ".txt"):
-                    path = outbox / (file_stem(message.key) + suffix)
-                    path.unlink(missing_ok=True)
-            session.commit()
 
     async def _signal(
         self,

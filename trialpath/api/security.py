@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Sequence
 from typing import Annotated
 
@@ -137,7 +138,8 @@ class Idempotency:
         body = b"".join(chunks)
         record_key = hashlib.sha256(api_key.encode() + b"\0" + header).hexdigest()
         request_hash = hashlib.sha256(scope["path"].encode() + b"\0" + body).hexdigest()
-        existing = await asyncio.to_thread(self._claim, record_key, request_hash)
+        user_id = _user_of(scope["path"], body)
+        existing = await asyncio.to_thread(self._claim, record_key, request_hash, user_id)
         if existing is not None:
             if existing.request_hash != request_hash:
                 await _problem(
@@ -177,9 +179,9 @@ class Idempotency:
         finally:
             await asyncio.to_thread(self._settle, record_key, status, b"".join(parts), content_type)
 
-    def _claim(self, key: str, request_hash: str) -> IdempotencyRecord | None:
+    def _claim(self, key: str, request_hash: str, user_id: str | None) -> IdempotencyRecord | None:
         with Session(self.engine) as session:
-            session.add(IdempotencyRecord(key=key, request_hash=request_hash))
+            session.add(IdempotencyRecord(key=key, request_hash=request_hash, user_id=user_id))
             try:
                 session.commit()
                 return None
@@ -201,6 +203,25 @@ class Idempotency:
                 record.content_type = content_type
                 session.add(record)
             session.commit()
+
+
+_USER_PATH = re.compile(r"^/v1/(?:trials|users)/([A-Za-z0-9._:-]{1,128})(?:/|$)")
+
+
+def _user_of(path: str, body: bytes) -> str | None:
+    """Whose request this is (from the path, or a start's body), so erasing that user also
+    deletes the answer stored for a retry (it may hold their address)."""
+    found = _USER_PATH.match(path)
+    if found:
+        return found.group(1)
+    if path.rstrip("/") == "/v1/trials" and len(body) <= 1_000_000:
+        try:
+            user_id = json.loads(body).get("user_id")
+        except (ValueError, AttributeError):
+            return None
+        if isinstance(user_id, str) and 1 <= len(user_id) <= 128:
+            return user_id
+    return None
 
 
 async def _replay(send: Send, record: IdempotencyRecord) -> None:
