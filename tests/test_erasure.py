@@ -221,3 +221,50 @@ async def test_erasure_deletes_every_run_of_the_history(
         assert await runs_of(dev_env, f"trial-{user}") == []
         again = (await api.delete(f"/v1/trials/{user}", params={"erase": "true"})).json()
         assert again["nothing_left"] is True
+
+
+def test_retention_purges_what_is_kept_only_for_a_while(settings: Settings) -> None:
+    """Stored retry answers and delivered signals go after their retention; undelivered
+    signals and answers still being made stay, whatever their age."""
+    from trialpath.erasure import purge_expired
+    from trialpath.models import IdempotencyRecord
+
+    engine = make_engine(settings.effective_database_url)
+    now = datetime.now(UTC)
+    old, recent = now - timedelta(days=10), now - timedelta(hours=1)
+    with Session(engine) as session:
+        for key, created, status in (
+            ("old", old, 201),
+            ("recent", recent, 201),
+            ("in-flight", old, None),
+        ):
+            session.add(
+                IdempotencyRecord(
+                    key=key, request_hash="h", status_code=status, body="{}", created_at=created
+                )
+            )
+        for delivered, failed in ((old, False), (recent, False), (None, True), (None, False)):
+            session.add(
+                PendingSignal(
+                    workflow_id="trial-u",
+                    signal="event",
+                    payload={},
+                    created_at=old,
+                    delivered_at=delivered,
+                    failed=failed,
+                )
+            )
+        session.commit()
+
+    purged = purge_expired(engine, idempotency_hours=48, delivered_signal_days=7, now=now)
+    assert (purged.idempotency_records, purged.pending_signals) == (1, 2)
+    with Session(engine) as session:
+        keys = sorted(r.key for r in session.exec(select(IdempotencyRecord)))
+        assert keys == ["in-flight", "recent"]
+        left = session.exec(select(PendingSignal)).all()
+        assert sorted((s.delivered_at is not None, s.failed) for s in left) == [
+            (False, False),
+            (True, False),
+        ]
+    again = purge_expired(engine, idempotency_hours=48, delivered_signal_days=7, now=now)
+    assert (again.idempotency_records, again.pending_signals) == (0, 0)

@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     sendgrid_base_url: str = "https://api.sendgrid.com"
     """`global`, `eu`, or any URL (a local mock in tests)."""
     sendgrid_sandbox: bool = False
+    idempotency_retention_hours: float = Field(default=48.0, gt=0)
+    """Answers stored for `Idempotency-Key` retries are deleted after this long."""
+    delivered_signal_retention_days: float = Field(default=7.0, gt=0)
+    """Signals the API queued are deleted this long after delivery (or giving up)."""
     erase_wait_seconds: float = Field(default=60.0, ge=0)
     """How long an erasure waits for Temporal to confirm every run of the workflow is gone
     (deletion is asynchronous there); past it the answer says how many runs are pending."""

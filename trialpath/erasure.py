@@ -9,7 +9,7 @@ are deleted by `Trials.cancel(erase=True)`; the outbox files here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -125,3 +125,40 @@ def is_erased(engine: Engine, user_id: str) -> bool:
     with Session(engine) as session:
         trial = session.get(Trial, user_id)
         return trial is not None and trial.erased_at is not None
+
+
+@dataclass
+class Purged:
+    idempotency_records: int = 0
+    pending_signals: int = 0
+
+
+def purge_expired(
+    engine: Engine,
+    idempotency_hours: float,
+    delivered_signal_days: float,
+    now: datetime | None = None,
+) -> Purged:
+    """Deletes what is kept only for a while: stored answers to retried requests older than
+    `idempotency_hours`, and signals delivered (or given up) more than `delivered_signal_days`
+    ago. Nothing here grows forever; undelivered signals are kept until delivered."""
+    now = now or utcnow()
+    purged = Purged()
+    with Session(engine) as session:
+        old_answers = select(IdempotencyRecord).where(
+            col(IdempotencyRecord.created_at) < now - timedelta(hours=idempotency_hours),
+            col(IdempotencyRecord.status_code).is_not(None),
+        )
+        for record in session.exec(old_answers):
+            session.delete(record)
+            purged.idempotency_records += 1
+        cutoff = now - timedelta(days=delivered_signal_days)
+        done_signals = select(PendingSignal).where(
+            (col(PendingSignal.delivered_at) < cutoff)
+            | (col(PendingSignal.failed).is_(True) & (col(PendingSignal.created_at) < cutoff))
+        )
+        for signal in session.exec(done_signals):
+            session.delete(signal)
+            purged.pending_signals += 1
+        session.commit()
+    return purged

@@ -26,6 +26,7 @@ from trialpath.api.security import BodyLimit, Idempotency
 from trialpath.config import Settings, SettingsError, get_settings
 from trialpath.db import make_engine
 from trialpath.deliveries import Deliveries
+from trialpath.erasure import purge_expired
 from trialpath.logs import configure_from_settings
 from trialpath.preferences import UnsubscribeTokens, signing_secret
 from trialpath.temporal import connect
@@ -33,6 +34,26 @@ from trialpath.trials import Clock, TrialProblem, Trials, wall_clock
 
 log = logging.getLogger("trialpath.api")
 REDELIVERY_INTERVAL = 1.0
+
+
+PURGE_INTERVAL = 3600.0
+
+
+async def _purge(engine: Engine, settings: Settings) -> None:
+    """Deletes what is kept only for a while (`trialpath.erasure.purge_expired`), hourly."""
+    while True:
+        try:
+            purged = await asyncio.to_thread(
+                purge_expired,
+                engine,
+                settings.idempotency_retention_hours,
+                settings.delivered_signal_retention_days,
+            )
+            if purged.idempotency_records or purged.pending_signals:
+                log.info("purged %s", purged)
+        except Exception:
+            log.exception("purging expired records failed; will retry")
+        await asyncio.sleep(PURGE_INTERVAL)
 
 
 async def _redeliver(service: Trials) -> None:
@@ -68,13 +89,17 @@ def create_app(
         temporal = client or await connect(settings)
         app.state.trials = Trials(temporal, engine, settings, clock)
         app.state.deliveries = Deliveries(engine, app.state.trials)
-        task = asyncio.create_task(_redeliver(app.state.trials))
+        tasks = [
+            asyncio.create_task(_redeliver(app.state.trials)),
+            asyncio.create_task(_purge(engine, settings)),
+        ]
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     app = FastAPI(
         title="Trialpath",
