@@ -8,6 +8,7 @@ from typing import Any
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
+from tests.deadlines import waiting_for
 from trialpath.config import Settings
 from trialpath.contract import (
     Qualification,
@@ -22,6 +23,18 @@ from workflows.trial import TrialWorkflow
 
 DAY = timedelta(days=1)
 
+SKIP_STEP = timedelta(hours=6)
+"""The longest skip asked of the server in one call. The SDK gives up on a call after 30 s of
+real time ("Timeout expired"), and one skip of days, through the timers and activities of
+many trials on a busy machine, can take longer than that."""
+
+
+async def skip_to(env: WorkflowEnvironment, target: datetime, what: str) -> None:
+    """Moves the time-skipping server's clock to `target`, at most `SKIP_STEP` per call."""
+    with waiting_for(f"the time-skipping server to reach {target:%Y-%m-%d %H:%M} ({what})"):
+        while (now := await env.get_current_time()) < target:
+            await env.sleep(min(target - now, SKIP_STEP))
+
 
 async def align(env: WorkflowEnvironment, hour: int = 8) -> datetime:
     """Skips to the next `hour`:00 UTC so every scenario starts at the same time of day."""
@@ -29,7 +42,7 @@ async def align(env: WorkflowEnvironment, hour: int = 8) -> datetime:
     target = now.replace(hour=hour, minute=0, second=0, microsecond=0)
     if target <= now:
         target += DAY
-    await env.sleep(target - now)
+    await skip_to(env, target, f"{hour:02d}:00 UTC")
     return await env.get_current_time()
 
 
@@ -94,10 +107,7 @@ class TrialDriver:
         return self.handle
 
     async def at_day(self, day: float) -> None:
-        target = self.signup_at + day * DAY
-        now = await self.env.get_current_time()
-        if target > now:
-            await self.env.sleep(target - now)
+        await skip_to(self.env, self.signup_at + day * DAY, f"day {day:g} of {self.user_id}")
 
     async def signal(self, name: str, payload: dict[str, Any] | None = None) -> None:
         assert self.handle is not None
@@ -122,7 +132,8 @@ class TrialDriver:
 
     async def result(self) -> TrialStatus:
         assert self.handle is not None
-        return await self.handle.result()
+        with waiting_for(f"the trial of {self.user_id} to end"):
+            return await self.handle.result()
 
     def iso(self, day: float) -> str:
         return (self.signup_at + day * DAY).isoformat()
