@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -84,18 +85,23 @@ def test_up_runs_the_demo_and_finds_it_again(up_env: dict[str, str]) -> None:
     first = run_up(up_env, "--seconds-per-day", "3", "--exit-after-demo", "--population", "12")
     assert first.returncode == 0, first.stdout + first.stderr
     assert "Temporal dev server started" in first.stdout
-    assert "Plus 12 synthetic trials (12 new) for the growth dashboard" in first.stdout
-    assert "24 workflows ran." in first.stdout
     assert "Demo results" in first.stdout
     for behaviour in ("activates on day 1", "converts mid-trial", "cancels on day 3"):
         assert behaviour in first.stdout
     assert "cancelled" in first.stdout and "converted" in first.stdout and "expired" in first.stdout
+    assert "✓ 12 of 12 scripted users ended as their script says." in first.stdout
+    assert "✗" not in first.stdout
+    # The population comes once the demo is over, so it cannot starve it.
+    demo_over = first.stdout.index("12 of 12 scripted users")
+    assert first.stdout.index("Now 12 synthetic trials play") > demo_over
+    assert "Synthetic population played: 12 synthetic trials (12 new)" in first.stdout
     assert not port_open("127.0.0.1", grpc_port(up_env)), "the dev server was left running"
 
+    # Found again on another clock: each is checked on the clock it ran on.
     second = run_up(up_env, "--seconds-per-day", "2", "--exit-after-demo", "--population", "0")
     assert second.returncode == 0, second.stdout + second.stderr
     assert "12 demo trials already exist" in second.stdout
-    assert "12 workflows ran." in second.stdout
+    assert "✓ 12 of 12 scripted users ended as their script says." in second.stdout
 
     # The same server state, browsed as support staff would: 24 trials, searchable by persona
     # (the 12 showcase trials: 4 technical, 2 converted; and the synthetic ones).
@@ -125,6 +131,31 @@ def test_up_runs_the_demo_and_finds_it_again(up_env: dict[str, str]) -> None:
     assert not any(step.startswith(("trial_ending", "winback")) for step in steps)
 
 
+def test_a_scripted_user_that_does_not_end_as_scripted_fails_the_run(
+    up_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The journey changed under the demo: technical users now need 20 API calls to
+    activate, so the technical scripts (10 calls) no longer activate. The table says so per
+    user and `--exit-after-demo` exits 1."""
+    journey = (PROJECT_ROOT / "trialpath" / "journey.toml").read_text()
+    stricter = journey.replace(
+        "require = { integration_connected = 1, api_call = 10 }",
+        "require = { integration_connected = 1, api_call = 20 }",
+    )
+    assert stricter != journey
+    (tmp_path / "journey.toml").write_text(stricter)
+    env = up_env | {"TRIALPATH_JOURNEY_FILE": str(tmp_path / "journey.toml")}
+    done = run_up(env, "--seconds-per-day", "3", "--exit-after-demo", "--population", "0")
+    assert done.returncode == 1, done.stdout + done.stderr
+    rows = {line.split()[1]: line for line in done.stdout.splitlines() if "│ demo-" in line}
+    for user in ("tech-day1", "tech-convert"):
+        assert "✗ not activated, expected by day 2" in rows[f"demo-{user}"]
+    assert "✗" not in rows["demo-biz-day1"] and "✓" in rows["demo-biz-day1"]
+    assert "✗ 3 of 12 scripted users did not end as their script says" in done.stdout
+    assert "3 scripted demo users did not end as their script says" in done.stderr
+    assert not port_open("127.0.0.1", grpc_port(up_env)), "the dev server was left running"
+
+
 def api_checks(env: dict[str, str]) -> None:
     """The API served by `up`, on the real dev server: visibility listing and erasure."""
     key = (Path(env["TRIALPATH_DATA_DIR"]) / "api-key").read_text().strip()
@@ -150,13 +181,11 @@ def api_checks(env: dict[str, str]) -> None:
         page = api.get("/trials", params={"page_size": 1}).json()
         assert len(page["items"]) == 1
         unsubscribe_link_works(Path(env["TRIALPATH_DATA_DIR"]), base, key)
-        erased = api.delete("/trials/e2e-1", params={"erase": "true"}).json()
-        assert erased == {
-            "user_id": "e2e-1",
-            "cancelled": True,
-            "erased": True,
-            "history_deleted": True,
-        }
+        # Waits for Temporal to delete the history (about 30 s on the dev server; how it
+        # settles is tested in tests/test_erasure.py).
+        erased = api.delete("/trials/e2e-1", params={"erase": "true"}, timeout=150).json()
+        assert (erased["cancelled"], erased["erased"]) == (True, True)
+        assert erased["runs_deleted"] >= 1 and erased["erased_rows"]["trials"] == 1
         assert api.get("/trials/e2e-1").json()["stage"] == "cancelled"
     readme_curl_examples_work(base, key)
 
@@ -217,6 +246,12 @@ def readme_python_example_works(base: str, key: str) -> None:
 
 def readme_curl_examples_work(base: str, key: str) -> None:
     main, conversion, inbox = curl_blocks()
+    # The example books the call on a fixed date, which the API refuses once it is past:
+    # the same request, tomorrow.
+    booked = re.search(r'"at": "([^"]+)"', main)
+    assert booked is not None
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=0).isoformat()
+    main = main.replace(booked.group(1), tomorrow)
     codes = run_curl(main, base, key)
     assert len(codes) == main.count("\ncurl") + main.startswith("curl")
     assert codes[0] == 201 and all(200 <= c < 300 for c in codes), codes

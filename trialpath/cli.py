@@ -11,6 +11,7 @@ import secrets
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -20,6 +21,7 @@ import httpx
 import typer
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 from sqlmodel import Session, col, select
@@ -36,9 +38,11 @@ from trialpath.journey import JourneyClock
 from trialpath.models import Message, Trial
 from trialpath.services import ServiceError, Services, port_open, running
 from trialpath.temporal import (
+    backlog,
     connect,
     exit_process,
     register_search_attributes,
+    wait_for_no_backlog,
     wait_for_pollers,
 )
 from trialpath.trials import (
@@ -109,11 +113,17 @@ def up(
     population_size: Annotated[
         int,
         typer.Option(
-            "--population", min=0, help="Synthetic trials started too, for the dashboard."
+            "--population",
+            min=0,
+            help="Synthetic trials for the dashboard, played once the demo is over.",
         ),
     ] = 300,
     exit_after_demo: Annotated[
-        bool, typer.Option(help="Stop the services once the demo has finished.")
+        bool,
+        typer.Option(
+            help="Stop the services once the demo and the synthetic population have played; "
+            "exit code 1 if a scripted user did not end as its script says."
+        ),
     ] = False,
 ) -> None:
     """Start the Temporal dev server (UI included), the worker and the HTTP API, run the demo,
@@ -124,6 +134,7 @@ def up(
     clock = demo_clock(settings, seconds_per_day) if demo else settings.seconds_per_day
     key = api_key(settings)
     signal.signal(signal.SIGTERM, _interrupt)
+    differing = 0
     try:
         with running(settings) as services:
             if services.start_temporal():
@@ -147,21 +158,13 @@ def up(
                 f"HTTP API: {api_url}/v1 (docs {api_url}/docs), API key: [bold]{key}[/]"
                 + (f"; trials started here run at {clock:g} s per journey day" if demo else "")
             )
-            if demo:
-                _run(_demo(settings, clock, prefix, services, api_url, key, population_size))
-            console.print(
-                f"\nBrowse the workflows: {ui}/namespaces/{settings.temporal_namespace}/workflows"
-                f'\nSearch by persona, e.g. Persona="technical": '
-                f"{ui}/namespaces/{settings.temporal_namespace}/workflows?query=Persona%3D%22technical%22"
-                f"\nOutbox: `trialpath outbox list` or the files in {settings.outbox_dir}"
-                f"\nTry the API: curl -H 'Authorization: Bearer {key}' {api_url}/v1/trials"
+            demo_run = DemoRun(settings, api_url, key, ui, services)
+            differing = _run(
+                demo_run.run(
+                    demo=DemoPlan(clock, prefix, population_size) if demo else None,
+                    keep_running=not exit_after_demo,
+                )
             )
-            if exit_after_demo:
-                return
-            console.print("[bold]Services running. Press Ctrl-C to stop them.[/]")
-            while True:
-                services.check_alive()
-                _run(asyncio.sleep(1))
     except KeyboardInterrupt:
         console.print("\nStopping services...")
     except ServiceError as err:
@@ -169,7 +172,15 @@ def up(
     except RPCError as err:
         log = settings.data_dir / "temporal.log"
         raise fail(f"Temporal at {settings.temporal_address} failed: {err} (see {log})") from err
+    else:
+        if differing:
+            raise fail(f"{differing} scripted demo users did not end as their script says")
+        if exit_after_demo:
+            return
     console.print("Stopped.")
+    if exit_after_demo:
+        # Interrupted before the end: whatever was checked, the run is not a pass.
+        raise typer.Exit(130)
 
 
 def api_key(settings: Settings) -> str:
@@ -217,62 +228,169 @@ async def _register(settings: Settings) -> None:
     await register_search_attributes(client)
 
 
-async def _demo(
-    settings: Settings,
-    seconds_per_day: float,
-    prefix: str,
-    services: Services | None,
-    api_url: str,
-    key: str,
-    population_size: int = 0,
-) -> None:
-    from trialpath.definition import load_definition
-    from trialpath.demo import DemoError, results_table, run_demo
-    from trialpath.population import play_population, population, start_population
+CATCH_UP_SECONDS = 120.0
+"""How long the demo waits for the worker to clear a backlog before it starts, or checks."""
 
-    client = await _client(settings)
-    try:
-        await wait_for_pollers(client, settings.task_queue, within=30)
-    except TimeoutError as err:
-        raise fail(f"{err}; start one with `trialpath worker`") from err
-    console.print(
-        f"Demo: 12 sample trials driven through the API, one journey day = {seconds_per_day:g} s "
-        f"(a 14-day trial plays in about {14 * seconds_per_day:.0f} s)"
-    )
-    headers = {"Authorization": f"Bearer {key}"}
-    async with httpx.AsyncClient(base_url=api_url, headers=headers, timeout=30) as api:
-        crowd: asyncio.Task[None] | None = None
-        if population_size:
-            users = population(
-                load_definition(settings.journey_file), population_size, prefix=f"{prefix}-pop"
-            )
-            tracked = await start_population(api, users)
-            fresh = sum(not t.existing for t in tracked)
-            console.print(
-                f"Plus {len(tracked)} synthetic trials ({fresh} new) for the growth dashboard: "
-                f"{api_url}/dashboard?key={key}"
-            )
-            crowd = asyncio.create_task(play_population(api, tracked, seconds_per_day))
-        try:
-            items = await run_demo(
-                api,
-                seconds_per_day,
-                console,
-                prefix=prefix,
-                check=services.check_alive if services else None,
-            )
+
+@dataclass(frozen=True)
+class DemoPlan:
+    seconds_per_day: float
+    prefix: str = "demo"
+    population: int = 0
+
+
+@dataclass
+class DemoRun:
+    """What `up` and `demo` do once the services answer: the scripted demo first, on a worker
+    with nothing else to do, then the synthetic population for the dashboard."""
+
+    settings: Settings
+    api_url: str
+    key: str
+    ui: str | None = None
+    services: Services | None = None
+
+    async def run(self, demo: DemoPlan | None, keep_running: bool) -> int:
+        """Plays the demo (if any), then, while the population plays, keeps the services
+        running until Ctrl-C, or waits for it; returns how many scripted users differ."""
+        differing, crowd = 0, None
+        if demo is not None:
+            differing = await self.demo(demo)
+            if demo.population:
+                crowd = asyncio.create_task(self.population(demo, not keep_running))
+        self.hints()
+        if not keep_running:
             if crowd is not None:
                 await crowd
-        except (DemoError, httpx.HTTPError) as err:
-            raise fail(f"the demo could not use the API at {api_url}: {err}") from err
-        finally:
-            if crowd is not None and not crowd.done():
-                crowd.cancel()
-    console.print(results_table(items, seconds_per_day, "Demo results"))
-    console.print(f"{len(items) + population_size} workflows ran.")
-    if population_size:
+            return differing
+        console.print("[bold]Services running. Press Ctrl-C to stop them.[/]")
+        while True:
+            if self.services is not None:
+                self.services.check_alive()
+            if crowd is not None and crowd.done():
+                crowd.result()  # its failure, if any, stops `up` with it
+                crowd = None
+            await asyncio.sleep(1)
+
+    def _api(self) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {self.key}"}
+        return httpx.AsyncClient(base_url=self.api_url, headers=headers, timeout=30)
+
+    async def demo(self, plan: DemoPlan) -> int:
+        """The 12 scripted users, played and checked; returns how many differ."""
+        from trialpath.definition import load_definition
+        from trialpath.demo import DemoError, delays, results_table, run_demo
+
+        settings = self.settings
+        client = await _client(settings)
+        try:
+            await wait_for_pollers(client, settings.task_queue, within=30)
+        except TimeoutError as err:
+            raise fail(f"{err}; start one with `trialpath worker`") from err
+
+        async def caught_up() -> None:
+            if await backlog(client, settings.task_queue):
+                console.print("Waiting for the worker to catch up with earlier trials...")
+                left = await wait_for_no_backlog(client, settings.task_queue, CATCH_UP_SECONDS)
+                if left:
+                    console.print(f"[yellow]The worker is still {left} tasks behind.[/]")
+
+        spd = plan.seconds_per_day
         console.print(
-            f"Growth dashboard (KPIs per persona, experiment arms): {api_url}/dashboard?key={key}"
+            f"Demo: 12 sample trials driven through the API, one journey day = {spd:g} s "
+            f"(a 14-day trial plays in about {14 * spd:.0f} s)"
+        )
+        definition = load_definition(settings.journey_file)
+        async with self._api() as api:
+            try:
+                items = await run_demo(
+                    api,
+                    spd,
+                    console,
+                    definition,
+                    prefix=plan.prefix,
+                    check_alive=self.services.check_alive if self.services else None,
+                    caught_up=caught_up,
+                )
+            except (DemoError, httpx.HTTPError) as err:
+                raise fail(f"the demo could not use the API at {self.api_url}: {err}") from err
+        console.print(results_table(items, spd, "Demo results", definition))
+        differing = sum(bool(i.verdict) for i in items)
+        sent, answered = delays(items)
+        if answered:
+            console.print(
+                f"{len(answered)} scripted requests: sent at worst {max(sent):.2f} s and "
+                f"answered at worst {max(answered):.2f} s ({max(answered) / spd:.2f} journey "
+                "days) after their scripted moment."
+            )
+        if differing:
+            console.print(
+                f"[bold red]✗ {differing} of {len(items)} scripted users did not end as "
+                "their script says (what differed is in the last column).[/]"
+            )
+        else:
+            console.print(
+                f"[bold green]✓ {len(items)} of {len(items)} scripted users ended as their "
+                "script says.[/]"
+            )
+        return differing
+
+    async def population(self, plan: DemoPlan, show_progress: bool) -> None:
+        """The synthetic trials for the dashboard, once the demo is over."""
+        from trialpath.definition import load_definition
+        from trialpath.population import PopulationReport, play_population, population
+
+        users = population(
+            load_definition(self.settings.journey_file),
+            plan.population,
+            prefix=f"{plan.prefix}-pop",
+        )
+        client = await _client(self.settings)
+
+        async def worker_backlog() -> int:
+            return await backlog(client, self.settings.task_queue)
+
+        dashboard = f"{self.api_url}/dashboard?key={self.key}"
+        console.print(
+            f"Now {plan.population} synthetic trials play for the growth dashboard, signed up "
+            f"as fast as the service keeps up with them: {dashboard}"
+        )
+        report = PopulationReport()
+        async with self._api() as api:
+            playing = asyncio.create_task(
+                play_population(api, users, plan.seconds_per_day, report, worker_backlog)
+            )
+            if show_progress:
+                progress = Progress(
+                    TextColumn("[bold]synthetic trials"),
+                    BarColumn(),
+                    TextColumn(
+                        "{task.fields[trials]} of {task.total:.0f} signed up, "
+                        "{task.completed:.0f} played out"
+                    ),
+                    transient=True,
+                    console=console,
+                )
+                with progress:
+                    task = progress.add_task("population", total=plan.population, trials=0)
+                    while not playing.done():
+                        progress.update(task, completed=report.over, trials=report.trials)
+                        await asyncio.wait({playing}, timeout=0.5)
+            await playing
+        console.print(f"Synthetic population played: {report.summary(plan.seconds_per_day)}.")
+
+    def hints(self) -> None:
+        settings, ui = self.settings, self.ui
+        if ui is not None:
+            namespace = settings.temporal_namespace
+            console.print(
+                f"\nBrowse the workflows: {ui}/namespaces/{namespace}/workflows"
+                f'\nSearch by persona, e.g. Persona="technical": '
+                f"{ui}/namespaces/{namespace}/workflows?query=Persona%3D%22technical%22"
+            )
+        console.print(
+            f"Outbox: `trialpath outbox list` or the files in {settings.outbox_dir}"
+            f"\nTry the API: curl -H 'Authorization: Bearer {self.key}' {self.api_url}/v1/trials"
         )
 
 
@@ -286,28 +404,25 @@ def demo(
     population_size: Annotated[
         int,
         typer.Option(
-            "--population", min=0, help="Synthetic trials started too, for the dashboard."
+            "--population",
+            min=0,
+            help="Synthetic trials for the dashboard, played once the demo is over.",
         ),
     ] = 300,
 ) -> None:
     """Run the demo against services that are already running (see `up`); the API must run
-    with the same clock (TRIALPATH_SECONDS_PER_DAY)."""
+    with the same clock (TRIALPATH_SECONDS_PER_DAY). Exit code 1 if a scripted user did not
+    end as its script says."""
     settings = get_settings()
     api_url = f"http://{settings.api_host}:{settings.api_port}"
+    demo_run = DemoRun(settings, api_url, api_key(settings))
+    plan = DemoPlan(demo_clock(settings, seconds_per_day), prefix, population_size)
     try:
-        _run(
-            _demo(
-                settings,
-                demo_clock(settings, seconds_per_day),
-                prefix,
-                None,
-                api_url,
-                api_key(settings),
-                population_size,
-            )
-        )
+        differing = _run(demo_run.run(plan, keep_running=False))
     except KeyboardInterrupt:
         raise fail("demo interrupted", 130) from None
+    if differing:
+        raise fail(f"{differing} scripted demo users did not end as their script says")
 
 
 @app.command()

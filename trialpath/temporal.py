@@ -169,6 +169,39 @@ async def wait_for_pollers(client: Client, task_queue: str, within: float = 60.0
         await asyncio.sleep(0.2)
 
 
+async def backlog(client: Client, task_queue: str) -> int:
+    """Tasks waiting on the task queue for a worker (workflow and activity tasks together, as
+    the server approximates them): 0 when the workers keep up."""
+    total = 0
+    for kind in (TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY):
+        response = await client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=client.namespace,
+                task_queue=TaskQueue(name=task_queue),
+                task_queue_type=kind,
+                report_stats=True,
+            )
+        )
+        total += response.stats.approximate_backlog_count
+    return total
+
+
+async def wait_for_no_backlog(
+    client: Client, task_queue: str, within: float = 120.0, interval: float = 0.5
+) -> int:
+    """Waits until the task queue has had no backlog for two looks in a row (the worker has
+    caught up); returns the backlog left after `within` seconds (0 if it caught up)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    clear = 0
+    while True:
+        waiting = await backlog(client, task_queue)
+        clear = clear + 1 if waiting == 0 else 0
+        if clear >= 2 or loop.time() > deadline:
+            return waiting
+        await asyncio.sleep(interval)
+
+
 def exit_process(code: int) -> NoReturn:
     """Ends a process that used a Temporal client without interpreter finalization: the
     client's native runtime threads can outlive the event loop and abort Python's shutdown
