@@ -1498,6 +1498,8 @@ def check(scenario: Scenario, families: Iterable[str]) -> None:
 ASSERTED = tuple(f for f in FAMILIES if f not in KNOWN_BUGS)
 
 
+# A thousand random trials, and Hypothesis shrinking a failure: minutes on a loaded machine.
+@pytest.mark.timeout(900)
 @settings(PROFILE)
 @given(scenarios(WALL_CLOCK))
 def test_invariants_hold_after_every_step_of_random_trials_on_the_wall_clock(
@@ -1507,6 +1509,8 @@ def test_invariants_hold_after_every_step_of_random_trials_on_the_wall_clock(
     check(scenario, ASSERTED)
 
 
+# A thousand random trials, and Hypothesis shrinking a failure: minutes on a loaded machine.
+@pytest.mark.timeout(900)
 @settings(PROFILE)
 @given(scenarios(ACCELERATED))
 def test_invariants_hold_after_every_step_of_random_trials_on_accelerated_clocks(
