@@ -57,12 +57,19 @@ $(CHROMIUM):
 run: $(STAMP)
 	$(BIN)/trialpath up
 
+# The tests run in TEST_PROCESSES processes (pytest-xdist), one per core of the CI machine;
+# `make test TEST_PROCESSES=4` on a bigger one. Any test may run beside any other: each has its
+# own time-skipping server, task queue, database and folders, and binds free ports only.
+# worksteal: a process that runs out of tests takes half of what another has left.
+TEST_PROCESSES ?= 2
+PYTEST := $(BIN)/pytest -n $(TEST_PROCESSES) --dist worksteal
+
 test: $(STAMP) node_modules/.installed $(CHROMIUM) lint typecheck
 	$(BIN)/trialpath templates check
-	$(BIN)/pytest --cov=trialpath --cov=workflows --cov=activities --cov-report=term:skip-covered
+	$(PYTEST) --cov=trialpath --cov=workflows --cov=activities --cov-report=term:skip-covered
 # Again on a throwaway PostgreSQL (production's database), the tests that use a database;
 # the script installs Debian's postgresql if missing, and says when it has to skip.
-	bash scripts/with-postgres.sh $(BIN)/pytest -m 'not slow' --database-only -p no:cacheprovider
+	bash scripts/with-postgres.sh $(PYTEST) -m 'not slow' --database-only -p no:cacheprovider
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
