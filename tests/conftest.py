@@ -4,8 +4,6 @@ folder per test process. Deadlines per test: tests/deadlines.py."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -70,9 +68,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # Slow tests first (their files first, under `--dist loadfile`): they start while the quick
-    # ones keep the other test processes busy, instead of running last, alone.
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    # The longest tests first, each to the next free test process (`--dist load
+    # --maxschedchunk 1`): they run side by side while the quick ones fill the gaps, instead of
+    # one after the other at the end.
+    items.sort(key=expected_seconds, reverse=True)
     if not config.getoption("--database-only"):
         return
     # The tests that reach a database are those that ask for one, directly or through settings.
@@ -81,6 +80,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         kept = set(map(id, used))
         config.hook.pytest_deselected(items=[item for item in items if id(item) not in kept])
         items[:] = used
+
+
+def expected_seconds(item: pytest.Item) -> float:
+    """`@pytest.mark.takes(seconds=...)`, else 30 for a `slow` test and 0 for the others."""
+    takes = item.get_closest_marker("takes")
+    if takes is not None:
+        return float(takes.kwargs["seconds"])
+    return 30.0 if item.get_closest_marker("slow") is not None else 0.0
 
 
 @pytest.fixture
@@ -153,27 +160,13 @@ async def api(env: WorkflowEnvironment, settings: Settings, worker: Worker) -> A
 
     settings.api_keys = [API_KEY, "second-key"]
     app = create_app(settings, client=env.client, clock=env.get_current_time)
-    started: list[str] = []
-
-    async def remember(response: httpx.Response) -> None:
-        if response.request.url.path == "/v1/trials" and response.status_code == 201:
-            await response.aread()
-            started.append(response.json()["workflow_id"])
-
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
             transport=transport,
             base_url="http://testserver",
             headers={"Authorization": f"Bearer {API_KEY}"},
-            event_hooks={"response": [remember]},
         ) as http:
             yield http
-    # Trials left running would hold the time-skipping server's clock once their worker stops
-    # (terminating right after an update also does): end them through the journey instead.
-    # The worker fixture is still running here: it finishes them.
-    for workflow_id in started:
-        handle = env.client.get_workflow_handle(workflow_id)
-        with contextlib.suppress(Exception):
-            await handle.signal("cancel", {})
-            await asyncio.wait_for(handle.result(), timeout=30)
+    # Trials still running are left as they are: the test's time-skipping server stops with the
+    # test, and the worker fixture stops before it.

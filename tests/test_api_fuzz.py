@@ -12,8 +12,7 @@ time-skipping server, SQLite) and every response must:
 
 Hypothesis runs in a worker thread while the test's event loop keeps serving the app, the
 Temporal worker and the redelivery task between examples; each request is handed to that loop.
-Every trial the fuzzing started is ended through its journey (`cancel` signal) at the end,
-while the worker still runs, so none holds the time-skipping server's clock.
+The trials the fuzzing started are left running: the time-skipping server is the test's own.
 
 30 examples per operation by default (about 15 s in all); TRIALPATH_FUZZ_EXAMPLES=500 digs
 deeper. A failure prints the request (as curl), the response and a Hypothesis seed.
@@ -162,7 +161,6 @@ async def test_api_conforms_to_its_openapi(
     api: httpx.AsyncClient, env: WorkflowEnvironment, operation: Any
 ) -> None:
     loop = asyncio.get_running_loop()
-    started: set[str] = set()
     statuses: set[int] = set()
     suffix = uuid.uuid4().hex[:8]
     known = [f"fz-known-{suffix}", f"fz-qualified-{suffix}"]
@@ -174,20 +172,13 @@ async def test_api_conforms_to_its_openapi(
         body = {"user_id": user_id, "email": f"{user_id}@example.com", "name": "Known"}
         response = await api.post("/v1/trials", json={**body, "qualification": qualification})
         assert response.status_code == 201, response.text
-        started.add(response.json()["workflow_id"])
     # Let them settle (first workflow task, journey loaded): terminating a trial while a
     # workflow task or activity is in flight leaves the time-skipping server's clock locked
-    # for every later test.
+    # for the rest of the test.
     await env.sleep(timedelta(minutes=1))
 
     async def send(case: Case[Any]) -> httpx.Response:
         response = await api.request(**_request(case))
-        if (
-            case.method.upper() == "POST"
-            and case.path == "/v1/trials"
-            and response.status_code in (200, 201)
-        ):
-            started.add(response.json()["workflow_id"])
         if case.method.upper() == "DELETE" and response.status_code == 202:
             # Same reason: a cancelled trial is still running until it has handled the
             # signal, and a DELETE with erase=true next would terminate it mid-task. Wait
@@ -223,15 +214,6 @@ async def test_api_conforms_to_its_openapi(
     for case in _explicit(operation, known):
         fuzz = example(case=case)(fuzz)
     run: Callable[[], None] = fuzz
-    try:
-        await asyncio.to_thread(run)
-        if operation.label == "POST /v1/trials":
-            assert statuses & {200, 201}, f"no trial started; statuses seen: {sorted(statuses)}"
-    finally:
-        # End every trial this test started while the worker still runs; the `api` fixture
-        # does the same for the 201s it saw, and a closed workflow just refuses the signal.
-        for workflow_id in started:
-            handle = env.client.get_workflow_handle(workflow_id)
-            with contextlib.suppress(Exception):
-                await handle.signal("cancel", {})
-                await asyncio.wait_for(handle.result(), timeout=30)
+    await asyncio.to_thread(run)
+    if operation.label == "POST /v1/trials":
+        assert statuses & {200, 201}, f"no trial started; statuses seen: {sorted(statuses)}"

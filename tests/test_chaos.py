@@ -14,6 +14,7 @@ from bench.chaos import Options, make_runs, run_chaos
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.takes(seconds=110)
 async def test_trials_survive_worker_kills_and_a_server_restart(tmp_path: Path) -> None:
     options = Options(
         trials=20,

@@ -46,6 +46,7 @@ def address(env: WorkflowEnvironment) -> str:
     return env.client.service_client.config.target_host
 
 
+@pytest.mark.takes(seconds=12)
 async def test_trial_show_and_outbox_list(
     env: WorkflowEnvironment, settings: Settings, worker: Worker
 ) -> None:
@@ -153,6 +154,9 @@ async def test_clear_errors_never_tracebacks(settings: Settings) -> None:
     assert code == 2 and "Traceback" not in err
 
 
+# Sixteen CLI processes one after the other: minutes on a loaded machine.
+@pytest.mark.timeout(300)
+@pytest.mark.takes(seconds=25)
 async def test_support_actions(
     env: WorkflowEnvironment, settings: Settings, worker: Worker
 ) -> None:
@@ -243,6 +247,7 @@ def test_templates_preview_refuses_a_missing_folder_or_a_busy_port(tmp_path: Pat
     assert taken.returncode == 2 and "already in use" in " ".join(taken.stderr.split())
 
 
+@pytest.mark.takes(seconds=10)
 async def test_history_export_then_replay(
     env: WorkflowEnvironment, settings: Settings, worker: Worker, tmp_path: Path
 ) -> None:

@@ -528,6 +528,7 @@ def served(env: WorkflowEnvironment, tmp_path: Path) -> Iterator[str]:
     assert not thread.is_alive()
 
 
+@pytest.mark.takes(seconds=8)
 def test_in_a_real_browser(chromium: Path, served: str, tmp_path: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 

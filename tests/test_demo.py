@@ -166,16 +166,22 @@ def test_the_holdout_is_not_expected_to_get_marketing(journey: JourneyDefinition
     assert diff(stalled, quiet, journey) == ["no stall_nudge sent", "no support_alert sent"]
 
 
-def test_a_refused_or_late_action_is_a_difference_whatever_the_outcome(
+def test_a_refused_or_late_command_is_a_difference_whatever_the_outcome(
     journey: JourneyDefinition,
 ) -> None:
+    """A command more than a journey day late did not play as scripted; an event that carried
+    its scripted moment counts when it happened, however late it was sent."""
     t = SIGNUP.timestamp()
     played = [
         Played("day 0.8: api_call ×10", due=t + 3.2, sent=t + 3.3, answered=t + 3.6),
+        Played("day 1: login", due=t + 4, sent=t + 44, answered=t + 45, dated=True),
+        Played("day 2: login", due=t + 8, sent=t + 48, answered=t + 49),
+        Played("day 3: unsubscribe", due=t + 12, sent=t + 15.9, answered=t + 16),
         Played("day 5: conversion", due=t + 20, sent=t + 60, answered=t + 61),
         Played("day 8: cancel", due=t + 32, sent=t + 32, answered=t + 33, problem="409 ended"),
     ]
     assert diff(CONVERTS, status("u1"), journey, played=played) == [
+        "day 2: login: sent 10.0 days late",
         "day 5: conversion: sent 10.0 days late",
         "day 8: cancel: 409 ended",
     ]

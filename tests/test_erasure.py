@@ -172,6 +172,7 @@ async def runs_of(env: WorkflowEnvironment, workflow_id: str) -> list[str]:
     return [e.run_id async for e in env.client.list_workflows(f"WorkflowId = '{workflow_id}'")]
 
 
+@pytest.mark.takes(seconds=35)
 async def test_erasure_deletes_every_run_of_the_history(
     dev_env: WorkflowEnvironment, tmp_path: Path, executor: ThreadPoolExecutor
 ) -> None:

@@ -89,6 +89,7 @@ def trial_for(env: WorkflowEnvironment, settings: Settings, i: int) -> TrialDriv
     )
 
 
+@pytest.mark.takes(seconds=90)
 @pytest.mark.slow
 async def test_every_message_is_delivered_exactly_once_despite_faults(
     env: WorkflowEnvironment,

@@ -1499,6 +1499,7 @@ ASSERTED = tuple(f for f in FAMILIES if f not in KNOWN_BUGS)
 
 
 # A thousand random trials, and Hypothesis shrinking a failure: minutes on a loaded machine.
+@pytest.mark.takes(seconds=25)
 @pytest.mark.timeout(900)
 @settings(PROFILE)
 @given(scenarios(WALL_CLOCK))
@@ -1510,6 +1511,7 @@ def test_invariants_hold_after_every_step_of_random_trials_on_the_wall_clock(
 
 
 # A thousand random trials, and Hypothesis shrinking a failure: minutes on a loaded machine.
+@pytest.mark.takes(seconds=25)
 @pytest.mark.timeout(900)
 @settings(PROFILE)
 @given(scenarios(ACCELERATED))

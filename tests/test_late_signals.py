@@ -106,6 +106,7 @@ async def timed(request: Any) -> tuple[datetime, datetime]:
     return before, after
 
 
+@pytest.mark.takes(seconds=20)
 async def test_signals_count_when_accepted_while_the_worker_is_away(
     dev_env: WorkflowEnvironment, tmp_path: Path, executor: ThreadPoolExecutor
 ) -> None:

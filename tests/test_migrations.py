@@ -250,6 +250,7 @@ def trialpath_db(settings: Settings, *args: str) -> subprocess.CompletedProcess[
     )
 
 
+@pytest.mark.takes(seconds=7)
 def test_the_db_commands(settings: Settings) -> None:
     current = trialpath_db(settings, "current")
     assert current.returncode == 0, current.stderr

@@ -486,6 +486,7 @@ def chromium() -> Path:
     return CHROMIUM
 
 
+@pytest.mark.takes(seconds=12)
 def test_in_a_real_browser(chromium: Path, server: str, templates: Path, tmp_path: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 

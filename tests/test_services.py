@@ -31,6 +31,7 @@ def spawn(services: Services, name: str, seconds: float, log: Path) -> subproces
     return process.popen
 
 
+@pytest.mark.takes(seconds=8)
 def test_the_worker_gets_its_shutdown_time_then_is_killed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -81,6 +81,7 @@ async def count_trials(address: str) -> tuple[int, int, int]:
     return total.count, technical.count, converted.count
 
 
+@pytest.mark.takes(seconds=120)
 def test_up_runs_the_demo_and_finds_it_again(up_env: dict[str, str]) -> None:
     first = run_up(up_env, "--seconds-per-day", "3", "--exit-after-demo", "--population", "12")
     assert first.returncode == 0, first.stdout + first.stderr
@@ -131,6 +132,7 @@ def test_up_runs_the_demo_and_finds_it_again(up_env: dict[str, str]) -> None:
     assert not any(step.startswith(("trial_ending", "winback")) for step in steps)
 
 
+@pytest.mark.takes(seconds=60)
 def test_a_scripted_user_that_does_not_end_as_scripted_fails_the_run(
     up_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -273,6 +275,7 @@ def readme_curl_examples_work(base: str, key: str) -> None:
     assert run_curl(block, base, key) == [200, 200, 200]
 
 
+@pytest.mark.takes(seconds=75)
 def test_ctrl_c_stops_every_process(up_env: dict[str, str]) -> None:
     process = subprocess.Popen(
         [TRIALPATH, "up", "--no-demo"],

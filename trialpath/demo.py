@@ -54,9 +54,11 @@ Action = tuple[When, str, dict[str, Any]]
 `unsubscribe`, `survey` (POST /v1/trials/{id}/<action>, `event` to /events) or `cancel`
 (DELETE). Consecutive events due at the same moment go in one request."""
 
-LATE_AFTER_DAYS = 0.5
-"""An action sent more than this many journey days after its scripted moment did not play as
-scripted: the check says so, whatever the outcome."""
+LATE_AFTER_DAYS = 1.0
+"""A command (call outcome, conversion, extension, cancellation, unsubscribe, survey) sent more
+than this many journey days after its scripted moment did not play as scripted: the check says
+so, whatever the outcome. Events carry their scripted moment (`occurred_at`), as a backend
+reporting what users did does, so they count when they happened however late they arrive."""
 QUIET_DAYS = 1.0
 """A trial over whose status has not changed for this long (and whose workflow waits for
 nothing) is taken as settled."""
@@ -291,6 +293,8 @@ class Played:
     sent: float
     answered: float
     problem: str | None = None
+    dated: bool = False
+    """It carried its scripted moment (events sent with `occurred_at`)."""
 
     @property
     def late(self) -> float:
@@ -477,7 +481,7 @@ async def play(
                     _check(await api.request(method, path, json=body))
                 except (DemoError, httpx.HTTPError) as err:
                     problem = str(err) or err.__class__.__name__
-            played = Played(what, due, sent, time.time(), problem)
+            played = Played(what, due, sent, time.time(), problem, dated and action == "event")
             item.played.append(played)
             if on_played is not None:
                 on_played(played)
@@ -581,7 +585,7 @@ def differences(
     for p in played:
         if p.problem is not None:
             found.append(f"{p.what}: {p.problem}")
-        elif p.late / seconds_per_day > LATE_AFTER_DAYS:
+        elif not p.dated and p.late / seconds_per_day > LATE_AFTER_DAYS:
             found.append(f"{p.what}: sent {p.late / seconds_per_day:.1f} days late")
     if status.stage != expected.stage:
         found.append(f"stage {status.stage}, expected {expected.stage}")
@@ -729,7 +733,7 @@ async def run_demo(
             f"[yellow]{len(items) - len(new)} demo trials already exist; checking them as they "
             f"are (use --prefix to start a fresh set).[/]"
         )
-    players = [asyncio.create_task(play(api, i, seconds_per_day)) for i in new]
+    players = [asyncio.create_task(play(api, i, seconds_per_day, dated=True)) for i in new]
     longest = 14 + 3 + 1
     if max_seconds is None:
         max_seconds = 2 * longest * seconds_per_day + 60
