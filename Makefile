@@ -72,7 +72,10 @@ PYTEST := $(BIN)/pytest -n $(TEST_PROCESSES) --dist load --maxschedchunk 1
 
 test: $(STAMP) node_modules/.installed $(CHROMIUM) lint typecheck
 	$(BIN)/trialpath templates check
-	$(PYTEST)
+	$(PYTEST) -m 'not slow'
+# The slow suite (`slow`: the real dev server and the whole service, the chaos and fault
+# proofs), after the main one, so that each suite's time shows.
+	$(PYTEST) -m slow -p no:cacheprovider
 # Again on a throwaway PostgreSQL (production's database), the tests that use a database;
 # the script installs Debian's postgresql if missing, and says when it has to skip.
 	bash scripts/with-postgres.sh $(PYTEST) -m 'not slow' --database-only -p no:cacheprovider

@@ -39,7 +39,7 @@ from trialpath.db import make_engine
 from trialpath.models import Message
 from worker import build_worker
 
-TRIALS = 50
+TRIALS = 30
 FAULT_RATE = 0.30
 PERSONAS = ("technical", "business", "executive")
 URGENCIES = ("this_week", "this_month", "evaluating")
