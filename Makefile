@@ -73,16 +73,12 @@ PYTEST := $(BIN)/pytest -n $(TEST_PROCESSES) --dist load --maxschedchunk 1
 test: $(STAMP) node_modules/.installed $(CHROMIUM) lint typecheck
 	$(BIN)/trialpath templates check
 	$(PYTEST) -m 'not slow'
-# Then two suites side by side: the slow one (`slow`: the real dev server and the whole
-# service, the chaos and fault proofs; they mostly wait on journey clocks), its report printed
-# once it is over, and again on a throwaway PostgreSQL (production's database) the tests that
-# use a database (the script installs Debian's postgresql if missing, and says when it skips).
-	@echo "$(PYTEST) -m slow (beside the PostgreSQL pass; its report follows it)"
-	@$(PYTEST) -m slow -p no:cacheprovider >$(VENV)/slow-suite.log 2>&1 & slow=$$!; \
-	bash scripts/with-postgres.sh $(PYTEST) -m 'not slow' --database-only -p no:cacheprovider; \
-	pg=$$?; wait $$slow; rc=$$?; \
-	echo "--- the slow suite ---"; cat $(VENV)/slow-suite.log; \
-	[ $$pg -eq 0 ] && [ $$rc -eq 0 ]
+# Then the slow suite (`slow`: the real dev server and the whole service, the chaos and fault
+# proofs), and again on a throwaway PostgreSQL (production's database) the tests that use a
+# database (the script installs Debian's postgresql if missing, and says when it skips). One
+# after the other: side by side they starved each other on two cores.
+	$(PYTEST) -m slow -p no:cacheprovider
+	bash scripts/with-postgres.sh $(PYTEST) -m 'not slow' --database-only -p no:cacheprovider
 
 # The same tests with a line coverage report (about a third more CPU, so not in `make test`).
 coverage: $(STAMP) node_modules/.installed $(CHROMIUM)
