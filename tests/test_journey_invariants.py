@@ -15,9 +15,9 @@ accepted with which `occurred_at`, the trial's end and the call's times; the inv
 (`FAMILIES`) are judged against it, not against the state's own counters. A failure names its
 family and prints the trial as code (`play(Trial(...), [...])`) to paste into a test.
 
-`FIXED` holds the shapes of bugs already fixed (each broke an invariant before), `OPEN` those
-of bugs found and not fixed yet, whose families are listed in `KNOWN_BUGS`: the random trials
-do not assert those families, and their test over `OPEN` is an expected failure until the fix.
+`FIXED` holds the shapes of bugs already fixed (each broke an invariant before); a bug found
+and not fixed yet would add its shapes to `OPEN` and its family to `KNOWN_BUGS` (the random
+trials then skip that family, and its test over `OPEN` is an expected failure until the fix).
 
 Examples per run, by `HYPOTHESIS_PROFILE`: `ci` (the default: 2000 random trials and 2000
 clock examples, derandomized so that a failure reproduces; about 45 s on one core, 90 s under
@@ -26,6 +26,7 @@ coverage), `dev` (a quick pass), `thorough` (25000 random trials per test, a new
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Iterable
@@ -129,6 +130,8 @@ class Trial:
     retry_hours: float = 1.0
     stall_days: float = 2.0
     alert_after_days: float = 1.0
+    rules: int = journey.RULES
+    """The version of the journey rules the trial starts with (`TrialState.rules`)."""
 
 
 @dataclass(frozen=True)
@@ -424,7 +427,7 @@ class Player:
         self.trial = trial
         self.defn = defn = definition_of(trial)
         self.clock = JourneyClock(origin=trial.signup, seconds_per_day=trial.seconds_per_day)
-        self.state = journey.start(defn, profile_of(trial), trial.signup)
+        self.state = journey.start(defn, profile_of(trial), trial.signup, trial.rules)
         zone = ZoneInfo(trial.timezone)
         days = trial.trial_days or defn.trial_days
         self.ledger = Ledger(
@@ -500,6 +503,10 @@ class Player:
             else:
                 assert isinstance(step, Wait)
                 for occurrence, since in self.ledger.owed.items():
+                    if now >= self.ledger.ends_at() and occurrence.startswith(
+                        journey.TRIAL_PATH_QUEUED
+                    ):
+                        continue  # Stale once the trial ended: given up, not owed.
                     self.fail(
                         "prompt",
                         f"{occurrence}, owed since {self.rel(since)}, not sent when the journey "
@@ -593,8 +600,9 @@ class Player:
                 ledger.completed.append(now)
                 ledger.owed.setdefault("call_followup", now)
             elif ok:
-                if not ledger.no_shows:
-                    ledger.owed.setdefault("call_rebook", now)  # offered once
+                if not ledger.no_shows and now < ledger.ends_at():
+                    # Offered once, and only while the trial has room for another call.
+                    ledger.owed.setdefault("call_rebook", now)
                 ledger.no_shows.append(now)
         elif isinstance(action, Extend):
             ended = ledger.ended_at() is not None
@@ -1293,6 +1301,7 @@ def code(trial: Trial, actions: Iterable[Action]) -> str:
 # before), so every run checks them whatever it draws. Monday 08:00 UTC, business persona.
 _S = datetime(2026, 1, 5, 8, tzinfo=UTC)
 _BUSINESS = Trial(timezone="UTC", signup=_S, role="business", urgency="this_month")
+_ENDS = datetime(2026, 1, 20, tzinfo=UTC)  # the end of `_BUSINESS`'s trial
 FIXED = {
     "a broken stall nudge is retried, the alert follows its delivery": Scenario(
         _BUSINESS,
@@ -1357,10 +1366,7 @@ FIXED = {
         Trial(timezone="UTC", signup=_S, role="technical", seconds_per_day=2.0),
         [Event(_S + timedelta(hours=2), "api_call", real_occurred=_S - timedelta(days=20))],
     ),
-}
-
-_ENDS = datetime(2026, 1, 20, tzinfo=UTC)  # the end of `_BUSINESS`'s trial
-OPEN = {
+    # Found by these invariants, fixed in the rules' version 3 (`FIXED_IN_RULES_3`).
     # cap: the welcome, an immediate marketing message, skips the daily cap check.
     "a 1-day trial sends trial_ending_1 and the welcome the same day": Scenario(
         Trial(timezone="UTC", signup=_S + timedelta(hours=2), trial_days=1, role="business"), []
@@ -1442,22 +1448,40 @@ OPEN = {
         ],
     ),
 }
-"""Shapes of bugs these invariants found that are not fixed yet: each breaks one family, whose
-test is marked with `known_bug` until the fix; then the scenario moves to `FIXED`."""
 
 
-KNOWN_BUGS = {
-    "cap": "the welcome (immediate marketing) skips the daily cap",
-    "ended": "queued transactional messages never go stale (milestone, call invitation, held "
-    "retries), and a no-show after the end is offered a rebook",
-    "held": "a held step whose candidate is gone (conversion, cancellation, converting, "
-    "activation, the end, a nudge reached on another channel) stays held, never retried nor "
-    "handed to support",
-    "stall_progress": "a key event between the nudge's decision and its delivery (nudge_done_at) "
-    "that arrives later is not progress, so the alert claims no key action since the nudge",
-    "activation": "activated_at is not moved earlier when an event arriving late shows the rule "
-    "was met earlier by occurred_at",
+FIXED_IN_RULES_3 = {
+    "a 1-day trial sends trial_ending_1 and the welcome the same day": "cap",
+    "a welcome retried the next day goes out after that day's drip": "cap",
+    "an out-of-order event shows the rule was met earlier": "activation",
+    "a login while the nudge was sent (2 s/day, sends take 0.4 s), arriving late": (
+        "stall_progress"
+    ),
+    "an extension's held confirmation, then a conversion": "held",
+    "a nudge delivered in-app, its email held: the alert takes over": "held",
+    "a held drip, then a cancellation": "held",
+    "a drip held into the converting stage": "held",
+    "a held nudge, then activation": "held",
+    "trial_ending_0 held past the end": "held",
+    "a call invitation held by a broken template until after the end": "ended",
+    "a no-show after the end is offered a rebook that cannot be booked": "ended",
+    "a milestone at 23:59 on the last day, the worker back after midnight": "ended",
 }
+"""The scenarios fixed by version 3 of the rules, and the family each broke before."""
+
+
+@pytest.mark.parametrize("name", list(FIXED_IN_RULES_3))
+def test_a_trial_on_rules_2_keeps_the_bug_version_3_fixed(name: str) -> None:
+    """Running trials keep the rules they started with: on version 2 each of these scenarios
+    still breaks its family (so the fix is version 3's, behind the workflow patch)."""
+    scenario = FIXED[name]
+    on_rules_2 = Scenario(dataclasses.replace(scenario.trial, rules=2), scenario.actions)
+    assert verdicts(scenario)[FIXED_IN_RULES_3[name]] == []
+    assert verdicts(on_rules_2)[FIXED_IN_RULES_3[name]] != []
+
+
+OPEN: dict[str, Scenario] = {}
+KNOWN_BUGS: dict[str, str] = {}
 """Families broken today by a bug not fixed yet (its shapes are in `OPEN`): the random trials
 do not assert them, their tests over `OPEN` are expected to fail. Remove an entry with the fix
 (and move its scenarios to `FIXED`)."""

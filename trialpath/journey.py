@@ -35,14 +35,19 @@ from trialpath.definition import (
 
 DAY = timedelta(days=1)
 MAX_REMEMBERED_EVENT_IDS = 1000
-RULES = 2
+RULES = 3
 """The version of these rules a new trial starts with (`TrialState.rules`). A fix that changes
 what the rules decide applies from the version that brings it, so a trial that started before
 keeps deciding as its history did (the workflow picks the version behind `workflow.patched`).
 2: stall and alert bookkeeping on delivery, held retries within their day and never silently
 stale, activation by `occurred_at` after the end, call signals checked against time,
 transactional messages never wait for the qualifier, local calendar trial days, the day-before
-reminder at the same local time."""
+reminder at the same local time.
+3: the welcome counts in the daily marketing cap; a held step whose reason to go out is gone
+(conversion, cancellation, the stage moved on) is given up and support told; queued messages
+about the trial or a call to come are stale once the trial has ended, and a no-show after the
+end is not offered a rebook; a late event that shows the rule was met earlier moves
+`activated_at` earlier; a key event after the nudge was decided is progress since the nudge."""
 JOURNEY_SPAN = timedelta(days=36500)
 """Journey times are kept within this span of signup: an accelerated clock maps a real time
 far from signup to centuries away (and past `datetime`'s range)."""
@@ -159,6 +164,8 @@ class TrialState(_State):
     extended_days: int = 0
     extensions: int = 0
     activated_at: datetime | None = None
+    activated_as: Persona | None = None
+    """The persona whose rule the trial activated under."""
     milestone_at: datetime | None = None
     converted: Conversion | None = None
     cancelled: Cancellation | None = None
@@ -176,6 +183,9 @@ class TrialState(_State):
     nudges: int = 0
     nudged_for: datetime | None = None
     nudge_done_at: datetime | None = None
+    nudge_decided_at: datetime | None = None
+    """When the last nudge that reached the user was decided (rules 3): what the user did
+    before it is no progress since the nudge, what they did after is, however late it arrives."""
     alerted_for: datetime | None = None
     alerts: int = 0
     call: CallState = Field(default_factory=CallState)
@@ -216,7 +226,9 @@ class Send:
     anchor: datetime | None = None
     """For a stall nudge or support alert: the stall episode it was decided for. Signals that
     arrive while it is being sent may move the episode on; `mark_done` records this one."""
-    stale_at: datetime | None = None
+    decided_at: datetime | None = field(default=None, compare=False)
+    """When the rules asked for this send."""
+    stale_at: datetime | None = field(default=None, compare=False)
     """When the message stops making sense: a broken template is not retried past it."""
 
 
@@ -444,16 +456,13 @@ def apply_event(
         times = state.earliest.setdefault(name, [])
         bisect.insort(times, occurred_at)
         del times[keep:]
+    nudged = _nudge_cutoff(state)
     if (
         name in defn.stall.key_events
         and (state.last_key_event_at is None or occurred_at > state.last_key_event_at)
         # What the user did before the nudge that went out is no progress since it (rules 2):
         # arriving late, it must not open a new stall episode.
-        and not (
-            state.rules >= 2
-            and state.nudge_done_at is not None
-            and occurred_at <= state.nudge_done_at
-        )
+        and not (nudged is not None and occurred_at <= nudged)
     ):
         state.last_key_event_at = occurred_at
     was_activated = state.activated_at is not None
@@ -497,14 +506,33 @@ def activation_time(
     return max(reached)
 
 
+def _nudge_cutoff(state: TrialState) -> datetime | None:
+    """Up to when what the user did is no progress since the last nudge that went out: its
+    delivery (rules 2), its decision (rules 3: an event between the two counts, however late it
+    arrives). None before rules 2."""
+    if state.rules < 2:
+        return None
+    return state.nudge_decided_at if state.rules >= 3 else state.nudge_done_at
+
+
 def _check_activation(defn: JourneyDefinition, state: TrialState, now: datetime) -> None:
-    if state.persona is None or state.activated_at is not None or is_ended(state):
+    if state.persona is None or is_ended(state):
+        return
+    if state.activated_at is not None:
+        if state.rules >= 3:
+            # An event arriving late can show the rule the trial activated under was met
+            # earlier than first thought.
+            found = activation_time(defn, state, state.activated_as or state.persona)
+            if found is not None and found < state.activated_at:
+                state.activated_at = found
         return
     # Rules 2: decided by when the events happened (inside the rule's window), not by when
     # they arrived; proof that arrives after the end still activates.
     if now >= trial_ends_at(state) and state.rules < 2:
         return
     state.activated_at = activation_time(defn, state, state.persona)
+    if state.activated_at is not None:
+        state.activated_as = state.persona
 
 
 def _check_milestone(defn: JourneyDefinition, state: TrialState, now: datetime) -> None:
@@ -608,6 +636,8 @@ def apply_call_no_show(state: TrialState, now: datetime) -> bool:
     if _refused_by_time(state, "no_show", None, now):
         return False
     state.call.state = "no_show"
+    if state.rules >= 3 and now >= trial_ends_at(state):
+        return True  # Recorded; a rebook the trial no longer has room for is not offered.
     if not state.call.rebook_offered:
         state.call.rebook_offered = True
         _enqueue(state, "call_rebook", "call_rebook", now)
@@ -693,16 +723,20 @@ def next_send_time(
     due: datetime,
     now: datetime,
     counted_on: str | None = None,
+    window: bool = True,
 ) -> datetime:
-    """First instant at or after `due` inside the user's send window on a local day whose
-    marketing cap is not reached (`counted_on`: a day the message itself already counted on,
-    open to it whatever its cap)."""
-    window = defn.send_window
+    """First instant at or after `due` inside the user's send window (any time of day without
+    `window`: immediate messages) on a local day whose marketing cap is not reached
+    (`counted_on`: a day the message itself already counted on, open to it whatever its cap)."""
+    hours = defn.send_window
     at = max(due, now)
     day = local_date(state, at)
     for _ in range(400):
-        opens = local_at(state, day, window.start)
-        closes = local_at(state, day, window.end)
+        if window:
+            opens = local_at(state, day, hours.start)
+            closes = local_at(state, day, hours.end)
+        else:
+            opens, closes = local_midnight(state, day), local_midnight(state, day + DAY)
         capped = (
             state.marketing_days.get(day.isoformat(), 0) >= defn.max_marketing_per_day
             and day.isoformat() != counted_on
@@ -900,6 +934,8 @@ def _before_persona(defn: JourneyDefinition, state: TrialState, now: datetime) -
 def _decide(defn: JourneyDefinition, state: TrialState, now: datetime) -> Step | None:
     """One pass; None when it skipped messages, so the next pass sees what comes after them."""
     if state.cancelled is not None:
+        for occurrence in list(state.held) if state.rules >= 3 else []:
+            _skip(state, occurrence)  # Given up, and support told.
         return Finish("cancelled")
     if state.persona is None and state.converted is None:
         if now < state.qualify_deadline:
@@ -908,7 +944,12 @@ def _decide(defn: JourneyDefinition, state: TrialState, now: datetime) -> Step |
             return Wait(state.qualify_deadline)
         _set_persona(defn, state, infer_persona(defn, state), "inferred", now)
 
-    candidates = [_Candidate(q.occurrence, q.message, q.due, extra=q.extra) for q in state.queued]
+    candidates = [
+        _Candidate(
+            q.occurrence, q.message, q.due, extra=q.extra, stale_at=_queued_stale_at(state, q)
+        )
+        for q in state.queued
+    ]
     candidates.extend(_survey_candidates(defn, state))
     if state.converted is None:
         if _needs_agent(state) and now < trial_ends_at(state):
@@ -917,6 +958,13 @@ def _decide(defn: JourneyDefinition, state: TrialState, now: datetime) -> Step |
         candidates.extend(_trial_candidates(defn, state, now))
 
     skipped = False
+    if state.rules >= 3:
+        # A held step whose reason to go out is gone (a conversion, the stage moved on, the
+        # episode closed): given up, and support told, rather than held forever.
+        offered = {cand.occurrence for cand in candidates}
+        for occurrence in [o for o in state.held if o not in offered]:
+            _skip(state, occurrence)
+            skipped = True
     wake: list[datetime] = []
     ready: list[tuple[int, datetime, _Candidate, MessageSpec]] = []
     for cand in candidates:
@@ -931,9 +979,10 @@ def _decide(defn: JourneyDefinition, state: TrialState, now: datetime) -> Step |
             continue
         held = state.held.get(cand.occurrence)
         due = max(cand.due, held.retry_at) if held else cand.due
-        if spec.category == "marketing" and not spec.immediate:
+        capped_immediate = spec.category == "marketing" and spec.immediate and state.rules >= 3
+        if (spec.category == "marketing" and not spec.immediate) or capped_immediate:
             counted_on = held.counted_on if held is not None and state.rules >= 2 else None
-            at = next_send_time(defn, state, due, now, counted_on)
+            at = next_send_time(defn, state, due, now, counted_on, window=not spec.immediate)
             if cand.stale_at is not None and at >= cand.stale_at:
                 if now >= cand.due:
                     # No slot before it goes stale: wait for the stale time to skip it.
@@ -978,6 +1027,7 @@ def _decide(defn: JourneyDefinition, state: TrialState, now: datetime) -> Step |
             extra,
             anchor=anchor,
             stale_at=cand.stale_at,
+            decided_at=now,
         )
 
     if skipped:
@@ -993,6 +1043,24 @@ def _decide(defn: JourneyDefinition, state: TrialState, now: datetime) -> Step |
         if boundary > now:
             wake.append(boundary)
     return Wait(min(wake) if wake else None)
+
+
+TRIAL_PATH_QUEUED = (
+    "milestone",
+    "trial_extended",
+    "call_invite",
+    "call_booked",
+    "call_rescheduled",
+    "call_rebook",
+)
+"""Queued messages about the trial and a call still to come: stale once the trial has ended
+(rules 3), a held retry included. The follow-up of a call that took place still goes out."""
+
+
+def _queued_stale_at(state: TrialState, queued: Queued) -> datetime | None:
+    if state.rules >= 3 and queued.message.startswith(TRIAL_PATH_QUEUED):
+        return trial_ends_at(state)
+    return None
 
 
 def _skip(state: TrialState, occurrence: str) -> None:
@@ -1011,7 +1079,11 @@ def take_abandoned(state: TrialState) -> list[str]:
 
 
 def _after_nudge(
-    state: TrialState, now: datetime, anchor: datetime | None = None, delivered: bool = True
+    state: TrialState,
+    now: datetime,
+    anchor: datetime | None = None,
+    delivered: bool = True,
+    decided_at: datetime | None = None,
 ) -> None:
     state.nudges += 1
     if state.rules >= 2:
@@ -1019,6 +1091,8 @@ def _after_nudge(
         state.nudged_for = anchor if anchor is not None else _stall_anchor(state)
         state.nudge_delivered = delivered
         state.nudge_done_at = now if delivered else None
+        if delivered:
+            state.nudge_decided_at = decided_at or now
         return
     state.nudged_for = _stall_anchor(state)
     state.nudge_done_at = now
@@ -1148,7 +1222,7 @@ def _mark_done(
     if not (first_reach or given_up):
         return  # Held with nothing out yet, or a retry of a step that already reached someone.
     if step.message == "stall_nudge":
-        _after_nudge(state, now, step.anchor, delivered=first_reach)
+        _after_nudge(state, now, step.anchor, first_reach, step.decided_at)
     elif step.message == "support_alert" and first_reach:
         state.alerts += 1
         state.alerted_for = step.anchor if step.anchor is not None else _stall_anchor(state)

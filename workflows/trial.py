@@ -82,6 +82,7 @@ PATCH_SIGNUP_AT_START = "signup-at-start-time"
 PATCH_SYNC_LATE_SIGNALS = "sync-late-signals"
 PATCH_ACCEPTED_AT = "signals-at-accepted-time"
 PATCH_RULES_2 = "journey-rules-2"
+PATCH_RULES_3 = "journey-rules-3"
 SEND_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -153,7 +154,12 @@ class TrialWorkflow:
         if self._state is None:
             # A new trial decides by today's rules; one started before they were versioned
             # replays with the rules its history was made by.
-            rules = journey.RULES if workflow.patched(PATCH_RULES_2) else 1
+            if workflow.patched(PATCH_RULES_3):
+                rules = journey.RULES
+            elif workflow.patched(PATCH_RULES_2):
+                rules = 2
+            else:
+                rules = 1
             self._state = journey.start(defn, self._profile, self._clock.origin, rules)
         state = self._state
         for apply in self._buffered:
