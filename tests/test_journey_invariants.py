@@ -26,11 +26,10 @@ coverage), `dev` (a quick pass), `thorough` (25000 random trials per test, a new
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 from collections.abc import Iterable
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -1475,7 +1474,7 @@ def test_a_trial_on_rules_2_keeps_the_bug_version_3_fixed(name: str) -> None:
     """Running trials keep the rules they started with: on version 2 each of these scenarios
     still breaks its family (so the fix is version 3's, behind the workflow patch)."""
     scenario = FIXED[name]
-    on_rules_2 = Scenario(dataclasses.replace(scenario.trial, rules=2), scenario.actions)
+    on_rules_2 = Scenario(replace(scenario.trial, rules=2), scenario.actions)
     assert verdicts(scenario)[FIXED_IN_RULES_3[name]] == []
     assert verdicts(on_rules_2)[FIXED_IN_RULES_3[name]] != []
 
