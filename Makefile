@@ -69,6 +69,9 @@ run: $(STAMP)
 # Each process takes the next test when it is free, the longest first (tests/conftest.py).
 TEST_PROCESSES ?= 3
 PYTEST := $(BIN)/pytest -n $(TEST_PROCESSES) --dist load --maxschedchunk 1
+# The five slow tests spend most of their time waiting on journey clocks (the cores stay about
+# 75 % busy with all five side by side): a process each.
+SLOW_PROCESSES ?= 5
 
 test: $(STAMP) node_modules/.installed $(CHROMIUM) lint typecheck
 	$(BIN)/trialpath templates check
@@ -77,7 +80,7 @@ test: $(STAMP) node_modules/.installed $(CHROMIUM) lint typecheck
 # proofs), and again on a throwaway PostgreSQL (production's database) the tests that use a
 # database (the script installs Debian's postgresql if missing, and says when it skips). One
 # after the other: side by side they starved each other on two cores.
-	$(PYTEST) -m slow -p no:cacheprovider
+	$(PYTEST) -n $(SLOW_PROCESSES) -m slow -p no:cacheprovider
 	bash scripts/with-postgres.sh $(PYTEST) -m 'not slow' --database-only -p no:cacheprovider
 
 # The same tests with a line coverage report (about a third more CPU, so not in `make test`).

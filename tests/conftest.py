@@ -74,8 +74,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=expected_seconds, reverse=True)
     if not config.getoption("--database-only"):
         return
-    # The tests that reach a database are those that ask for one, directly or through settings.
-    used = [item for item in items if "database_url" in getattr(item, "fixturenames", ())]
+    # The tests that reach a database are those that ask for one, directly or through settings;
+    # those whose subject is not the database (`database_agnostic`) run on SQLite only.
+    used = [
+        item
+        for item in items
+        if "database_url" in getattr(item, "fixturenames", ())
+        and item.get_closest_marker("database_agnostic") is None
+    ]
     if len(used) < len(items):
         kept = set(map(id, used))
         config.hook.pytest_deselected(items=[item for item in items if id(item) not in kept])

@@ -35,6 +35,8 @@ from trialpath.trials import Accepted, Erased, EventsAccepted, NewEvent, TrialCr
 
 from .conftest import API_KEY
 
+pytestmark = pytest.mark.database_agnostic  # its subject is not the database
+
 QUALIFIED = {"role": "technical", "challenge": "integrations", "urgency": "this_week"}
 
 

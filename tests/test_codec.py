@@ -39,6 +39,8 @@ from trialpath.temporal import DATA_CONVERTER, data_converter
 from worker import build_worker
 from workflows.trial import TrialWorkflow
 
+pytestmark = pytest.mark.database_agnostic  # its subject is not the database
+
 
 def key(key_id: str) -> CodecKey:
     return CodecKey(key_id, os.urandom(32))

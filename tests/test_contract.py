@@ -30,6 +30,8 @@ from trialpath.delivery.twilio import TwilioProvider
 from trialpath.preferences import UnsubscribeTokens
 from trialpath.templating import Product, Renderer
 
+pytestmark = pytest.mark.database_agnostic  # its subject is not the database
+
 __all__ = ["sendgrid_mock", "twilio_mock"]  # fixtures, used by name
 
 ACCOUNT = "AC" + "0123456789abcdef" * 2

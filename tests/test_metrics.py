@@ -32,6 +32,8 @@ from trialpath.db import make_engine
 from trialpath.delivery import DeliveryError
 from worker import build_worker
 
+pytestmark = pytest.mark.database_agnostic  # its subject is not the database
+
 
 def sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0

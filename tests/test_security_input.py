@@ -16,6 +16,8 @@ from trialpath.config import Settings
 from trialpath.contract import check_user_id
 from trialpath.logs import MAX_TEXT, redact_text
 
+pytestmark = pytest.mark.database_agnostic  # its subject is not the database
+
 # Sizes that took seconds to minutes before (the time grew with the square of the length):
 # each check below must finish far inside LIMIT_S even on a loaded machine.
 LIMIT_S = 10.0

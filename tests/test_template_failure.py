@@ -21,6 +21,8 @@ from trialpath.db import make_engine
 from trialpath.models import Message
 from worker import build_worker
 
+pytestmark = pytest.mark.database_agnostic  # its subject is not the database
+
 WELCOME = "email/welcome.technical.en.html.j2"
 
 

@@ -320,7 +320,14 @@ def test_ctrl_c_stops_every_process(up_env: dict[str, str]) -> None:
         assert "qualified: persona technical" in starter.stdout
         assert '"integration_connected": 1' in starter.stdout
         process.send_signal(signal.SIGINT)
-        out, _ = process.communicate(timeout=60)
+        try:
+            out, _ = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGUSR1)  # where each thread of `up` is stuck
+            time.sleep(2)
+            process.kill()
+            out, _ = process.communicate()
+            raise AssertionError(f"`up` did not stop within 60 s of Ctrl-C:\n{out}") from None
         assert process.returncode == 0, out
         assert "Stopped." in out
         assert not port_open("127.0.0.1", grpc_port(up_env))

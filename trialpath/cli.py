@@ -6,6 +6,7 @@ Errors are printed as one plain sentence and a non-zero exit code, never a trace
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import json
 import secrets
 import signal
@@ -1039,7 +1040,9 @@ def _experiment_table(comparisons: list[Any], control: str) -> Table:
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. `kill -USR1 <pid>` prints where every thread is (stderr),
+    for a command that seems stuck."""
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         app()
     except SettingsError as err:
