@@ -64,24 +64,24 @@ run: $(STAMP)
 
 # The tests run in TEST_PROCESSES processes (pytest-xdist). Any test may run beside any other:
 # each has its own time-skipping server, task queue, database and folders, and binds free ports
-# only. Three on a 2-core machine: much of the suite waits on servers and journey clocks (two
-# processes keep the cores about 60 % busy); `make test TEST_PROCESSES=6` on a bigger one.
+# only. Four on a 2-core machine: much of the suite waits on servers and journey clocks (two
+# processes keep the cores about 60 % busy); `make test TEST_PROCESSES=8` on a bigger one.
 # Each process takes the next test when it is free, the longest first (tests/conftest.py).
-TEST_PROCESSES ?= 3
+TEST_PROCESSES ?= 4
 PYTEST := $(BIN)/pytest -n $(TEST_PROCESSES) --dist load --maxschedchunk 1
 # The five slow tests spend most of their time waiting on journey clocks (the cores stay about
 # 75 % busy with all five side by side): a process each.
 SLOW_PROCESSES ?= 5
 
+# The suite runs beside a throwaway PostgreSQL (production's database): every test that uses a
+# database runs on SQLite and on PostgreSQL, in the same run (the script installs Debian's
+# postgresql if missing; without it, SQLite only, with a warning; CI=true fails instead). Then
+# the slow suite (`slow`: the real dev server and the whole service, the chaos and fault
+# proofs), on its own: beside the rest it would starve the timed tests of both.
 test: $(STAMP) node_modules/.installed $(CHROMIUM) lint typecheck
 	$(BIN)/trialpath templates check
-	$(PYTEST) -m 'not slow'
-# Then the slow suite (`slow`: the real dev server and the whole service, the chaos and fault
-# proofs), and again on a throwaway PostgreSQL (production's database) the tests that use a
-# database (the script installs Debian's postgresql if missing, and says when it skips). One
-# after the other: side by side they starved each other on two cores.
+	bash scripts/with-postgres.sh --or-sqlite $(PYTEST) -m 'not slow'
 	$(PYTEST) -n $(SLOW_PROCESSES) -m slow -p no:cacheprovider
-	bash scripts/with-postgres.sh $(PYTEST) -m 'not slow' --database-only -p no:cacheprovider
 
 # The same tests with a line coverage report (about a third more CPU, so not in `make test`).
 coverage: $(STAMP) node_modules/.installed $(CHROMIUM)

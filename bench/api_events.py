@@ -353,7 +353,7 @@ def main() -> int:
             temporal_namespace="default",
             temporal_ui_port=free_port(),
             task_queue=f"bench-{uuid.uuid4()}",
-            api_keys=[API_KEY],
+            api_keys=[f"bench:admin:{API_KEY}"],
         )
         services = Services(settings)
         try:

@@ -176,7 +176,7 @@ class Cluster:
             task_queue=f"chaos-{uuid.uuid4().hex[:8]}",
             api_host=HOST,
             api_port=free_port(),
-            api_keys=[self.api_key],
+            api_keys=[f"chaos:admin:{self.api_key}"],
             seconds_per_day=options.seconds_per_day,
         )
         # Spelled out so a developer's .env or shell cannot point a process elsewhere.

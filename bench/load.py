@@ -836,7 +836,7 @@ def main() -> int:
             task_queue=f"load-{uuid.uuid4()}",
             api_host=HOST,
             api_port=free_port(),
-            api_keys=[API_KEY],
+            api_keys=[f"bench:admin:{API_KEY}"],
             seconds_per_day=86400.0,
         )
         services = Services(settings)

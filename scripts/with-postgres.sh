@@ -10,13 +10,27 @@
 # exit status is the command's.
 #
 # Debian's postgresql is installed when missing and we are root with apt-get. Without
-# PostgreSQL this warns and runs nothing (exit 0); under CI=true it fails instead.
+# PostgreSQL this warns and runs nothing (exit 0), or with --or-sqlite first runs the command
+# anyway, without the variable (the tests then run on SQLite only); under CI=true it fails.
 set -euo pipefail
+
+or_sqlite=false
+if [ "${1:-}" = "--or-sqlite" ]; then
+	or_sqlite=true
+	shift
+fi
+COMMAND=("$@")
 
 unavailable() {
 	if [ "${CI:-}" = true ]; then
 		echo "error: $1: CI runs the tests on PostgreSQL too" >&2
 		exit 1
+	fi
+	if $or_sqlite; then
+		echo "warning: $1: the tests run on SQLite only" >&2
+		trap - EXIT
+		[ -n "${TMP:-}" ] && rm -rf "$TMP"
+		exec "${COMMAND[@]}"
 	fi
 	echo "warning: $1: the PostgreSQL pass of the tests is skipped" >&2
 	exit 0
@@ -35,7 +49,7 @@ bindir() {
 	fi
 }
 
-[ "$#" -gt 0 ] || { echo "usage: $0 COMMAND [ARGS...]" >&2; exit 2; }
+[ "$#" -gt 0 ] || { echo "usage: $0 [--or-sqlite] COMMAND [ARGS...]" >&2; exit 2; }
 
 root=false
 [ "$(id -u)" = 0 ] && root=true

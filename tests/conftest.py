@@ -15,6 +15,7 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from trialpath.access import parse_api_keys
 from trialpath.config import PACKAGE_DIR, Settings
 from trialpath.temporal import DATA_CONVERTER, bundled_binary, register_search_attributes
 from worker import build_worker
@@ -55,16 +56,25 @@ def default_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]
 
 
 TEST_DATABASE_URL = os.environ.get("TRIALPATH_TEST_DATABASE_URL", "")
-"""A PostgreSQL server URL (postgresql+psycopg://user@host:port/db) to run the suite on
-PostgreSQL: each test then gets a database of its own. Empty: SQLite in the test's folder."""
+"""A PostgreSQL server URL (postgresql+psycopg://user@host:port/db): the tests that use a
+database then run on SQLite and on PostgreSQL, with a database of their own there. Empty:
+SQLite only, in the test's folder."""
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption(
-        "--database-only",
-        action="store_true",
-        help="run only the tests that use a database (the PostgreSQL pass of `make test`)",
-    )
+DATABASES = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # With a PostgreSQL server (TRIALPATH_TEST_DATABASE_URL, set by scripts/with-postgres.sh),
+    # every test that uses a database, directly or through settings, runs on both: `[sqlite]`
+    # and `[postgresql]`, side by side in one run. Those whose subject is not the database
+    # (`database_agnostic`) run on SQLite only.
+    if (
+        TEST_DATABASE_URL
+        and "database_url" in metafunc.fixturenames
+        and metafunc.definition.get_closest_marker("database_agnostic") is None
+    ):
+        metafunc.parametrize("database_url", DATABASES, indirect=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -72,20 +82,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # --maxschedchunk 1`): they run side by side while the quick ones fill the gaps, instead of
     # one after the other at the end.
     items.sort(key=expected_seconds, reverse=True)
-    if not config.getoption("--database-only"):
-        return
-    # The tests that reach a database are those that ask for one, directly or through settings;
-    # those whose subject is not the database (`database_agnostic`) run on SQLite only.
-    used = [
-        item
-        for item in items
-        if "database_url" in getattr(item, "fixturenames", ())
-        and item.get_closest_marker("database_agnostic") is None
-    ]
-    if len(used) < len(items):
-        kept = set(map(id, used))
-        config.hook.pytest_deselected(items=[item for item in items if id(item) not in kept])
-        items[:] = used
 
 
 def expected_seconds(item: pytest.Item) -> float:
@@ -97,8 +93,9 @@ def expected_seconds(item: pytest.Item) -> float:
 
 
 @pytest.fixture
-def database_url() -> Iterator[str]:
-    if not TEST_DATABASE_URL:
+def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """ "" for SQLite (the test's data folder), else a PostgreSQL database made for the test."""
+    if getattr(request, "param", "sqlite") == "sqlite":
         yield ""
         return
     import sqlalchemy
@@ -154,7 +151,10 @@ async def worker(
         yield w
 
 
-API_KEY = "test-key-0123456789"
+API_KEY = "tests-admin-key-0123456789abcdef"
+SECOND_KEY = "second-admin-key-0123456789abcdef"
+API_KEYS = parse_api_keys([f"tests:admin:{API_KEY}", f"second:admin:{SECOND_KEY}"])
+"""The test apps' keys (admin: every route); tests/test_access.py tries the other roles."""
 
 
 @pytest.fixture
@@ -164,7 +164,7 @@ async def api(env: WorkflowEnvironment, settings: Settings, worker: Worker) -> A
 
     from trialpath.api.app import create_app
 
-    settings.api_keys = [API_KEY, "second-key"]
+    settings.api_keys = list(API_KEYS)  # a test may add keys of other roles
     app = create_app(settings, client=env.client, clock=env.get_current_time)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

@@ -17,6 +17,8 @@ from trialpath.db import make_engine
 from trialpath.models import Message, PendingSignal, Trial, TrialEvent
 from trialpath.trials import InvalidRequest, PageTokens
 
+from .conftest import SECOND_KEY
+
 PROBLEM = "application/problem+json"
 
 
@@ -64,7 +66,7 @@ async def test_auth(api: httpx.AsyncClient) -> None:
     assert_problem(await api.get("/v1/trials/u1", headers={"Authorization": "Bearer nope"}), 403)
     assert_problem(await api.get("/v1/trials/u1", headers={"Authorization": "Basic abc"}), 401)
     # Every configured key works; health needs none.
-    other = await api.get("/v1/trials/nobody", headers={"Authorization": "Bearer second-key"})
+    other = await api.get("/v1/trials/nobody", headers={"Authorization": f"Bearer {SECOND_KEY}"})
     assert other.status_code == 404
     assert (await api.get("/v1/healthz", headers={"Authorization": ""})).json() == {"status": "ok"}
 
@@ -430,7 +432,7 @@ async def test_idempotency_key(
     other = await api.post(
         "/v1/trials/api-idem/events",
         json={"name": "other"},
-        headers={**headers, "Authorization": "Bearer second-key"},
+        headers={**headers, "Authorization": f"Bearer {SECOND_KEY}"},
     )
     assert other.status_code == 202
 

@@ -143,6 +143,7 @@ async def test_trial_show_and_the_summary_use_one_clock(
     await handle.result()
 
 
+@pytest.mark.database_agnostic  # input errors, found before any database
 async def test_clear_errors_never_tracebacks(settings: Settings) -> None:
     code, _, err = await cli(settings, "trial", "show", "someone@example.com")
     assert code == 2
@@ -157,6 +158,7 @@ async def test_clear_errors_never_tracebacks(settings: Settings) -> None:
 # Sixteen CLI processes one after the other: minutes on a loaded machine.
 @pytest.mark.timeout(300)
 @pytest.mark.takes(seconds=25)
+@pytest.mark.database_agnostic  # the API's code (Trials), run on PostgreSQL in test_api
 async def test_support_actions(
     env: WorkflowEnvironment, settings: Settings, worker: Worker
 ) -> None:
@@ -248,6 +250,7 @@ def test_templates_preview_refuses_a_missing_folder_or_a_busy_port(tmp_path: Pat
 
 
 @pytest.mark.takes(seconds=10)
+@pytest.mark.database_agnostic  # Temporal histories only
 async def test_history_export_then_replay(
     env: WorkflowEnvironment, settings: Settings, worker: Worker, tmp_path: Path
 ) -> None:
@@ -284,6 +287,7 @@ async def test_history_export_then_replay(
     assert code == 2 and "Traceback" not in err
 
 
+@pytest.mark.database_agnostic  # settings, read before any database
 async def test_unusable_settings_are_named_not_a_traceback(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -33,7 +33,7 @@ from trialpath.config import Settings
 from trialpath.contract import Qualification, workflow_id_for
 from trialpath.trials import Accepted, Erased, EventsAccepted, NewEvent, TrialCreated
 
-from .conftest import API_KEY
+from .conftest import API_KEY, API_KEYS
 
 pytestmark = pytest.mark.database_agnostic  # its subject is not the database
 
@@ -61,7 +61,7 @@ async def app(
 ) -> AsyncIterator[FastAPI]:
     """The API app wired to the time-skipping server and a real database (as `api` in
     conftest.py)."""
-    settings.api_keys = [API_KEY]
+    settings.api_keys = API_KEYS[:1]
     application = create_app(settings, client=env.client, clock=env.get_current_time)
     async with application.router.lifespan_context(application):
         yield application

@@ -30,9 +30,10 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 from temporalio.testing import WorkflowEnvironment
 
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, API_KEYS
 from tests.test_preview import CHROMIUM, CHROMIUM_ARGS, free_port, png_summary
 from trialpath import kpis
+from trialpath.access import parse_api_keys
 from trialpath.api.app import create_app
 from trialpath.api.dashboard import (
     COOKIE,
@@ -141,7 +142,7 @@ def populate(engine: Engine, trials: int, seed: int = 7, now: datetime | None = 
 @pytest.fixture
 async def app(env: WorkflowEnvironment, settings: Settings) -> AsyncIterator[FastAPI]:
     """The API app with its lifespan running; no worker, nothing started on Temporal."""
-    settings.api_keys = [API_KEY, "second-key"]
+    settings.api_keys = API_KEYS
     application = create_app(settings, client=env.client, clock=env.get_current_time)
     async with application.router.lifespan_context(application):
         yield application
@@ -239,18 +240,54 @@ async def test_the_form_sets_an_httponly_strict_session_cookie(
     assert (await http.get("/dashboard", headers=HTML)).status_code == 303
 
 
-async def test_a_key_in_the_url_is_swapped_for_the_cookie(http: httpx.AsyncClient) -> None:
+async def test_a_key_in_the_url_never_signs_in(http: httpx.AsyncClient) -> None:
+    # Even the right key: the URL is in the browser's history and the proxies' logs by now.
     response = await http.get(f"/dashboard?key={API_KEY}&since=2026-01-01", headers=HTML)
-    assert response.status_code == 303
-    assert response.headers["location"] == "/dashboard?since=2026-01-01"  # no key left in it
-    assert "httponly" in cookie_of(response).lower()
-    assert (await http.get("/dashboard?since=2026-01-01", headers=HTML)).status_code == 200
+    assert response.status_code == 400
+    assert "set-cookie" not in response.headers
+    assert elements(response.text, "login-error")
+    assert "A key in the address is not accepted" in response.text
+    assert 'value="/dashboard?since=2026-01-01"' in response.text  # the form goes back there
+    assert API_KEY not in response.text
+    assert (await http.get("/dashboard?since=2026-01-01", headers=HTML)).status_code == 303
+
+
+async def test_only_keys_that_read_kpis_get_in(app: FastAPI, http: httpx.AsyncClient) -> None:
+    analyst, support = "analyst-key-0123456789abcdef", "support-key-0123456789abcdef"
+    app.state.settings.api_keys = [
+        *app.state.settings.api_keys,
+        *parse_api_keys([f"growth:analyst:{analyst}", f"desk:support:{support}"]),
+    ]
+    ok = await http.get("/dashboard", headers={"Authorization": f"Bearer {analyst}"})
+    assert ok.status_code == 200
+    refused = await http.get("/dashboard", headers={"Authorization": f"Bearer {support}"})
+    assert refused.status_code == 403
+    assert "desk (support) may not read KPIs" in refused.json()["detail"]
+    form = await http.post("/dashboard/login", data={"key": support}, headers=HTML)
+    assert form.status_code == 403 and "set-cookie" not in form.headers
+    assert elements(form.text, "login-error") and "may not read KPIs" in form.text
+    signed_in = await http.post("/dashboard/login", data={"key": analyst})
+    assert signed_in.status_code == 303 and cookie_of(signed_in)
+
+
+async def test_the_cookie_is_secure_behind_a_tls_proxy(app: FastAPI) -> None:
+    # As uvicorn passes a request from a trusted proxy that said X-Forwarded-Proto: https.
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="https://trialpath.example") as c:
+        response = await c.post("/dashboard/login", data={"key": API_KEY})
+    assert "secure" in {p.strip().lower() for p in cookie_of(response).split(";")}
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+        plain = await c.post("/dashboard/login", data={"key": API_KEY})
+    assert "secure" not in {p.strip().lower() for p in cookie_of(plain).split(";")}
+    app.state.settings.public_url = "https://trialpath.example"  # served behind TLS
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+        behind = await c.post("/dashboard/login", data={"key": API_KEY})
+    assert "secure" in {p.strip().lower() for p in cookie_of(behind).split(";")}
 
 
 @pytest.mark.parametrize(
     "attempt",
     [
-        {"method": "GET", "url": "/dashboard?key=wrong"},
         {"method": "POST", "url": "/dashboard/login", "data": {"key": "wrong"}},
         {"method": "POST", "url": "/dashboard/login", "data": {"key": ""}},
     ],
@@ -278,16 +315,16 @@ async def test_forged_expired_and_revoked_sessions_are_refused(
     secret = signing_secret(settings)
     keys = settings.api_keys
     sessions = Sessions(secret)
-    good = sessions.make(API_KEY)
-    assert sessions.valid(good, keys)
-    assert not sessions.valid(good[:-2] + "xx", keys)
-    assert not Sessions("another installation").valid(good, keys)
-    assert not sessions.valid(good, ["second-key"])  # the key was removed from the settings
+    good = sessions.make(keys[0])
+    assert sessions.key(good, keys) == keys[0]
+    assert sessions.key(good[:-2] + "xx", keys) is None
+    assert Sessions("another installation").key(good, keys) is None
+    assert sessions.key(good, keys[1:]) is None  # the key was removed from the settings
     real = time.time
     monkeypatch.setattr("itsdangerous.timed.time.time", lambda: real() - 12 * 3600 - 5)
-    stale = sessions.make(API_KEY)
+    stale = sessions.make(keys[0])
     monkeypatch.undo()
-    assert not sessions.valid(stale, keys)
+    assert sessions.key(stale, keys) is None
 
     http.cookies.set(COOKIE, stale, path="/dashboard")
     response = await http.get("/dashboard", headers=HTML)
@@ -505,7 +542,7 @@ def served(env: WorkflowEnvironment, tmp_path: Path) -> Iterator[str]:
     settings = Settings(
         data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'dashboard.db'}"
     )
-    settings.api_keys = [API_KEY]
+    settings.api_keys = API_KEYS[:1]
     engine = make_engine(settings.effective_database_url)
     assert populate(engine, 150) > 300
     application = create_app(settings, client=env.client, engine=engine)

@@ -183,7 +183,7 @@ async def test_erasure_deletes_every_run_of_the_history(
         data_dir=tmp_path / "data",
         task_queue=f"erase-{uuid.uuid4()}",
         journey_file=journey,
-        api_keys=[API_KEY],
+        api_keys=[f"tests:admin:{API_KEY}"],
         # The dev server deletes a just-closed workflow in about 30 s; room for a slow machine.
         erase_wait_seconds=120,
     )

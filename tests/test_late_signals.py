@@ -23,7 +23,7 @@ import pytest
 from sqlmodel import Session, select
 from temporalio.testing import WorkflowEnvironment
 
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, API_KEYS
 from trialpath.api.app import create_app
 from trialpath.config import Settings
 from trialpath.contract import TrialStatus
@@ -53,7 +53,7 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
 @asynccontextmanager
 async def api_client(env: WorkflowEnvironment, settings: Settings) -> AsyncIterator[Any]:
     """The API without a worker of its own: the test decides when one runs."""
-    settings.api_keys = [API_KEY]
+    settings.api_keys = API_KEYS[:1]
     app = create_app(settings, client=env.client)
     async with (
         app.router.lifespan_context(app),

@@ -27,6 +27,7 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from activities.records import RecordActivities, RecordProgressInput, TrialSnapshot
 from tests.test_activities import AT, request
 from tests.test_delivery_activity import Scripted, acts, run
+from trialpath.access import parse_api_keys
 from trialpath.config import PROJECT_ROOT, Settings
 from trialpath.db import make_engine
 from trialpath.delivery import DeliveryError
@@ -112,10 +113,14 @@ async def test_api_metrics_show_requests_by_route_template(api: httpx.AsyncClien
     assert user_id not in text  # Route templates, never raw paths.
 
 
+METRICS_KEY = "metrics-key-0123456789abcdef"
+METRICS_KEYS = parse_api_keys([f"scraper:analyst:{METRICS_KEY}"])
+
+
 def metrics_app(settings: Settings, **changes: Any) -> httpx.AsyncClient:
     from trialpath.api.app import create_app
 
-    settings = settings.model_copy(update={"api_keys": ["metrics-key"], **changes})
+    settings = settings.model_copy(update={"api_keys": METRICS_KEYS, **changes})
     app = create_app(settings, client=object())  # type: ignore[arg-type]
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api")
 
@@ -125,10 +130,10 @@ async def test_api_metrics_need_an_api_key_unless_made_public(settings: Settings
         assert (await http.get("/metrics")).status_code == 401
         wrong = await http.get("/metrics", headers={"Authorization": "Bearer no"})
         assert wrong.status_code == 403
-        allowed = await http.get("/metrics", headers={"Authorization": "Bearer metrics-key"})
+        allowed = await http.get("/metrics", headers={"Authorization": f"Bearer {METRICS_KEY}"})
         assert allowed.status_code == 200
         await http.get("/no/such/path/u-123")
-        text = (await http.get("/metrics", headers={"Authorization": "Bearer metrics-key"})).text
+        text = (await http.get("/metrics", headers={"Authorization": f"Bearer {METRICS_KEY}"})).text
         assert 'route="unmatched",status="404"' in text and "u-123" not in text
     async with metrics_app(settings, metrics_public=True) as http:
         assert (await http.get("/metrics")).status_code == 200

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from trialpath.access import parse_api_keys
 from trialpath.config import Settings
 from trialpath.contract import check_user_id
 from trialpath.logs import MAX_TEXT, redact_text
@@ -65,7 +66,9 @@ def test_user_id_length_is_checked_before_any_pattern(size: int) -> None:
 async def test_metric_labels_do_not_grow_with_odd_methods(settings: Settings) -> None:
     from trialpath.api.app import create_app
 
-    settings = settings.model_copy(update={"api_keys": ["metrics-key-0123456789abcdef"]})
+    settings = settings.model_copy(
+        update={"api_keys": parse_api_keys(["m:admin:metrics-key-0123456789abcdef"])}
+    )
     app = create_app(settings, client=object())  # type: ignore[arg-type]
     auth = {"Authorization": "Bearer metrics-key-0123456789abcdef"}
     async with httpx.AsyncClient(
@@ -83,7 +86,9 @@ async def test_metric_labels_do_not_grow_with_odd_methods(settings: Settings) ->
 async def test_a_long_user_id_in_the_api_is_refused_at_once(settings: Settings) -> None:
     from trialpath.api.app import create_app
 
-    settings = settings.model_copy(update={"api_keys": ["api-key-0123456789abcdefgh"]})
+    settings = settings.model_copy(
+        update={"api_keys": parse_api_keys(["a:admin:api-key-0123456789abcdefgh"])}
+    )
     app = create_app(settings, client=object())  # type: ignore[arg-type]
     async with (
         app.router.lifespan_context(app),

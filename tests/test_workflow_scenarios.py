@@ -133,7 +133,11 @@ def check_outbox(settings: Settings, user_id: str, log: list[tuple[int, str]]) -
         assert (settings.outbox_dir / f"{stem}{suffix}").is_file(), m.key
 
 
-pytestmark = pytest.mark.parametrize("persona", list(PERSONAS))
+pytestmark = [
+    pytest.mark.parametrize("persona", list(PERSONAS)),
+    # The journey's behaviour; its writes reach PostgreSQL in test_activities, test_kpis_e2e.
+    pytest.mark.database_agnostic,
+]
 
 
 async def test_activates_on_day_1(

@@ -29,6 +29,8 @@ from sqlmodel import Session, col, select
 from temporalio.client import Client
 from temporalio.service import RPCError
 
+from trialpath import audit as audit_log
+from trialpath.access import PERMISSIONS, Role, parse_api_keys
 from trialpath.config import Settings, SettingsError, get_settings
 from trialpath.contract import Stage, TrialStatus, check_user_id
 from trialpath.db import make_engine
@@ -37,6 +39,7 @@ from trialpath.definition import Persona
 from trialpath.history import history_app
 from trialpath.journey import JourneyClock
 from trialpath.models import Message, Trial
+from trialpath.preferences import signing_secret
 from trialpath.services import ServiceError, Services, port_open, running
 from trialpath.temporal import (
     backlog,
@@ -70,6 +73,8 @@ app.add_typer(trial_app, name="trial")
 app.add_typer(templates_app, name="templates")
 app.add_typer(db_app, name="db")
 app.add_typer(history_app, name="history")
+keys_app = typer.Typer(help="API keys (TRIALPATH_API_KEYS).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -151,7 +156,10 @@ def up(
             _run(_wait_for_worker(settings, services))
             console.print(f"Worker started (log: {settings.data_dir / 'worker.log'})")
             services.start_api(
-                {"TRIALPATH_API_KEYS": json.dumps([key]), "TRIALPATH_SECONDS_PER_DAY": str(clock)}
+                {
+                    "TRIALPATH_API_KEYS": json.dumps([f"{LOCAL_KEY_NAME}:admin:{key}"]),
+                    "TRIALPATH_SECONDS_PER_DAY": str(clock),
+                }
                 if not settings.api_keys
                 else {"TRIALPATH_SECONDS_PER_DAY": str(clock)}
             )
@@ -184,11 +192,24 @@ def up(
         raise typer.Exit(130)
 
 
+LOCAL_KEY_NAME = "local"
+"""The name of the admin key `up` makes when TRIALPATH_API_KEYS is empty."""
+
+
 def api_key(settings: Settings) -> str:
-    """The first configured API key, else the local demo key (made once, kept in the data
-    folder so scripts and the README's curl examples keep working across runs)."""
+    """The secret of the first configured admin (else backend) key, for the demo; with none
+    configured, the local admin key (made once, kept in the data folder so scripts and the
+    README's curl examples keep working across runs)."""
     if settings.api_keys:
-        return settings.api_keys[0]
+        for role in ("admin", "backend"):
+            for key in settings.api_keys:
+                if key.role == role:
+                    return key.secret.get_secret_value()
+        raise fail(
+            "the demo needs an admin or backend key in TRIALPATH_API_KEYS "
+            "(`trialpath keys new NAME admin` makes one)",
+            2,
+        )
     path = settings.data_dir / "api-key"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -351,10 +372,10 @@ class DemoRun:
         async def worker_backlog() -> int:
             return await backlog(client, self.settings.task_queue)
 
-        dashboard = f"{self.api_url}/dashboard?key={self.key}"
         console.print(
             f"Now {plan.population} synthetic trials play for the growth dashboard, signed up "
-            f"as fast as the service keeps up with them: {dashboard}"
+            f"as fast as the service keeps up with them: {self.api_url}/dashboard (sign in "
+            "with the API key above)"
         )
         report = PopulationReport()
         async with self._api() as api:
@@ -563,20 +584,34 @@ async def _status(settings: Settings, user_id: str) -> TrialStatus:
 R = TypeVar("R")
 
 
-def _act(operation: Callable[[Trials], Awaitable[R]]) -> R:
+def _act(
+    operation: Callable[[Trials], Awaitable[R]],
+    audit: tuple[str, str] | None = None,
+) -> R:
     """Runs one operation of the trials service (the same code the HTTP API runs) and turns
-    its problems into one-line messages: exit code 2 for bad input, 1 otherwise."""
+    its problems into one-line messages: exit code 2 for bad input, 1 otherwise. A write
+    (`audit`: its action and user id) is recorded in the audit log as `cli:<login>`."""
     settings = get_settings()
+    engine = make_engine(settings.effective_database_url)
+    status = 500
 
     async def go() -> R:
         client = await _client(settings)
-        engine = make_engine(settings.effective_database_url)
         return await operation(Trials(client, engine, settings))
 
     try:
-        return _run(go())
+        result = _run(go())
+        status = 200
+        return result
     except TrialProblem as err:
+        status = err.status
         raise fail(err.detail, 2 if err.status in (400, 422) else 1) from err
+    finally:
+        if audit is not None:
+            action, user_id = audit
+            if action == audit_log.ERASE_ACTION:
+                user_id = audit_log.pseudonym(signing_secret(settings), user_id)
+            audit_log.record(engine, audit_log.cli_actor(), "cli", action, user_id, status)
 
 
 def _command(model: type[M], **fields: Any) -> M:
@@ -642,7 +677,7 @@ def trial_qualify(
 ) -> None:
     """Record the qualifier answers; prints the persona path chosen."""
     command = _command(QualifyCommand, role=role, challenge=challenge, urgency=urgency)
-    result = _act(lambda t: t.qualify(user_id, command))
+    result = _act(lambda t: t.qualify(user_id, command), ("trial.qualify", user_id))
     console.print(f"Trial of {user_id} follows the {result.persona} path.")
 
 
@@ -668,7 +703,7 @@ def trial_event(
     event = _command(
         NewEvent, name=name, properties=properties, idempotency_key=key, occurred_at=at
     )
-    result = _act(lambda t: t.add_events(user_id, [event]))
+    result = _act(lambda t: t.add_events(user_id, [event]), ("trial.events", user_id))
     verdict = "already recorded (same id)" if result.duplicates else "recorded"
     console.print(f"Event {name} for {user_id} {verdict}.")
 
@@ -683,7 +718,7 @@ def trial_call(
 ) -> None:
     """Record what happened to the success call."""
     command = _command(CallCommand, action=action, at=at, agent=agent, notes=notes)
-    _accepted(_act(lambda t: t.call(user_id, command)))
+    _accepted(_act(lambda t: t.call(user_id, command), ("trial.call", user_id)))
 
 
 @trial_app.command("extend")
@@ -692,7 +727,7 @@ def trial_extend(
 ) -> None:
     """Extend a trial; every pending end-of-trial message moves with it."""
     command = _command(ExtensionCommand, days=days)
-    _accepted(_act(lambda t: t.extend(user_id, command)))
+    _accepted(_act(lambda t: t.extend(user_id, command), ("trial.extend", user_id)))
 
 
 @trial_app.command("convert")
@@ -703,7 +738,7 @@ def trial_convert(
 ) -> None:
     """Record a conversion to a paid plan (ends the trial path)."""
     command = _command(ConversionCommand, plan=plan, mrr=mrr)
-    _accepted(_act(lambda t: t.convert(user_id, command)))
+    _accepted(_act(lambda t: t.convert(user_id, command), ("trial.convert", user_id)))
 
 
 @trial_app.command("unsubscribe")
@@ -713,7 +748,9 @@ def trial_unsubscribe(
 ) -> None:
     """Stop marketing messages to a user on a channel."""
     command = _command(UnsubscribeCommand, channel=channel)
-    _accepted(_act(lambda t: t.unsubscribe(user_id, command, "cli")))
+    _accepted(
+        _act(lambda t: t.unsubscribe(user_id, command, "cli"), ("trial.unsubscribe", user_id))
+    )
 
 
 @trial_app.command("cancel")
@@ -734,10 +771,106 @@ def trial_cancel(
         )
     ):
         raise fail("nothing erased", 1)
-    result = _act(lambda t: t.cancel(user_id, reason=reason, erase=erase))
+    result = _act(
+        lambda t: t.cancel(user_id, reason=reason, erase=erase),
+        ("trial.erase" if erase else "trial.cancel", user_id),
+    )
     done = "cancelled" if result.cancelled else "already ended"
     extra = ", personal data erased" if result.erased else ""
     console.print(f"Trial of {user_id} {done}{extra}.")
+
+
+@keys_app.command("new")
+def keys_new(
+    name: Annotated[str, typer.Argument(help="Who holds it, as the audit log shows it.")],
+    role: Annotated[Role, typer.Argument(help="backend, support, admin or analyst")],
+) -> None:
+    """Make a key: prints the `name:role:secret` entry to add to TRIALPATH_API_KEYS."""
+    secret = secrets.token_urlsafe(32)
+    try:
+        (key,) = parse_api_keys([f"{name}:{role}:{secret}"])
+    except ValueError as err:
+        raise fail(str(err).replace("entry 1", "the key"), 2) from err
+    others = get_settings().api_keys if _settings_usable() else []
+    if any(k.name == key.name for k in others):
+        raise fail(f"a key named {key.name} is already in TRIALPATH_API_KEYS", 2)
+    sys.stdout.write(f"{key.name}:{key.role}:{secret}\n")
+    err_console.print(
+        "Add this entry to TRIALPATH_API_KEYS (comma-separated) and restart the API; "
+        "the secret is shown only now."
+    )
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """The configured keys: names and roles, never the secrets."""
+    keys = get_settings().api_keys
+    if not keys:
+        console.print("No API keys: TRIALPATH_API_KEYS is empty (`up` makes a local one).")
+        return
+    table = Table(title=f"API keys ({len(keys)})", title_justify="left")
+    for column in ("name", "role", "may"):
+        table.add_column(column)
+    for key in keys:
+        table.add_row(key.name, key.role, ", ".join(sorted(PERMISSIONS[key.role])))
+    console.print(table)
+
+
+def _settings_usable() -> bool:
+    try:
+        get_settings()
+    except SettingsError:
+        return False
+    return True
+
+
+@app.command("audit")
+def audit(
+    user: Annotated[str | None, typer.Option(help="Only entries about this user.")] = None,
+    actor: Annotated[
+        str | None, typer.Option(help="Only this API key's name (or cli:<login>).")
+    ] = None,
+    action: Annotated[str | None, typer.Option(help="Only this action, e.g. trial.erase.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="How many, newest first.")] = 50,
+    before: Annotated[
+        int | None, typer.Option(min=1, help="Older than this entry (from the last page).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """The audit log: every write made through the API or this CLI, newest first."""
+    settings = get_settings()
+    page = audit_log.entries(
+        make_engine(settings.effective_database_url),
+        user_id=user,
+        actor=actor,
+        action=action,
+        before=before,
+        limit=limit,
+    )
+    if as_json:
+        for item in page.items:
+            sys.stdout.write(item.model_dump_json() + "\n")
+        return
+    if not page.items:
+        console.print("No audit entries match.")
+        return
+    table = Table(title=f"Audit log ({len(page.items)})", title_justify="left")
+    for column in ("#", "at (UTC)", "actor", "role", "action", "user", "result"):
+        table.add_column(column)
+    for item in page.items:
+        table.add_row(
+            str(item.id),
+            f"{item.at:%Y-%m-%d %H:%M:%S}",
+            item.actor,
+            item.role,
+            item.action,
+            item.user_id or "-",
+            f"{item.status} {item.detail or ''}".strip(),
+            style="red" if item.status >= 400 else None,
+        )
+    console.print(table)
+    if page.next_before:
+        console.print(f"Older: --before {page.next_before}")
 
 
 def render_status(

@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from trialpath.access import ApiKey, parse_api_keys
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -18,7 +20,9 @@ ENV_PREFIX = "TRIALPATH_"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     data_dir: Path = Path(".data")
     database_url: str = ""
@@ -73,10 +77,14 @@ class Settings(BaseSettings):
     seconds_per_day: float = Field(default=86400.0, gt=0)
     """Length of one journey day in real seconds; the demo uses a few seconds."""
 
-    api_keys: Annotated[list[str], NoDecode] = []
-    """Bearer keys accepted by the HTTP API (JSON list or comma-separated in the environment)."""
+    api_keys: Annotated[list[ApiKey], NoDecode] = []
+    """The HTTP API's bearer keys, `name:role:secret` each (comma-separated, or a JSON list),
+    role one of backend, support, admin, analyst; secrets of 24 characters or more."""
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    forwarded_allow_ips: str = "127.0.0.1"
+    """Proxies (IPs, comma-separated, or `*`) whose X-Forwarded-Proto and -For the API trusts:
+    the TLS proxy in front of it (its `https` makes the dashboard's cookie Secure)."""
     api_max_body_bytes: int = 64 * 1024
     webhook_max_body_bytes: int = 4 * 1024 * 1024
 
@@ -130,7 +138,7 @@ class Settings(BaseSettings):
     sender_email: str = "onboarding@acme.example"
     support_email: str = "support@acme.example"
 
-    @field_validator("api_keys", "codec_auth_keys", mode="before")
+    @field_validator("codec_auth_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
@@ -138,6 +146,15 @@ class Settings(BaseSettings):
                 return json.loads(value)
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _named_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = cls._split_keys(value)
+        if not isinstance(value, list):
+            raise ValueError("a list of name:role:secret entries")
+        return parse_api_keys(value)
 
     @field_validator(
         "temporal_tls_cert", "temporal_tls_key", "temporal_tls_ca", "codec_keys_file", mode="before"

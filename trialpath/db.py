@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, inspect, text
 from sqlmodel import Session, create_engine
 
 from trialpath import models  # noqa: F401  (registers the tables)
-from trialpath.migrate import upgrade_to_head
 
 SQLITE_BUSY_SECONDS = 30.0
 """How long a SQLite connection waits for another one's lock before giving up."""
@@ -52,9 +53,40 @@ def make_engine(url: str, *, upgrade: bool = True) -> Engine:
 
     else:
         engine = create_engine(url, pool_pre_ping=True)
-    if upgrade:
+    if upgrade and not _at_head(engine):
+        # Alembic (a quarter of a second to import) only when there is something to do.
+        from trialpath.migrate import upgrade_to_head
+
         upgrade_to_head(engine)
     return engine
+
+
+class SchemaError(RuntimeError):
+    """The database cannot be brought to the latest schema without someone deciding how."""
+
+
+VERSIONS_DIR = Path(__file__).resolve().parent / "migrations" / "versions"
+_REVISION = re.compile(r'^(down_revision|revision)\b[^=]*=\s*"(\w+)"', re.MULTILINE)
+
+
+@lru_cache
+def schema_heads() -> tuple[str, ...]:
+    """The latest revisions, read from the migration files' `revision` and `down_revision`
+    lines (the same as Alembic's heads: tests/test_migrations.py checks)."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in VERSIONS_DIR.glob("[0-9]*.py"):
+        for kind, value in _REVISION.findall(path.read_text()):
+            (revisions if kind == "revision" else parents).add(value)
+    return tuple(sorted(revisions - parents))
+
+
+def _at_head(engine: Engine) -> bool:
+    with engine.connect() as connection:
+        if not inspect(connection).has_table("alembic_version"):
+            return False
+        found = connection.execute(text("SELECT version_num FROM alembic_version")).scalars()
+        return tuple(sorted(found)) == schema_heads()
 
 
 @contextmanager

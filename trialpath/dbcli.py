@@ -14,25 +14,16 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.config import Config
-from alembic.migration import MigrationContext
 from rich.console import Console
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import SQLModel
 
 from trialpath.config import PROJECT_ROOT, get_settings
-from trialpath.db import make_engine
-from trialpath.migrate import (
-    MIGRATIONS_DIR,
-    SchemaError,
-    current_revisions,
-    head_revisions,
-    schema_lock,
-    upgrade,
-)
+from trialpath.db import SchemaError, make_engine
+
+# Alembic is imported by each command that needs it (trialpath.migrate too): the rest of the
+# CLI starts without it.
 
 db_app = typer.Typer(help="Trialpath's own database: its schema migrations.", no_args_is_help=True)
 console = Console()
@@ -60,6 +51,8 @@ def _database() -> Iterator[Engine]:
 
 
 def _describe(revisions: tuple[str, ...]) -> str:
+    from trialpath.migrate import head_revisions
+
     heads = head_revisions()
     if not revisions:
         return (
@@ -76,6 +69,8 @@ def upgrade_command(
     revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
 ) -> None:
     """Bring the database to the latest schema, as every Trialpath process does at start."""
+    from trialpath.migrate import current_revisions, schema_lock, upgrade
+
     with _database() as engine:
         with schema_lock(engine) as connection:
             upgrade(connection, revision)
@@ -87,6 +82,8 @@ def upgrade_command(
 @db_app.command("current")
 def current_command() -> None:
     """The revision the database is at, and whether it is the latest."""
+    from trialpath.migrate import current_revisions
+
     with _database() as engine, engine.connect() as connection:
         revisions = current_revisions(connection)
     console.print(_describe(revisions), highlight=False)
@@ -104,6 +101,13 @@ def revision_command(
     The file goes to trialpath/migrations/versions/; the models are compared with a scratch
     SQLite database migrated to head. Read it before committing: autogenerate sees neither
     renames nor data to move."""
+    from alembic import command
+    from alembic.autogenerate import compare_metadata
+    from alembic.config import Config
+    from alembic.migration import MigrationContext
+
+    from trialpath.migrate import MIGRATIONS_DIR
+
     ini = PROJECT_ROOT / "alembic.ini"
     if not ini.is_file() or not (PROJECT_ROOT / "trialpath" / "migrations").samefile(
         MIGRATIONS_DIR

@@ -15,6 +15,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
+from trialpath.audit import pseudonymise
 from trialpath.delivery.outbox import file_stem
 from trialpath.models import (
     IdempotencyRecord,
@@ -35,6 +36,7 @@ COVERAGE: dict[str, str] = {
     "message_events": "provider payloads wiped (addresses, IP, user agent, SMS text)",
     "pending_signals": "payloads wiped; undelivered ones given up",
     "idempotency_records": "stored answers deleted",
+    "audit_entries": "kept, the user id replaced by a keyed pseudonym (who did what stays)",
     "preferences": "kept: the opt-out must outlive the data (user id and channel only)",
     "cs_tasks": "kept: user id, agent and reason (no personal data)",
     "stage_changes": "kept: stages and times (no personal data)",
@@ -59,7 +61,12 @@ class ErasedRows:
 
 
 def erase_rows(
-    engine: Engine, user_id: str, outbox: Path, cancelled: bool, now: datetime | None = None
+    engine: Engine,
+    user_id: str,
+    outbox: Path,
+    cancelled: bool,
+    now: datetime | None = None,
+    pseudonym: str = "",
 ) -> ErasedRows:
     """Wipes the user's personal data in every table (see `COVERAGE`), in one transaction.
     Idempotent: a second call changes (and reports) nothing."""
@@ -117,6 +124,8 @@ def erase_rows(
         for record in session.exec(stored):
             session.delete(record)
             done.add("idempotency_records")
+        if pseudonym and (changed := pseudonymise(session, user_id, pseudonym)):
+            done.add("audit_entries", changed)
         session.commit()
     return done
 

@@ -15,7 +15,6 @@ import typer
 from rich.console import Console
 from temporalio.client import WorkflowHistory
 from temporalio.service import RPCError, RPCStatusCode
-from temporalio.worker import Replayer
 
 from trialpath.config import get_settings
 from trialpath.contract import check_user_id, workflow_id_for
@@ -79,6 +78,8 @@ def replay(
     from workflows.trial import TrialWorkflow
 
     settings = get_settings()
+    from temporalio.worker import Replayer
+
     replayer = Replayer(workflows=[TrialWorkflow], data_converter=data_converter(settings))
     failed = 0
     for path in files:

@@ -26,6 +26,8 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, inspect, text
 
+from trialpath import db
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 LOCK_KEY = 7_351_905_114_802_415_634
@@ -38,8 +40,7 @@ _alembic_running = threading.RLock()
 one Alembic command at a time in a process, whatever the database."""
 
 
-class SchemaError(RuntimeError):
-    """The database cannot be brought to the latest schema without someone deciding how."""
+SchemaError = db.SchemaError  # defined beside make_engine, which migrates with this module
 
 
 def alembic_config(connection: Connection | None = None) -> Config:

@@ -256,3 +256,25 @@ class IdempotencyRecord(SQLModel, table=True):
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UtcDateTime(), nullable=False)
     )
+
+
+class AuditEntry(SQLModel, table=True):
+    """One write to Trialpath (an API key's request, a CLI command): who, what, about whom,
+    when, with what result. Holds no personal data: the user id is replaced by a pseudonym
+    when the user is erased (`trialpath.erasure`)."""
+
+    __tablename__ = "audit_entries"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UtcDateTime(), nullable=False, index=True)
+    )
+    actor: str = Field(index=True, max_length=100)
+    """The API key's name, or `cli:<login>` for a command run on a server."""
+    role: str = Field(max_length=20)
+    action: str = Field(index=True, max_length=40)
+    user_id: str | None = Field(default=None, index=True, max_length=128)
+    status: int
+    """The HTTP status answered (the CLI's too: 200 done, else the problem's status)."""
+    detail: str | None = Field(default=None, max_length=200)
+    """What the result was in a few words (the problem's title), never a request body."""

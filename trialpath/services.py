@@ -116,6 +116,9 @@ class Services:
             "--port",
             str(port),
             "--no-access-log",
+            "--proxy-headers",
+            "--forwarded-allow-ips",
+            self.settings.forwarded_allow_ips,
         ]
         process = self._spawn("api", command, data / "api.log", extra_env)
         self._wait_for_port(process, host, port, timeout=60)

@@ -38,6 +38,7 @@ from temporalio.common import SearchAttributeKey, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from trialpath.audit import pseudonym
 from trialpath.config import Settings
 from trialpath.contract import (
     QUERY_STATUS,
@@ -704,7 +705,12 @@ class Trials:
         # The rows first: from here on nothing writes the profile back (an activity still
         # running when the workflow was terminated finds the trial erased).
         rows = await asyncio.to_thread(
-            erase_rows, self.engine, user_id, self.settings.outbox_dir, bool(running)
+            erase_rows,
+            self.engine,
+            user_id,
+            self.settings.outbox_dir,
+            bool(running),
+            pseudonym=pseudonym(signing_secret(self.settings), user_id),
         )
         runs, supported, pending = await self._delete_history(workflow_id)
         return Erased(

@@ -19,10 +19,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.client import Client
 
 from trialpath.api import dashboard, delivery, problems
+from trialpath.api.audit import router as audit_router
 from trialpath.api.kpis import router as kpis_router
 from trialpath.api.metrics import RequestMetrics, metrics_router
 from trialpath.api.routes import health, router
 from trialpath.api.security import BodyLimit, Idempotency
+from trialpath.audit import AuditLog
 from trialpath.config import Settings, SettingsError, get_settings
 from trialpath.db import make_engine
 from trialpath.deliveries import Deliveries
@@ -116,10 +118,13 @@ def create_app(
     app.include_router(dashboard.router)
     app.include_router(kpis_router)
     app.include_router(metrics_router)
+    app.include_router(audit_router)
     app.add_exception_handler(RequestValidationError, problems.validation_problem)
     app.add_exception_handler(TrialProblem, problems.trial_problem)
     app.add_exception_handler(StarletteHTTPException, problems.http_problem)
     app.add_exception_handler(Exception, problems.unexpected_problem)
+    # Innermost: records the writes the routes ran (a replayed answer was recorded once).
+    app.add_middleware(AuditLog, engine=engine, secret=signing_secret(settings))
     app.add_middleware(Idempotency, engine=engine, keys=settings.api_keys)
     app.add_middleware(
         BodyLimit,

@@ -1,15 +1,20 @@
 """The growth dashboard: one HTML page of KPIs and charts, served by the API.
 
     GET  /dashboard          the page (`since`, `until`: ISO dates filtering trials by sign-up)
-    GET  /dashboard?key=...  signs in with an API key, then redirects without it
     GET  /dashboard/login    a form asking for an API key
     POST /dashboard/login    checks the key, sets the session cookie, redirects to the page
     POST /dashboard/logout   forgets the session
 
 The page accepts `Authorization: Bearer <api key>` like the rest of the API, or a session
 cookie: a signed, 12-hour value naming a fingerprint of the key used (never the key), so
-removing a key from TRIALPATH_API_KEYS also ends the sessions opened with it. Without either, a
-browser is sent to the form and any other client gets a 401 problem.
+removing a key from TRIALPATH_API_KEYS also ends the sessions opened with it. Only keys whose
+role reads KPIs (analyst, admin) get in. Without either, a browser is sent to the form and any
+other client gets a 401 problem. A key is never taken from the URL (`?key=`): URLs end up in
+browser history, proxy logs and Referer headers; the page then asks for it in the form.
+
+The cookie is `Secure` whenever the request came over HTTPS: directly, or through a TLS proxy
+whose `X-Forwarded-Proto` uvicorn trusts (`TRIALPATH_FORWARDED_ALLOW_IPS`), or when
+`TRIALPATH_PUBLIC_URL` is an https URL.
 
 Charts are drawn on the server (trialpath/charts.py) and inlined as SVG: the page loads no
 script, font or stylesheet from anywhere.
@@ -34,8 +39,8 @@ from markupsafe import Markup
 from sqlalchemy import Engine
 
 from trialpath import charts, kpis
+from trialpath.access import ApiKey, find_key, may
 from trialpath.api.problems import problem
-from trialpath.api.security import key_matches
 from trialpath.config import Settings
 from trialpath.preferences import signing_secret
 
@@ -64,19 +69,21 @@ class Sessions:
         self._serializer = URLSafeTimedSerializer(secret, salt="trialpath-dashboard")
         self.max_age = max_age
 
-    def make(self, key: str) -> str:
-        return str(self._serializer.dumps({"k": key_id(key)}))
+    def make(self, key: ApiKey) -> str:
+        return str(self._serializer.dumps({"k": key_id(key.secret.get_secret_value())}))
 
-    def valid(self, cookie: str, keys: Sequence[str]) -> bool:
+    def key(self, cookie: str, keys: Sequence[ApiKey]) -> ApiKey | None:
+        """The key the session was opened with, if it is still configured."""
         try:
             data = self._serializer.loads(cookie, max_age=self.max_age)
         except BadSignature:  # also SignatureExpired
-            return False
+            return None
         if not isinstance(data, dict) or not isinstance(data.get("k"), str):
-            return False
-        found = False
+            return None
+        found = None
         for key in keys:
-            found |= hmac.compare_digest(data["k"], key_id(key))
+            if hmac.compare_digest(data["k"], key_id(key.secret.get_secret_value())):
+                found = key
         return found
 
 
@@ -94,7 +101,7 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
-def _signed_in(request: Request, key: str, target: str) -> RedirectResponse:
+def _signed_in(request: Request, key: ApiKey, target: str) -> RedirectResponse:
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(
         COOKIE,
@@ -103,10 +110,15 @@ def _signed_in(request: Request, key: str, target: str) -> RedirectResponse:
         path=PAGE,
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=_https(request),
     )
-    log.info("dashboard session opened for key %s…", key_id(key)[:8])
+    log.info("dashboard session opened with key %s", key.name)
     return response
+
+
+def _https(request: Request) -> bool:
+    """Over HTTPS, as the browser sees it (uvicorn applies a trusted proxy's headers)."""
+    return request.url.scheme == "https" or _settings(request).public_url.startswith("https:")
 
 
 def _wants_html(request: Request) -> bool:
@@ -193,18 +205,26 @@ def dashboard(
     period = Period.parse(since, until)
     back = f"{PAGE}?{period.query()}" if period.query() else PAGE
     if key is not None:
-        if key_matches(key, settings.api_keys):
-            return _signed_in(request, key, back)
-        return _login_page(back, "This key is not accepted.", 403)
+        # Never signs in: the key is now in the browser's history and logs; say so.
+        return _login_page(
+            back,
+            "A key in the address is not accepted (it ends up in browser history and logs): "
+            "enter it here, and replace it if others may have seen it.",
+            400,
+        )
 
     auth = request.headers.get("authorization", "")
     if auth:
         scheme, _, credentials = auth.partition(" ")
-        if scheme.lower() != "bearer" or not key_matches(credentials.strip(), settings.api_keys):
+        found = find_key(credentials.strip(), settings.api_keys)
+        if scheme.lower() != "bearer" or found is None:
             return problem(403, "Forbidden", "this API key is not accepted", request)
+        if not may(found, "kpis"):
+            return problem(403, "Forbidden", _refused(found), request)
     else:
         cookie = request.cookies.get(COOKIE)
-        if not cookie or not _sessions(request).valid(cookie, settings.api_keys):
+        found = _sessions(request).key(cookie, settings.api_keys) if cookie else None
+        if found is None or not may(found, "kpis"):
             if _wants_html(request):
                 response: Response = RedirectResponse(
                     f"{LOGIN}?{urlencode({'next': back})}", status_code=303
@@ -226,6 +246,10 @@ def dashboard(
     return _html(page, 400 if period.error else 200)
 
 
+def _refused(key: ApiKey) -> str:
+    return f"the key {key.name} ({key.role}) may not read KPIs (analyst or admin keys may)"
+
+
 @router.get(LOGIN, response_class=HTMLResponse)
 def login_form(target: Annotated[str | None, Query(alias="next")] = None) -> HTMLResponse:
     return _login_page(_safe_next(target))
@@ -235,11 +259,15 @@ def login_form(target: Annotated[str | None, Query(alias="next")] = None) -> HTM
 async def login(request: Request) -> Response:
     # A plain urlencoded form, read by hand: no multipart parser is needed for one field.
     form = parse_qs((await request.body()).decode("utf-8", errors="replace"))
-    key = (form.get("key") or [""])[0].strip()
+    secret = (form.get("key") or [""])[0].strip()
     target = _safe_next((form.get("next") or [PAGE])[0])
-    if key and key_matches(key, _settings(request).api_keys):
-        return _signed_in(request, key, target)
-    return _login_page(target, "This key is not accepted." if key else "Enter an API key.", 403)
+    found = find_key(secret, _settings(request).api_keys) if secret else None
+    if found is not None and may(found, "kpis"):
+        return _signed_in(request, found, target)
+    if found is not None:
+        refused = _refused(found)
+        return _login_page(target, refused[0].upper() + refused[1:] + ".", 403)
+    return _login_page(target, "This key is not accepted." if secret else "Enter an API key.", 403)
 
 
 @router.post(f"{PAGE}/logout")

@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from trialpath.api.problems import Problem, problem
 from trialpath.api.routes import UserId, _problems
-from trialpath.api.security import require_api_key
+from trialpath.api.security import allow
 from trialpath.config import Settings
 from trialpath.deliveries import (
     Deliveries,
@@ -58,12 +58,13 @@ def deliveries(request: Request) -> Deliveries:
 DeliveriesDep = Annotated[Deliveries, Depends(deliveries)]
 MessageId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_]+$")]
 
-users = APIRouter(prefix="/v1/users", tags=["inbox"], dependencies=[Depends(require_api_key)])
+users = APIRouter(prefix="/v1/users", tags=["inbox"])
 public = APIRouter(prefix="/v1")
 
 
 @users.get(
     "/{user_id}/inbox",
+    dependencies=[Depends(allow("inbox"))],
     response_model=InboxPage,
     summary="The user's in-app messages, unread first, newest first",
     responses=_problems(*COMMON),
@@ -79,6 +80,7 @@ async def inbox(
 
 @users.post(
     "/{user_id}/inbox/{message_id}/read",
+    dependencies=[Depends(allow("inbox", "inbox.read"))],
     response_model=InboxItem,
     summary="Mark an in-app message read (reported to the trial as a `message_read` event)",
     responses=_problems(*COMMON, 404),
@@ -89,6 +91,7 @@ async def read(user_id: UserId, message_id: MessageId, service: DeliveriesDep) -
 
 @users.get(
     "/{user_id}/preferences",
+    dependencies=[Depends(allow("read"))],
     response_model=Preferences,
     tags=["preferences"],
     summary="Which channels the user accepts marketing messages on, and why not",

@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 
 from trialpath.api.problems import problem
 from trialpath.api.routes import _problems
-from trialpath.api.security import require_api_key
+from trialpath.api.security import allow
 from trialpath.kpis import (
     ArmComparison,
     Filters,
@@ -31,7 +31,7 @@ from trialpath.kpis import (
 )
 from trialpath.trials import Trials
 
-router = APIRouter(prefix="/v1", tags=["kpis"], dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/v1", tags=["kpis"], dependencies=[Depends(allow("kpis"))])
 
 
 def database(request: Request) -> Engine:

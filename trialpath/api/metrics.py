@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from trialpath.access import MAY, may
 from trialpath.api.problems import Problem
 from trialpath.api.security import bearer, require_api_key
 from trialpath.config import Settings
@@ -60,7 +61,9 @@ def _metrics_access(
 ) -> None:
     settings: Settings = request.app.state.settings
     if not settings.metrics_public:
-        require_api_key(request, credentials)
+        key = require_api_key(request, credentials)
+        if not may(key, "metrics"):
+            raise HTTPException(403, f"the key {key.name} ({key.role}) may not {MAY['metrics']}")
 
 
 metrics_router = APIRouter(tags=["metrics"])

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, Response
 
+from trialpath.access import MAY, ApiKey, may
 from trialpath.api.problems import Problem, problem
-from trialpath.api.security import require_api_key
+from trialpath.api.security import allow
 from trialpath.contract import QualifyResult, Stage, TrialStatus
 from trialpath.definition import Persona
 from trialpath.trials import (
@@ -70,12 +71,13 @@ def trials(request: Request) -> Trials:
 
 TrialsDep = Annotated[Trials, Depends(trials)]
 
-router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/v1")
 health = APIRouter(prefix="/v1", tags=["health"])
 
 
 @router.post(
     "/trials",
+    dependencies=[Depends(allow("start", "trial.start"))],
     status_code=201,
     response_model=TrialCreated,
     tags=["trials"],
@@ -85,7 +87,10 @@ health = APIRouter(prefix="/v1", tags=["health"])
         **_problems(*COMMON, 409),
     },
 )
-async def start_trial(command: StartTrial, service: TrialsDep, response: Response) -> TrialCreated:
+async def start_trial(
+    command: StartTrial, service: TrialsDep, request: Request, response: Response
+) -> TrialCreated:
+    request.state.audit_user = command.user_id
     created, new = await service.start(command)
     if not new:
         response.status_code = 200
@@ -94,6 +99,7 @@ async def start_trial(command: StartTrial, service: TrialsDep, response: Respons
 
 @router.get(
     "/trials",
+    dependencies=[Depends(allow("read"))],
     response_model=TrialPage,
     tags=["trials"],
     summary="List trials (Temporal visibility), newest first",
@@ -112,6 +118,7 @@ async def list_trials(
 
 @router.get(
     "/trials/{user_id}",
+    dependencies=[Depends(allow("read"))],
     response_model=TrialStatus,
     tags=["trials"],
     summary="Where a trial stands (live, or as last recorded once it ended)",
@@ -123,6 +130,7 @@ async def get_trial(user_id: UserId, service: TrialsDep) -> TrialStatus:
 
 @router.post(
     "/trials/{user_id}/qualification",
+    dependencies=[Depends(allow("commands", "trial.qualify"))],
     response_model=QualifyResult,
     tags=["trials"],
     summary="Send the qualifier answers; returns the persona path chosen",
@@ -134,6 +142,7 @@ async def qualify(user_id: UserId, command: QualifyCommand, service: TrialsDep) 
 
 @router.post(
     "/trials/{user_id}/events",
+    dependencies=[Depends(allow("events", "trial.events"))],
     status_code=202,
     response_model=EventsAccepted,
     tags=["events"],
@@ -151,6 +160,7 @@ async def add_events(
 
 @router.post(
     "/trials/{user_id}/call",
+    dependencies=[Depends(allow("call", "trial.call"))],
     status_code=202,
     response_model=Accepted,
     tags=["trials"],
@@ -163,6 +173,7 @@ async def call(user_id: UserId, command: CallCommand, service: TrialsDep) -> Acc
 
 @router.post(
     "/trials/{user_id}/extension",
+    dependencies=[Depends(allow("extend", "trial.extend"))],
     status_code=202,
     response_model=Accepted,
     tags=["trials"],
@@ -175,6 +186,7 @@ async def extend(user_id: UserId, command: ExtensionCommand, service: TrialsDep)
 
 @router.post(
     "/trials/{user_id}/conversion",
+    dependencies=[Depends(allow("commands", "trial.convert"))],
     status_code=202,
     response_model=Accepted,
     tags=["trials"],
@@ -187,6 +199,7 @@ async def convert(user_id: UserId, command: ConversionCommand, service: TrialsDe
 
 @router.post(
     "/trials/{user_id}/unsubscribe",
+    dependencies=[Depends(allow("commands", "trial.unsubscribe"))],
     status_code=202,
     response_model=Accepted,
     tags=["trials"],
@@ -199,6 +212,7 @@ async def unsubscribe(user_id: UserId, command: UnsubscribeCommand, service: Tri
 
 @router.post(
     "/trials/{user_id}/survey",
+    dependencies=[Depends(allow("events", "trial.survey"))],
     status_code=202,
     response_model=SurveyRecorded,
     tags=["events"],
@@ -211,6 +225,7 @@ async def survey(user_id: UserId, answer: SurveyAnswer, service: TrialsDep) -> S
 
 @router.delete(
     "/trials/{user_id}",
+    dependencies=[Depends(allow("cancel", "trial.cancel"))],
     status_code=202,
     response_model=Erased,
     tags=["trials"],
@@ -220,9 +235,15 @@ async def survey(user_id: UserId, answer: SurveyAnswer, service: TrialsDep) -> S
 async def cancel(
     user_id: UserId,
     service: TrialsDep,
+    request: Request,
     erase: bool = False,
     reason: Annotated[str | None, Query(max_length=500)] = None,
 ) -> Erased:
+    if erase:
+        request.state.audit_action = "trial.erase"
+        key: ApiKey = request.state.api_key
+        if not may(key, "erase"):
+            raise HTTPException(403, f"the key {key.name} ({key.role}) may not {MAY['erase']}")
     return await service.cancel(user_id, reason=reason, erase=erase)
 
 

@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -18,10 +18,13 @@ from sqlmodel import Session
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from trialpath.access import MAY, ApiKey, Permission, find_key, may
 from trialpath.api.problems import PROBLEM_JSON
 from trialpath.models import IdempotencyRecord
 
-bearer = HTTPBearer(auto_error=False, description="An API key from TRIALPATH_API_KEYS.")
+bearer = HTTPBearer(
+    auto_error=False, description="An API key from TRIALPATH_API_KEYS (the secret part)."
+)
 
 
 def key_matches(candidate: str, keys: Sequence[str]) -> bool:
@@ -35,17 +38,34 @@ def key_matches(candidate: str, keys: Sequence[str]) -> bool:
 def require_api_key(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> str:
+) -> ApiKey:
+    """The caller's key (401 without one, 403 for an unknown one), kept on the request for the
+    audit log."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise HTTPException(
             401,
             "send `Authorization: Bearer <api key>`",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    keys: Sequence[str] = request.app.state.settings.api_keys
-    if not key_matches(credentials.credentials, keys):
+    key = find_key(credentials.credentials, request.app.state.settings.api_keys)
+    if key is None:
         raise HTTPException(403, "this API key is not accepted")
-    return credentials.credentials
+    request.state.api_key = key
+    return key
+
+
+def allow(permission: Permission, action: str | None = None) -> Callable[..., ApiKey]:
+    """A dependency: the caller's key, if its role grants `permission` (else 403). `action`
+    names the write for the audit log (`trialpath.audit`), recorded once it is answered."""
+
+    def check(request: Request, key: Annotated[ApiKey, Depends(require_api_key)]) -> ApiKey:
+        if action is not None:
+            request.state.audit_action = action  # refused attempts are recorded too
+        if not may(key, permission):
+            raise HTTPException(403, f"the key {key.name} ({key.role}) may not {MAY[permission]}")
+        return key
+
+    return check
 
 
 class BodyLimit:
@@ -106,7 +126,7 @@ class Idempotency:
     """Replays the stored answer to a POST repeated with the same `Idempotency-Key` and body;
     the same key with a different body is a 409. Keys are scoped to the API key used."""
 
-    def __init__(self, app: ASGIApp, engine: Engine, keys: Sequence[str]) -> None:
+    def __init__(self, app: ASGIApp, engine: Engine, keys: Sequence[ApiKey]) -> None:
         self.app = app
         self.engine = engine
         self.keys = keys
@@ -120,7 +140,7 @@ class Idempotency:
             scope["type"] != "http"
             or scope["method"] != "POST"
             or header is None
-            or not key_matches(api_key, self.keys)
+            or find_key(api_key, self.keys) is None
         ):
             await self.app(scope, receive, send)
             return
