@@ -14,12 +14,18 @@ STAMP := $(VENV)/.installed
 # faster than pip. uv does not read pip's configuration: set UV_INDEX_URL (or UV_DEFAULT_INDEX)
 # where pip uses a private index.
 PIP := $(BIN)/python -m pip --disable-pip-version-check
+# Compiled once here (--compile-bytecode) and cached by Python from then on: with
+# PYTHONDONTWRITEBYTECODE set, as on some CI images, every process (the tests start hundreds:
+# CLI commands, workers, servers) would compile each module it imports again, doubling the
+# CPU the suite needs.
+unexport PYTHONDONTWRITEBYTECODE
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=...)")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	awk '/^uv==/ {on = 1} on {print} on && !/\\$$/ {exit}' requirements.lock >$(VENV)/uv.lock.txt
 	$(PIP) install --quiet --require-hashes --no-deps -r $(VENV)/uv.lock.txt
-	$(BIN)/uv pip install --quiet --python $(BIN)/python --require-hashes --no-deps -r requirements.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --require-hashes --no-deps \
+		--compile-bytecode -r requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e .
 	@touch $@
 

@@ -195,7 +195,7 @@ class Cluster:
             "TRIALPATH_SECONDS_PER_DAY": str(options.seconds_per_day),
             "TRIALPATH_API_HOST": HOST,
             "TRIALPATH_API_PORT": str(self.settings.api_port),
-            "TRIALPATH_API_KEYS": json.dumps([self.api_key]),
+            "TRIALPATH_API_KEYS": json.dumps([f"chaos:admin:{self.api_key}"]),
             "TRIALPATH_PUBLIC_URL": "",
             "TRIALPATH_EMAIL_PROVIDER": "outbox",
             "TRIALPATH_SMS_PROVIDER": "outbox",

@@ -500,7 +500,7 @@ def env_for(settings: Settings, data_dir: Path, secret: str) -> dict[str, str]:
         "TRIALPATH_TEMPORAL_NAMESPACE": settings.temporal_namespace,
         "TRIALPATH_TASK_QUEUE": settings.task_queue,
         "TRIALPATH_SECONDS_PER_DAY": str(settings.seconds_per_day),
-        "TRIALPATH_API_KEYS": API_KEY,
+        "TRIALPATH_API_KEYS": f"bench:admin:{API_KEY}",
         "TRIALPATH_API_PORT": str(settings.api_port),
         "TRIALPATH_SIGNING_SECRET": secret,
         "TRIALPATH_LOG_LEVEL": "WARNING",
