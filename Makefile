@@ -77,7 +77,7 @@ TEST_PROCESSES ?= 4
 PYTEST := $(BIN)/pytest -n $(TEST_PROCESSES) --dist load --maxschedchunk 1
 # The five slow tests spend most of their time waiting on journey clocks (the cores stay about
 # 75 % busy with all five side by side): a process each.
-SLOW_PROCESSES ?= 5
+SLOW_PROCESSES ?= 3
 
 # The suite runs beside a throwaway PostgreSQL (production's database): every test that uses a
 # database runs on SQLite and on PostgreSQL, in the same run (the script installs Debian's

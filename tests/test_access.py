@@ -302,3 +302,25 @@ async def test_a_conflicting_start_names_the_fields_never_the_stored_values(
     for value in (other["email"], other["name"], other["phone"]):
         assert value not in response.text
     assert set(body) <= {"type", "title", "status", "detail", "instance", "errors"}
+
+
+# --- Methods -------------------------------------------------------------------------------------
+
+
+async def test_an_undeclared_method_gets_405_with_allow_and_a_problem(
+    api: httpx.AsyncClient,
+) -> None:
+    document = (await api.get("/openapi.json")).json()
+    checked = 0
+    for path, operations in document["paths"].items():
+        declared = {method.upper() for method in operations}
+        url = path
+        for name in ("user_id", "message_id", "token"):
+            url = url.replace("{" + name + "}", "x1")
+        for method in sorted({"GET", "POST", "PUT", "PATCH", "DELETE"} - declared):
+            response = await api.request(method, url)
+            assert_problem(response, 405)
+            allowed = {m.strip() for m in response.headers["allow"].split(",")}
+            assert declared <= allowed <= declared | {"HEAD"}, (method, path, allowed)
+            checked += 1
+    assert checked > 40

@@ -39,8 +39,11 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from schemathesis import Case, GenerationMode
 from schemathesis.checks import not_a_server_error
+from schemathesis.core.transport import Response
+from schemathesis.generation.stateful import run_state_machine_as_test
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
+    ignored_auth,
     response_schema_conformance,
     status_code_conformance,
 )
@@ -156,6 +159,29 @@ def _request(case: Case[Any]) -> dict[str, Any]:
     return request
 
 
+async def _send(
+    api: httpx.AsyncClient, env: WorkflowEnvironment, case: Case[Any]
+) -> httpx.Response:
+    response = await api.request(**_request(case))
+    if case.method.upper() == "DELETE" and response.status_code == 202:
+        # A cancelled trial is still running until it has handled the signal, and a DELETE
+        # with erase=true next would terminate it mid-task, which leaves the time-skipping
+        # server's clock locked. Wait for it to end (the clock skips meanwhile); a terminated
+        # one is already over.
+        user_id = str(case.path_parameters["user_id"])
+        handle = env.client.get_workflow_handle(workflow_id_for(user_id))
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(handle.result(), timeout=30)
+    return response
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, T]) -> T:
+    """Runs a request on the test's event loop from Hypothesis' worker thread."""
+    assert threading.current_thread() is not threading.main_thread()
+    future: Future[T] = asyncio.run_coroutine_threadsafe(coroutine, loop)
+    return future.result(timeout=REQUEST_TIMEOUT)
+
+
 @pytest.mark.parametrize("operation", OPERATIONS, ids=[op.label for op in OPERATIONS])
 async def test_api_conforms_to_its_openapi(
     api: httpx.AsyncClient, env: WorkflowEnvironment, operation: Any
@@ -177,27 +203,13 @@ async def test_api_conforms_to_its_openapi(
     # for the rest of the test.
     await env.sleep(timedelta(minutes=1))
 
-    async def send(case: Case[Any]) -> httpx.Response:
-        response = await api.request(**_request(case))
-        if case.method.upper() == "DELETE" and response.status_code == 202:
-            # Same reason: a cancelled trial is still running until it has handled the
-            # signal, and a DELETE with erase=true next would terminate it mid-task. Wait
-            # for it to end (the clock skips meanwhile); a terminated one is already over.
-            user_id = str(case.path_parameters["user_id"])
-            handle = env.client.get_workflow_handle(workflow_id_for(user_id))
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(handle.result(), timeout=30)
-        return response
-
-    def on_loop(coroutine: Coroutine[Any, Any, T]) -> T:
-        assert threading.current_thread() is not threading.main_thread()
-        future: Future[T] = asyncio.run_coroutine_threadsafe(coroutine, loop)
-        return future.result(timeout=REQUEST_TIMEOUT)
+    def send(case: Case[Any]) -> httpx.Response:
+        return _on_loop(loop, _send(api, env, case))
 
     @HYPOTHESIS
     @given(case=_strategy(operation, known))
     def fuzz(case: Case[Any]) -> None:
-        response = on_loop(send(case))
+        response = send(case)
         statuses.add(response.status_code)
         checks = CHECKS
         if (
@@ -217,3 +229,52 @@ async def test_api_conforms_to_its_openapi(
     await asyncio.to_thread(run)
     if operation.label == "POST /v1/trials":
         assert statuses & {200, 201}, f"no trial started; statuses seen: {sorted(statuses)}"
+
+
+# --- Sequences ---------------------------------------------------------------------------------
+
+STATEFUL_EXAMPLES = int(os.environ.get("TRIALPATH_FUZZ_SEQUENCES", "40"))
+
+
+@pytest.mark.takes(seconds=40)
+async def test_api_conforms_along_the_links_of_its_openapi(
+    api: httpx.AsyncClient, env: WorkflowEnvironment
+) -> None:
+    """Sequences of calls that follow the document's links (a trial started, then read,
+    qualified, sent events, extended, cancelled, erased...), every response checked by
+    schemathesis' checks (status codes, content types, headers, schemas, negative data
+    rejected, positive data accepted, resources available after creation, none used after
+    deletion). `GET /v1/trials` is left out: the
+    time-skipping server has no visibility API (it answers the declared 503 there)."""
+    loop = asyncio.get_running_loop()
+    schema = SCHEMA.exclude(path="/v1/trials", method="GET")
+    failures: list[str] = []
+
+    class Sequences(schema.as_state_machine()):  # type: ignore[misc]
+        def call(self, case: Case[Any], **kwargs: Any) -> Any:
+            return Response.from_any(_on_loop(loop, _send(api, env, case)))
+
+        def validate_response(
+            self, response: Any, case: Case[Any], additional_checks: Any = None, **kwargs: Any
+        ) -> None:
+            # Every check but `ignored_auth`, which sends its own probes through a transport
+            # of its own (no server listens here); tests/test_access.py sends each route no key,
+            # a wrong one and every role's.
+            case.validate_response(
+                response,
+                additional_checks=additional_checks,
+                excluded_checks=[ignored_auth],
+                recorder=getattr(self, "recorder", None),
+            )
+
+    settings = hypothesis_settings(
+        HYPOTHESIS,
+        max_examples=STATEFUL_EXAMPLES,
+        stateful_step_count=8,
+        phases=[Phase.generate],
+    )
+    try:
+        await asyncio.to_thread(run_state_machine_as_test, Sequences, settings=settings)
+    except Exception as err:  # a FailureGroup, naming each failed check with its curl
+        failures.append(str(err))
+    assert not failures, "\n".join(failures)

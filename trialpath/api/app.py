@@ -9,13 +9,16 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from sqlalchemy import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 from temporalio.client import Client
 
 from trialpath.api import dashboard, delivery, problems
@@ -111,14 +114,18 @@ def create_app(
     )
     app.state.settings = settings
     app.state.tokens = UnsubscribeTokens(signing_secret(settings))
-    app.include_router(router)
-    app.include_router(delivery.users)
-    app.include_router(delivery.public)
-    app.include_router(health)
-    app.include_router(dashboard.router)
-    app.include_router(kpis_router)
-    app.include_router(metrics_router)
-    app.include_router(audit_router)
+    routers = (
+        router,
+        delivery.users,
+        delivery.public,
+        health,
+        dashboard.router,
+        kpis_router,
+        metrics_router,
+        audit_router,
+    )
+    for included in routers:
+        app.include_router(included)
     app.add_exception_handler(RequestValidationError, problems.validation_problem)
     app.add_exception_handler(TrialProblem, problems.trial_problem)
     app.add_exception_handler(StarletteHTTPException, problems.http_problem)
@@ -132,4 +139,42 @@ def create_app(
         limits={"/v1/webhooks/": settings.webhook_max_body_bytes},
     )
     app.add_middleware(RequestMetrics)
+    app.openapi = _with_links(app.openapi)  # type: ignore[method-assign]
+    # Each path's methods, for the `Allow` header of a 405 (trialpath/api/problems.py).
+    app.state.route_methods = [
+        (route.path_regex, set(route.methods))
+        for routes in (app.routes, *(r.routes for r in routers))
+        for route in routes
+        if isinstance(route, APIRoute | Route) and route.methods
+    ]
     return app
+
+
+# What a client can do next with the trial a start answered (OpenAPI links: the user id of the
+# body is the path's `user_id`). Stateful fuzzing follows them (tests/test_api_fuzz.py).
+_TRIAL_PATHS = ("/v1/trials/{user_id}", "/v1/users/{user_id}/")
+
+
+def _with_links(openapi: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+    def with_links() -> dict[str, Any]:
+        schema = openapi()
+        start = schema["paths"]["/v1/trials"]["post"]["responses"]
+        if "links" in start.get("201", {}):
+            return schema
+        links: dict[str, Any] = {}
+        for path, methods in schema["paths"].items():
+            if not path.startswith(_TRIAL_PATHS):
+                continue
+            for operation in methods.values():
+                parameters = {p["name"] for p in operation.get("parameters", [])}
+                if parameters & {"message_id"}:
+                    continue
+                links[operation["operationId"]] = {
+                    "operationId": operation["operationId"],
+                    "parameters": {"path.user_id": "$response.body#/user_id"},
+                }
+        for status in ("200", "201"):
+            start[status]["links"] = links
+        return schema
+
+    return with_links

@@ -87,13 +87,21 @@ async def http_problem(request: Request, exc: Exception) -> JSONResponse:
         )
     titles = {401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed"}
     title = titles.get(exc.status_code, "Error")
-    return problem(
-        exc.status_code,
-        title,
-        str(exc.detail),
-        request,
-        headers=dict(exc.headers) if exc.headers else None,
-    )
+    headers = dict(exc.headers) if exc.headers else {}
+    if exc.status_code == 405:
+        # Starlette names the methods of the first route on the path only (POST /v1/trials
+        # said `Allow: POST`, forgetting GET): name those of every route on it.
+        headers["Allow"] = ", ".join(_methods_on(request))
+    return problem(exc.status_code, title, str(exc.detail), request, headers=headers or None)
+
+
+def _methods_on(request: Request) -> list[str]:
+    path = request.url.path
+    methods: set[str] = set()
+    for pattern, allowed in getattr(request.app.state, "route_methods", ()):
+        if pattern.match(path):
+            methods |= allowed
+    return sorted(methods)
 
 
 async def unexpected_problem(request: Request, exc: Exception) -> JSONResponse:
