@@ -58,8 +58,9 @@ class FaultPlan:
     rate: float = 0.30
     """Share of requests (POSTs and lookups) answered with a fault."""
     seed: int = 1
-    stall_seconds: float = 1.0
-    """How long a timeout keeps the client waiting: more than the client's own timeout."""
+    stall_seconds: float = 2.5
+    """How long a timeout keeps the client waiting: more than the client's own timeout (2 s in
+    tests/test_faults.py)."""
     retry_after_seconds: int = 1
     script: Mapping[tuple[str, str], Sequence[str | None]] = field(default_factory=dict)
     """Faults set by hand, by (`sendgrid`, key), (`twilio`, key) or (`lookup`, phone number):
