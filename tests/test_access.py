@@ -122,26 +122,19 @@ def test_the_api_refuses_to_start_with_a_short_key(tmp_path: Any) -> None:
 def test_keys_new_makes_an_entry_the_settings_accept(tmp_path: Any) -> None:
     trialpath = os.path.join(os.path.dirname(sys.executable), "trialpath")
     env = {**os.environ, "TRIALPATH_DATA_DIR": str(tmp_path), "TRIALPATH_API_KEYS": ""}
-    made = subprocess.run(
-        [trialpath, "keys", "new", "crm-sync", "backend"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    entry = made.stdout.strip()
-    (key,) = Settings(api_keys=entry).api_keys
+
+    def keys_new(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [trialpath, "keys", "new", *args]
+        return subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+
+    made = keys_new("crm-sync", "backend")
+    assert made.returncode == 0, made.stderr
+    (key,) = Settings(api_keys=made.stdout.strip()).api_keys
     assert (key.name, key.role) == ("crm-sync", "backend")
     assert len(key.secret.get_secret_value()) >= 40
-    bad = subprocess.run(
-        [trialpath, "keys", "new", "crm sync", "root"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    bad = keys_new("crm sync", "root")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
 
 

@@ -1,7 +1,7 @@
 """The audit log: every write to Trialpath, who made it, about which user, when, and how it
 ended. The API records each request an API key makes to change something (`AuditLog`, the
 routes name the action); the CLI records its commands as `cli:<login>`. Support and admins
-read it with `GET /v1/audit` or `trialpath audit`.
+read it with `GET /v1/audit` or `trialpath audit` (the API's side: trialpath/api/audit.py).
 
 No personal data: an entry names the user by their opaque id, and erasing the user replaces
 that id by a keyed pseudonym in every entry (`pseudonymise`); the erasure's own entries are
@@ -10,22 +10,17 @@ written with the pseudonym.
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import hashlib
 import hmac
-import logging
 from datetime import datetime
 from http import HTTPStatus
 
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine, update
 from sqlmodel import Session, col, select
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from trialpath.models import AuditEntry
-
-log = logging.getLogger("trialpath.audit")
 
 ERASED_PREFIX = "erased-"
 ERASE_ACTION = "trial.erase"
@@ -133,44 +128,3 @@ def _phrase(status: int) -> str:
         return HTTPStatus(status).phrase
     except ValueError:
         return str(status)
-
-
-class AuditLog:
-    """Records each request a route marked as a write (`request.state.audit_action`, set by
-    `trialpath.api.security.allow`) once it is answered, with the caller's key and the status.
-    Requests whose key is unknown are not recorded (nobody to name); they are logged."""
-
-    def __init__(self, app: ASGIApp, engine: Engine, secret: str) -> None:
-        self.app = app
-        self.engine = engine
-        self.secret = secret
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = 500
-
-        async def remember_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, remember_status)
-        finally:
-            state = scope.get("state") or {}
-            action = state.get("audit_action")
-            key = state.get("api_key")
-            if action is not None and key is not None:
-                path_params = scope.get("path_params") or {}
-                user_id = state.get("audit_user") or path_params.get("user_id")
-                if action == ERASE_ACTION and user_id:
-                    user_id = pseudonym(self.secret, user_id)
-                try:
-                    await asyncio.to_thread(
-                        record, self.engine, key.name, key.role, action, user_id, status
-                    )
-                except Exception:
-                    log.exception("could not record %s by %s in the audit log", action, key.name)

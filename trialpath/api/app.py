@@ -22,12 +22,12 @@ from starlette.routing import Route
 from temporalio.client import Client
 
 from trialpath.api import dashboard, delivery, problems
+from trialpath.api.audit import AuditLog
 from trialpath.api.audit import router as audit_router
 from trialpath.api.kpis import router as kpis_router
 from trialpath.api.metrics import RequestMetrics, metrics_router
 from trialpath.api.routes import health, router
 from trialpath.api.security import BodyLimit, Idempotency
-from trialpath.audit import AuditLog
 from trialpath.config import Settings, SettingsError, get_settings
 from trialpath.db import make_engine
 from trialpath.deliveries import Deliveries

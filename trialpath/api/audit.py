@@ -3,19 +3,53 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
+from sqlalchemy import Engine
+from starlette.types import ASGIApp, Scope
 
 from trialpath import audit
 from trialpath.access import PERMISSIONS, Role
+from trialpath.api.metrics import AfterResponse
 from trialpath.api.routes import COMMON, _problems
 from trialpath.api.security import allow
 from trialpath.trials import Trials
 
+log = logging.getLogger("trialpath.audit")
+
 router = APIRouter(prefix="/v1")
+
+
+class AuditLog(AfterResponse):
+    """Records each request a route marked as a write (`request.state.audit_action`, set by
+    `trialpath.api.security.allow`) once it is answered, with the caller's key and the status.
+    Requests whose key is unknown are not recorded (nobody to name); they are logged."""
+
+    def __init__(self, app: ASGIApp, engine: Engine, secret: str) -> None:
+        super().__init__(app)
+        self.engine = engine
+        self.secret = secret
+
+    async def answered(self, scope: Scope, status: int, seconds: float) -> None:
+        state = scope.get("state") or {}
+        action = state.get("audit_action")
+        key = state.get("api_key")
+        if action is None or key is None:
+            return
+        path_params = scope.get("path_params") or {}
+        user_id = state.get("audit_user") or path_params.get("user_id")
+        if action == audit.ERASE_ACTION and user_id:
+            user_id = audit.pseudonym(self.secret, user_id)
+        try:
+            await asyncio.to_thread(
+                audit.record, self.engine, key.name, key.role, action, user_id, status
+            )
+        except Exception:
+            log.exception("could not record %s by %s in the audit log", action, key.name)
 
 
 @router.get(

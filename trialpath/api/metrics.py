@@ -5,14 +5,13 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from trialpath.access import MAY, may
 from trialpath.api.problems import Problem
-from trialpath.api.security import bearer, require_api_key
+from trialpath.api.security import bearer, require, require_api_key
 from trialpath.config import Settings
 from trialpath.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
@@ -23,9 +22,9 @@ OTHER_METHOD = "other"
 """Method label of any other method string: clients choose it, so it must not make series."""
 
 
-class RequestMetrics:
-    """Counts API requests and times them, labelled with the route template
-    (`/v1/trials/{user_id}`), never the raw path, so user ids do not become label values."""
+class AfterResponse:
+    """ASGI middleware base: runs the app, then `answered` with the status it sent (500 if it
+    raised first) and how long it took; the scope holds what routing and the route stored."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -46,13 +45,24 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, remember_status)
         finally:
-            # The router stores the matched route in the scope it was handed.
-            route = scope.get("route")
-            template = getattr(route, "path", None) or UNMATCHED
-            method = scope.get("method", "")
-            method = method if method in METHODS else OTHER_METHOD
-            HTTP_REQUESTS.labels(method, template, str(status)).inc()
-            HTTP_LATENCY.labels(method, template).observe(time.perf_counter() - started)
+            await self.answered(scope, status, time.perf_counter() - started)
+
+    async def answered(self, scope: Scope, status: int, seconds: float) -> None:
+        raise NotImplementedError
+
+
+class RequestMetrics(AfterResponse):
+    """Counts API requests and times them, labelled with the route template
+    (`/v1/trials/{user_id}`), never the raw path, so user ids do not become label values."""
+
+    async def answered(self, scope: Scope, status: int, seconds: float) -> None:
+        # The router stores the matched route in the scope it was handed.
+        route = scope.get("route")
+        template = getattr(route, "path", None) or UNMATCHED
+        method = scope.get("method", "")
+        method = method if method in METHODS else OTHER_METHOD
+        HTTP_REQUESTS.labels(method, template, str(status)).inc()
+        HTTP_LATENCY.labels(method, template).observe(seconds)
 
 
 def _metrics_access(
@@ -61,9 +71,7 @@ def _metrics_access(
 ) -> None:
     settings: Settings = request.app.state.settings
     if not settings.metrics_public:
-        key = require_api_key(request, credentials)
-        if not may(key, "metrics"):
-            raise HTTPException(403, f"the key {key.name} ({key.role}) may not {MAY['metrics']}")
+        require(require_api_key(request, credentials), "metrics")
 
 
 metrics_router = APIRouter(tags=["metrics"])

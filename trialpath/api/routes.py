@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 
-from trialpath.access import MAY, ApiKey, may
 from trialpath.api.problems import Problem, problem
-from trialpath.api.security import allow
+from trialpath.api.security import allow, require
 from trialpath.contract import QualifyResult, Stage, TrialStatus
 from trialpath.definition import Persona
 from trialpath.trials import (
@@ -241,9 +240,7 @@ async def cancel(
 ) -> Erased:
     if erase:
         request.state.audit_action = "trial.erase"
-        key: ApiKey = request.state.api_key
-        if not may(key, "erase"):
-            raise HTTPException(403, f"the key {key.name} ({key.role}) may not {MAY['erase']}")
+        require(request.state.api_key, "erase")
     return await service.cancel(user_id, reason=reason, erase=erase)
 
 

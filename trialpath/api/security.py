@@ -61,11 +61,16 @@ def allow(permission: Permission, action: str | None = None) -> Callable[..., Ap
     def check(request: Request, key: Annotated[ApiKey, Depends(require_api_key)]) -> ApiKey:
         if action is not None:
             request.state.audit_action = action  # refused attempts are recorded too
-        if not may(key, permission):
-            raise HTTPException(403, f"the key {key.name} ({key.role}) may not {MAY[permission]}")
+        require(key, permission)
         return key
 
     return check
+
+
+def require(key: ApiKey, permission: Permission) -> None:
+    """403, naming the key and what it may not do, unless its role grants `permission`."""
+    if not may(key, permission):
+        raise HTTPException(403, f"the key {key.name} ({key.role}) may not {MAY[permission]}")
 
 
 class BodyLimit:
