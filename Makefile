@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test coverage lint typecheck clean lock
+.PHONY: run test test-setup templates-check coverage lint typecheck clean lock
 
 # Exactly the tested versions: every package pinned with its hashes in requirements.lock
 # (`make lock` regenerates it), then the project itself without touching its dependencies.
@@ -84,10 +84,17 @@ SLOW_PROCESSES ?= 3
 # postgresql if missing; without it, SQLite only, with a warning; CI=true fails instead). Then
 # the slow suite (`slow`: the real dev server and the whole service, the chaos and fault
 # proofs), on its own: beside the rest it would starve the timed tests of both.
-test: $(STAMP) node_modules/.installed $(CHROMIUM) lint typecheck
-	$(BIN)/trialpath templates check
+test:
+	@$(MAKE) --no-print-directory --jobs=3 --output-sync=target test-setup
 	bash scripts/with-postgres.sh --or-sqlite $(PYTEST) -m 'not slow'
 	$(PYTEST) -n $(SLOW_PROCESSES) -m slow -p no:cacheprovider
+
+# What the tests need, and the checks that come first, side by side: the Python and the npm
+# packages download together, then ruff, mypy and the template check run together.
+test-setup: $(STAMP) node_modules/.installed $(CHROMIUM) lint typecheck templates-check
+
+templates-check: $(STAMP)
+	$(BIN)/trialpath templates check
 
 # The same tests with a line coverage report (about a third more CPU, so not in `make test`).
 coverage: $(STAMP) node_modules/.installed $(CHROMIUM)

@@ -84,6 +84,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=expected_seconds, reverse=True)
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # The run's Prisms are shared by its test processes; the last one done stops each. Should
+    # a process die first, the one that started the run (pytest-xdist's controller, or the
+    # only process) stops what is left.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is not None:
+        from tests.prism import stop_shared_prisms
+
+        stop_shared_prisms(factory.getbasetemp())
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    # `--dist load`, except that fewer tests than two per process (the slow suite) are dealt
+    # longest first in snake order rather than round-robin (tests/scheduling.py).
+    if config.getoption("dist") != "load":
+        return None
+    from tests.scheduling import make_scheduler
+
+    return make_scheduler(config, log)
+
+
 def expected_seconds(item: pytest.Item) -> float:
     """`@pytest.mark.takes(seconds=...)`, else 30 for a `slow` test and 0 for the others."""
     takes = item.get_closest_marker("takes")

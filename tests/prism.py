@@ -13,12 +13,14 @@ a mock one. What that response looks like depends on the spec (see `violations`)
   of the body, no `sl-violations` header;
 - security not satisfied (no or wrong kind of credentials): 401.
 
-Fixtures for conftest.py: `sendgrid_mock`, `twilio_mock` (session scope, base URLs).
+Fixtures for conftest.py: `sendgrid_mock`, `twilio_mock` (session scope, base URLs; one
+Prism per spec for all the test processes of a run).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -79,14 +81,24 @@ def prism_mock(spec: Path, *, port: int | None = None) -> Iterator[str]:
     SIGKILL), whatever happens in the block. With no `port`, a free one is picked (and another
     one if it was taken meanwhile).
     """
+    process, url = _start(spec, port)
+    try:
+        yield url
+    finally:
+        _stop(process)
+
+
+def _start(spec: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
     attempts = 1 if port is not None else 3
     for attempt in range(1, attempts + 1):
         chosen = port if port is not None else _free_port()
         if port is not None and not _is_free(port):
             # Polling would find whatever listens there and take it for Prism.
             raise PrismError(f"port {port} is already in use: cannot start prism for {spec}")
+        # A file, not a pipe: Prism logs every request, and a full pipe would block it. Its
+        # name is gone at once, and this process closes it once Prism listens; Prism keeps
+        # writing to it until it stops.
         with tempfile.TemporaryFile() as log:
-            # A file, not a pipe: Prism logs every request, and a full pipe would block it.
             process = subprocess.Popen(
                 [
                     str(PRISM),
@@ -108,18 +120,123 @@ def prism_mock(spec: Path, *, port: int | None = None) -> Iterator[str]:
             )
             try:
                 started = _wait_until_listening(process, chosen, log)
-                if not started:
-                    if attempt < attempts and "EADDRINUSE" in _output(log):
-                        continue
-                    raise PrismError(
-                        f"prism exited with status {process.returncode} before listening on "
-                        f"port {chosen} for {spec}:\n{_output(log)}"
-                    )
-                yield f"http://127.0.0.1:{chosen}"
-                return
-            finally:
+            except BaseException:
                 _stop(process)
+                raise
+            if started:
+                return process, f"http://127.0.0.1:{chosen}"
+            output = _output(log)
+        if attempt < attempts and "EADDRINUSE" in output:
+            continue
+        raise PrismError(
+            f"prism exited with status {process.returncode} before listening on "
+            f"port {chosen} for {spec}:\n{output}"
+        )
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+@contextlib.contextmanager
+def shared_prism_mock(spec: Path, folder: Path) -> Iterator[str]:
+    """Like `prism_mock`, but one Prism per spec for every test process of the run
+    (pytest-xdist): the first process that needs it starts it, the last one done with it
+    stops it. Each start parses the spec again (seconds of CPU for Twilio's).
+
+    `folder` is shared by the processes; it holds, per spec, a lock file and the server's PID,
+    URL and users (the PIDs of the processes using it; a process that died no longer counts).
+    `stop_shared_prisms` stops whatever is left there."""
+    lock, state_file = folder / f"prism-{spec.stem}.lock", folder / f"prism-{spec.stem}.json"
+    me = os.getpid()
+    with _locked(lock):
+        state = _read_state(state_file)
+        if state is None or not _alive(state["pid"]) or not _listening(state["url"]):
+            if state is not None:
+                _stop_pid(state["pid"])
+            process, url = _start(spec)
+            _CHILDREN[process.pid] = process
+            state = {"pid": process.pid, "url": url, "users": []}
+        state["users"] = [pid for pid in state["users"] if _alive(pid)] + [me]
+        state_file.write_text(json.dumps(state))
+    try:
+        yield str(state["url"])
+    finally:
+        with _locked(lock):
+            state = _read_state(state_file)
+            if state is not None:
+                state["users"] = [p for p in state["users"] if p != me and _alive(p)]
+                if state["users"]:
+                    state_file.write_text(json.dumps(state))
+                else:
+                    _stop_pid(state["pid"])
+                    state_file.unlink()
+
+
+def stop_shared_prisms(folder: Path) -> None:
+    """Stops the shared Prisms a test process left running (it died, or was killed)."""
+    for state_file in folder.glob("prism-*.json"):
+        with _locked(state_file.with_suffix(".lock")):
+            state = _read_state(state_file)
+            if state is not None:
+                _stop_pid(state["pid"])
+                state_file.unlink()
+
+
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+"""Shared Prisms this process started: stopped with `wait`, so they leave no zombie."""
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _read_state(path: Path) -> dict[str, Any] | None:
+    try:
+        state: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return state
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # A zombie (exited, not reaped yet by its parent) is dead too.
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _listening(url: str) -> bool:
+    host, _, port = url.removeprefix("http://").partition(":")
+    try:
+        socket.create_connection((host, int(port)), 1).close()
+    except OSError:
+        return False
+    return True
+
+
+def _stop_pid(pid: int) -> None:
+    child = _CHILDREN.pop(pid, None)
+    if child is not None:
+        _stop(child)
+        return
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, sig)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while time.monotonic() < deadline:
+            if not _alive(pid):
+                return
+            time.sleep(0.05)
 
 
 def _free_port() -> int:
@@ -191,19 +308,23 @@ def violations(response: Any) -> list[dict[str, Any]]:
     return []
 
 
-def _serve(spec: str) -> Iterator[str]:
+def _serve(spec: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     require_prism(spec)
-    with prism_mock(SPECS_DIR / spec) as url:
+    # The folder above this process's temporary folder: the same for every test process of
+    # the run (pytest-xdist's workers have theirs in it).
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    with shared_prism_mock(SPECS_DIR / spec, shared) as url:
         yield url
 
 
 @pytest.fixture(scope="session")
-def sendgrid_mock() -> Iterator[str]:
+def sendgrid_mock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Base URL of a Prism mock of SendGrid Mail Send v3 (`POST /v3/mail/send`)."""
-    yield from _serve(SENDGRID_SPEC)
+    yield from _serve(SENDGRID_SPEC, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
-def twilio_mock() -> Iterator[str]:
+def twilio_mock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Base URL of a Prism mock of Twilio's REST API 2010-04-01 (`.../Messages.json`)."""
-    yield from _serve(TWILIO_SPEC)
+    yield from _serve(TWILIO_SPEC, tmp_path_factory)

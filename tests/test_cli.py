@@ -1,5 +1,10 @@
-"""The `trialpath` command line, run as a user runs it (a subprocess), against the
-time-skipping server and a real database."""
+"""The `trialpath` command line against the time-skipping server and a real database.
+
+The commands run in this process (`cli`: typer's test runner, in a thread of its own, so the
+test's worker keeps running): the same code from parsing the arguments to the exit code and
+what is printed, without the second and a half of imports a new process pays each time.
+What only a process shows (settings refused before any command runs, the worker and the API
+starting) runs as a user runs it (`cli_process`)."""
 
 from __future__ import annotations
 
@@ -8,16 +13,21 @@ import json
 import os
 import re
 import sys
+import threading
+import traceback
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from rich.console import Console
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
+from typer.testing import CliRunner
 
+import trialpath.cli as cli_module
 from tests.driver import TrialDriver, align
-from trialpath.config import Settings
+from trialpath.config import Settings, get_settings
 from trialpath.contract import Qualification, TrialProfile, workflow_id_for
 from trialpath.journey import TrialInput
 from workflows.trial import TrialWorkflow
@@ -25,17 +35,56 @@ from workflows.trial import TrialWorkflow
 TRIALPATH = str(Path(sys.executable).parent / "trialpath")
 
 
+def _environment(settings: Settings, address: str) -> dict[str, str]:
+    return {
+        "TRIALPATH_DATA_DIR": str(settings.data_dir),
+        "TRIALPATH_DATABASE_URL": settings.database_url,
+        "TRIALPATH_TEMPORAL_ADDRESS": address,
+        "TRIALPATH_TASK_QUEUE": settings.task_queue,
+        "COLUMNS": "200",
+    }
+
+
 async def cli(settings: Settings, *args: str, address: str = "127.0.0.1:1") -> tuple[int, str, str]:
-    env = dict(os.environ)
-    env.update(
-        TRIALPATH_DATA_DIR=str(settings.data_dir),
-        TRIALPATH_DATABASE_URL=settings.database_url,
-        TRIALPATH_TEMPORAL_ADDRESS=address,
-        TRIALPATH_TASK_QUEUE=settings.task_queue,
-        COLUMNS="200",
-    )
+    """Runs `trialpath *args` here; returns its exit code, standard output and error (with the
+    traceback of anything it raised but did not handle, as Python would print it)."""
+    return await asyncio.to_thread(_invoke, _environment(settings, address), args)
+
+
+_RUNNER = CliRunner()
+_INVOKING = threading.Lock()
+
+
+def _invoke(environment: dict[str, str], args: tuple[str, ...]) -> tuple[int, str, str]:
+    # One command at a time: the runner swaps sys.stdout and the environment for the process.
+    with _INVOKING, pytest.MonkeyPatch.context() as patch:
+        # The command line's consoles, as a process started with COLUMNS=200 would make them.
+        patch.setattr(cli_module, "console", Console(width=200))
+        patch.setattr(cli_module, "err_console", Console(width=200, stderr=True))
+        get_settings.cache_clear()  # read from this command's environment
+        try:
+            result = _RUNNER.invoke(cli_module.app, list(args), env=environment)
+        finally:
+            get_settings.cache_clear()
+    err = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        assert result.exc_info is not None
+        err += "Traceback (most recent call last):\n" + "".join(
+            traceback.format_exception(*result.exc_info)
+        )
+    return result.exit_code, result.stdout, err
+
+
+async def cli_process(
+    settings: Settings, *args: str, address: str = "127.0.0.1:1"
+) -> tuple[int, str, str]:
+    """Runs `trialpath *args` as a user does, in a process of its own."""
     process = await asyncio.create_subprocess_exec(
-        TRIALPATH, *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        TRIALPATH,
+        *args,
+        env={**os.environ, **_environment(settings, address)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await process.communicate()
     assert process.returncode is not None
@@ -90,6 +139,7 @@ async def test_trial_show_and_outbox_list(
     assert "cannot reach Temporal" in err and "Traceback" not in err
 
 
+@pytest.mark.database_agnostic  # times shown from the workflow's clock (the database: above)
 async def test_trial_show_and_the_summary_use_one_clock(
     env: WorkflowEnvironment, settings: Settings, worker: Worker
 ) -> None:
@@ -293,7 +343,7 @@ async def test_unusable_settings_are_named_not_a_traceback(
 ) -> None:
     with monkeypatch.context() as patch:
         patch.setenv("TRIALPATH_WORKER_ACTIVITY_THREADS", "many")
-        code, out, err = await cli(settings, "trial", "show", "u1")
+        code, out, err = await cli_process(settings, "trial", "show", "u1")
     assert code == 2
     assert "TRIALPATH_WORKER_ACTIVITY_THREADS" in err and "valid integer" in err
     assert "Traceback" not in out + err
@@ -302,11 +352,11 @@ async def test_unusable_settings_are_named_not_a_traceback(
     with monkeypatch.context() as patch:
         patch.setenv("TRIALPATH_CODEC_KEYS", "not-a-key")
         for command in (("trial", "show", "u1"), ("history", "export", "u1")):
-            code, out, err = await cli(settings, *command)
+            code, out, err = await cli_process(settings, *command)
             assert code == 2, command
             assert "TRIALPATH_CODEC_KEYS" in err and "Traceback" not in out + err, command
     monkeypatch.setenv("TRIALPATH_TEMPORAL_TLS_CERT", str(settings.data_dir / "missing.pem"))
-    code, out, err = await cli(settings, "history", "export", "u1")
+    code, out, err = await cli_process(settings, "history", "export", "u1")
     assert code == 2
     assert "set both TRIALPATH_TEMPORAL_TLS_CERT" in err and "Traceback" not in out + err
 

@@ -138,6 +138,7 @@ async def test_events_older_than_the_trial_do_not_activate(
 
 
 @pytest.mark.takes(seconds=8)
+@pytest.mark.database_agnostic  # the workflow's state across runs (progress rows: test_api)
 async def test_many_events_continue_as_new_and_keep_the_state(
     env: WorkflowEnvironment, settings: Settings, worker: Worker
 ) -> None:
