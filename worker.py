@@ -20,7 +20,7 @@ from activities.journey import JourneyActivities
 from activities.messaging import MessagingActivities
 from activities.records import RecordActivities
 from trialpath.config import Settings, SettingsError, get_settings
-from trialpath.db import make_engine
+from trialpath.db import engine_for
 from trialpath.delivery import Provider
 from trialpath.delivery.inbox import InboxProvider
 from trialpath.delivery.outbox import OutboxProvider
@@ -92,7 +92,7 @@ def build_providers(settings: Settings) -> dict[str, Provider]:
 def build_worker(
     client: Client, settings: Settings, executor: ThreadPoolExecutor, task_queue: str | None = None
 ) -> Worker:
-    engine = make_engine(settings.effective_database_url)
+    engine = engine_for(settings)
     product = Product(
         name=settings.product_name,
         app_url=settings.product_app_url,

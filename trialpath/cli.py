@@ -33,7 +33,7 @@ from trialpath import audit as audit_log
 from trialpath.access import PERMISSIONS, Role, parse_api_keys
 from trialpath.config import Settings, SettingsError, get_settings
 from trialpath.contract import Stage, TrialStatus, check_user_id
-from trialpath.db import make_engine
+from trialpath.db import engine_for
 from trialpath.dbcli import db_app
 from trialpath.definition import Persona
 from trialpath.history import history_app
@@ -495,7 +495,7 @@ def outbox_list(
 ) -> None:
     """List messages in the outbox."""
     settings = get_settings()
-    engine = make_engine(settings.effective_database_url)
+    engine = engine_for(settings)
     with Session(engine) as session:
         query = select(Message).order_by(col(Message.created_at).desc()).limit(limit)
         if user:
@@ -552,7 +552,7 @@ def trial_show(
 
 def _trial_clock(settings: Settings, user_id: str) -> tuple[JourneyClock | None, str]:
     """The trial's journey clock and time zone, as recorded with it (None: not recorded yet)."""
-    engine = make_engine(settings.effective_database_url)
+    engine = engine_for(settings)
     with Session(engine) as session:
         row = session.get(Trial, user_id)
     if row is None:
@@ -563,7 +563,7 @@ def _trial_clock(settings: Settings, user_id: str) -> tuple[JourneyClock | None,
 async def _status(settings: Settings, user_id: str) -> TrialStatus:
     """What the API answers (live status, or the recorded one once ended); without Temporal,
     the last status recorded in the database."""
-    engine = make_engine(settings.effective_database_url)
+    engine = engine_for(settings)
     try:
         client = await connect(settings)
     except RuntimeError as err:
@@ -592,7 +592,7 @@ def _act(
     its problems into one-line messages: exit code 2 for bad input, 1 otherwise. A write
     (`audit`: its action and user id) is recorded in the audit log as `cli:<login>`."""
     settings = get_settings()
-    engine = make_engine(settings.effective_database_url)
+    engine = engine_for(settings)
     status = 500
 
     async def go() -> R:
@@ -840,7 +840,7 @@ def audit(
     """The audit log: every write made through the API or this CLI, newest first."""
     settings = get_settings()
     page = audit_log.entries(
-        make_engine(settings.effective_database_url),
+        engine_for(settings),
         user_id=user,
         actor=actor,
         action=action,
@@ -1073,7 +1073,7 @@ def kpis(
         filters = make_filters(since, until)
     except KpiError as err:
         raise fail(str(err), 2) from err
-    engine = make_engine(get_settings().effective_database_url)
+    engine = engine_for(get_settings())
     try:
         values = compute_kpis(engine, filters, split)
         note = experiment_note(arm_sizes(engine, filters), control) if experiment else None

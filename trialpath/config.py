@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     """Refuse payloads that arrive unencrypted (whoever put them there had no key: a start or
     signal sent to Temporal directly). Unset: yes whenever codec keys are configured; set
     false while histories from before encryption must still be read."""
+    encrypt_at_rest: bool = False
+    """Encrypt the personal data columns in the database with the codec keys (names, emails,
+    phone numbers, message bodies, request and webhook bodies): for a database that is not
+    trusted. Rows written before stay readable; `trialpath db seal` encrypts them."""
     codec_auth_keys: Annotated[list[str], NoDecode] = []
     """Bearer keys accepted by the codec server (`trialpath codec-server`)."""
     codec_cors_origin: str = "http://127.0.0.1:8233"

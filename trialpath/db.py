@@ -14,6 +14,8 @@ from sqlalchemy import Engine, event, inspect, text
 from sqlmodel import Session, create_engine
 
 from trialpath import models  # noqa: F401  (registers the tables)
+from trialpath.config import Settings
+from trialpath.sealing import attach, sealer_for
 
 SQLITE_BUSY_SECONDS = 30.0
 """How long a SQLite connection waits for another one's lock before giving up."""
@@ -58,6 +60,15 @@ def make_engine(url: str, *, upgrade: bool = True) -> Engine:
         from trialpath.migrate import upgrade_to_head
 
         upgrade_to_head(engine)
+    return engine
+
+
+def engine_for(settings: Settings, *, upgrade: bool = True) -> Engine:
+    """The settings' database, sealing personal data when TRIALPATH_ENCRYPT_AT_REST is set
+    (refused at once when it is set without codec keys)."""
+    sealer = sealer_for(settings)
+    engine = make_engine(settings.effective_database_url, upgrade=upgrade)
+    attach(engine, sealer)
     return engine
 
 

@@ -89,6 +89,51 @@ def current_command() -> None:
     console.print(_describe(revisions), highlight=False)
 
 
+@db_app.command("seal")
+def seal_command() -> None:
+    """Rewrite the personal data as the settings say: encrypted with the first codec key when
+    TRIALPATH_ENCRYPT_AT_REST is set (rows written before it was, and rows an older key
+    encrypted: that key can then be removed), in the clear when it is not (keys still needed
+    to read them). Safe to run again, and while Trialpath runs."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from sqlalchemy import func, select
+
+    from trialpath.sealing import SealedDataError, rewrite, sealed_columns, sealer_for
+
+    settings = get_settings()
+    sealer = sealer_for(settings)
+    if sealer is None:
+        raise _fail(
+            "nothing to do: TRIALPATH_ENCRYPT_AT_REST is off and there are no codec keys "
+            "(nothing can have been encrypted)"
+        )
+    with _database() as engine:
+        from trialpath.sealing import attach
+
+        attach(engine, sealer)
+        tables = sealed_columns()
+        with engine.connect() as connection:
+            counts = {
+                table: connection.execute(select(func.count()).select_from(table)).scalar_one()
+                for table in tables
+            }
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console
+        ) as progress:
+            for table in tables:
+                task = progress.add_task(table.name, total=counts[table])
+                try:
+                    for done in rewrite(engine, table):
+                        progress.advance(task, done)
+                except SealedDataError as err:
+                    raise _fail(str(err)) from None
+    how = f"encrypted with key {sealer.key_id!r}" if sealer.seals else "in the clear"
+    console.print(
+        f"{sum(counts.values())} rows of {len(tables)} tables rewritten, personal data {how}",
+        highlight=False,
+    )
+
+
 @db_app.command("revision")
 def revision_command(
     message: Annotated[str, typer.Option("--message", "-m", help="What the migration does.")],

@@ -8,6 +8,8 @@ from typing import Any
 from sqlalchemy import JSON, Column, DateTime, TypeDecorator, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from trialpath.sealing import SealedJSON, SealedString
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -35,6 +37,18 @@ def _ts(nullable: bool = True) -> Any:
     return Field(default=None, sa_column=Column(UtcDateTime(), nullable=nullable))
 
 
+def _sealed(column: str, default: str | None = None, *, required: bool = False) -> Any:
+    """A column of personal data, encrypted at rest when TRIALPATH_ENCRYPT_AT_REST is set
+    (trialpath/sealing.py); NULL allowed when its default is None."""
+    if required:
+        return Field(sa_column=Column(SealedString(column), nullable=False))
+    return Field(default=default, sa_column=Column(SealedString(column), nullable=default is None))
+
+
+def _sealed_json(column: str) -> Any:
+    return Field(default_factory=dict, sa_column=Column(SealedJSON(column), nullable=False))
+
+
 class TrialBase(SQLModel):
     user_id: str = Field(primary_key=True, max_length=128)
     workflow_id: str = Field(index=True, max_length=140)
@@ -53,9 +67,9 @@ class Trial(TrialBase, table=True):
 
     __tablename__ = "trials"
 
-    name: str | None = None
-    email: str | None = None
-    phone: str | None = None
+    name: str | None = _sealed("trials.name")
+    email: str | None = _sealed("trials.email")
+    phone: str | None = _sealed("trials.phone")
     locale: str = "en"
     timezone: str = "UTC"
     company: str | None = None
@@ -121,10 +135,10 @@ class Message(SQLModel, table=True):
     category: str
     persona: str | None = None
     locale: str = "en"
-    recipient: str
-    subject: str = ""
-    html: str = ""
-    text: str = ""
+    recipient: str = _sealed("messages.recipient", required=True)
+    subject: str = _sealed("messages.subject", "")
+    html: str = _sealed("messages.html", "")
+    text: str = _sealed("messages.text", "")
     template: str
     content_hash: str
     status: str = "pending"
@@ -134,7 +148,7 @@ class Message(SQLModel, table=True):
     again, nor on a fallback channel, so it is never sent twice)."""
     provider: str = "outbox"
     provider_message_id: str | None = Field(default=None, index=True, max_length=200)
-    error: str | None = None
+    error: str | None = _sealed("messages.error")
     attempts: int = 0
     """Times the provider was called for this row."""
     created_at: datetime = Field(
@@ -160,7 +174,7 @@ class MessageEvent(SQLModel, table=True):
     provider_message_id: str | None = Field(default=None, index=True, max_length=200)
     type: str
     at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
-    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    payload: dict[str, Any] = _sealed_json("message_events.payload")
     recorded_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UtcDateTime(), nullable=False)
     )
@@ -228,7 +242,7 @@ class PendingSignal(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     workflow_id: str = Field(index=True, max_length=140)
     signal: str
-    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    payload: dict[str, Any] = _sealed_json("pending_signals.payload")
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UtcDateTime(), nullable=False)
     )
@@ -251,7 +265,7 @@ class IdempotencyRecord(SQLModel, table=True):
     request_hash: str = Field(max_length=64)
     status_code: int | None = None
     """None while the first request is being processed."""
-    body: str | None = None
+    body: str | None = _sealed("idempotency_records.body")
     content_type: str | None = None
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UtcDateTime(), nullable=False)

@@ -29,7 +29,7 @@ from trialpath.api.metrics import RequestMetrics, metrics_router
 from trialpath.api.routes import health, router
 from trialpath.api.security import BodyLimit, Idempotency
 from trialpath.config import Settings, SettingsError, get_settings
-from trialpath.db import make_engine
+from trialpath.db import engine_for
 from trialpath.deliveries import Deliveries
 from trialpath.erasure import purge_expired
 from trialpath.logs import configure_from_settings
@@ -87,7 +87,7 @@ def create_app(
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
         configure_from_settings(settings)
-    engine = engine or make_engine(settings.effective_database_url)
+    engine = engine or engine_for(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
