@@ -46,8 +46,13 @@ TERMINAL_STAGES: frozenset[str] = frozenset({"converted", "expired", "cancelled"
 Locale = Literal["en", "fr"]
 UnsubscribeChannel = Literal["email", "sms", "in_app", "all"]
 
-_EMAIL_LIKE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+# One spelling for Python's `re` and the ECMA-262 regexes of JSON Schema (`\s` differs between
+# them, so control characters and the BOM are named).
+_EMAIL_CHARACTER = r"[^@\s\x00-\x1f\x7f-\x9f\ufeff]"
+_EMAIL_LIKE = re.compile(rf"{_EMAIL_CHARACTER}+@{_EMAIL_CHARACTER}+\.{_EMAIL_CHARACTER}+")
 _USER_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+USER_ID_PATTERN = f"^{_USER_ID.pattern}$"
+EMAIL_PATTERN = f"^{_EMAIL_LIKE.pattern}$"
 
 
 def workflow_id_for(user_id: str) -> str:

@@ -41,6 +41,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from trialpath.audit import pseudonym
 from trialpath.config import Settings
 from trialpath.contract import (
+    EMAIL_PATTERN,
     QUERY_STATUS,
     SIGNAL_CALL_BOOKED,
     SIGNAL_CALL_COMPLETED,
@@ -53,6 +54,7 @@ from trialpath.contract import (
     SIGNAL_UNSUBSCRIBE,
     STAGES,
     UPDATE_QUALIFY,
+    USER_ID_PATTERN,
     WORKFLOW_TYPE,
     Locale,
     Qualification,
@@ -123,9 +125,17 @@ class _Command(BaseModel):
 
 
 class StartTrial(_Command):
-    user_id: str = Field(description="The product's opaque user id (never an email address).")
-    email: str
-    name: str = ""
+    # The patterns are the validators' rules, stated for clients and API tools; the validators
+    # still decide (after bounding the length) and say what is wrong in their own words.
+    user_id: str = Field(
+        description="The product's opaque user id (never an email address).",
+        json_schema_extra={"pattern": USER_ID_PATTERN, "minLength": 1, "maxLength": 128},
+    )
+    email: str = Field(
+        json_schema_extra={"pattern": EMAIL_PATTERN, "minLength": 3, "maxLength": 320}
+    )
+    name: str = Field(min_length=1, max_length=200)
+    """How messages greet the user (required: a trial without it was refused all along)."""
     phone: str | None = None
     locale: Locale = "en"
     timezone: str = "UTC"
@@ -194,6 +204,17 @@ class EventsAccepted(BaseModel):
 
 
 class CallCommand(_Command):
+    # Stated in the schema too (JSON Schema's if/then): a booked or rescheduled call has a time.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {
+                "properties": {"action": {"enum": ["booked", "rescheduled"]}},
+                "required": ["action"],
+            },
+            "then": {"required": ["at"], "properties": {"at": {"type": "string"}}},
+        }
+    )
+
     action: Literal["booked", "rescheduled", "completed", "no_show"]
     at: AwareDatetime | None = None
     agent: str | None = Field(default=None, max_length=100)
@@ -214,6 +235,14 @@ class UnsubscribeCommand(_Command):
 
 
 class SurveyAnswer(_Command):
+    # Stated in the schema too: a CSAT score is 1 to 5.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {"properties": {"survey": {"const": "csat"}}, "required": ["survey"]},
+            "then": {"properties": {"score": {"maximum": SURVEY_SCALES["csat"]}}},
+        }
+    )
+
     survey: Literal["csat", "ces"]
     score: int = Field(ge=1, le=7, description="csat: 1 to 5; ces: 1 to 7.")
     comment: str | None = Field(default=None, max_length=2000)

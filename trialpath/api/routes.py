@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
+from pydantic import Field
 
 from trialpath.api.problems import Problem, problem
 from trialpath.api.security import allow, require
 from trialpath.contract import QualifyResult, Stage, TrialStatus
 from trialpath.definition import Persona
 from trialpath.trials import (
+    MAX_EVENTS_PER_REQUEST,
     Accepted,
     CallCommand,
     ConversionCommand,
@@ -139,6 +141,13 @@ async def qualify(user_id: UserId, command: QualifyCommand, service: TrialsDep) 
     return await service.qualify(user_id, command)
 
 
+EventList = Annotated[
+    list[NewEvent],
+    # The bounds the service checks (in its own words), stated in the schema.
+    Field(json_schema_extra={"minItems": 1, "maxItems": MAX_EVENTS_PER_REQUEST}),
+]
+
+
 @router.post(
     "/trials/{user_id}/events",
     dependencies=[Depends(allow("events", "trial.events"))],
@@ -151,7 +160,7 @@ async def qualify(user_id: UserId, command: QualifyCommand, service: TrialsDep) 
 async def add_events(
     user_id: UserId,
     service: TrialsDep,
-    body: Annotated[NewEvent | list[NewEvent], Body()],
+    body: Annotated[NewEvent | EventList, Body()],
 ) -> EventsAccepted:
     events = body if isinstance(body, list) else [body]
     return await service.add_events(user_id, events)
