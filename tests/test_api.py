@@ -518,3 +518,41 @@ async def test_call_outcomes_that_cannot_be_true_are_refused(
     assert done.status_code == 202, done.text
     await env.sleep(timedelta(minutes=5))
     assert (await api.get("/v1/trials/api-call-time")).json()["call"]["state"] == "completed"
+
+
+async def test_text_that_cannot_be_stored_is_refused(
+    api: httpx.AsyncClient, env: WorkflowEnvironment
+) -> None:
+    """PostgreSQL refuses U+0000 in text (the fuzz test found an event whose idempotency key
+    held one failing there), and a lone surrogate has no UTF-8 form: both are refused as
+    invalid, in any field, on every database."""
+    bad = await api.post("/v1/trials", json=signup("nul-1", name="Ada\x00"))
+    assert bad.status_code == 422
+    assert "NUL character" in bad.json()["detail"]
+    surrogate = await api.post(
+        "/v1/trials",
+        content=b'{"user_id": "nul-2", "email": "a@b.co", "name": "A\\ud800"}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert surrogate.status_code == 422 and "lone surrogates" in surrogate.text
+    assert (await api.post("/v1/trials", json=signup("nul-1"))).status_code == 201
+    for event in (
+        {"name": "login", "idempotency_key": "k\x00"},
+        {"name": "login", "properties": {"note": "a\x00b"}},
+        {"name": "login", "properties": {"deep": [{"k\x00": 1}]}},
+    ):
+        refused = await api.post("/v1/trials/nul-1/events", json=event)
+        assert refused.status_code == 422, event
+        assert "NUL character" in refused.text
+    accepted = await api.post("/v1/trials/nul-1/events", json={"name": "login"})
+    assert accepted.status_code == 202
+
+
+async def test_parameters_that_cannot_be_stored_are_refused(api: httpx.AsyncClient) -> None:
+    """A NUL in a filter reached PostgreSQL's query (`GET /v1/audit?action=%00`) and failed
+    there: query and path parameters are checked before any route reads them."""
+    for url in ("/v1/audit?action=%00", "/v1/audit?actor=a%00b", "/v1/audit?user_id=%00"):
+        response = await api.get(url)
+        assert response.status_code == 422, (url, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+    assert (await api.get("/v1/audit?action=trial.start")).status_code == 200

@@ -334,6 +334,7 @@ def test_sync_request_building() -> None:
         trial = tp.start_trial(
             "u1",
             "a@b.co",
+            name="Ada",
             phone="+33600000000",
             trial_days=21,
             qualification=Qualification(role="business"),
@@ -359,7 +360,7 @@ def test_sync_request_building() -> None:
             {
                 "user_id": "u1",
                 "email": "a@b.co",
-                "name": "",
+                "name": "Ada",
                 "phone": "+33600000000",
                 "locale": "en",
                 "timezone": "UTC",

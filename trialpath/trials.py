@@ -123,6 +123,41 @@ class Unavailable(TrialProblem):
 class _Command(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _storable_text(cls, data: Any) -> Any:
+        # U+0000 ends strings in C and PostgreSQL refuses it in text; a lone surrogate (JSON
+        # allows "\ud800") has no UTF-8 form to store or send. Refused here, in any field or
+        # property, rather than failing where it is stored or rendered.
+        problem = unstorable(data)
+        if problem is not None:
+            raise ValueError(problem)
+        return data
+
+
+def unstorable(value: Any, depth: int = 0) -> str | None:
+    """What makes `value` (text, or JSON holding text) unstorable, or None."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return "text may not contain the NUL character (U+0000)"
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return "text may not contain lone surrogates (U+D800 to U+DFFF)"
+        return None
+    if depth > 32:  # JSON nested deeper is stored as JSON, escaped
+        return None
+    items: list[Any] = []
+    if isinstance(value, dict):
+        items = [*value.keys(), *value.values()]
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    for item in items:
+        problem = unstorable(item, depth + 1)
+        if problem is not None:
+            return problem
+    return None
+
 
 class StartTrial(_Command):
     # The patterns are the validators' rules, stated for clients and API tools; the validators

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from sqlalchemy import Engine
@@ -35,7 +35,7 @@ from trialpath.erasure import purge_expired
 from trialpath.logs import configure_from_settings
 from trialpath.preferences import UnsubscribeTokens, signing_secret
 from trialpath.temporal import connect
-from trialpath.trials import Clock, TrialProblem, Trials, wall_clock
+from trialpath.trials import Clock, TrialProblem, Trials, unstorable, wall_clock
 
 log = logging.getLogger("trialpath.api")
 REDELIVERY_INTERVAL = 1.0
@@ -69,6 +69,21 @@ async def _redeliver(service: Trials) -> None:
             await service.deliver()
         except Exception:
             log.exception("redelivery of pending events failed; will retry")
+
+
+def storable_parameters(request: Request) -> None:
+    """Query and path parameters with U+0000 or a lone surrogate are refused (422) before any
+    route reads them: PostgreSQL refuses NUL in text, and a surrogate has no UTF-8 form. The
+    bodies' text is checked by the request models."""
+    found = [("query", name, value) for name, value in request.query_params.multi_items()]
+    found += [("path", name, str(value)) for name, value in request.path_params.items()]
+    errors = []
+    for location, name, value in found:
+        problem = unstorable(value)
+        if problem is not None:
+            errors.append({"loc": (location, name), "msg": problem, "type": "value_error"})
+    if errors:
+        raise RequestValidationError(errors)
 
 
 def create_app(
@@ -111,6 +126,7 @@ def create_app(
         version="1.0.0",
         summary="Drive trial onboarding journeys: start trials, report what users do.",
         lifespan=lifespan,
+        dependencies=[Depends(storable_parameters)],
     )
     app.state.settings = settings
     app.state.tokens = UnsubscribeTokens(signing_secret(settings))

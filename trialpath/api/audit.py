@@ -69,7 +69,8 @@ async def audit_log(
         datetime | None, Query(description="Entries at or after this time (ISO 8601).")
     ] = None,
     before: Annotated[
-        int | None, Query(ge=1, le=2**62, description="`next_before` of the previous page.")
+        int | None,
+        Query(ge=1, le=2**31 - 1, description="`next_before` of the previous page."),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> audit.AuditPage:
