@@ -240,21 +240,15 @@ def _stop_pid(pid: int) -> None:
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    from tests.ports import free_port
+
+    return free_port()
 
 
 def _is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        # As Node does: a port whose old connections linger in TIME_WAIT is free to listen on.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
+    from tests.ports import is_free
+
+    return is_free(port)
 
 
 def _wait_until_listening(process: subprocess.Popen[bytes], port: int, log: IO[bytes]) -> bool:

@@ -29,6 +29,7 @@ import pytest
 from fastapi import FastAPI
 from markupsafe import escape
 
+from tests.ports import free_port
 from tests.test_templates import journey_messages
 from trialpath.config import PROJECT_ROOT, Settings
 from trialpath.definition import PERSONAS
@@ -368,12 +369,6 @@ def test_serve_preview_says_why_it_cannot_start(tmp_path: Path) -> None:
 
 
 # --- In a real browser -------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:

@@ -21,17 +21,11 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as SMTPServer
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
+from tests.ports import free_port
 from trialpath.delivery import Attachment, DeliveryError, OutgoingMessage
 from trialpath.delivery.smtp import SmtpProvider
 
 ICS = b"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nEND:VCALENDAR\r\n"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def outgoing(**overrides: Any) -> OutgoingMessage:

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import httpx
 import pytest
 from temporalio.client import Client
 
+from tests.ports import free_port
 from trialpath.config import PROJECT_ROOT, Settings
 from trialpath.services import Services, port_open
 from trialpath.temporal import DATA_CONVERTER
@@ -29,12 +29,6 @@ from trialpath.temporal import DATA_CONVERTER
 pytestmark = pytest.mark.slow
 
 TRIALPATH = str(Path(sys.executable).parent / "trialpath")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
