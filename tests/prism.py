@@ -36,6 +36,8 @@ from typing import IO, Any
 
 import pytest
 
+from tests.ports import free_port, is_free
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PRISM = REPO_ROOT / "node_modules" / ".bin" / "prism"
 SPECS_DIR = Path(
@@ -91,8 +93,8 @@ def prism_mock(spec: Path, *, port: int | None = None) -> Iterator[str]:
 def _start(spec: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
     attempts = 1 if port is not None else 3
     for attempt in range(1, attempts + 1):
-        chosen = port if port is not None else _free_port()
-        if port is not None and not _is_free(port):
+        chosen = port if port is not None else free_port()
+        if port is not None and not is_free(port):
             # Polling would find whatever listens there and take it for Prism.
             raise PrismError(f"port {port} is already in use: cannot start prism for {spec}")
         # A file, not a pipe: Prism logs every request, and a full pipe would block it. Its
@@ -237,18 +239,6 @@ def _stop_pid(pid: int) -> None:
             if not _alive(pid):
                 return
             time.sleep(0.05)
-
-
-def _free_port() -> int:
-    from tests.ports import free_port
-
-    return free_port()
-
-
-def _is_free(port: int) -> bool:
-    from tests.ports import is_free
-
-    return is_free(port)
 
 
 def _wait_until_listening(process: subprocess.Popen[bytes], port: int, log: IO[bytes]) -> bool:
