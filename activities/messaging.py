@@ -114,6 +114,8 @@ class CsTaskInput(BaseModel):
     user_id: str
     agent: str | None
     reason: str
+    kind: str = "stalled"
+    workflow_id: str | None = None
 
 
 FINAL_STATUSES = frozenset({"sent", "failed", "skipped", "unknown"})
@@ -521,7 +523,10 @@ class MessagingActivities:
                     CsTask(
                         key=request.key,
                         user_id=request.user_id,
+                        workflow_id=request.workflow_id,
+                        kind=request.kind,
                         agent=request.agent,
+                        owner=request.agent,
                         reason=request.reason,
                     )
                 )

@@ -58,12 +58,15 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from sqlmodel import Session
 from temporalio.testing import WorkflowEnvironment
 
 from tests.conftest import API_KEY, API_KEYS
 from trialpath.api.app import create_app
 from trialpath.config import Settings
 from trialpath.contract import workflow_id_for
+from trialpath.db import make_engine
+from trialpath.models import CsTask
 
 T = TypeVar("T")
 
@@ -128,6 +131,12 @@ def _strategy(operation: Any, known: list[str]) -> st.SearchStrategy[Case[Any]]:
             )
             for user_id in known
         ]
+    if "{key}" in operation.path:
+        strategies.append(
+            operation.as_strategy(
+                generation_mode=GenerationMode.POSITIVE, path_parameters={"key": task_key(known)}
+            )
+        )
     if operation.method.upper() == "POST" and operation.path == "/v1/trials":
 
         def valid(pair: tuple[Case[Any], dict[str, Any]]) -> Case[Any]:
@@ -141,12 +150,18 @@ def _strategy(operation: Any, known: list[str]) -> st.SearchStrategy[Case[Any]]:
     return st.one_of(strategies)
 
 
+def task_key(known: list[str]) -> str:
+    """A support task of the first known trial (made before the requests)."""
+    return f"{workflow_id_for(known[0])}:support_alert.1"
+
+
 def _explicit(operation: Any, known: list[str]) -> list[Case[Any]]:
     """Edge cases run every time, before the generated ones (generation finds them only now
     and then): a JSON body that is not UTF-8."""
     if not operation.body:
         return []
-    path = {"user_id": known[0]} if "{user_id}" in operation.path else {}
+    values = {"user_id": known[0], "key": task_key(known)}
+    path = {name: value for name, value in values.items() if f"{{{name}}}" in operation.path}
     body = b'{"user_id": "fz-\xff", "name": "\xff"}'
     return [operation.Case(path_parameters=path, body=body, media_type="application/json")]
 
@@ -198,7 +213,7 @@ def _on_loop(loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, T])
 
 @pytest.mark.parametrize("operation", OPERATIONS, ids=[op.label for op in OPERATIONS])
 async def test_api_conforms_to_its_openapi(
-    api: httpx.AsyncClient, env: WorkflowEnvironment, operation: Any
+    api: httpx.AsyncClient, env: WorkflowEnvironment, settings: Settings, operation: Any
 ) -> None:
     loop = asyncio.get_running_loop()
     statuses: set[int] = set()
@@ -212,6 +227,17 @@ async def test_api_conforms_to_its_openapi(
         body = {"user_id": user_id, "email": f"{user_id}@example.com", "name": "Known"}
         response = await api.post("/v1/trials", json={**body, "qualification": qualification})
         assert response.status_code == 201, response.text
+    with Session(make_engine(settings.effective_database_url)) as session:
+        session.add(
+            CsTask(
+                key=task_key(known),
+                user_id=known[0],
+                workflow_id=workflow_id_for(known[0]),
+                reason="stalled",
+                owner="Camille",
+            )
+        )
+        session.commit()
     # Let them settle (first workflow task, journey loaded): terminating a trial while a
     # workflow task or activity is in flight leaves the time-skipping server's clock locked
     # for the rest of the test.

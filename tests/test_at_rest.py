@@ -255,4 +255,5 @@ def test_the_sealed_columns_are_the_personal_ones() -> None:
         "message_events.payload",
         "pending_signals.payload",
         "idempotency_records.body",
+        "cs_tasks.note",
     }

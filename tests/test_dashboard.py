@@ -254,20 +254,28 @@ async def test_a_key_in_the_url_never_signs_in(http: httpx.AsyncClient) -> None:
 
 async def test_only_keys_that_read_kpis_get_in(app: FastAPI, http: httpx.AsyncClient) -> None:
     analyst, support = "analyst-key-0123456789abcdef", "support-key-0123456789abcdef"
+    backend = "backend-key-0123456789abcdef"
     app.state.settings.api_keys = [
         *app.state.settings.api_keys,
-        *parse_api_keys([f"growth:analyst:{analyst}", f"desk:support:{support}"]),
+        *parse_api_keys(
+            [f"growth:analyst:{analyst}", f"desk:support:{support}", f"app:backend:{backend}"]
+        ),
     ]
     ok = await http.get("/dashboard", headers={"Authorization": f"Bearer {analyst}"})
     assert ok.status_code == 200
     refused = await http.get("/dashboard", headers={"Authorization": f"Bearer {support}"})
     assert refused.status_code == 403
     assert "desk (support) may not read KPIs" in refused.json()["detail"]
-    form = await http.post("/dashboard/login", data={"key": support}, headers=HTML)
+    form = await http.post("/dashboard/login", data={"key": backend}, headers=HTML)
     assert form.status_code == 403 and "set-cookie" not in form.headers
-    assert elements(form.text, "login-error") and "may not read KPIs" in form.text
+    assert elements(form.text, "login-error") and "may neither read KPIs" in form.text
     signed_in = await http.post("/dashboard/login", data={"key": analyst})
     assert signed_in.status_code == 303 and cookie_of(signed_in)
+    assert signed_in.headers["location"] == "/dashboard"
+    # A support key signs in to the support queue, next to the dashboard.
+    queue = await http.post("/dashboard/login", data={"key": support}, headers=HTML)
+    assert queue.status_code == 303 and cookie_of(queue)
+    assert queue.headers["location"] == "/dashboard/tasks"
 
 
 async def test_the_cookie_is_secure_behind_a_tls_proxy(app: FastAPI) -> None:

@@ -548,8 +548,10 @@ def test_future_occurred_at_is_clamped_to_now() -> None:
 
 def test_older_key_event_does_not_move_the_last_key_event_back() -> None:
     state = begin(role="business")
-    journey.apply_event(DEFN, state, "login", t(2, 10), None, t(2, 10))
-    journey.apply_event(DEFN, state, "login", t(1, 10), None, t(2, 11))  # arrives late
+    journey.apply_event(DEFN, state, "data_source_connected", t(2, 10), None, t(2, 10))
+    journey.apply_event(
+        DEFN, state, "data_source_connected", t(1, 10), None, t(2, 11)
+    )  # arrives late
     journey.apply_event(DEFN, state, "page_viewed", t(3, 10), None, t(3, 10))  # not a key event
     assert state.last_key_event_at == t(2, 10)
 
@@ -940,12 +942,12 @@ def stall_log(run: Run) -> list[tuple[datetime, str]]:
         # No key event: anchor = persona time 08:00 → nudge day 2 08:00 → window 09:00;
         # the alert 1 day after the nudge was sent.
         ([], DEFN, [(t(2, 9), "stall_nudge.1"), (t(3, 9), "support_alert.1")]),
-        # Login day 1 10:00 → nudge day 3 10:00 (inside the window), alert day 4 10:00.
+        # Progress day 1 10:00 → nudge day 3 10:00 (inside the window), alert day 4 10:00.
         ([t(1, 10)], DEFN, [(t(3, 10), "stall_nudge.1"), (t(4, 10), "support_alert.1")]),
         # Login day 1 20:00 → due day 3 20:00, after the window → day 4 09:00 (it beats the
         # day-4 drip for the cap), alert day 5 09:00.
         ([t(1, 20)], DEFN, [(t(4, 9), "stall_nudge.1"), (t(5, 9), "support_alert.1")]),
-        # Stall after 3 days: login day 1 10:00 → nudge due day 4 10:00, but the day-4 drip
+        # Stall after 3 days: progress day 1 10:00 → nudge due day 4 10:00, but the day-4 drip
         # took that day's cap at 09:00, so the nudge goes day 5 09:00; alert day 6 09:00.
         (
             [t(1, 10)],
@@ -964,7 +966,7 @@ def test_stall_nudge_and_alert_times(
     events: list[datetime], defn: JourneyDefinition, expected: list[tuple[datetime, str]]
 ) -> None:
     state = begin(defn, role="business", urgency="this_month")
-    signals = [(at, event(state, "login", at, defn)) for at in events]
+    signals = [(at, event(state, "data_source_connected", at, defn)) for at in events]
     run = simulate(defn, state, SIGNUP, t(8), signals)
     assert stall_log(run) == expected
 
@@ -972,10 +974,17 @@ def test_stall_nudge_and_alert_times(
 def test_stall_anchor_is_the_persona_time_when_later() -> None:
     defn = with_stall(DEFN.model_copy(update={"qualifier_timeout_hours": 12.0}), days=3.0)
     state = begin(defn)
-    # A login while qualifying (day 0 10:00); the persona is inferred at 20:00, the later
-    # anchor: nudge due day 3 20:00, after the window → day 4 09:00, where it beats the day-4
-    # drip; alert day 5 09:00. (Anchored on the login it would have gone on day 3 at 10:00.)
-    run = simulate(defn, state, SIGNUP, t(6), [(t(0, 10), event(state, "login", t(0, 10), defn))])
+    # A data source connected while qualifying (day 0 10:00); the persona is inferred at
+    # 20:00, the later anchor: nudge due day 3 20:00, after the window → day 4 09:00, where it
+    # beats the day-4 drip; alert day 5 09:00. (Anchored on that event it would have gone on
+    # day 3 at 10:00.)
+    run = simulate(
+        defn,
+        state,
+        SIGNUP,
+        t(6),
+        [(t(0, 10), event(state, "data_source_connected", t(0, 10), defn))],
+    )
     assert state.persona_at == t(0, 20)
     assert state.last_key_event_at == t(0, 10)
     assert stall_log(run) == [(t(4, 9), "stall_nudge.1"), (t(5, 9), "support_alert.1")]
@@ -984,9 +993,9 @@ def test_stall_anchor_is_the_persona_time_when_later() -> None:
 @pytest.mark.parametrize(
     ("max_nudges", "expected"),
     [
-        # Nudge 1 day 2 09:00. A login at day 2 20:00 starts a new episode before the alert
+        # Nudge 1 day 2 09:00. Progress at day 2 20:00 starts a new episode before the alert
         # (due day 3 09:00), which is dropped. Nudge 2 due day 4 20:00 → day 5 09:00, its alert
-        # day 6 09:00 (numbered by alerts sent: support_alert.1). The login at day 6 12:00
+        # day 6 09:00 (numbered by alerts sent: support_alert.1). Progress at day 6 12:00
         # starts a third episode: no nudge left.
         (2, [(t(2, 9), "stall_nudge.1"), (t(5, 9), "stall_nudge.2"), (t(6, 9), "support_alert.1")]),
         (1, [(t(2, 9), "stall_nudge.1")]),
@@ -998,8 +1007,10 @@ def test_key_event_resets_the_stall_episode_and_nudges_are_capped(
 ) -> None:
     defn = with_stall(DEFN, max_nudges=max_nudges)
     state = begin(defn, role="business", urgency="this_month")
-    logins = [(at, event(state, "login", at, defn)) for at in (t(2, 20), t(6, 12))]
-    run = simulate(defn, state, SIGNUP, t(14), logins)
+    progress = [
+        (at, event(state, "data_source_connected", at, defn)) for at in (t(2, 20), t(6, 12))
+    ]
+    run = simulate(defn, state, SIGNUP, t(14), progress)
     assert stall_log(run) == expected
     assert state.nudges == min(max_nudges, 2)
 
@@ -1030,6 +1041,7 @@ def test_alert_context(company: str, urgency: str | None, cs_task: bool) -> None
     context = journey.alert_context(DEFN, state, t(3, 9))
     assert context == {
         "reason": "no key action since the stall nudge",
+        "kind": "stalled",
         "user_id": "u1",
         "persona": "executive",
         "urgency": urgency or "evaluating",
@@ -1775,14 +1787,14 @@ def test_a_broken_support_alert_is_retried() -> None:
 
 
 def test_a_key_event_while_the_nudge_is_sent_opens_a_new_episode_not_an_alert() -> None:
-    """Nudge decided at 09:00, a login applied at 09:01 while it is sent, marked done at 09:01:
-    the login is progress after the nudge, so no support alert the next day."""
+    """Nudge decided at 09:00, a progress event applied at 09:01 while it is sent, marked done
+    at 09:01: it is progress after the nudge, so no support alert the next day."""
     state, step = stalled_until_the_nudge()
-    journey.apply_event(DEFN, state, "login", t(2, 9, 1), None, t(2, 9, 1))
+    journey.apply_event(DEFN, state, "data_source_connected", t(2, 9, 1), None, t(2, 9, 1))
     journey.mark_done(DEFN, state, step, deliver(step, *step.channels), t(2, 9, 1))
     assert state.nudged_for == state.persona_at  # the episode the nudge was for
     run = simulate(DEFN, state, t(2, 9, 1), t(8))
-    # No alert on day 3: the new episode starts from the login, with its own nudge (due on
+    # No alert on day 3: the new episode starts from that event, with its own nudge (due on
     # day 4 at 09:01; that day's drip took the cap, so day 5), then its alert a day later.
     (nudge_at, nudge), (alert_at, alert) = stall_log(run)
     assert (nudge, alert) == ("stall_nudge.2", "support_alert.1")
@@ -1793,11 +1805,11 @@ def test_a_key_event_while_the_nudge_is_sent_opens_a_new_episode_not_an_alert() 
 def test_an_old_key_event_arriving_late_does_not_reopen_the_episode() -> None:
     state, step = stalled_until_the_nudge()
     journey.mark_done(DEFN, state, step, deliver(step, *step.channels), t(2, 9))
-    # Day 2 12:00: a login that happened on day 1 arrives (a backlog in the product).
-    late = [(t(2, 12), event(state, "login", t(1, 10)))]
+    # Day 2 12:00: a progress event that happened on day 1 arrives (a backlog in the product).
+    late = [(t(2, 12), event(state, "data_source_connected", t(1, 10)))]
     run = simulate(DEFN, state, t(2, 9), t(8), late)
     assert stall_log(run) == [(t(3, 9), "support_alert.1")]
-    assert state.events_seen["login"] == 1
+    assert state.events_seen["data_source_connected"] == 1
 
 
 def test_a_held_marketing_retry_goes_out_on_its_own_day_and_counts_once() -> None:

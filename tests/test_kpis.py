@@ -237,13 +237,14 @@ def test_activation_completion_and_adoption(seeded: Engine) -> None:
     # Activated: u1 u2 u3 u5 = 4 of 10.
     activation = value(kpis.activation_rate(seeded, AT))
     assert (activation.value, activation.n, activation.detail) == (40.0, 10, {"count": 4})
-    # Every one of the 8 key events: u8 only (who is not activated: seed 003's point).
+    # Every one of the 7 progress events: u8 only (who is not activated: seed 003's point).
     completion = value(kpis.onboarding_completion(seeded, AT))
     assert (completion.value, completion.n) == (10.0, 10)
-    # At least 3 distinct key events: u1 (integration, api_call, login), u2 (4), u3 (workflow,
-    # teammate, login), u5 (dashboard, report, data source, login), u8 (8) = 5; u4 has 2.
+    # At least 3 distinct progress events (a login is none): u2 (4), u5 (dashboard, report,
+    # data source), u8 (7) = 3; u1 (integration, api_call), u3 (workflow, teammate) and u4
+    # have 2.
     adoption = value(kpis.adoption_rate(seeded, AT))
-    assert (adoption.value, adoption.detail["count"]) == (50.0, 5)
+    assert (adoption.value, adoption.detail["count"]) == (30.0, 3)
 
 
 def test_time_to_proficiency(seeded: Engine) -> None:
@@ -329,6 +330,7 @@ def test_compute_kpis_has_every_kpi_once_without_split(seeded: Engine) -> None:
         "ttfv_median", "ttfv_p90", "activation_rate", "onboarding_completion", "adoption_rate",
         "time_to_proficiency", "retention_7d", "trial_to_paid", "churn_rate", "csat", "ces",
         "upsell_rate", "referral_rate", "cltv", "messages_per_user", "unsubscribe_rate",
+        "support_task_rate", "support_reach_rate",
     ]  # fmt: skip
     assert {r.group for r in rows} == {"all"}
     assert {r.unit for r in rows} == {"hours", "%", "score", "EUR", "count"}

@@ -12,6 +12,7 @@ import pytest
 
 from trialpath.config import PACKAGE_DIR, PROJECT_ROOT
 from trialpath.definition import PERSONAS, load_definition
+from trialpath.samples import sample_alert
 from trialpath.templating import (
     Product,
     Renderer,
@@ -62,7 +63,8 @@ def context(
             "agent": "Camille",
             "duration_minutes": 30,
         },
-        alert={
+        alert=sample_alert(message, "u1", persona, "Camille", True)
+        or {
             "reason": "stalled",
             "user_id": "u1",
             "persona": persona,

@@ -156,6 +156,8 @@ async def test_activates_on_day_1(
         expected += msgs(3, drip(persona, 1))
     expected += msgs(3, "call_reminder_day.1")
     expected += msgs(4, drip(persona, 2)) + msgs(4, "call_reminder_hour.1")
+    # No progress for 4 days after activation (day 1.1): a support task on day 5, no nudge.
+    expected += msgs(5, "inactive_alert.1", ("support",))
     expected += msgs(7, drip(persona, 3)) + msgs(10, drip(persona, 4)) + end_of_trial()
     assert sent_log(result) == expected
     assert result.stage == "expired"
@@ -212,6 +214,8 @@ async def test_stalls_then_activates_after_the_call(
         + msgs(4, "milestone", ("in_app",))
         + msgs(5, "activated")
         + msgs(7, drip(persona, 3))
+        # Quiet for 4 days after the goal (day 4.5): support gets a task on day 8.
+        + msgs(8, "inactive_alert.1", ("support",))
         + msgs(10, drip(persona, 4))
         + end_of_trial()
     )
@@ -219,9 +223,14 @@ async def test_stalls_then_activates_after_the_call(
     assert result.stage == "expired"
     assert result.activated
     assert result.call.state == "completed"
-    tasks = rows(settings, CsTask, trial.user_id)
-    assert len(tasks) == 1
-    assert tasks[0].agent == result.call.agent
+    tasks = sorted(rows(settings, CsTask, trial.user_id), key=lambda task: task.created_at)
+    assert [(task.kind, task.key.rpartition(":")[2]) for task in tasks] == [
+        ("stalled", "support_alert.1"),
+        ("inactive", "inactive_alert.1"),
+    ]
+    assert {task.agent for task in tasks} == {task.owner for task in tasks} == {result.call.agent}
+    # Nobody closed them: the trial still lists them.
+    assert set(result.open_tasks.values()) == {"stalled", "inactive"}
     check_outbox(settings, trial.user_id, sent_log(result))
 
 
@@ -266,6 +275,7 @@ async def test_converts_on_day_5(
         expected += msgs(3, drip(persona, 1))
     expected += msgs(3, "call_reminder_day.1")
     expected += msgs(4, drip(persona, 2)) + msgs(4, "call_reminder_hour.1")
+    expected += msgs(5, "inactive_alert.1", ("support",))  # day 5.1, before the purchase
     expected += msgs(5, "welcome_paid")
     assert sent_log(result) == expected
     assert result.stage == "converted"

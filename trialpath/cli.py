@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -37,10 +38,11 @@ from trialpath.db import engine_for
 from trialpath.dbcli import db_app
 from trialpath.definition import Persona
 from trialpath.history import history_app
-from trialpath.journey import JourneyClock
+from trialpath.journey import ATTENTION, JourneyClock
 from trialpath.models import Message, Trial
 from trialpath.preferences import signing_secret
 from trialpath.services import ServiceError, Services, port_open, running
+from trialpath.taskscli import tasks_app
 from trialpath.temporal import (
     backlog,
     connect,
@@ -75,6 +77,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(history_app, name="history")
 keys_app = typer.Typer(help="API keys (TRIALPATH_API_KEYS).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(tasks_app, name="tasks")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -301,7 +304,7 @@ class DemoRun:
     async def demo(self, plan: DemoPlan) -> int:
         """The 12 scripted users, played and checked; returns how many differ."""
         from trialpath.definition import load_definition
-        from trialpath.demo import DemoError, delays, results_table, run_demo
+        from trialpath.demo import DemoError, delays, results_table, run_demo, support_queue
 
         settings = self.settings
         client = await _client(settings)
@@ -336,7 +339,13 @@ class DemoRun:
                 )
             except (DemoError, httpx.HTTPError) as err:
                 raise fail(f"the demo could not use the API at {self.api_url}: {err}") from err
+            queue = await support_queue(api, plan.prefix)
         console.print(results_table(items, spd, "Demo results", definition))
+        if queue is not None:
+            console.print(queue)
+            console.print(
+                f"Work the queue at {self.api_url}/dashboard/tasks or with `trialpath tasks list`."
+            )
         differing = sum(bool(i.verdict) for i in items)
         sent, answered = delays(items)
         if answered:
@@ -409,6 +418,9 @@ class DemoRun:
                 f"\nBrowse the workflows: {ui}/namespaces/{namespace}/workflows"
                 f'\nSearch by persona, e.g. Persona="technical": '
                 f"{ui}/namespaces/{namespace}/workflows?query=Persona%3D%22technical%22"
+                "\nTrials that need a human now: "
+                f"{ui}/namespaces/{namespace}/workflows?query="
+                + quote(f"NeedsAttention IN ({', '.join(repr(r) for r in ATTENTION)})")
             )
         console.print(
             f"Outbox: `trialpath outbox list` or the files in {settings.outbox_dir}"

@@ -27,6 +27,7 @@ SIGNAL_EXTEND_TRIAL = "extend_trial"
 SIGNAL_CONVERTED = "converted"
 SIGNAL_CANCEL = "cancel"
 SIGNAL_UNSUBSCRIBE = "unsubscribe"
+SIGNAL_TASK_CLOSED = "task_closed"
 UPDATE_QUALIFY = "qualify"
 QUERY_STATUS = "status"
 
@@ -196,6 +197,14 @@ class Unsubscribe(_Relayed):
     channel: UnsubscribeChannel
 
 
+class TaskClosed(_Relayed):
+    """Support closed a task opened by the trial: its key, why it was opened, the outcome."""
+
+    task: str = Field(min_length=1, max_length=300)
+    kind: str = Field(min_length=1, max_length=40)
+    outcome: str = Field(min_length=1, max_length=40)
+
+
 class CallStatus(_Payload):
     state: Literal["none", "scheduled", "booked", "completed", "no_show"]
     at: datetime | None
@@ -227,4 +236,8 @@ class TrialStatus(_Payload):
     unsubscribed: list[str] = []
     trial_day: int = 0
     ends_on: date | None = None
+    needs_attention: list[str] = []
+    """Why a human should look now (the `NeedsAttention` search attribute)."""
+    open_tasks: dict[str, str] = {}
+    """Support tasks opened for this trial and not closed: key → kind."""
     summary: str = ""

@@ -84,6 +84,10 @@ class StallRule(_Strict):
     alert_after_days: float = Field(gt=0)
     max_nudges: int = Field(ge=0)
     key_events: tuple[str, ...]
+    """The progress events: one of them ends a stall (a login alone is not progress)."""
+    inactive_after_days: float | None = Field(default=None, gt=0)
+    """After activation, no progress event for this many days opens a support task
+    (`inactive_alert`), not a marketing nudge. None: not watched (journeys before rules 4)."""
 
 
 class CallRule(_Strict):
@@ -193,6 +197,8 @@ class JourneyDefinition(_Strict):
         needed |= {f"winback_{d}" for d in self.end_of_trial.winback_days}
         if self.surveys is not None:
             needed |= {"survey_csat", "survey_ces", "referral_ask"}
+        if self.stall.inactive_after_days is not None:
+            needed.add("inactive_alert")
         lacking = needed - set(self.messages)
         if lacking:
             raise ValueError(f"messages lacks {sorted(lacking)}")

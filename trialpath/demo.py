@@ -703,6 +703,27 @@ def results_table(
     return table
 
 
+async def support_queue(api: httpx.AsyncClient, prefix: str) -> Table | None:
+    """The support tasks the demo's journeys opened (`GET /v1/tasks`), oldest first; None when
+    the API key may not read the queue."""
+    response = await api.get("/v1/tasks", params={"state": "all", "limit": 500})
+    if response.status_code in (401, 403):
+        return None
+    page = _check(response)
+    mine = [
+        t
+        for t in page["tasks"]
+        if t["user_id"].startswith(f"{prefix}-") and not t["user_id"].startswith(f"{prefix}-pop-")
+    ]
+    open_ = sum(t["state"] != "closed" for t in mine)
+    table = Table(title=f"Support queue: {open_} open task(s) of {len(mine)}", title_justify="left")
+    for column in ("task", "kind", "state", "owner", "reason"):
+        table.add_column(column, no_wrap=column != "reason")
+    for t in mine:
+        table.add_row(t["key"], t["kind"], t["state"], t["owner"] or "nobody", t["reason"])
+    return table
+
+
 def delays(items: list[Tracked]) -> tuple[list[float], list[float]]:
     """Per accepted request, seconds from its scripted moment to its sending, and to the
     API's answer."""

@@ -18,6 +18,7 @@ from sqlmodel import Session, col, select
 from trialpath.audit import pseudonymise
 from trialpath.delivery.outbox import file_stem
 from trialpath.models import (
+    CsTask,
     IdempotencyRecord,
     Message,
     MessageEvent,
@@ -38,7 +39,7 @@ COVERAGE: dict[str, str] = {
     "idempotency_records": "stored answers deleted",
     "audit_entries": "kept, the user id replaced by a keyed pseudonym (who did what stays)",
     "preferences": "kept: the opt-out must outlive the data (user id and channel only)",
-    "cs_tasks": "kept: user id, agent and reason (no personal data)",
+    "cs_tasks": "support's closing notes wiped; kept: user id, kind, owner, outcome and times",
     "stage_changes": "kept: stages and times (no personal data)",
     "agent_assignments": "kept: workflow id and agent (no personal data)",
     "agent_cursor": "no user data",
@@ -120,6 +121,11 @@ def erase_rows(
                     signal.last_error = "the user's data was erased"
                 session.add(signal)
                 done.add("pending_signals")
+        for task in session.exec(select(CsTask).where(CsTask.user_id == user_id)):
+            if task.note:
+                task.note = None
+                session.add(task)
+                done.add("cs_tasks")
         stored = select(IdempotencyRecord).where(IdempotencyRecord.user_id == user_id)
         for record in session.exec(stored):
             session.delete(record)

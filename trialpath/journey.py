@@ -14,7 +14,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -35,7 +35,7 @@ from trialpath.definition import (
 
 DAY = timedelta(days=1)
 MAX_REMEMBERED_EVENT_IDS = 1000
-RULES = 3
+RULES = 4
 """The version of these rules a new trial starts with (`TrialState.rules`). A fix that changes
 what the rules decide applies from the version that brings it, so a trial that started before
 keeps deciding as its history did (the workflow picks the version behind `workflow.patched`).
@@ -144,6 +144,26 @@ class Cancellation(_State):
     at: datetime
 
 
+TaskKind = Literal["stalled", "inactive", "no_show", "call_unassigned"]
+"""Why a support task was opened (also a `NeedsAttention` reason while it is open)."""
+TaskOutcome = Literal["reached_user", "call_booked", "no_answer", "not_a_fit", "resolved"]
+"""How support closed a task."""
+TASK_OUTCOMES: tuple[TaskOutcome, ...] = (
+    "reached_user",
+    "call_booked",
+    "no_answer",
+    "not_a_fit",
+    "resolved",
+)
+
+
+class SupportOutcome(_State):
+    task: str
+    kind: str
+    outcome: str
+    at: datetime
+
+
 class TrialState(_State):
     """Everything the journey knows about one trial; carried across continue-as-new."""
 
@@ -211,6 +231,13 @@ class TrialState(_State):
     abandoned: list[str] = []
     """Steps whose broken template was given up on since the workflow last looked (rules 2):
     support is told, and the list emptied, by the workflow (`take_abandoned`)."""
+    tasks: dict[str, str] = {}
+    """Support tasks opened for this trial and not closed yet: task key → kind."""
+    support: list[SupportOutcome] = []
+    """Support tasks closed, with their outcome."""
+    inactive_alerted_for: datetime | None = None
+    """The inactivity episode (rules 4: its last progress time) support was last told of."""
+    inactive_alerts: int = 0
 
 
 # --- Steps the workflow performs -------------------------------------------------------------
@@ -809,6 +836,7 @@ def _trial_candidates(
                 "activated", "activated", state.activated_at, PRIORITY_ACTIVATED, stale_at=ends
             )
         )
+        found.extend(_inactive_candidates(defn, state, ends))
     else:
         found.extend(_stall_candidates(defn, state))
     if now < converting_from(defn, state):
@@ -860,6 +888,55 @@ def _stall_candidates(defn: JourneyDefinition, state: TrialState) -> list[_Candi
     return [_Candidate(f"support_alert.{state.alerts + 1}", "support_alert", due, PRIORITY_NUDGE)]
 
 
+def _inactive_anchor(state: TrialState) -> datetime:
+    """The last sign of progress after activation: the activation, or a later progress event."""
+    assert state.activated_at is not None
+    if state.last_key_event_at is None:
+        return state.activated_at
+    return max(state.activated_at, state.last_key_event_at)
+
+
+def _inactive_candidates(
+    defn: JourneyDefinition, state: TrialState, ends: datetime
+) -> list[_Candidate]:
+    """Rules 4: an activated user with no progress event for `stall.inactive_after_days` is a
+    drop in activity; support gets a task (one per episode), the user no marketing nudge."""
+    days = defn.stall.inactive_after_days
+    if state.rules < 4 or days is None or state.activated_at is None:
+        return []
+    if state.arm == "holdout":
+        return []  # Nobody steps in: the holdout measures the journey against no onboarding.
+    anchor = _inactive_anchor(state)
+    if state.inactive_alerted_for == anchor:
+        return []
+    due = anchor + timedelta(days=days)
+    return [
+        _Candidate(
+            f"inactive_alert.{state.inactive_alerts + 1}",
+            "inactive_alert",
+            due,
+            PRIORITY_NUDGE,
+            stale_at=ends,
+        )
+    ]
+
+
+def inactive_context(defn: JourneyDefinition, state: TrialState, now: datetime) -> dict[str, Any]:
+    """Context of an inactivity alert: always a support task, for the trial's CS owner."""
+    anchor = _inactive_anchor(state)
+    return {
+        "reason": "no progress event since activation",
+        "kind": "inactive",
+        "user_id": state.user_id,
+        "persona": state.persona,
+        "urgency": effective_urgency(defn, state),
+        "days_inactive": math.floor((now - anchor) / DAY),
+        "activated_day": trial_day(state, state.activated_at) if state.activated_at else None,
+        "cs_task": True,
+        "agent": state.call.agent or "",
+    }
+
+
 def _next_drip(defn: JourneyDefinition, state: TrialState) -> _Candidate | None:
     persona = path_persona(defn, state)
     assert persona is not None
@@ -885,6 +962,7 @@ def alert_context(defn: JourneyDefinition, state: TrialState, now: datetime) -> 
     urgency = effective_urgency(defn, state)
     return {
         "reason": "no key action since the stall nudge",
+        "kind": "stalled",
         "user_id": state.user_id,
         "persona": state.persona,
         "urgency": urgency,
@@ -1019,6 +1097,9 @@ def _decide(defn: JourneyDefinition, state: TrialState, now: datetime) -> Step |
             anchor = _stall_anchor(state)
         if cand.message == "support_alert":
             extra = alert_context(defn, state, now)
+        if cand.message == "inactive_alert":
+            anchor = _inactive_anchor(state)
+            extra = inactive_context(defn, state, now)
         return Send(
             cand.occurrence,
             cand.message,
@@ -1231,6 +1312,9 @@ def _mark_done(
         # Support never got it: the episode is closed anyway (template failure alerts told
         # support), so it is not retried forever.
         state.alerted_for = step.anchor if step.anchor is not None else _stall_anchor(state)
+    elif step.message == "inactive_alert":
+        state.inactive_alerts += 1
+        state.inactive_alerted_for = step.anchor if step.anchor is not None else None
 
 
 def held_retry_at(state: TrialState, occurrence: str) -> datetime | None:
@@ -1268,6 +1352,41 @@ def assign_agent(defn: JourneyDefinition, state: TrialState, agent: str, now: da
     _new_call_time(state, "call_invite", max(call_time(defn, state), now + timedelta(hours=2)), now)
 
 
+# --- Support tasks ---------------------------------------------------------------------------
+
+
+def open_task(state: TrialState, key: str, kind: str) -> None:
+    """A support task was opened for this trial (the workflow calls it once the row exists)."""
+    if not any(s.task == key for s in state.support):
+        state.tasks[key] = kind
+
+
+def apply_task_closed(state: TrialState, key: str, kind: str, outcome: str, now: datetime) -> bool:
+    """Support closed a task with an outcome; False if it was already recorded."""
+    if any(s.task == key for s in state.support):
+        return False
+    state.tasks.pop(key, None)
+    state.support.append(SupportOutcome(task=key, kind=kind, outcome=outcome, at=now))
+    return True
+
+
+NeedsAttention = Literal["stalled", "inactive", "no_show", "template_broken", "call_unassigned"]
+ATTENTION: tuple[NeedsAttention, ...] = get_args(NeedsAttention)
+
+
+def needs_attention(defn: JourneyDefinition, state: TrialState, now: datetime) -> list[str]:
+    """Why a human should look at this trial now (the `NeedsAttention` search attribute): an
+    open support task (its kind), a missed call not rebooked, a message held by a broken
+    template. Empty when nothing waits for a human."""
+    reasons = set(state.tasks.values())
+    running = not is_ended(state) and now < trial_ends_at(state)
+    if running and state.call.state == "no_show":
+        reasons.add("no_show")
+    if state.held:
+        reasons.add("template_broken")
+    return sorted(reasons)
+
+
 # --- Reading the state -----------------------------------------------------------------------
 
 
@@ -1290,6 +1409,11 @@ def summary(defn: JourneyDefinition, state: TrialState, now: datetime) -> str:
             f"on {state.call.at.astimezone(zone(state)):%Y-%m-%d %H:%M} ({state.timezone})."
         )
     parts.append(f"Trial ends {state.ends_on.isoformat()}; {len(state.sent)} messages sent.")
+    if state.tasks:
+        parts.append(
+            f"Needs a human: {len(state.tasks)} open support task(s) "
+            f"({', '.join(sorted(set(state.tasks.values())))})."
+        )
     if state.unsubscribed:
         parts.append(f"Unsubscribed from {', '.join(state.unsubscribed)}.")
     return " ".join(parts)

@@ -94,6 +94,7 @@ T: Table = _TABLES["trials"]
 E: Table = _TABLES["trial_events"]
 M: Table = _TABLES["messages"]
 P: Table = _TABLES["preferences"]
+CS: Table = _TABLES["cs_tasks"]
 
 
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
@@ -759,6 +760,78 @@ def unsubscribe_rate(engine: Engine, filters: Filters, by: Split | None = None) 
     return _rate_rows(engine, filters, by, "unsubscribe_rate", hit)
 
 
+REACHED_OUTCOMES = ("reached_user", "call_booked")
+"""Task outcomes where support got through to the user."""
+
+
+def support_task_rate(engine: Engine, filters: Filters, by: Split | None = None) -> list[KpiValue]:
+    """Support tasks: % of trials for which the journey opened a task for a human (stalled
+    after the nudge, activity dropped after activation). `detail`: tasks opened, closed and
+    still open, the count of each outcome, and the median journey hours from opened to
+    closed."""
+    by = _no_channel(by)
+    has_task = select(CS.c.key).where(CS.c.user_id == T.c.user_id).exists()
+    values = _rate_rows(engine, filters, by, "support_task_rate", has_task)
+    group = _group(engine, by)
+    query = (
+        select(group, CS.c.done, CS.c.outcome, CS.c.created_at, CS.c.closed_at, T.c.seconds_per_day)
+        .select_from(CS.join(T, T.c.user_id == CS.c.user_id))
+        .where(*_population(filters))
+    )
+    found: defaultdict[str, dict[str, Any]] = defaultdict(
+        lambda: {"opened": 0, "closed": 0, "open": 0, "outcomes": defaultdict(int), "hours": []}
+    )
+    with engine.connect() as conn:
+        for row in conn.execute(query):
+            entry = found[row.grp]
+            entry["opened"] += 1
+            if not row.done:
+                entry["open"] += 1
+                continue
+            entry["closed"] += 1
+            entry["outcomes"][row.outcome or "unknown"] += 1
+            if row.closed_at is not None:
+                real = (row.closed_at - row.created_at).total_seconds()
+                entry["hours"].append(max(real * _scale(row.seconds_per_day) / 3600, 0.0))
+    for value in values:
+        counts = found[value.group]
+        hours = counts["hours"]
+        value.detail.update(
+            {
+                "tasks_opened": counts["opened"],
+                "tasks_closed": counts["closed"],
+                "tasks_open": counts["open"],
+                "outcomes": dict(counts["outcomes"]),
+                "median_hours_to_close": percentile(hours, 0.5) if hours else None,
+            }
+        )
+    return values
+
+
+def support_reach_rate(engine: Engine, filters: Filters, by: Split | None = None) -> list[KpiValue]:
+    """Support reach: of the trials with a closed task, % where support got through to the
+    user (an outcome `reached_user` or `call_booked`). `detail`: how many of those reached
+    converted, and how many of the others."""
+    closed = select(CS.c.key).where(CS.c.user_id == T.c.user_id, CS.c.done == true()).exists()
+    reached = (
+        select(CS.c.key)
+        .where(CS.c.user_id == T.c.user_id, CS.c.outcome.in_(REACHED_OUTCOMES))
+        .exists()
+    )
+    return _rate_rows(
+        engine,
+        filters,
+        _no_channel(by),
+        "support_reach_rate",
+        reached,
+        base=closed,
+        extra={
+            "converted_when_reached": and_(reached, _CONVERTED),
+            "converted_otherwise": and_(~reached, _CONVERTED),
+        },
+    )
+
+
 def _per_channel(
     engine: Engine,
     filters: Filters,
@@ -820,6 +893,8 @@ KPIS: dict[str, KpiFunction] = {
     "cltv": cltv,
     "messages_per_user": messages_per_user,
     "unsubscribe_rate": unsubscribe_rate,
+    "support_task_rate": support_task_rate,
+    "support_reach_rate": support_reach_rate,
 }
 """Every KPI function, in the order they are shown (completion right after activation)."""
 

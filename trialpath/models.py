@@ -216,18 +216,37 @@ class AgentAssignment(SQLModel, table=True):
 
 
 class CsTask(SQLModel, table=True):
-    """Work for a customer success agent, opened by a support alert on B2B or urgent trials."""
+    """Work for support: opened by the journey (a stalled B2B or urgent trial, an activated
+    user whose activity dropped), listed, claimed, snoozed and closed with an outcome by
+    support (`trialpath.tasks`). The outcome goes back to the trial's workflow."""
 
     __tablename__ = "cs_tasks"
 
     key: str = Field(primary_key=True, max_length=300)
+    """`<workflow id>:<journey occurrence>`: one task per alert, however often it is retried."""
     user_id: str = Field(index=True, max_length=128)
+    workflow_id: str | None = Field(default=None, max_length=140)
+    kind: str = Field(default="stalled", max_length=40)
+    """stalled, inactive, no_show, call_unassigned (`journey.TaskKind`)."""
     agent: str | None = None
+    """The trial's CS owner when the task was opened."""
+    owner: str | None = Field(default=None, index=True, max_length=100)
+    """Whose task it is: the trial's CS owner at first, whoever claims it then; None: nobody's."""
     reason: str
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UtcDateTime(), nullable=False)
     )
-    done: bool = False
+    done: bool = Field(default=False, index=True)
+    """Closed."""
+    claimed_at: datetime | None = _ts()
+    snoozed_until: datetime | None = _ts()
+    """Out of the open queue until then."""
+    closed_at: datetime | None = _ts()
+    outcome: str | None = Field(default=None, max_length=40)
+    """How it was closed (`journey.TaskOutcome`)."""
+    note: str | None = _sealed("cs_tasks.note")
+    """Support's words on closing (may name the person: sealed at rest, cleared on erasure)."""
+    updated_at: datetime | None = _ts()
 
 
 class PendingSignal(SQLModel, table=True):

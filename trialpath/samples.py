@@ -90,6 +90,42 @@ SAMPLE_USERS: dict[str, SampleUser] = {
 }
 
 
+ALERT_MESSAGES = ("support_alert", "inactive_alert")
+"""Internal alerts to support: the only messages given `alert.*` facts, as in the worker."""
+
+
+def sample_alert(
+    message: str, user_id: str, persona: str, agent: str, cs_task: bool
+) -> dict[str, Any] | None:
+    """The `alert` facts the journey gives a support alert (`journey.alert_context`,
+    `journey.inactive_context`); None for every other message, so a template using `alert.*`
+    elsewhere shows its error in checks and previews instead of looking fine."""
+    if message == "support_alert":
+        return {
+            "reason": "no key action since the stall nudge",
+            "kind": "stalled",
+            "user_id": user_id,
+            "persona": persona,
+            "urgency": "this_week",
+            "days_stalled": 3,
+            "cs_task": cs_task,
+            "agent": agent,
+        }
+    if message == "inactive_alert":
+        return {
+            "reason": "no progress event since activation",
+            "kind": "inactive",
+            "user_id": user_id,
+            "persona": persona,
+            "urgency": "this_month",
+            "days_inactive": 4,
+            "activated_day": 2,
+            "cs_task": True,
+            "agent": agent,
+        }
+    return None
+
+
 def sample_user(sample: str | SampleUser) -> SampleUser:
     if isinstance(sample, SampleUser):
         return sample
@@ -150,18 +186,8 @@ def sample_context(
         persona=persona,
         trial=_trial(user, message),
         call={"at": user.call_at, "agent": user.call_agent, "duration_minutes": 30},
-        # Only support alerts get alert facts, as in the worker: a message using `alert.*`
-        # elsewhere shows its error here instead of looking fine.
-        alert=None
-        if message != "support_alert"
-        else {
-            "reason": "stalled",
-            "user_id": f"sample-{user.key}",
-            "persona": persona or "business",
-            "urgency": "this_week",
-            "days_stalled": 3,
-            "cs_task": True,
-            "agent": user.call_agent,
-        },
+        alert=sample_alert(
+            message, f"sample-{user.key}", persona or "business", user.call_agent, True
+        ),
         unsubscribe_url=unsubscribe_url,
     )

@@ -20,7 +20,15 @@ from pathlib import Path
 from trialpath.config import PROJECT_ROOT, Settings
 from trialpath.temporal import SEARCH_ATTRIBUTE_TYPES, bundled_binary
 
-_SA_CLI_TYPES = {1: "Text", 2: "Keyword", 3: "Int", 4: "Double", 5: "Bool", 6: "Datetime"}
+_SA_CLI_TYPES = {
+    1: "Text",
+    2: "Keyword",
+    3: "Int",
+    4: "Double",
+    5: "Bool",
+    6: "Datetime",
+    7: "KeywordList",
+}
 
 
 class ServiceError(RuntimeError):

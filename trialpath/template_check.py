@@ -45,6 +45,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from trialpath.definition import PERSONAS, JourneyDefinition
 from trialpath.delivery.twilio import GSM_BASIC, GSM_EXTENSION, sms_segments
 from trialpath.preferences import UnsubscribeTokens
+from trialpath.samples import ALERT_MESSAGES, sample_alert
 from trialpath.templating import (
     DEFAULT_PERSONA,
     EXTENSIONS,
@@ -240,17 +241,9 @@ def sample_context(
 ) -> dict[str, Any]:
     """The context the worker would build for this user and message."""
     call = sample.call or (PROPOSED_CALL if message.startswith("call_") else None)
-    alert = None
-    if message == "support_alert":
-        alert = {
-            "reason": "no key action since the stall nudge",
-            "user_id": "u-sample-1",
-            "persona": persona,
-            "urgency": "this_week",
-            "days_stalled": 3,
-            "cs_task": bool(sample.company),
-            "agent": call.agent if call else "",
-        }
+    alert = sample_alert(
+        message, "u-sample-1", persona, call.agent if call else "", bool(sample.company)
+    )
     return message_context(
         product=product,
         channel=channel,
@@ -585,10 +578,16 @@ class _Checker:
         self.used: set[str] = set()
         self.rendered = 0
         self.sends = self._journey_sends()
-        self.variables = _Variables(
-            sample_context(product, "support", "support_alert", "business", "en", SAMPLE_USERS[0]),
-            self.env,
+        documented = sample_context(
+            product, "support", "support_alert", "business", "en", SAMPLE_USERS[0]
         )
+        # Every alert's facts: each alert template is rendered with its own when checked.
+        documented["alert"] = {
+            key: value
+            for name in ALERT_MESSAGES
+            for key, value in (sample_alert(name, "u", "business", "", True) or {}).items()
+        }
+        self.variables = _Variables(documented, self.env)
 
     def add(
         self,

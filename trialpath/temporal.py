@@ -36,6 +36,7 @@ SEARCH_ATTRIBUTE_TYPES: dict[str, IndexedValueType.ValueType] = {
     "TrialEndsAt": IndexedValueType.INDEXED_VALUE_TYPE_DATETIME,
     "ExperimentArm": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
     "CsOwner": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+    "NeedsAttention": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD_LIST,
 }
 
 

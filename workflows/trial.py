@@ -48,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
         SIGNAL_CONVERTED,
         SIGNAL_EVENT,
         SIGNAL_EXTEND_TRIAL,
+        SIGNAL_TASK_CLOSED,
         SIGNAL_UNSUBSCRIBE,
         UPDATE_QUALIFY,
         WORKFLOW_TYPE,
@@ -63,6 +64,7 @@ with workflow.unsafe.imports_passed_through():
         QualifyInput,
         QualifyResult,
         SentStatus,
+        TaskClosed,
         TrialStatus,
         Unsubscribe,
     )
@@ -74,6 +76,7 @@ ACTIVATED = SearchAttributeKey.for_bool("Activated")
 TRIAL_ENDS_AT = SearchAttributeKey.for_datetime("TrialEndsAt")
 EXPERIMENT_ARM = SearchAttributeKey.for_keyword("ExperimentArm")
 CS_OWNER = SearchAttributeKey.for_keyword("CsOwner")
+NEEDS_ATTENTION = SearchAttributeKey.for_keyword_list("NeedsAttention")
 SEARCH_ATTRIBUTES = (TRIAL_STAGE, PERSONA, ACTIVATED, TRIAL_ENDS_AT, EXPERIMENT_ARM, CS_OWNER)
 
 TEMPLATE_BROKEN = "template_broken"
@@ -83,6 +86,8 @@ PATCH_SYNC_LATE_SIGNALS = "sync-late-signals"
 PATCH_ACCEPTED_AT = "signals-at-accepted-time"
 PATCH_RULES_2 = "journey-rules-2"
 PATCH_RULES_3 = "journey-rules-3"
+PATCH_RULES_4 = "journey-rules-4"
+PATCH_NEEDS_ATTENTION = "needs-attention"
 SEND_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -101,13 +106,15 @@ class TrialWorkflow:
 
     Signals: `event` (a product action; duplicate `id` ignored), `call_booked`,
     `call_rescheduled`, `call_completed`, `call_no_show`, `extend_trial`, `converted`, `cancel`,
-    `unsubscribe`.
+    `unsubscribe`, `task_closed` (support closed a task with an outcome).
     Update: `qualify` (role, challenge, urgency → persona; invalid answers are rejected).
     Query: `status` (the whole state in plain words).
     Timers: one at a time, until the next step the journey rules ask for (qualifier timeout,
     send window, drip day, stall, call reminders, end of trial, win-back); every signal wakes
     the workflow early so moved times (rescheduled call, extension) apply at once.
-    Search attributes: TrialStage, Persona, Activated, TrialEndsAt, ExperimentArm, CsOwner.
+    Search attributes: TrialStage, Persona, Activated, TrialEndsAt, ExperimentArm, CsOwner,
+    NeedsAttention (why a human should look now: stalled, inactive, no_show, template_broken,
+    call_unassigned; absent when nothing waits).
     """
 
     @workflow.init
@@ -154,8 +161,10 @@ class TrialWorkflow:
         if self._state is None:
             # A new trial decides by today's rules; one started before they were versioned
             # replays with the rules its history was made by.
-            if workflow.patched(PATCH_RULES_3):
+            if workflow.patched(PATCH_RULES_4):
                 rules = journey.RULES
+            elif workflow.patched(PATCH_RULES_3):
+                rules = 3
             elif workflow.patched(PATCH_RULES_2):
                 rules = 2
             else:
@@ -277,18 +286,23 @@ class TrialWorkflow:
                     start_to_close_timeout=timedelta(seconds=60),
                     retry_policy=SEND_RETRY,
                 )
-        if step.message == "support_alert" and step.extra.get("cs_task"):
+        if step.message in ("support_alert", "inactive_alert") and step.extra.get("cs_task"):
+            key = f"{workflow.info().workflow_id}:{step.occurrence}"
+            kind = str(step.extra.get("kind", "stalled"))
             await workflow.execute_activity_method(
                 MessagingActivities.open_cs_task,
                 CsTaskInput(
-                    key=f"{workflow.info().workflow_id}:{step.occurrence}",
+                    key=key,
                     user_id=self._state.user_id,
                     agent=self._state.call.agent,
                     reason=str(step.extra.get("reason", "stalled")),
+                    kind=kind,
+                    workflow_id=workflow.info().workflow_id,
                 ),
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=DB_RETRY,
             )
+            journey.open_task(self._state, key, kind)
 
     async def _alert_abandoned(self, occurrence: str) -> None:
         """A step whose broken template went stale before it was fixed: support is told it
@@ -459,6 +473,14 @@ class TrialWorkflow:
             if value is not None and self._attributes.get(key.name) != value:
                 updates.append(key.value_set(value))
                 self._attributes[key.name] = value
+        if self._defn is not None and workflow.patched(PATCH_NEEDS_ATTENTION):
+            reasons = journey.needs_attention(self._defn, state, self._now())
+            if self._attributes.get(NEEDS_ATTENTION.name, []) != reasons:
+                # An empty list removes the attribute: the trial drops out of the queries.
+                updates.append(
+                    NEEDS_ATTENTION.value_set(reasons) if reasons else NEEDS_ATTENTION.value_unset()
+                )
+                self._attributes[NEEDS_ATTENTION.name] = reasons
         if updates:
             workflow.upsert_search_attributes(updates)
 
@@ -582,6 +604,15 @@ class TrialWorkflow:
             payload.accepted_at,
         )
 
+    @workflow.signal(name=SIGNAL_TASK_CLOSED)
+    def task_closed(self, payload: TaskClosed) -> None:
+        self._apply(
+            lambda now: journey.apply_task_closed(
+                self._state_(), payload.task, payload.kind, payload.outcome, now
+            ),
+            payload.accepted_at,
+        )
+
     @workflow.signal(name=SIGNAL_UNSUBSCRIBE)
     def unsubscribe(self, payload: Unsubscribe) -> None:
         self._apply(
@@ -660,6 +691,8 @@ class TrialWorkflow:
                 for s in state.sent
             ],
             events_seen=dict(state.events_seen),
+            needs_attention=journey.needs_attention(defn, state, now),
+            open_tasks=dict(state.tasks),
             urgency=state.urgency,
             unsubscribed=list(state.unsubscribed),
             trial_day=journey.trial_day(state, now),

@@ -28,6 +28,8 @@ from trialpath.api.kpis import router as kpis_router
 from trialpath.api.metrics import RequestMetrics, metrics_router
 from trialpath.api.routes import health, router
 from trialpath.api.security import BodyLimit, Idempotency
+from trialpath.api.taskpage import router as task_page_router
+from trialpath.api.tasks import router as tasks_router
 from trialpath.config import Settings, SettingsError, get_settings
 from trialpath.db import engine_for
 from trialpath.deliveries import Deliveries
@@ -139,6 +141,8 @@ def create_app(
         kpis_router,
         metrics_router,
         audit_router,
+        tasks_router,
+        task_page_router,
     )
     for included in routers:
         app.include_router(included)

@@ -39,7 +39,7 @@ from markupsafe import Markup
 from sqlalchemy import Engine
 
 from trialpath import charts, kpis
-from trialpath.access import ApiKey, find_key, may
+from trialpath.access import ApiKey, Permission, find_key, may
 from trialpath.api.problems import problem
 from trialpath.config import Settings
 from trialpath.preferences import signing_secret
@@ -50,6 +50,7 @@ COOKIE = "trialpath_dashboard"
 SESSION_SECONDS = 12 * 3600
 PAGE = "/dashboard"
 LOGIN = "/dashboard/login"
+TASKS_PAGE = "/dashboard/tasks"
 
 router = APIRouter(include_in_schema=False)
 
@@ -186,7 +187,7 @@ class Period:
 
 def _safe_next(target: str | None) -> str:
     """Only back to the dashboard itself: the form must not redirect anywhere else."""
-    if target and re.fullmatch(r"/dashboard(\?[A-Za-z0-9=&%._-]*)?", target):
+    if target and re.fullmatch(r"/dashboard(/tasks)?(\?[A-Za-z0-9=&%._-]*)?", target):
         return target
     return PAGE
 
@@ -201,7 +202,6 @@ def dashboard(
     until: str | None = None,
     key: str | None = None,
 ) -> Response:
-    settings = _settings(request)
     period = Period.parse(since, until)
     back = f"{PAGE}?{period.query()}" if period.query() else PAGE
     if key is not None:
@@ -213,41 +213,62 @@ def dashboard(
             400,
         )
 
+    found = authorize(request, "kpis", back)
+    if isinstance(found, Response):
+        return found
+    engine: Engine = request.app.state.trials.engine
+    page = render_page(engine, period, signed_in="authorization" not in request.headers)
+    return _html(page, 400 if period.error else 200)
+
+
+def authorize(request: Request, permission: Permission, back: str) -> ApiKey | Response:
+    """The key of the request (`Authorization: Bearer`, or the session cookie) if its role
+    grants `permission`; else the answer to send: a 403 problem for a refused bearer key, the
+    sign-in form for a browser, a 401 problem for other clients. A signed-in support key
+    sent to the KPI page goes to the support queue instead."""
+    settings = _settings(request)
     auth = request.headers.get("authorization", "")
     if auth:
         scheme, _, credentials = auth.partition(" ")
         found = find_key(credentials.strip(), settings.api_keys)
         if scheme.lower() != "bearer" or found is None:
             return problem(403, "Forbidden", "this API key is not accepted", request)
-        if not may(found, "kpis"):
-            return problem(403, "Forbidden", _refused(found), request)
+        if not may(found, permission):
+            return problem(403, "Forbidden", _refused(found, permission), request)
+        return found
+    cookie = request.cookies.get(COOKIE)
+    found = _sessions(request).key(cookie, settings.api_keys) if cookie else None
+    if found is not None and may(found, permission):
+        return found
+    if found is not None and _wants_html(request):
+        other = TASKS_PAGE if permission == "kpis" else PAGE
+        if may(found, "tasks" if permission == "kpis" else "kpis"):
+            return RedirectResponse(other, status_code=303)
+    if _wants_html(request):
+        response: Response = RedirectResponse(
+            f"{LOGIN}?{urlencode({'next': back})}", status_code=303
+        )
     else:
-        cookie = request.cookies.get(COOKIE)
-        found = _sessions(request).key(cookie, settings.api_keys) if cookie else None
-        if found is None or not may(found, "kpis"):
-            if _wants_html(request):
-                response: Response = RedirectResponse(
-                    f"{LOGIN}?{urlencode({'next': back})}", status_code=303
-                )
-            else:
-                response = problem(
-                    401,
-                    "Unauthorized",
-                    "send `Authorization: Bearer <api key>`, or sign in at /dashboard/login",
-                    request,
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
-            if cookie:
-                response.delete_cookie(COOKIE, path=PAGE)
-            return response
-
-    engine: Engine = request.app.state.trials.engine
-    page = render_page(engine, period, signed_in=not auth)
-    return _html(page, 400 if period.error else 200)
+        response = problem(
+            401,
+            "Unauthorized",
+            "send `Authorization: Bearer <api key>`, or sign in at /dashboard/login",
+            request,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if cookie and found is None:
+        response.delete_cookie(COOKIE, path=PAGE)
+    return response
 
 
-def _refused(key: ApiKey) -> str:
+def _refused(key: ApiKey, permission: Permission = "kpis") -> str:
+    if permission == "tasks":
+        return f"the key {key.name} ({key.role}) may not work the support queue"
     return f"the key {key.name} ({key.role}) may not read KPIs (analyst or admin keys may)"
+
+
+def _may_sign_in(key: ApiKey) -> bool:
+    return may(key, "kpis") or may(key, "tasks")
 
 
 @router.get(LOGIN, response_class=HTMLResponse)
@@ -262,10 +283,17 @@ async def login(request: Request) -> Response:
     secret = (form.get("key") or [""])[0].strip()
     target = _safe_next((form.get("next") or [PAGE])[0])
     found = find_key(secret, _settings(request).api_keys) if secret else None
-    if found is not None and may(found, "kpis"):
+    if found is not None and _may_sign_in(found):
+        # Where this key may go: support keys to the queue, analyst keys to the KPIs.
+        if not may(found, "kpis") and not target.startswith(TASKS_PAGE):
+            target = TASKS_PAGE
+        elif not may(found, "tasks") and target.startswith(TASKS_PAGE):
+            target = PAGE
         return _signed_in(request, found, target)
     if found is not None:
-        refused = _refused(found)
+        refused = (
+            f"the key {found.name} ({found.role}) may neither read KPIs nor work the support queue"
+        )
         return _login_page(target, refused[0].upper() + refused[1:] + ".", 403)
     return _login_page(target, "This key is not accepted." if secret else "Enter an API key.", 403)
 
@@ -376,6 +404,8 @@ LABELS = {
     "cltv": "Customer lifetime value",
     "messages_per_user": "Messages per user",
     "unsubscribe_rate": "Unsubscribe rate",
+    "support_task_rate": "Trials needing a human",
+    "support_reach_rate": "Support reached the user",
 }
 
 
@@ -600,7 +630,7 @@ _LOGIN = """{% extends "base.html.j2" %}
 {% block title %}Sign in · Trialpath dashboard{% endblock %}
 {% block body %}
 <form class="login" method="post" action="/dashboard/login" data-testid="login-form">
-  <h1>Trialpath growth dashboard</h1>
+  <h1>Trialpath dashboard</h1>
   {% if error %}<div class="error" role="alert" data-testid="login-error">{{ error }}</div>
   {% endif %}
   <label for="key">API key</label>
@@ -624,6 +654,7 @@ _DASHBOARD = """{% extends "base.html.j2" %}
   <button type="submit">Apply</button>
   <a href="/dashboard">Clear</a>
   <span class="scope" data-testid="scope">{{ period.describe() }}</span>
+  <a href="/dashboard/tasks" data-testid="tasks-link">Support queue</a>
   {% if signed_in %}
   <button class="quiet" type="submit" formmethod="post" formaction="/dashboard/logout"
     data-testid="logout">Sign out</button>
