@@ -99,7 +99,7 @@ DST_DAYS = (
 EVENT_NAMES = sorted(
     {e for p in SHIPPED.personas.values() for e in p.activation.require}
     | set(SHIPPED.stall.key_events)
-    | {"page_view", "survey_csat"}
+    | {"page_view", "survey_csat", "login"}
 )
 MESSAGE_NAMES = sorted(
     set(SHIPPED.messages) | {s.message for p in SHIPPED.personas.values() for s in p.drip}
@@ -930,6 +930,21 @@ class Player:
             found.extend(self._judge_nudge(what, occurrence, now))
         elif name == "support_alert":
             found.extend(self._judge_alert(what, occurrence, now))
+        elif name == "inactive_alert":
+            # Rules 4: a support task for an activated user with no progress for
+            # `inactive_after_days` (never in the holdout, never after the trial).
+            days = defn.stall.inactive_after_days
+            at = ledger.activated_at
+            trigger(days is not None, "no inactivity rule in the journey")
+            trigger(ledger.arm != "holdout", "a support task for a holdout user")
+            trigger(at is not None and at <= now < ends, f"activated {self.rel(at)}")
+            if days is not None and at is not None:
+                progress = [min(e.occurred, e.applied) for e in self._key_events(now)]
+                last = max([at, *progress])
+                trigger(
+                    last + timedelta(days=days) <= now,
+                    f"progress {self.rel(last)}, less than {days:g} days before",
+                )
         elif name in ("call_invite", "call_booked", "call_rescheduled"):
             known = ledger.versions.get(version)
             trigger(
@@ -1326,11 +1341,17 @@ FIXED = {
     ),
     "a key event while the nudge is sent is progress, not a reason to alert": Scenario(
         Trial(timezone="UTC", signup=_S, role="business", urgency="this_month", latency=0.4),
-        [Event(_S + timedelta(days=2, hours=1, milliseconds=200), "login")],
+        [Event(_S + timedelta(days=2, hours=1, milliseconds=200), "data_source_connected")],
     ),
     "an old key event arriving late does not reopen the episode": Scenario(
         _BUSINESS,
-        [Event(_S + timedelta(days=2, hours=4), "login", occurred=_S + timedelta(days=1, hours=2))],
+        [
+            Event(
+                _S + timedelta(days=2, hours=4),
+                "data_source_connected",
+                occurred=_S + timedelta(days=1, hours=2),
+            )
+        ],
     ),
     "a held marketing retry goes out on its day and counts once": Scenario(
         Trial(timezone="UTC", signup=_S, role="technical"),
@@ -1383,7 +1404,7 @@ FIXED = {
         ],
     ),
     # stall_progress: a key event between the nudge's decision and its delivery, arriving late.
-    "a login while the nudge was sent (2 s/day, sends take 0.4 s), arriving late": Scenario(
+    "progress while the nudge was sent (2 s/day, sends take 0.4 s), arriving late": Scenario(
         Trial(
             timezone="UTC",
             signup=_S,
@@ -1394,7 +1415,9 @@ FIXED = {
         ),
         [
             Event(
-                _S + timedelta(days=2, hours=12), "login", occurred=_S + timedelta(days=2, hours=3)
+                _S + timedelta(days=2, hours=12),
+                "data_source_connected",
+                occurred=_S + timedelta(days=2, hours=3),
             )
         ],
     ),
@@ -1453,7 +1476,7 @@ FIXED_IN_RULES_3 = {
     "a 1-day trial sends trial_ending_1 and the welcome the same day": "cap",
     "a welcome retried the next day goes out after that day's drip": "cap",
     "an out-of-order event shows the rule was met earlier": "activation",
-    "a login while the nudge was sent (2 s/day, sends take 0.4 s), arriving late": (
+    "progress while the nudge was sent (2 s/day, sends take 0.4 s), arriving late": (
         "stall_progress"
     ),
     "an extension's held confirmation, then a conversion": "held",
