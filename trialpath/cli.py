@@ -341,11 +341,6 @@ class DemoRun:
                 raise fail(f"the demo could not use the API at {self.api_url}: {err}") from err
             queue = await support_queue(api, plan.prefix)
         console.print(results_table(items, spd, "Demo results", definition))
-        if queue is not None:
-            console.print(queue)
-            console.print(
-                f"Work the queue at {self.api_url}/dashboard/tasks or with `trialpath tasks list`."
-            )
         differing = sum(bool(i.verdict) for i in items)
         sent, answered = delays(items)
         if answered:
@@ -363,6 +358,11 @@ class DemoRun:
             console.print(
                 f"[bold green]✓ {len(items)} of {len(items)} scripted users ended as their "
                 "script says.[/]"
+            )
+        if queue is not None:
+            console.print(queue)
+            console.print(
+                f"Work the queue at {self.api_url}/dashboard/tasks or with `trialpath tasks list`."
             )
         return differing
 
