@@ -67,12 +67,14 @@ def grpc_port(env: dict[str, str]) -> int:
     return int(env["TRIALPATH_TEMPORAL_ADDRESS"].rsplit(":", 1)[1])
 
 
-async def count_trials(address: str) -> tuple[int, int, int]:
+async def count_trials(address: str) -> tuple[int, int, int, int]:
     client = await Client.connect(address, data_converter=DATA_CONVERTER)
     total = await client.count_workflows("WorkflowType='TrialWorkflow'")
     technical = await client.count_workflows("Persona='technical'")
     converted = await client.count_workflows("TrialStage='converted'")
-    return total.count, technical.count, converted.count
+    # The saved view of docs/support.md: trials with a support task nobody closed.
+    attention = await client.count_workflows("NeedsAttention IN ('stalled', 'inactive')")
+    return total.count, technical.count, converted.count, attention.count
 
 
 @pytest.mark.takes(seconds=150)
@@ -87,6 +89,10 @@ def test_up_runs_the_demo_and_finds_it_again(up_env: dict[str, str]) -> None:
     assert "cancelled" in first.stdout and "converted" in first.stdout and "expired" in first.stdout
     assert "✓ 12 of 12 scripted users ended as their script says." in first.stdout
     assert "✗" not in first.stdout
+    # The support queue the journeys opened: activated users who went quiet, at least.
+    queue = re.search(r"Support queue: (\d+) open task\(s\)", first.stdout)
+    assert queue is not None and int(queue.group(1)) >= 1, first.stdout
+    assert "inactive_alert.1" in first.stdout and "/dashboard/tasks" in first.stdout
     assert not port_open("127.0.0.1", grpc_port(up_env)), "the dev server was left running"
 
     # Found again on another clock: each is checked on the clock it ran on. Then the synthetic
@@ -109,8 +115,11 @@ def test_up_runs_the_demo_and_finds_it_again(up_env: dict[str, str]) -> None:
     services = Services(settings)
     try:
         assert services.start_temporal()
-        total, technical, converted = asyncio.run(count_trials(settings.temporal_address))
+        total, technical, converted, attention = asyncio.run(
+            count_trials(settings.temporal_address)
+        )
         assert total == 24 and technical >= 4 and converted >= 2
+        assert attention >= 1
     finally:
         services.stop_all()
 
