@@ -29,7 +29,7 @@ from trialpath.trials import InvalidRequest
 
 from .test_access import add_role_keys, as_role
 from .test_api import assert_problem, signup
-from .test_cli import cli
+from .test_cli import address, cli
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 NEEDS_ATTENTION = SearchAttributeKey.for_keyword_list("NeedsAttention")
@@ -417,6 +417,9 @@ async def test_a_stalled_trial_opens_a_task_whose_outcome_returns_to_it(
     assert status["open_tasks"] == {task["key"]: "stalled"}
     assert status["needs_attention"] == ["stalled"]
     assert await _attention(env, user) == ["stalled"]
+    code, out, err = await cli(settings, "trial", "show", user, address=address(env))
+    assert code == 0, err
+    assert re.search(r"needs attention[\s│]+stalled", out) and "support_alert.1" in out
 
     closed = await api.post(f"/v1/tasks/{task['key']}/close", json={"outcome": "reached_user"})
     assert closed.status_code == 200, closed.text

@@ -931,6 +931,9 @@ def render_status(
         f"{call.state}, {when(call.at)}, {call.agent or '-'}" if call.state != "none" else "none",
     )
     table.add_row("unsubscribed", ", ".join(status.unsubscribed) or "-")
+    table.add_row("needs attention", ", ".join(status.needs_attention) or "-")
+    if status.open_tasks:
+        table.add_row("open tasks", ", ".join(sorted(status.open_tasks)))
     table.add_row(
         "events", ", ".join(f"{k} ×{v}" for k, v in sorted(status.events_seen.items())) or "-"
     )
