@@ -13,6 +13,7 @@ from sqlmodel import Session, select
 from temporalio.testing import WorkflowEnvironment
 
 from trialpath.config import Settings
+from trialpath.contract import workflow_id_for
 from trialpath.db import make_engine
 from trialpath.models import Message, PendingSignal, Trial, TrialEvent
 from trialpath.trials import InvalidRequest, PageTokens
@@ -270,14 +271,14 @@ async def test_accepted_events_survive_a_failed_signal(
     assert status["events_seen"] == {"workflow_created": 1}
 
 
-async def test_an_event_sent_as_its_trial_ends_is_refused_and_not_counted(
+async def test_an_event_sent_as_its_trial_ends_is_kept_and_not_counted(
     api: httpx.AsyncClient,
     env: WorkflowEnvironment,
     settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The trial ends between the API's check and its signal: the event is kept, uncounted,
-    its signal given up, and the request refused like any event for an ended trial."""
+    its signal given up, and the answer says so, like any event after the end."""
     from trialpath.contract import workflow_id_for
     from trialpath.trials import Trials
 
@@ -292,7 +293,8 @@ async def test_an_event_sent_as_its_trial_ends_is_refused_and_not_counted(
     response = await api.post(
         "/v1/trials/api-race/events", json={"name": "workflow_created", "idempotency_key": "late"}
     )
-    assert_problem(response, 409, "ended")
+    assert response.status_code == 202, response.text
+    assert response.json()["events"][0]["counted"] is False
     with Session(make_engine(settings.effective_database_url)) as session:
         event = session.get(TrialEvent, "api-race:late")
         signal = session.exec(
@@ -302,11 +304,37 @@ async def test_an_event_sent_as_its_trial_ends_is_refused_and_not_counted(
     assert signal.failed and signal.delivered_at is None
 
 
+async def test_events_after_the_end_are_kept_for_a_while_then_refused(
+    api: httpx.AsyncClient, env: WorkflowEnvironment, settings: Settings
+) -> None:
+    """Kept uncounted for `events_after_end_days` (90 journey days) after the workflow ended,
+    then 409; never for an unknown user (404) nor once the user's data was erased (409)."""
+    await started(api, env, "api-after", qualification={"role": "business"})
+    assert (await api.delete("/v1/trials/api-after")).status_code == 202
+    await env.client.get_workflow_handle(workflow_id_for("api-after")).result()
+    soon = await api.post(
+        "/v1/trials/api-after/events", json=[{"name": "login"}, {"name": "referral_sent"}]
+    )
+    assert soon.status_code == 202 and soon.json()["accepted"] == 2
+    await env.sleep(timedelta(days=91))
+    late = await api.post("/v1/trials/api-after/events", json={"name": "login"})
+    assert_problem(late, 409, "more than 90 days ago")
+    names = sorted((e.name, e.counted) for e in rows(settings, TrialEvent, "api-after"))
+    assert names == [("login", False), ("referral_sent", False)]
+    assert_problem(await api.post("/v1/trials/nobody/events", json={"name": "login"}), 404)
+    await started(api, env, "api-gone", qualification={"role": "business"})
+    erased = await api.delete("/v1/trials/api-gone", params={"erase": "true"})
+    assert erased.status_code == 202, erased.text
+    gone = await api.post("/v1/trials/api-gone/events", json={"name": "login"})
+    assert gone.status_code in (404, 409)
+    assert not rows(settings, TrialEvent, "api-gone")
+
+
 # --- other signals ---------------------------------------------------------------------------
 
 
 async def test_call_extension_conversion_unsubscribe(
-    api: httpx.AsyncClient, env: WorkflowEnvironment
+    api: httpx.AsyncClient, env: WorkflowEnvironment, settings: Settings
 ) -> None:
     await started(api, env, "api-sig")
     at = (datetime.now(UTC) + timedelta(days=3)).isoformat()
@@ -343,7 +371,17 @@ async def test_call_extension_conversion_unsubscribe(
     # The trial has ended: signals that make no sense any more are refused.
     assert_problem(await api.post("/v1/trials/api-sig/extension", json={"days": 7}), 409, "ended")
     assert_problem(await api.post("/v1/trials/api-sig/conversion", json={"plan": "team"}), 409)
-    assert_problem(await api.post("/v1/trials/api-sig/events", json={"name": "login"}), 409)
+    # What the user does after the trial is kept (uncounted) for retention, upsell, referral.
+    upgrade = {"name": "plan_upgraded", "idempotency_key": "up-1"}
+    after = await api.post("/v1/trials/api-sig/events", json=upgrade)
+    assert after.status_code == 202, after.text
+    assert after.json()["events"] == [
+        {"id": "up-1", "name": "plan_upgraded", "duplicate": False, "counted": False}
+    ]
+    again = await api.post("/v1/trials/api-sig/events", json=upgrade)
+    assert again.json()["duplicates"] == 1
+    stored = [e for e in rows(settings, TrialEvent, "api-sig") if e.name == "plan_upgraded"]
+    assert [(e.counted, e.id) for e in stored] == [(False, "api-sig:up-1")]
     # Its status is still readable.
     assert (await api.get("/v1/trials/api-sig")).json()["stage"] == "converted"
     for path in ("extension", "conversion", "unsubscribe", "call"):

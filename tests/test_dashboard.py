@@ -440,6 +440,8 @@ async def test_a_population_fills_every_chart_and_card(
     assert "no-experiment" not in page
     table = page[page.index('data-testid="persona-table"') :]
     assert all(f"<th>{persona}</th>" in table for persona in MILESTONES)
+    # The CLTV's churn assumption is shown with the figure.
+    assert "Customer lifetime value (assuming 3.0% monthly churn)" in table
 
 
 async def test_on_an_accelerated_clock_durations_read_in_journey_time(

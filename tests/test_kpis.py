@@ -36,7 +36,7 @@ from typer.testing import CliRunner
 
 from trialpath import kpis
 from trialpath.cli import app
-from trialpath.config import Settings, get_settings
+from trialpath.config import Settings, SettingsError, get_settings
 from trialpath.db import make_engine
 from trialpath.kpis import Filters, KpiError, KpiValue
 from trialpath.models import Message, Preference, Trial, TrialEvent
@@ -85,8 +85,9 @@ EVENTS: list[tuple[str, str, float, dict[str, Any], bool]] = [
     ("u1", "survey_csat", 48, {"score": 5}, True),
     ("u1", "survey_ces", 48, {"score": 6}, True),
     ("u1", "login", 8 * 24, {}, True),
-    ("u1", "plan_upgraded", 11 * 24, {"plan": "scale"}, True),  # after its conversion (day 10)
-    ("u1", "referral_sent", 12 * 24, {}, True),
+    # After its conversion (day 10): stored uncounted (not for activation), as the API does.
+    ("u1", "plan_upgraded", 11 * 24, {"plan": "scale"}, False),
+    ("u1", "referral_sent", 12 * 24, {}, False),
     ("u2", "integration_connected", 10, {}, True),
     ("u2", "api_call", 11, {}, True),
     ("u2", "dashboard_configured", 12, {}, True),
@@ -97,7 +98,8 @@ EVENTS: list[tuple[str, str, float, dict[str, Any], bool]] = [
     ("u3", "teammate_invited", 5, {}, True),
     ("u3", "survey_csat", 48, {"score": "4"}, True),  # a form sends text
     ("u3", "addon_purchased", 3 * 24, {}, True),  # before its conversion (day 5): no upsell
-    ("u3", "login", 7 * 24, {}, True),  # day 7 exactly: retained (inclusive)
+    # Day 7 exactly, after buying on day 5 (uncounted): retained all the same (inclusive).
+    ("u3", "login", 7 * 24, {}, False),
     ("u4", "workflow_created", 30, {}, True),
     ("u4", "survey_csat", 48, {"score": 9}, True),  # off the 1-5 scale: ignored
     ("u4", "login", 14 * 24, {}, True),  # day 14 exactly: not retained (exclusive)
@@ -107,7 +109,7 @@ EVENTS: list[tuple[str, str, float, dict[str, Any], bool]] = [
     ("u5", "survey_csat", 48, {"score": "great"}, True),  # not a number: ignored
     ("u5", "survey_ces", 48, {"score": 7}, True),
     ("u5", "login", 9 * 24, {}, True),
-    ("u5", "referral_sent", 13 * 24, {}, True),
+    ("u5", "referral_sent", 13 * 24, {}, False),  # after its conversion (day 12)
     ("u6", "login", 1, {}, True),
     *[("u8", name, 20 + i, {}, True) for i, name in enumerate(KEY_EVENTS)],
     ("u8", "api_call", 8 * 24, {}, True),
@@ -300,6 +302,25 @@ def test_upsell_referral_and_cltv(seeded: Engine) -> None:
     assert cltv.detail["mean_mrr"] == pytest.approx(350 / 3)
     assert cltv.detail["lifetime_months"] == pytest.approx(1 / 0.03)
     assert value(kpis.cltv(seeded, AT, monthly_churn=0.05)).value == pytest.approx(350 / 3 * 20)
+
+
+def test_the_cltv_churn_is_a_setting_shown_with_the_figure(
+    seeded: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRIALPATH_CLTV_MONTHLY_CHURN", "0.1")
+    get_settings.cache_clear()
+    try:
+        cltv = value(kpis.cltv(seeded, AT))
+        assert cltv.value == pytest.approx(350 / 3 * 10)
+        assert cltv.detail["monthly_churn"] == 0.1
+        monkeypatch.setenv("TRIALPATH_CLTV_MONTHLY_CHURN", "0")
+        get_settings.cache_clear()
+        with pytest.raises(
+            SettingsError, match="TRIALPATH_CLTV_MONTHLY_CHURN: Input should be greater than 0"
+        ):
+            get_settings()
+    finally:
+        get_settings.cache_clear()
     with pytest.raises(KpiError, match="monthly_churn"):
         kpis.cltv(seeded, AT, monthly_churn=0)
 

@@ -1145,6 +1145,8 @@ def _kpi_table(
     for v in values:
         # Counts only: the rest (distributions, assumptions) is in --format json.
         detail = ", ".join(f"{k} {x}" for k, x in v.detail.items() if type(x) is int)
+        if "monthly_churn" in v.detail:  # the CLTV's assumption, next to the figure
+            detail = f"assuming {v.detail['monthly_churn']:.1%} monthly churn"
         value = _kpi_number(v.value, v.unit)
         table.add_row(v.kpi, v.group, value, str(v.n), detail, style="dim" if v.n < 30 else None)
     return table

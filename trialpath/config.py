@@ -115,6 +115,12 @@ class Settings(BaseSettings):
     """Answers stored for `Idempotency-Key` retries are deleted after this long."""
     delivered_signal_retention_days: float = Field(default=7.0, gt=0)
     """Signals the API queued are deleted this long after delivery (or giving up)."""
+    events_after_end_days: float = Field(default=90.0, ge=0)
+    """Product events are accepted this many journey days after a trial's workflow ended:
+    stored (never counted toward activation) for retention, upsell, referral and CLTV."""
+    cltv_monthly_churn: float = Field(default=0.03, gt=0, le=1)
+    """The paying customers' monthly churn assumed by the CLTV KPI (lifetime = 1 / churn),
+    until it is measured; shown next to the figure."""
     erase_wait_seconds: float = Field(default=60.0, ge=0)
     """How long an erasure waits for Temporal to confirm every run of the workflow is gone
     (deletion is asynchronous there); past it the answer says how many runs are pending."""

@@ -80,8 +80,6 @@ SMALL_N = 30
 """Below this many users a value is shown as indicative only, and the experiment report
 needs at least this many per arm for medians and means."""
 ADOPTION_MIN_FEATURES = 3
-MONTHLY_CHURN = 0.03
-"""Share of paying customers lost per month assumed by the CLTV (3 %: a 33-month lifetime)."""
 RETENTION_FROM_DAY = 7
 RETENTION_TO_DAY = 14
 UPSELL_EVENTS = ("plan_upgraded", "addon_purchased")
@@ -532,9 +530,11 @@ def retention_7d(
     engine: Engine, filters: Filters, by: Split | None = None, *, now: datetime | None = None
 ) -> list[KpiValue]:
     """7-day retention: among trials that signed up at least 7 days before `until` (or now),
-    % whose user has a counted event from day 7 (inclusive) to day 14 (exclusive) after
-    signup, in each trial's journey days. Users 7 to 14 days old have not lived the whole
-    window yet, so a recent period reads a little low until its window closes."""
+    % whose user has an event from day 7 (inclusive) to day 14 (exclusive) after signup, in
+    each trial's journey days. Every event counts, those after a purchase or the trial's end
+    too (stored uncounted for activation): a user who buys on day 5 and keeps using the
+    product is retained. Users 7 to 14 days old have not lived the whole window yet, so a
+    recent period reads a little low until its window closes."""
     by = _no_channel(by)
     reference = filters.until or now or datetime.now(UTC)
     dialect = _Dialect(engine)
@@ -544,7 +544,6 @@ def retention_7d(
         select(E.c.id)
         .where(
             E.c.user_id == T.c.user_id,
-            E.c.counted == true(),
             elapsed >= RETENTION_FROM_DAY * day,
             elapsed < RETENTION_TO_DAY * day,
         )
@@ -602,12 +601,15 @@ def cltv(
     filters: Filters,
     by: Split | None = None,
     *,
-    monthly_churn: float = MONTHLY_CHURN,
+    monthly_churn: float | None = None,
 ) -> list[KpiValue]:
     """Customer lifetime value (EUR): mean MRR of the converted trials that have one, times
-    the expected lifetime in months, 1 / monthly churn (`monthly_churn`, 0.03 by default: 33.3
-    months, an assumption until paying customers' churn is measured). `n` is the converted
-    trials with an MRR."""
+    the expected lifetime in months, 1 / monthly churn (`monthly_churn`, by default the
+    setting `TRIALPATH_CLTV_MONTHLY_CHURN`, 0.03: 33.3 months, an assumption until paying
+    customers' churn is measured; `detail` names it). `n` is the converted trials with an
+    MRR."""
+    if monthly_churn is None:
+        monthly_churn = get_settings().cltv_monthly_churn
     if not 0 < monthly_churn <= 1:
         raise KpiError(f"monthly_churn must be within (0, 1], got {monthly_churn}")
     by = _no_channel(by)
@@ -983,16 +985,16 @@ def retention_curves(
     engine: Engine, filters: Filters, weeks: int = 8, *, now: datetime | None = None
 ) -> dict[str, list[tuple[int, float]]]:
     """Per signup cohort (ISO week, the `weeks` most recent), the % of the cohort active on or
-    after day d, for d = 0, 7, 14, 21, 28: users with a counted event at least d journey days
-    after their signup ("unbounded" retention, which never rises with d). A day appears only once
-    every user of the cohort has lived it by `until` (or now), so no point is half-measured."""
+    after day d, for d = 0, 7, 14, 21, 28: users with an event (during the trial or after it)
+    at least d journey days after their signup ("unbounded" retention, which never rises with
+    d). A day appears only once every user of the cohort has lived it by `until` (or now), so
+    no point is half-measured."""
     if weeks < 1:
         raise KpiError("weeks must be at least 1")
     reference = filters.until or now or datetime.now(UTC)
     group = _group(engine, "cohort")
     last = (
         select(E.c.user_id.label("user_id"), func.max(E.c.occurred_at).label("at"))
-        .where(E.c.counted == true())
         .group_by(E.c.user_id)
         .subquery("last_event")
     )

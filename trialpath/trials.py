@@ -229,7 +229,8 @@ class EventResult(BaseModel):
     name: str
     duplicate: bool
     counted: bool = True
-    """False: the trial ended as this event was sent; stored, not counted."""
+    """False: the trial had ended (or ended as this event was sent): stored for the KPIs
+    after the trial (retention, upsell, referral), not counted toward activation."""
 
 
 class EventsAccepted(BaseModel):
@@ -493,21 +494,71 @@ class Trials:
                 raise InvalidRequest(
                     f"{where} is in the future ({event.occurred_at.isoformat()})", field=where
                 )
-        await self._running(user_id)
+        try:
+            await self._running(user_id)
+        except TrialEnded:
+            # What the user does after the trial still counts for retention, upsell, referral
+            # and CLTV (never for activation): stored for `events_after_end_days`.
+            return await asyncio.to_thread(self._store_after_end, user_id, events, now)
         workflow_id = workflow_id_for(user_id)
         results, pending = await asyncio.to_thread(
             self._store_events, user_id, workflow_id, events, now
         )
         outcomes = await self._deliver(pending)
         # The trial can end between the check above and the signal: such events are stored
-        # uncounted, and a request none of whose events reached the trial is refused.
+        # uncounted, as any event after the end.
         gone = {row_id for row_id, _, is_gone in outcomes if is_gone}
         if gone:
             new = [r for r in results if not r.duplicate]
             for result, row_id in zip(new, pending, strict=True):
                 result.counted = row_id not in gone
-            if not any(r.counted for r in new):
+        accepted = sum(not r.duplicate for r in results)
+        return EventsAccepted(accepted=accepted, duplicates=len(results) - accepted, events=results)
+
+    def _store_after_end(
+        self, user_id: str, events: Sequence[NewEvent], now: datetime
+    ) -> EventsAccepted:
+        """Events of a trial whose workflow has ended: stored once each (`counted` false), no
+        signal; refused (409) past `events_after_end_days` on the trial's clock, or once the
+        user's data was erased."""
+        with Session(self.engine) as session:
+            trial = session.get(Trial, user_id)
+            if trial is None:
                 raise TrialEnded(f"the trial of user {user_id} has ended")
+            if trial.erased_at is not None:
+                raise TrialEnded(f"the trial of user {user_id} has ended and its data was erased")
+            ended = _aware(trial.ended_at or trial.updated_at)
+            days = self.settings.events_after_end_days
+            if now > ended + timedelta(seconds=days * trial.seconds_per_day):
+                raise TrialEnded(
+                    f"the trial of user {user_id} ended on {ended:%Y-%m-%d}, more than "
+                    f"{days:g} days ago: its events are no longer kept"
+                )
+            keys = [e.idempotency_key or str(uuid.uuid4()) for e in events]
+            ids = [f"{user_id}:{key}" for key in keys]
+            known = set(
+                session.exec(select(TrialEvent.id).where(col(TrialEvent.id).in_(ids))).all()
+            )
+            results: list[EventResult] = []
+            for event, key, event_id in zip(events, keys, ids, strict=True):
+                duplicate = event_id in known
+                results.append(
+                    EventResult(id=key, name=event.name, duplicate=duplicate, counted=False)
+                )
+                if duplicate:
+                    continue
+                known.add(event_id)
+                session.add(
+                    TrialEvent(
+                        id=event_id,
+                        user_id=user_id,
+                        name=event.name,
+                        occurred_at=event.occurred_at or now,
+                        counted=False,
+                        properties=event.properties,
+                    )
+                )
+            session.commit()
         accepted = sum(not r.duplicate for r in results)
         return EventsAccepted(accepted=accepted, duplicates=len(results) - accepted, events=results)
 
@@ -1030,3 +1081,8 @@ def _rpc_problem(err: RPCError, user_id: str) -> TrialProblem:
     if err.status == RPCStatusCode.NOT_FOUND:
         return TrialEnded(f"the trial of user {user_id} has ended")
     return _unavailable(err)
+
+
+def _aware(at: datetime) -> datetime:
+    """SQLite gives back naive datetimes for UTC columns."""
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)

@@ -545,9 +545,13 @@ class PivotTable:
     def of(cls, values: Sequence[kpis.KpiValue]) -> PivotTable:
         groups = list(dict.fromkeys(v.group for v in values))
         cells: dict[str, dict[str, Cell]] = {}
+        labels: dict[str, str] = {}
         for v in values:
             cells.setdefault(v.kpi, {})[v.group] = Cell(formatted(v.value, v.unit), v.n)
-        rows = [(label(kpi), [by_group.get(g) for g in groups]) for kpi, by_group in cells.items()]
+            labels[v.kpi] = label(v.kpi)
+            if "monthly_churn" in v.detail:  # the CLTV's assumption, next to the figure
+                labels[v.kpi] += f" (assuming {v.detail['monthly_churn']:.1%} monthly churn)"
+        rows = [(labels[kpi], [by_group.get(g) for g in groups]) for kpi, by_group in cells.items()]
         return cls(groups, rows)
 
 
