@@ -72,6 +72,15 @@ def build_provider(settings: Settings, name: str) -> Provider:
             security=settings.smtp_security,
             timeout=timeout,
         )
+    if name == "webhook":
+        from trialpath.delivery.webhook import WebhookProvider, temporal_ui_link
+
+        return WebhookProvider(
+            settings.support_webhook_url.get_secret_value(),
+            secret=settings.support_webhook_secret.get_secret_value(),
+            link=temporal_ui_link(settings.temporal_ui_url, settings.temporal_namespace),
+            timeout=timeout,
+        )
     raise ValueError(f"unknown delivery provider {name!r}")
 
 

@@ -346,8 +346,14 @@ class MessagingActivities:
         if request.channel == "sms":
             return request.recipient.phone or ""
         if request.channel == "support":
-            return self.product.support_email
+            return self._support_address()
         return request.user_id
+
+    def _support_address(self) -> str:
+        """Where support alerts go, as the row records it (a webhook's URL is a credential)."""
+        if self._provider("support").name == "webhook":
+            return "support webhook"
+        return self.product.support_email
 
     def unsubscribe_url(self, user_id: str, channel: str) -> str | None:
         if self.tokens is None or not self.public_url or channel not in ("email", "in_app"):
@@ -444,7 +450,7 @@ class MessagingActivities:
                 message="template_failure",
                 channel="support",
                 category="transactional",
-                recipient=self.product.support_email,
+                recipient=self._support_address(),
                 subject=f"Template error: {failure.message} ({failure.channel}) not sent",
                 html=f"<pre>{html.escape(text)}</pre>",
                 text=text,
@@ -477,7 +483,18 @@ class MessagingActivities:
             trial_id=failure.workflow_id,
             message="template_failure",
         )
-        return self._hand_over(row, outgoing, self._provider("support"))
+        try:
+            return self._hand_over(row, outgoing, self._provider("support"))
+        except ApplicationError as err:
+            if err.type != "DeliveryRejected":
+                raise
+            # Refused for good (a webhook removed, its channel archived): the row says so. The
+            # workflow awaits this activity without expecting it to fail, and an activity
+            # failure there would fail the whole trial.
+            with Session(self.engine) as session:
+                refused = session.get(Message, key)
+                assert refused is not None
+                return _result(refused).model_copy(update={"error": refused.error})
 
     @activity.defn(name="assign_agent")
     def assign_agent(self, request: AssignAgentInput) -> str:

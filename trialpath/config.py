@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from trialpath.access import ApiKey, parse_api_keys
@@ -32,6 +34,9 @@ class Settings(BaseSettings):
     temporal_namespace: str = "default"
     task_queue: str = "trialpath"
     temporal_ui_port: int = 8233
+    temporal_ui_url: str = ""
+    """The Temporal UI as support reaches it (`https://cloud.temporal.io`); support alerts
+    posted to a webhook then link to the trial's workflow there. Empty: no link."""
     temporal_tls_cert: Path | None = None
     """Client certificate (PEM) for mTLS to Temporal; with `temporal_tls_key`."""
     temporal_tls_key: Path | None = None
@@ -95,7 +100,13 @@ class Settings(BaseSettings):
     email_provider: Literal["outbox", "sendgrid", "smtp"] = "outbox"
     sms_provider: Literal["outbox", "twilio"] = "outbox"
     in_app_provider: Literal["inbox", "outbox"] = "inbox"
-    support_provider: Literal["outbox", "sendgrid", "smtp"] = "outbox"
+    support_provider: Literal["outbox", "sendgrid", "smtp", "webhook"] = "outbox"
+    support_webhook_url: SecretStr = Field(default=SecretStr(""), validate_default=True)
+    """A Slack-compatible incoming webhook for support alerts (`support_provider = webhook`).
+    The URL is the credential: https, or http on loopback only (a local receiver)."""
+    support_webhook_secret: SecretStr = SecretStr("")
+    """Signs each post (`X-Trialpath-Signature`) for receivers that verify it; empty: unsigned
+    (Slack itself checks no signature)."""
 
     public_url: str = ""
     """Where users and providers reach the API: unsubscribe links, SMS status callbacks.
@@ -179,10 +190,37 @@ class Settings(BaseSettings):
         regions = {"global": "https://api.sendgrid.com", "eu": "https://api.eu.sendgrid.com"}
         return regions.get(value.strip().lower(), value.strip().rstrip("/"))
 
-    @field_validator("public_url", "twilio_base_url")
+    @field_validator("public_url", "twilio_base_url", "temporal_ui_url")
     @classmethod
     def _no_trailing_slash(cls, value: str) -> str:
         return value.strip().rstrip("/")
+
+    @field_validator("temporal_ui_url")
+    @classmethod
+    def _ui_url(cls, value: str) -> str:
+        # A button with a malformed link makes Slack refuse the whole alert.
+        parts = urlsplit(value)
+        if value and (parts.scheme not in ("https", "http") or not parts.netloc):
+            raise ValueError("must be an http:// or https:// URL (the Temporal UI's address)")
+        return value
+
+    @field_validator("support_webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
+        # Declared after support_provider, so that one is already in info.data. The messages
+        # never repeat the URL: it is the credential.
+        url = value.get_secret_value().strip()
+        if not url:
+            if info.data.get("support_provider") == "webhook":
+                raise ValueError(
+                    "needed when TRIALPATH_SUPPORT_PROVIDER is webhook: the incoming webhook's "
+                    "URL (https://hooks.slack.com/services/...)"
+                )
+            return SecretStr("")
+        problem = webhook_url_problem(url)
+        if problem:
+            raise ValueError(problem)
+        return SecretStr(url)
 
     @property
     def effective_public_url(self) -> str:
@@ -195,6 +233,35 @@ class Settings(BaseSettings):
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'trialpath.db'}"
+
+
+def webhook_url_problem(url: str) -> str | None:
+    """Why `url` cannot be a webhook's address, or None: https only, http on loopback only
+    (a receiver on this machine), with a host and no user info. Never quotes the URL."""
+    parts = urlsplit(url)
+    try:
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises for a port that is not a number
+    except ValueError:
+        return "not a URL (its host or port cannot be read)"
+    if parts.scheme not in ("https", "http") or not host:
+        return "must be an https:// URL"
+    if parts.username is not None or parts.password is not None:
+        return "must not carry a user name or password"
+    if parts.scheme == "http" and not _loopback(host):
+        return (
+            "must be https:// (http:// only for a receiver on loopback: 127.0.0.1, ::1, localhost)"
+        )
+    return None
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class SettingsError(ValueError):
