@@ -239,9 +239,20 @@ def test_activation_completion_and_adoption(seeded: Engine) -> None:
     # Activated: u1 u2 u3 u5 = 4 of 10.
     activation = value(kpis.activation_rate(seeded, AT))
     assert (activation.value, activation.n, activation.detail) == (40.0, 10, {"count": 4})
-    # Every one of the 7 progress events: u8 only (who is not activated: seed 003's point).
+    # Each step of the user's own persona (its milestone and the events its activation rule
+    # needs, once each): u1, u2, u8 (technical: integration, api_call), u3 (business: workflow,
+    # teammate), u5 (executive: dashboard, report) = 5 of 10. Not u4, u9 (no teammate), u6
+    # (a login), u10 (no api_call), u7 (no persona). u8 completed without activating (1 API
+    # call of 10): seed 003's point, completion is not activation.
     completion = value(kpis.onboarding_completion(seeded, AT))
-    assert (completion.value, completion.n) == (10.0, 10)
+    assert (completion.value, completion.n, completion.detail["count"]) == (50.0, 10, 5)
+    by_persona = {v.group: v.value for v in kpis.onboarding_completion(seeded, AT, "persona")}
+    assert by_persona == {
+        "technical": 75.0,
+        "business": pytest.approx(100 / 3),
+        "executive": 50.0,
+        "unknown": 0.0,
+    }
     # At least 3 distinct progress events (a login is none): u2 (4), u5 (dashboard, report,
     # data source), u8 (7) = 3; u1 (integration, api_call), u3 (workflow, teammate) and u4
     # have 2.

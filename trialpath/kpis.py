@@ -49,6 +49,7 @@ from sqlalchemy import (
     func,
     literal,
     literal_column,
+    or_,
     select,
     true,
 )
@@ -483,12 +484,34 @@ def onboarding_completion(
     *,
     journey: JourneyDefinition | None = None,
 ) -> list[KpiValue]:
-    """Onboarding completion: % of trials whose user did every key event (journey.toml
-    `stall.key_events`) at least once, counted events only. Shown beside activation on
-    purpose: completing every step is not the same as getting value (measure activation)."""
-    keys = _key_events(journey)
+    """Onboarding completion: % of trials whose user did every onboarding step of their own
+    persona at least once during the trial (counted events): the persona's milestone and each
+    event its activation rule requires (seed 003: a technical user's steps are not an
+    executive's). A trial without a persona has not completed. Shown beside activation on
+    purpose: doing each step once is not reaching the rule's counts in its window, nor value."""
+    journey = journey or current_journey()
+    done_by_persona = [
+        and_(T.c.persona == persona, *(_did(name) for name in onboarding_steps(journey, persona)))
+        for persona in journey.personas
+    ]
     return _rate_rows(
-        engine, filters, _no_channel(by), "onboarding_completion", _features_used(keys) >= len(keys)
+        engine, filters, _no_channel(by), "onboarding_completion", or_(*done_by_persona)
+    )
+
+
+def onboarding_steps(journey: JourneyDefinition, persona: str) -> tuple[str, ...]:
+    """A persona's onboarding steps: its milestone, then the events its activation rule
+    requires (each once)."""
+    path = journey.personas[persona]  # type: ignore[index]
+    return tuple(dict.fromkeys([path.milestone, *path.activation.require]))
+
+
+def _did(name: str) -> ColumnElement[bool]:
+    """The trial's user has a counted event `name`."""
+    return (
+        select(E.c.id)
+        .where(E.c.user_id == T.c.user_id, E.c.counted == true(), E.c.name == name)
+        .exists()
     )
 
 
