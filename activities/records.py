@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 from temporalio import activity
 
-from trialpath.contract import TrialProfile
+from trialpath.contract import Acquisition, TrialProfile
 from trialpath.logs import bind_activity
 from trialpath.metrics import ACTIVATIONS
 from trialpath.models import StageChange, Trial, TrialEvent, utcnow
@@ -91,6 +91,13 @@ class RecordActivities:
                 trial.timezone = profile.timezone
                 trial.company = profile.company or None
                 trial.seconds_per_day = profile.seconds_per_day
+                acquired = profile.source or Acquisition()
+                trial.source = acquired.channel()
+                trial.utm_source = acquired.utm_source
+                trial.utm_medium = acquired.utm_medium
+                trial.utm_campaign = acquired.utm_campaign
+                trial.referrer = acquired.referrer
+                trial.landing_page = acquired.landing_page
             trial.updated_at = utcnow()
             session.add(trial)
             ids = [e.id for e in request.events]

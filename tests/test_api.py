@@ -594,3 +594,55 @@ async def test_parameters_that_cannot_be_stored_are_refused(api: httpx.AsyncClie
         assert response.status_code == 422, (url, response.text)
         assert response.headers["content-type"] == "application/problem+json"
     assert (await api.get("/v1/audit?action=trial.start")).status_code == 200
+
+
+# --- where users came from -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "channel"),
+    [
+        ({"utm_source": " Newsletter ", "utm_medium": "email"}, "newsletter"),
+        ({"referrer": "https://www.producthunt.com/posts/trialpath?ref=x"}, "producthunt.com"),
+        ({"referrer": "news.ycombinator.com/item?id=1"}, "news.ycombinator.com"),
+        ({"landing_page": "/pricing/team"}, "direct"),
+        ({}, "direct"),
+    ],
+)
+def test_the_source_of_a_signup(source: dict[str, str], channel: str) -> None:
+    from trialpath.contract import Acquisition
+
+    assert Acquisition.model_validate(source).channel() == channel
+
+
+async def test_a_signup_records_where_the_user_came_from(
+    api: httpx.AsyncClient, env: WorkflowEnvironment, settings: Settings
+) -> None:
+    source = {
+        "utm_source": "newsletter",
+        "utm_medium": "email",
+        "utm_campaign": "december",
+        "referrer": "https://mail.example.com/?u=ada@example.com",
+        "landing_page": "/pricing/team",
+    }
+    await started(api, env, "api-src-1", source=source)
+    await started(api, env, "api-src-2")
+    bad = await api.post("/v1/trials", json=signup("api-src-3", source={"utm_term": "x"}))
+    assert_problem(bad, 422)
+    [row] = rows(settings, Trial, "api-src-1")
+    assert (row.source, row.utm_medium, row.utm_campaign, row.landing_page) == (
+        "newsletter",
+        "email",
+        "december",
+        "/pricing/team",
+    )
+    assert rows(settings, Trial, "api-src-2")[0].source == "direct"
+    split = await api.get("/v1/kpis", params={"by": "source"})
+    assert split.status_code == 200, split.text
+    trials = {v["group"]: v["n"] for v in split.json()["kpis"] if v["kpi"] == "activation_rate"}
+    assert trials == {"direct": 1, "newsletter": 1}
+    # Erasure wipes the URLs (they can carry anything) and keeps the campaign-level source.
+    erased = await api.delete("/v1/trials/api-src-1", params={"erase": "true"})
+    assert erased.status_code == 202
+    [row] = rows(settings, Trial, "api-src-1")
+    assert (row.referrer, row.landing_page, row.source) == (None, None, "newsletter")

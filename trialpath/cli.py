@@ -1052,7 +1052,10 @@ def kpis(
     ] = None,
     by: Annotated[
         str | None,
-        typer.Option(help="Split: persona, cohort (ISO week of signup), arm or channel."),
+        typer.Option(
+            help="Split: persona, cohort (ISO week of signup), arm, channel or source "
+            "(where users came from)."
+        ),
     ] = None,
     output: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
     experiment: Annotated[

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from datetime import date, datetime
 from typing import Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
@@ -111,6 +112,35 @@ class QualifyResult(_Payload):
     persona: Persona
 
 
+class Acquisition(_Payload):
+    """Where the user came from, as the product saw it at signup (UTM parameters of the landing
+    URL, the referring page, the plan or landing page). Split the KPIs by it (`by=source`)."""
+
+    utm_source: str | None = Field(default=None, min_length=1, max_length=200)
+    utm_medium: str | None = Field(default=None, min_length=1, max_length=200)
+    utm_campaign: str | None = Field(default=None, min_length=1, max_length=200)
+    referrer: str | None = Field(default=None, min_length=1, max_length=500)
+    """The referring page's URL (only its host names the source)."""
+    landing_page: str | None = Field(default=None, min_length=1, max_length=500)
+    """The page the user signed up from (e.g. the plan page: `/pricing/team`)."""
+
+    def channel(self) -> str:
+        """The source the KPIs group by: `utm_source` (lower case), else the referrer's host
+        (without `www.`), else `direct`."""
+        if self.utm_source:
+            return self.utm_source.strip().lower()[:100] or DIRECT
+        if self.referrer:
+            host = urlsplit(self.referrer if "//" in self.referrer else f"//{self.referrer}")
+            name = (host.hostname or "").removeprefix("www.")
+            if name:
+                return name[:100]
+        return DIRECT
+
+
+DIRECT = "direct"
+"""The source of a signup that names none."""
+
+
 class TrialProfile(_Payload):
     """Who the trial is for. Personal data lives here, never in ids or search attributes."""
 
@@ -127,6 +157,8 @@ class TrialProfile(_Payload):
     trial_days: int | None = Field(default=None, ge=1, le=365)
     seconds_per_day: float = Field(default=86400.0, gt=0)
     """The accelerated clock: real seconds per journey day, fixed for the trial's life."""
+    source: Acquisition | None = None
+    """Where the user came from (None: not given)."""
 
     @field_validator("user_id")
     @classmethod

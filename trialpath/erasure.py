@@ -31,7 +31,8 @@ from trialpath.models import (
 ERASED = "erased"
 
 COVERAGE: dict[str, str] = {
-    "trials": "name, email, phone and company wiped; erased_at set (nothing writes them back)",
+    "trials": "name, email, phone, company, referrer and landing page wiped; erased_at set "
+    "(nothing writes them back); the source and UTM parameters (campaign-level) stay",
     "trial_events": "properties wiped (they can hold anything the product sent)",
     "messages": "recipient, subject, bodies and provider error wiped; outbox files deleted",
     "message_events": "provider payloads wiped (addresses, IP, user agent, SMS text)",
@@ -77,9 +78,11 @@ def erase_rows(
     with Session(engine) as session:
         trial = session.get(Trial, user_id, with_for_update=True)
         if trial is not None:
-            if any((trial.name, trial.email, trial.phone, trial.company)):
+            if any((trial.name, trial.email, trial.phone, trial.company, trial.referrer)):
                 done.add("trials")
             trial.name = trial.email = trial.phone = trial.company = None
+            # A URL can carry anything (a query string with an address): wiped too.
+            trial.referrer = trial.landing_page = None
             trial.erased_at = trial.erased_at or now
             if cancelled:
                 trial.stage = "cancelled"

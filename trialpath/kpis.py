@@ -69,12 +69,14 @@ from trialpath.stats import (
     two_proportions,
 )
 
-Split = Literal["persona", "cohort", "arm", "channel"]
+Split = Literal["persona", "cohort", "arm", "channel", "source"]
 SPLITS: tuple[Split, ...] = get_args(Split)
 Unit = Literal["hours", "%", "score", "count", "EUR"]
 
 ALL = "all"
 UNKNOWN_PERSONA = "unknown"
+UNKNOWN_SOURCE = "unknown"
+"""Trials recorded before their source was."""
 NO_EXPERIMENT_ARM = "default"
 """The arm of every trial started while no experiment ran."""
 SMALL_N = 30
@@ -291,6 +293,8 @@ def _group(engine: Engine, by: Split | None) -> ColumnElement[Any]:
         expr = T.c.experiment_arm
     elif by == "cohort":
         expr = _Dialect(engine).iso_week(T.c.signup_at)
+    elif by == "source":
+        expr = func.coalesce(T.c.source, literal_column(f"'{UNKNOWN_SOURCE}'"))
     else:
         expr = literal_column(f"'{ALL}'")
     return expr.label("grp")

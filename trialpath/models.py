@@ -88,6 +88,14 @@ class Trial(TrialBase, table=True):
     )
     erased_at: datetime | None = _ts()
     """When the user's personal data was erased: nothing writes it back afterwards."""
+    source: str | None = Field(default=None, index=True, max_length=100)
+    """Where the user came from, as the KPIs group it (`Acquisition.channel`); None: not
+    given (trials started before it was recorded)."""
+    utm_source: str | None = Field(default=None, max_length=200)
+    utm_medium: str | None = Field(default=None, max_length=200)
+    utm_campaign: str | None = Field(default=None, max_length=200)
+    referrer: str | None = Field(default=None, max_length=500)
+    landing_page: str | None = Field(default=None, max_length=500)
 
 
 class TrialEvent(SQLModel, table=True):

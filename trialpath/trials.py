@@ -56,6 +56,7 @@ from trialpath.contract import (
     UPDATE_QUALIFY,
     USER_ID_PATTERN,
     WORKFLOW_TYPE,
+    Acquisition,
     Locale,
     Qualification,
     QualifyInput,
@@ -177,6 +178,8 @@ class StartTrial(_Command):
     company: str = ""
     trial_days: int | None = Field(default=None, ge=1, le=365)
     qualification: Qualification | None = None
+    source: Acquisition | None = None
+    """Where the user came from: UTM parameters, referrer, landing page (KPIs `by=source`)."""
 
     @field_validator("user_id")
     @classmethod

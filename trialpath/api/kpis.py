@@ -174,7 +174,7 @@ CSV_CONTENT = {"text/csv": {"schema": {"type": "string"}}}
 @router.get(
     "/kpis",
     response_model=KpisAnswer,
-    summary="Onboarding KPIs, optionally split by persona, cohort, arm or channel",
+    summary="Onboarding KPIs, optionally split by persona, cohort, arm, channel or source",
     responses={
         200: {"description": "The KPIs (JSON), or one CSV row per KPI and group"},
         **_problems(401, 403, 422),
@@ -188,7 +188,10 @@ def get_kpis(
     until: Until = None,
     by: Annotated[
         Split | None,
-        Query(description="persona, cohort (ISO week of signup), arm or channel."),
+        Query(
+            description="persona, cohort (ISO week of signup), arm, channel, or source "
+            "(utm_source, else the referrer's host, else direct)."
+        ),
     ] = None,
     output: Annotated[Literal["json", "csv"], Query(alias="format")] = "json",
 ) -> KpisAnswer | Response:
