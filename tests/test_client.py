@@ -115,7 +115,11 @@ def bodies(transport: Recording, path: str) -> list[Any]:
 async def test_happy_path(
     tp: AsyncTrialpath, env: WorkflowEnvironment, transport: Recording
 ) -> None:
-    created = await tp.start_trial("cl-happy", "ada@example.com", name="Ada Lovelace")
+    created = await tp.start_trial(
+        "cl-happy", "ada@example.com", name="Ada Lovelace", source={"utm_source": "partner"}
+    )
+    assert bodies(transport, "/v1/trials")[0]["source"] == {"utm_source": "partner"}
+    assert created.trial.source is not None and created.trial.source.utm_source == "partner"
     assert isinstance(created, TrialCreated)
     assert (created.workflow_id, created.persona, created.trial.name) == (
         "trial-cl-happy",

@@ -29,6 +29,7 @@ from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
 from trialpath.contract import (
+    Acquisition,
     Locale,
     Qualification,
     QualifyResult,
@@ -210,6 +211,7 @@ def _start_trial(
     trial_days: int | None,
     qualification: Mapping[str, Any] | Qualification | None,
     idempotency_key: str | None,
+    source: Mapping[str, Any] | Acquisition | None = None,
 ) -> _Call[TrialCreated]:
     body = _compact(
         user_id=user_id,
@@ -221,6 +223,7 @@ def _start_trial(
         company=company,
         trial_days=trial_days,
         qualification=qualification,
+        source=source,
     )
     return _Call("POST", "/v1/trials", TrialCreated, json=body, idempotency_key=idempotency_key)
 
@@ -407,9 +410,11 @@ class Trialpath:
         trial_days: int | None = None,
         qualification: Mapping[str, Any] | Qualification | None = None,
         idempotency_key: str | None = None,
+        source: Mapping[str, Any] | Acquisition | None = None,
     ) -> TrialCreated:
         """Starts the trial; succeeds too if it already runs with the same data (else
-        `Conflict`)."""
+        `Conflict`). `source`: where the user came from (`utm_source`, `utm_medium`,
+        `utm_campaign`, `referrer`, `landing_page`)."""
         return self._request(
             _start_trial(
                 user_id,
@@ -422,6 +427,7 @@ class Trialpath:
                 trial_days,
                 qualification,
                 idempotency_key,
+                source,
             )
         )
 
@@ -605,9 +611,11 @@ class AsyncTrialpath:
         trial_days: int | None = None,
         qualification: Mapping[str, Any] | Qualification | None = None,
         idempotency_key: str | None = None,
+        source: Mapping[str, Any] | Acquisition | None = None,
     ) -> TrialCreated:
         """Starts the trial; succeeds too if it already runs with the same data (else
-        `Conflict`)."""
+        `Conflict`). `source`: where the user came from (`utm_source`, `utm_medium`,
+        `utm_campaign`, `referrer`, `landing_page`)."""
         return await self._request(
             _start_trial(
                 user_id,
@@ -620,6 +628,7 @@ class AsyncTrialpath:
                 trial_days,
                 qualification,
                 idempotency_key,
+                source,
             )
         )
 
