@@ -36,6 +36,9 @@ class TrialSnapshot(BaseModel):
     workflow_id: str
     signup_at: datetime
     persona: str | None
+    persona_source: str | None = None
+    """signup, qualifier, inferred or defaulted (`journey.PersonaSource`)."""
+    persona_at: datetime | None = None
     stage: str
     urgency: str | None
     activated: bool

@@ -637,6 +637,8 @@ async def test_a_signup_records_where_the_user_came_from(
         "/pricing/team",
     )
     assert rows(settings, Trial, "api-src-2")[0].source == "direct"
+    # Its persona was answered at signup: recorded, with when, for the qualifier KPIs.
+    assert row.persona_source == "signup" and row.persona_at is not None
     split = await api.get("/v1/kpis", params={"by": "source"})
     assert split.status_code == 200, split.text
     trials = {v["group"]: v["n"] for v in split.json()["kpis"] if v["kpi"] == "activation_rate"}

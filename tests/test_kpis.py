@@ -52,25 +52,29 @@ def signup(day: int, hour: int, month: int = 11) -> datetime:
 
 TRIALS: dict[str, dict[str, Any]] = {
     "u1": dict(persona="technical", experiment_arm="personalized", signup_at=signup(2, 10),
-               activated=True, activated_h=24, stage="converted", converted_d=10, mrr=100.0),
+               activated=True, activated_h=24, stage="converted", converted_d=10, mrr=100.0,
+               persona_source="signup", persona_h=0),
     "u2": dict(persona="technical", experiment_arm="generic", signup_at=signup(3, 10),
-               activated=True, activated_h=48, stage="expired", ended_d=14),
+               activated=True, activated_h=48, stage="expired", ended_d=14,
+               persona_source="qualifier", persona_h=2),
     "u3": dict(persona="business", experiment_arm="personalized", signup_at=signup(4, 9),
-               activated=True, activated_h=6, stage="converted", converted_d=5, mrr=50.0),
+               activated=True, activated_h=6, stage="converted", converted_d=5, mrr=50.0,
+               persona_source="qualifier", persona_h=6),
     "u4": dict(persona="business", experiment_arm="generic", signup_at=signup(5, 12),
-               stage="cancelled", ended_d=3),
+               stage="cancelled", ended_d=3, persona_source="inferred", persona_h=1),
     "u5": dict(persona="executive", experiment_arm="personalized", signup_at=signup(9, 8),
-               activated=True, activated_h=2, stage="converted", converted_d=12, mrr=200.0),
+               activated=True, activated_h=2, stage="converted", converted_d=12, mrr=200.0,
+               persona_source="signup", persona_h=0),
     "u6": dict(persona="executive", experiment_arm="holdout", signup_at=signup(10, 10),
-               stage="expired", ended_d=14),
+               stage="expired", ended_d=14, persona_source="defaulted", persona_h=1),
     "u7": dict(persona=None, experiment_arm="generic", signup_at=signup(11, 10),
                stage="qualifying"),
     "u8": dict(persona="technical", experiment_arm="personalized", signup_at=signup(12, 10),
-               stage="onboarding"),
+               stage="onboarding", persona_source="qualifier", persona_h=4),
     "u9": dict(persona="business", experiment_arm="holdout", signup_at=signup(25, 10),
-               stage="onboarding"),
+               stage="onboarding", persona_source="signup", persona_h=0),
     "u10": dict(persona="technical", experiment_arm="personalized", signup_at=signup(30, 10, 10),
-                stage="expired", ended_d=14),
+                stage="expired", ended_d=14, persona_source="inferred", persona_h=1),
 }  # fmt: skip
 
 KEY_EVENTS = [
@@ -144,6 +148,7 @@ def insert(engine: Engine) -> None:
             spec = dict(spec)
             start: datetime = spec["signup_at"]
             activated_h = spec.pop("activated_h", None)
+            persona_h = spec.pop("persona_h", None)
             converted_d = spec.pop("converted_d", None)
             ended_d = spec.pop("ended_d", converted_d)
             session.add(
@@ -151,6 +156,9 @@ def insert(engine: Engine) -> None:
                     user_id=user_id,
                     workflow_id=f"trial-{user_id}",
                     activated_at=start + timedelta(hours=activated_h) if activated_h else None,
+                    persona_at=start + timedelta(hours=persona_h)
+                    if persona_h is not None
+                    else None,
                     converted_at=start + timedelta(days=converted_d) if converted_d else None,
                     converted_plan="team" if converted_d else None,
                     ended_at=start + timedelta(days=ended_d) if ended_d else None,
@@ -315,6 +323,28 @@ def test_upsell_referral_and_cltv(seeded: Engine) -> None:
     assert value(kpis.cltv(seeded, AT, monthly_churn=0.05)).value == pytest.approx(350 / 3 * 20)
 
 
+def test_qualifier_answers_and_the_split_by_them(seeded: Engine) -> None:
+    # Persona known: all but u7 = 9. Answered: at signup u1 u5 u9, in the qualifier u2 (2 h),
+    # u3 (6 h), u8 (4 h) = 6 of 9; inferred u4 u10, defaulted u6. Median answer time: 4 h.
+    rate = value(kpis.qualifier_answer_rate(seeded, AT))
+    assert (rate.value, rate.n) == (pytest.approx(200 / 3), 9)
+    assert {k: rate.detail[k] for k in ("signup", "qualifier", "inferred", "defaulted")} == {
+        "signup": 3,
+        "qualifier": 3,
+        "inferred": 2,
+        "defaulted": 1,
+    }
+    assert rate.detail["median_hours_to_answer"] == pytest.approx(4.0)
+    # Activation by how the persona was known: answered u1 u2 u3 u5 of 6; none of the others.
+    split = groups(kpis.activation_rate(seeded, AT, "qualifier"))
+    assert split == {
+        "answered": (pytest.approx(200 / 3), 6),
+        "defaulted": (0.0, 1),
+        "inferred": (0.0, 2),
+        "unknown": (0.0, 1),
+    }
+
+
 def test_the_cltv_churn_is_a_setting_shown_with_the_figure(
     seeded: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -362,7 +392,7 @@ def test_compute_kpis_has_every_kpi_once_without_split(seeded: Engine) -> None:
         "ttfv_median", "ttfv_p90", "activation_rate", "onboarding_completion", "adoption_rate",
         "time_to_proficiency", "retention_7d", "trial_to_paid", "churn_rate", "csat", "ces",
         "upsell_rate", "referral_rate", "cltv", "messages_per_user", "unsubscribe_rate",
-        "support_task_rate", "support_reach_rate",
+        "qualifier_answer_rate", "support_task_rate", "support_reach_rate",
     ]  # fmt: skip
     assert {r.group for r in rows} == {"all"}
     assert {r.unit for r in rows} == {"hours", "%", "score", "EUR", "count"}

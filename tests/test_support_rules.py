@@ -144,6 +144,22 @@ def test_needs_attention_follows_tasks_missed_calls_and_broken_templates() -> No
     )
 
 
+def test_a_persona_nobody_answered_is_inferred_or_defaulted() -> None:
+    deadline = SIGNUP + timedelta(hours=DEFN.qualifier_timeout_hours)
+    nothing = begin()
+    simulate(DEFN, nothing, SIGNUP, deadline)
+    assert (nothing.persona, nothing.persona_source) == (DEFN.default_persona, "defaulted")
+    assert nothing.persona_at == deadline
+    evidence = begin()
+    early = SIGNUP + timedelta(minutes=10)
+    simulate(DEFN, evidence, SIGNUP, deadline, [(early, event(evidence, "api_call", early))])
+    assert (evidence.persona, evidence.persona_source) == ("technical", "inferred")
+    # Trials on older rules called the default an inference too.
+    old = begin(rules=3)
+    simulate(DEFN, old, SIGNUP, deadline)
+    assert old.persona_source == "inferred"
+
+
 def test_a_missed_call_after_the_end_needs_no_one() -> None:
     state = begin(role="business", urgency="this_month")
     simulate(DEFN, state, SIGNUP, SIGNUP)

@@ -86,7 +86,8 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    err_console.print(f"[red]error:[/] {message}")
+    # One line, however narrow the terminal: easy to read in logs and to grep.
+    err_console.print(f"[red]error:[/] {message}", soft_wrap=True)
     return typer.Exit(code)
 
 

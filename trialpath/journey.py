@@ -139,6 +139,11 @@ class Conversion(_State):
     at: datetime
 
 
+PersonaSource = Literal["signup", "qualifier", "inferred", "defaulted"]
+"""How the persona was known: answered at signup or in the qualifier, inferred from the
+challenge or the events, or the default (nothing to go on; rules 4, `inferred` before)."""
+
+
 class Cancellation(_State):
     reason: str | None
     at: datetime
@@ -176,7 +181,7 @@ class TrialState(_State):
     """Last local day of the trial; the trial ends at the following local midnight."""
     qualify_deadline: datetime
     persona: Persona | None = None
-    persona_source: Literal["signup", "qualifier", "inferred"] | None = None
+    persona_source: PersonaSource | None = None
     persona_at: datetime | None = None
     role: Persona | None = None
     challenge: str | None = None
@@ -398,6 +403,14 @@ def is_ended(state: TrialState) -> bool:
 # --- Persona ---------------------------------------------------------------------------------
 
 
+def has_persona_evidence(defn: JourneyDefinition, state: TrialState) -> bool:
+    """Whether `infer_persona` has something to go on (a challenge, persona-typed events)
+    rather than falling back on the default persona."""
+    return state.challenge in defn.inference.challenge or any(
+        defn.inference.events.get(name) is not None for name in state.events_seen
+    )
+
+
 def infer_persona(defn: JourneyDefinition, state: TrialState) -> Persona:
     """From the challenge if it was answered, else from the persona-typed events seen so far
     (the persona with most such events; ties broken alphabetically), else the default."""
@@ -417,7 +430,7 @@ def _set_persona(
     defn: JourneyDefinition,
     state: TrialState,
     persona: Persona,
-    source: Literal["signup", "qualifier", "inferred"],
+    source: PersonaSource,
     now: datetime,
 ) -> None:
     state.persona = persona
@@ -1020,7 +1033,10 @@ def _decide(defn: JourneyDefinition, state: TrialState, now: datetime) -> Step |
             if state.rules >= 2:
                 return _before_persona(defn, state, now)
             return Wait(state.qualify_deadline)
-        _set_persona(defn, state, infer_persona(defn, state), "inferred", now)
+        # Rules 4 tell a guess from the default: the qualifier's friction is measured by it.
+        guessed = state.rules < 4 or has_persona_evidence(defn, state)
+        source: PersonaSource = "inferred" if guessed else "defaulted"
+        _set_persona(defn, state, infer_persona(defn, state), source, now)
 
     candidates = [
         _Candidate(

@@ -69,7 +69,7 @@ from trialpath.stats import (
     two_proportions,
 )
 
-Split = Literal["persona", "cohort", "arm", "channel", "source"]
+Split = Literal["persona", "cohort", "arm", "channel", "source", "qualifier"]
 SPLITS: tuple[Split, ...] = get_args(Split)
 Unit = Literal["hours", "%", "score", "count", "EUR"]
 
@@ -295,6 +295,12 @@ def _group(engine: Engine, by: Split | None) -> ColumnElement[Any]:
         expr = _Dialect(engine).iso_week(T.c.signup_at)
     elif by == "source":
         expr = func.coalesce(T.c.source, literal_column(f"'{UNKNOWN_SOURCE}'"))
+    elif by == "qualifier":
+        expr = case(
+            (T.c.persona_source.in_(ANSWERED), literal_column("'answered'")),
+            (T.c.persona_source.is_not(None), T.c.persona_source),
+            else_=literal_column(f"'{UNKNOWN_PERSONA}'"),
+        )
     else:
         expr = literal_column(f"'{ALL}'")
     return expr.label("grp")
@@ -789,6 +795,41 @@ def unsubscribe_rate(engine: Engine, filters: Filters, by: Split | None = None) 
     return _rate_rows(engine, filters, by, "unsubscribe_rate", hit)
 
 
+ANSWERED = ("signup", "qualifier")
+"""Persona sources where the user answered (the rest: inferred, defaulted)."""
+
+
+def qualifier_answer_rate(
+    engine: Engine, filters: Filters, by: Split | None = None
+) -> list[KpiValue]:
+    """Qualifier answer rate: of the trials whose persona is known, % whose user gave it
+    (at signup or in the qualifier) rather than having it inferred (from the challenge or the
+    events) or defaulted (nothing to go on). `detail` counts each source and gives the median
+    journey hours from signup to a qualifier answer (seed 003: every question added costs some
+    users; this says how many answer, and how fast)."""
+    by = _no_channel(by)
+    known = T.c.persona_source.is_not(None)
+    values = _rate_rows(
+        engine,
+        filters,
+        by,
+        "qualifier_answer_rate",
+        T.c.persona_source.in_(ANSWERED),
+        base=known,
+        extra={
+            source: T.c.persona_source == source
+            for source in ("signup", "qualifier", "inferred", "defaulted")
+        },
+    )
+    answered = _durations(
+        engine, filters, by, case((T.c.persona_source == "qualifier", T.c.persona_at))
+    )
+    for value in values:
+        hours = answered[value.group].hours if value.group in answered else []
+        value.detail["median_hours_to_answer"] = percentile(hours, 0.5) if hours else None
+    return values
+
+
 REACHED_OUTCOMES = ("reached_user", "call_booked")
 """Task outcomes where support got through to the user."""
 
@@ -922,6 +963,7 @@ KPIS: dict[str, KpiFunction] = {
     "cltv": cltv,
     "messages_per_user": messages_per_user,
     "unsubscribe_rate": unsubscribe_rate,
+    "qualifier_answer_rate": qualifier_answer_rate,
     "support_task_rate": support_task_rate,
     "support_reach_rate": support_reach_rate,
 }

@@ -88,6 +88,9 @@ class Trial(TrialBase, table=True):
     )
     erased_at: datetime | None = _ts()
     """When the user's personal data was erased: nothing writes it back afterwards."""
+    persona_source: str | None = Field(default=None, max_length=20)
+    """How the persona was known: signup, qualifier, inferred, defaulted (None: not yet)."""
+    persona_at: datetime | None = _ts()
     source: str | None = Field(default=None, index=True, max_length=100)
     """Where the user came from, as the KPIs group it (`Acquisition.channel`); None: not
     given (trials started before it was recorded)."""

@@ -493,6 +493,8 @@ class TrialWorkflow:
             workflow_id=workflow.info().workflow_id,
             signup_at=real(state.signup_at),
             persona=state.persona,
+            persona_source=state.persona_source,
+            persona_at=real(state.persona_at) if state.persona_at else None,
             stage=state.stage,
             urgency=state.urgency,
             activated=state.activated_at is not None,

@@ -404,6 +404,7 @@ LABELS = {
     "cltv": "Customer lifetime value",
     "messages_per_user": "Messages per user",
     "unsubscribe_rate": "Unsubscribe rate",
+    "qualifier_answer_rate": "Qualifier answered",
     "support_task_rate": "Trials needing a human",
     "support_reach_rate": "Support reached the user",
 }

@@ -1,4 +1,5 @@
-"""Acquisition: where each trial's user came from (UTM parameters, referrer, landing page).
+"""Acquisition and qualification: where each trial's user came from (UTM parameters,
+referrer, landing page), and how their persona was known (answered, inferred, defaulted) when.
 
 Revision ID: 0008
 Revises: 0007
@@ -18,6 +19,8 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     with op.batch_alter_table("trials") as batch:
+        batch.add_column(sa.Column("persona_source", sa.String(length=20), nullable=True))
+        batch.add_column(sa.Column("persona_at", sa.DateTime(timezone=True), nullable=True))
         batch.add_column(sa.Column("source", sa.String(length=100), nullable=True))
         batch.add_column(sa.Column("utm_source", sa.String(length=200), nullable=True))
         batch.add_column(sa.Column("utm_medium", sa.String(length=200), nullable=True))
@@ -37,5 +40,7 @@ def downgrade() -> None:
             "utm_medium",
             "utm_source",
             "source",
+            "persona_at",
+            "persona_source",
         ):
             batch.drop_column(column)
