@@ -303,6 +303,13 @@ class MessagingActivities:
             template=rendered.template,
             content_hash=rendered.content_hash,
             provider=self._provider(request.channel).name,
+            # Only in-app messages show a button; an email's call to action is in its body.
+            cta_label=(rendered.cta_label or None) if request.channel == "in_app" else None,
+            cta_url=(
+                (rendered.cta_url or None)
+                if request.channel == "in_app" and rendered.cta_label
+                else None
+            ),
         )
         with Session(self.engine) as session:
             session.add(row)
@@ -398,6 +405,8 @@ class MessagingActivities:
             html=row.html,
             text=row.text,
             title=title,
+            cta_label=row.cta_label or "",
+            cta_url=row.cta_url or "",
             headers=headers,
             attachments=attachments,
             user_id=request.user_id,
