@@ -70,6 +70,20 @@ class PersonaPath(_Strict):
     drip: tuple[DripStep, ...]
 
 
+class ChecklistItem(_Strict):
+    """How the onboarding checklist shows one event: a label and where in the product to do it."""
+
+    label: str = Field(min_length=1, max_length=120)
+    path: str = Field(default="/", min_length=1, max_length=500)
+
+    @field_validator("path")
+    @classmethod
+    def _in_product(cls, value: str) -> str:
+        if not value.startswith(("/", "https://", "http://")) or value.startswith("//"):
+            raise ValueError("a checklist path starts with / (or is a full http(s) URL)")
+        return value
+
+
 class MessageSpec(_Strict):
     channels: tuple[Channel, ...]
     category: Category
@@ -182,6 +196,9 @@ class JourneyDefinition(_Strict):
     """None: everyone follows their persona's path (arm `default`)."""
     surveys: Surveys | None = None
     """None: no survey and no referral ask (journeys started before they existed)."""
+    checklist: dict[str, ChecklistItem] = {}
+    """Labels and in-product paths of the onboarding checklist's steps, by event name (the
+    personas' activation requirements and milestones); an event without one is shown by name."""
 
     @model_validator(mode="after")
     def _consistent(self) -> JourneyDefinition:
