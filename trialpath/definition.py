@@ -56,11 +56,33 @@ class ActivationRule(_Strict):
         return value
 
 
+UNLESS_READ_MAX_HOURS = 14 * 24.0
+
+
+def _unless_read_problem(channels: tuple[Channel, ...], hours: float | None) -> str | None:
+    if hours is not None and ("in_app" not in channels or len(set(channels)) < 2):
+        return (
+            "unless_read_hours needs in_app and another channel: the in-app copy goes first, "
+            "the others follow unless it was read"
+        )
+    return None
+
+
 class DripStep(_Strict):
     message: str
     day: int = Field(ge=0)
     skip_if: tuple[str, ...] = ()
     channels: tuple[Channel, ...] = ("email", "in_app")
+    unless_read_hours: float | None = Field(default=None, gt=0, le=UNLESS_READ_MAX_HOURS)
+    """In-app first (rules 4): the other channels follow this many hours later, unless the user
+    read the in-app copy meanwhile (then they are skipped, and recorded as such)."""
+
+    @model_validator(mode="after")
+    def _unless_read(self) -> DripStep:
+        problem = _unless_read_problem(self.channels, self.unless_read_hours)
+        if problem:
+            raise ValueError(f"drip step {self.message}: {problem}")
+        return self
 
 
 class PersonaPath(_Strict):
@@ -91,6 +113,16 @@ class MessageSpec(_Strict):
     fallback: Channel | None = None
     """Channel used instead of `sms` when the user has no phone number, and instead of any
     channel whose send failed `fallback_after_attempts` times or was refused."""
+    unless_read_hours: float | None = Field(default=None, gt=0, le=UNLESS_READ_MAX_HOURS)
+    """In-app first (rules 4): the other channels follow this many hours later, unless the user
+    read the in-app copy meanwhile (then they are skipped, and recorded as such)."""
+
+    @model_validator(mode="after")
+    def _unless_read(self) -> MessageSpec:
+        problem = _unless_read_problem(self.channels, self.unless_read_hours)
+        if problem:
+            raise ValueError(problem)
+        return self
 
 
 class StallRule(_Strict):
@@ -222,7 +254,11 @@ class JourneyDefinition(_Strict):
         for path in self.personas.values():
             for step in path.drip:
                 if step.message == name:
-                    return MessageSpec(channels=step.channels, category="marketing")
+                    return MessageSpec(
+                        channels=step.channels,
+                        category="marketing",
+                        unless_read_hours=step.unless_read_hours,
+                    )
         raise KeyError(f"unknown message {name!r}")
 
 

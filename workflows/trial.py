@@ -83,6 +83,7 @@ PATCH_SYNC_LATE_SIGNALS = "sync-late-signals"
 PATCH_ACCEPTED_AT = "signals-at-accepted-time"
 PATCH_RULES_2 = "journey-rules-2"
 PATCH_RULES_3 = "journey-rules-3"
+PATCH_RULES_4 = "journey-rules-4"
 SEND_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -154,8 +155,10 @@ class TrialWorkflow:
         if self._state is None:
             # A new trial decides by today's rules; one started before they were versioned
             # replays with the rules its history was made by.
-            if workflow.patched(PATCH_RULES_3):
+            if workflow.patched(PATCH_RULES_4):
                 rules = journey.RULES
+            elif workflow.patched(PATCH_RULES_3):
+                rules = 3
             elif workflow.patched(PATCH_RULES_2):
                 rules = 2
             else:
@@ -373,6 +376,12 @@ class TrialWorkflow:
             else None,
             alert=step.extra or None,
             max_attempts=max_attempts,
+            # A follow-up of an in-app message: not sent if the user has read that (rules 4).
+            unless_read=(
+                f"{workflow.info().workflow_id}:{step.unless_read}/in_app"
+                if step.unless_read is not None
+                else None
+            ),
         )
         try:
             return await workflow.execute_activity_method(
