@@ -9,6 +9,7 @@ product would.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -29,7 +30,7 @@ from tests.conftest import API_KEY, API_KEYS
 from tests.ports import free_port
 from tests.test_api import assert_problem, rows, started
 from tests.test_dashboard import chromium  # noqa: F401  (fixture: skips without Chromium)
-from tests.test_preview import CHROMIUM_ARGS
+from tests.test_preview import CHROMIUM_ARGS, png_summary
 from trialpath.access import parse_api_keys
 from trialpath.api.app import create_app
 from trialpath.config import Settings
@@ -387,9 +388,12 @@ def test_the_widget_in_a_real_browser(
     chromium: Path,  # noqa: F811
     two_origins: tuple[str, str],
     settings: Settings,
+    tmp_path: Path,
 ) -> None:
     from playwright.sync_api import expect, sync_playwright
 
+    shots = Path(os.environ.get("TRIALPATH_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
     api, host = two_origins
     newest, older = _seed(settings, "browser-1")
     minted = httpx.post(
@@ -438,6 +442,9 @@ def test_the_widget_in_a_real_browser(
             expect(cards.nth(0)).to_have_attribute("data-id", newest)
             expect(cards.nth(0).get_by_role("link", name="Browse integrations")).to_be_visible()
             expect(cards.nth(1).get_by_role("link", name="Open the quickstart")).to_be_visible()
+            shot = guide.screenshot(path=str(shots / "widget.png"))
+            width, height, colours = png_summary(shot, rows=2000)
+            assert width > 300 and height > 200 and colours > 20, (width, height, colours)
 
             # "Mark as read": the API records it, the card shows it.
             with page.expect_response(
