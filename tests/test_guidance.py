@@ -284,7 +284,8 @@ def _seed(settings: Settings, user_id: str) -> list[str]:
                     category="marketing",
                     recipient=user_id,
                     subject=title,
-                    text=f"The text of {message}.",
+                    # Markup in a message is shown as text, never run.
+                    text=f"The text of {message}. {INJECTED}",
                     template=f"in_app/{message}.technical.en.txt.j2",
                     content_hash="0" * 64,
                     status="sent",
@@ -442,6 +443,9 @@ def test_the_widget_in_a_real_browser(
             expect(cards.nth(0)).to_have_attribute("data-id", newest)
             expect(cards.nth(0).get_by_role("link", name="Browse integrations")).to_be_visible()
             expect(cards.nth(1).get_by_role("link", name="Open the quickstart")).to_be_visible()
+            expect(cards.nth(1)).to_contain_text(f"The text of welcome. {INJECTED}")
+            expect(guide.locator("img")).to_have_count(0)
+            assert page.title() == "Product"
             shot = guide.screenshot(path=str(shots / "widget.png"))
             width, height, colours = png_summary(shot, rows=2000)
             assert width > 300 and height > 200 and colours > 20, (width, height, colours)
@@ -475,3 +479,4 @@ def test_the_widget_in_a_real_browser(
 
 
 UTM = "utm_source=trialpath&utm_medium=checklist&utm_campaign="
+INJECTED = "<img src=x onerror=\"document.title='injected'\">"
