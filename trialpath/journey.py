@@ -1125,9 +1125,12 @@ def _off_path(defn: JourneyDefinition, state: TrialState, queued: Queued) -> boo
     return persona is None or all(s.message != queued.message for s in defn.personas[persona].drip)
 
 
+FOLLOW_UP_SUFFIX = ".unless_read"
+
+
 def follow_up_of(occurrence: str) -> str:
     """The occurrence of the copies that follow an in-app message unless it is read."""
-    return f"{occurrence}.unless_read"
+    return occurrence + FOLLOW_UP_SUFFIX
 
 
 def _follow_up_stale_at(defn: JourneyDefinition, state: TrialState, step: Send) -> datetime:
