@@ -145,6 +145,7 @@ async def test_the_widget_reads_and_marks_read_with_a_user_token_only(
 
     widget_list = await api.get("/v1/widget/checklist", headers=user)
     assert widget_list.status_code == 200, widget_list.text
+    assert widget_list.headers["cache-control"] == "no-store"
     assert widget_list.json() == await checklist(api, "wg-1")
 
     inbox = (await api.get("/v1/widget/inbox", headers=user)).json()

@@ -81,9 +81,12 @@ def _tokens(request: Request) -> WidgetTokens:
 
 async def widget_user(
     request: Request,
+    response: Response,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(widget_bearer)],
 ) -> str:
-    """The user a widget token is for; 401 without a valid, unexpired one."""
+    """The user a widget token is for; 401 without a valid, unexpired one. What it answers is
+    one user's data, in their browser: never stored there (a shared computer)."""
+    response.headers["Cache-Control"] = "no-store"
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise HTTPException(
             401,
