@@ -72,6 +72,9 @@ class SendMessageInput(BaseModel):
     alert: dict[str, Any] | None = None
     max_attempts: int = 0
     """The workflow's retry limit for this send (0: none); the last attempt records failure."""
+    unless_read: str | None = None
+    """The key of an in-app message: if the user has read it, this copy is not sent (it is
+    recorded as skipped). A journey fact the workflow cannot know: the database has it."""
 
     @property
     def key(self) -> str:
@@ -165,6 +168,13 @@ class MessagingActivities:
             row = self._write_row(request)
         if row.status in FINAL_STATUSES:
             return _result(row)
+        read_at = self._read_at(request.unless_read) if request.unless_read else None
+        if read_at is not None:
+            return self._finish(
+                key,
+                status="skipped",
+                error=f"the in-app copy was read at {read_at:%Y-%m-%d %H:%M:%S} UTC",
+            )
         if request.category == "marketing" and request.channel in self._opted_out(request):
             return self._finish(
                 key, status="skipped", error=f"the user unsubscribed from {request.channel}"
@@ -273,6 +283,12 @@ class MessagingActivities:
                 type="DeliveryUnavailable",
             ) from err
 
+    def _read_at(self, key: str) -> datetime | None:
+        """When the user read the in-app message of that key (None: unread, or never sent)."""
+        with Session(self.engine) as session:
+            row = session.get(Message, key)
+            return _aware(row.read_at) if row is not None and row.read_at is not None else None
+
     def _opted_out(self, request: SendMessageInput) -> dict[str, str]:
         return unsubscribed(self.engine, request.user_id)
 
@@ -305,6 +321,13 @@ class MessagingActivities:
             template=rendered.template,
             content_hash=rendered.content_hash,
             provider=self._provider(request.channel).name,
+            # Only in-app messages show a button; an email's call to action is in its body.
+            cta_label=(rendered.cta_label or None) if request.channel == "in_app" else None,
+            cta_url=(
+                (rendered.cta_url or None)
+                if request.channel == "in_app" and rendered.cta_label
+                else None
+            ),
         )
         with Session(self.engine) as session:
             session.add(row)
@@ -406,6 +429,8 @@ class MessagingActivities:
             html=row.html,
             text=row.text,
             title=title,
+            cta_label=row.cta_label or "",
+            cta_url=row.cta_url or "",
             headers=headers,
             attachments=attachments,
             user_id=request.user_id,

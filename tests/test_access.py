@@ -156,6 +156,8 @@ OPERATIONS: list[tuple[str, str, str, dict[str, Any] | None]] = [
     ("cancel", "DELETE", "/v1/trials/nobody", None),
     ("erase", "DELETE", "/v1/trials/nobody?erase=true", None),
     ("inbox", "GET", "/v1/users/nobody/inbox", None),
+    ("inbox", "GET", "/v1/users/nobody/checklist", None),
+    ("inbox", "POST", "/v1/users/nobody/widget-token", None),
     ("read", "GET", "/v1/users/nobody/preferences", None),
     ("kpis", "GET", "/v1/kpis", None),
     ("audit", "GET", "/v1/audit", None),

@@ -156,6 +156,10 @@ async def test_happy_path(
     before = await tp.get("cl-happy")
     assert before.events_seen == {"integration_connected": 1, "api_call": 149}
     assert before.persona == "technical"
+    checklist = await tp.checklist("cl-happy")
+    assert (checklist.persona, checklist.progress, checklist.activated) == ("technical", 100, True)
+    token = await tp.widget_token("cl-happy")
+    assert token.user_id == "cl-happy" and token.token and token.expires_at
 
     at = datetime.now(UTC) + timedelta(days=3)
     assert await tp.extend("cl-happy", 7) == Accepted(user_id="cl-happy", signal="extend_trial")

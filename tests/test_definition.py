@@ -42,14 +42,29 @@ def test_default_journey_loads() -> None:
     assert set(REQUIRED_MESSAGES) <= set(defn.messages)
 
 
+def test_checklist_and_in_app_first_steps() -> None:
+    defn = load_definition(JOURNEY_FILE)
+    assert defn.checklist["integration_connected"].label == "Connect an integration"
+    assert defn.checklist["integration_connected"].path == "/integrations"
+    roi = defn.message("drip_roi_calculator")
+    assert (roi.channels, roi.unless_read_hours) == (("email", "in_app"), 24)
+    assert defn.message("drip_reporting").unless_read_hours is None
+    # Every activation requirement and milestone has a label of its own.
+    steps = {e for p in defn.personas.values() for e in (*p.activation.require, p.milestone)}
+    assert steps <= set(defn.checklist)
+
+
 def test_message_lookup() -> None:
     defn = JourneyDefinition.model_validate(DATA)
     assert defn.message("welcome") == MessageSpec(
         channels=("email", "in_app"), category="marketing", immediate=True
     )
-    # A drip step is a marketing message on its step's channels.
-    assert defn.message("drip_roi_calculator") == MessageSpec(
+    # A drip step is a marketing message on its step's channels (in-app first if it says so).
+    assert defn.message("drip_reporting") == MessageSpec(
         channels=("email", "in_app"), category="marketing"
+    )
+    assert defn.message("drip_roi_calculator") == MessageSpec(
+        channels=("email", "in_app"), category="marketing", unless_read_hours=24
     )
     with pytest.raises(KeyError, match="unknown message 'nope'"):
         defn.message("nope")
@@ -109,9 +124,33 @@ def _bad_persona(data: dict[str, Any]) -> None:
     data["default_persona"] = "developer"
 
 
+def _checklist_path_elsewhere(data: dict[str, Any]) -> None:
+    data["checklist"]["api_call"]["path"] = "//evil.example/phish"
+
+
+def _checklist_label_empty(data: dict[str, Any]) -> None:
+    data["checklist"]["api_call"]["label"] = ""
+
+
+def _unless_read_without_in_app(data: dict[str, Any]) -> None:
+    step = data["personas"]["executive"]["drip"][3]
+    step["unless_read_hours"], step["channels"] = 24, ["email"]
+
+
+def _unless_read_message_alone(data: dict[str, Any]) -> None:
+    data["messages"]["activated"]["unless_read_hours"] = 0
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
+        (_checklist_path_elsewhere, "a checklist path starts with /"),
+        (_checklist_label_empty, "checklist.api_call.label"),
+        (
+            _unless_read_without_in_app,
+            "drip step drip_roi_calculator: unless_read_hours needs in_app",
+        ),
+        (_unless_read_message_alone, "unless_read_hours"),
         (_drop_persona, r"personas lacks \['executive'\]"),
         (_window_backwards, "send_window.end must be after send_window.start"),
         (_window_empty, "send_window.end must be after send_window.start"),

@@ -5,7 +5,7 @@ links. Runs against a real database; providers are scripted."""
 from __future__ import annotations
 
 import email
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -192,6 +192,41 @@ def test_marketing_is_skipped_once_the_user_opted_out(engine: Engine) -> None:
     assert run(activities).status == "sent"
     in_app = marketing.model_copy(update={"channel": "in_app"})
     assert run(activities, in_app).status == "sent"
+
+
+def test_a_copy_that_waits_for_the_in_app_one_is_skipped_once_that_was_read(
+    engine: Engine,
+) -> None:
+    provider = Scripted()
+    activities = acts(engine, provider)
+    card = request("welcome").model_copy(
+        update={"category": "marketing", "occurrence": "drip.x", "channel": "in_app"}
+    )
+    assert run(activities, card).status == "sent"
+    follow = card.model_copy(
+        update={
+            "occurrence": "drip.x.unless_read",
+            "channel": "email",
+            "unless_read": "trial-u1:drip.x/in_app",
+        }
+    )
+    # Unread: the copy goes out (once, however often the activity runs).
+    first = follow.model_copy(update={"occurrence": "drip.y.unless_read"})
+    assert run(activities, first).status == "sent"
+    assert run(activities, first).status == "sent" and len(provider.delivered) == 2
+    # Read: the copy is written, recorded as skipped with the reason, never handed over.
+    with Session(engine) as session:
+        read = session.get(Message, "trial-u1:drip.x/in_app")
+        assert read is not None
+        read.read_at = datetime(2026, 1, 9, 10, 30, tzinfo=UTC)
+        session.add(read)
+        session.commit()
+    result = run(activities, follow)
+    assert result.status == "skipped" and len(provider.delivered) == 2
+    skipped = row(engine, "trial-u1:drip.x.unless_read/email")
+    assert skipped.error == "the in-app copy was read at 2026-01-09 10:30:00 UTC"
+    assert (skipped.attempts, skipped.sent_at) == (0, None)
+    assert run(activities, follow).status == "skipped" and len(provider.delivered) == 2
 
 
 def test_marketing_email_carries_a_signed_one_click_link(

@@ -54,6 +54,17 @@ async def test_inbox_lists_unread_first_and_reading_records_one_event(
     welcome = next(i for i in page["items"] if i["message"] == "welcome")
     assert welcome["unread"] and welcome["title"] and welcome["text"]
     assert welcome["id"].startswith("msg_")
+    # The card's button, as its template's front matter names it, leading into the product.
+    assert welcome["cta_label"]
+    assert welcome["cta_url"].startswith(settings.product_app_url + "/")
+    assert "utm_medium=in_app" in welcome["cta_url"]
+    assert "utm_campaign=welcome" in welcome["cta_url"]
+    (stored,) = [m for m in rows(settings, Message, "inbox-1") if m.step == "welcome/in_app"]
+    assert (stored.cta_label, stored.cta_url) == (welcome["cta_label"], welcome["cta_url"])
+    # An email's call to action is in its body: its row has no button.
+    assert all(
+        m.cta_label is None for m in rows(settings, Message, "inbox-1") if m.step.endswith("/email")
+    )
 
     read = await api.post(f"/v1/users/inbox-1/inbox/{welcome['id']}/read")
     assert read.status_code == 200, read.text

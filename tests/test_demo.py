@@ -221,6 +221,8 @@ def test_message_names_come_from_sent_keys() -> None:
     assert message_of("trial-u:stall_nudge.1/in_app") == ("stall_nudge", "in_app")
     assert message_of("trial-u:trial_ending_3/sms") == ("trial_ending_3", "sms")
     assert message_of("trial-a:b:call_invite.2/email") == ("call_invite", "email")
+    follow_up = "trial-u:drip.drip_roi_calculator.unless_read/email"
+    assert message_of(follow_up) == ("drip_roi_calculator", "email")
 
 
 def test_events_at_one_moment_go_in_one_request() -> None:

@@ -1967,3 +1967,133 @@ def test_an_old_event_on_a_fast_clock_is_seen_not_counted() -> None:
     occurred = clock.journey(SIGNUP - timedelta(days=20))
     outcome = journey.apply_event(DEFN, state, "api_call", occurred, None, t(0, 9))
     assert (outcome.accepted, outcome.counted) == (True, False)
+
+
+# --- In-app first, other channels unless read (rules 4) --------------------------------------
+
+
+def with_unless_read(
+    defn: JourneyDefinition, persona: str, message: str, hours: float
+) -> JourneyDefinition:
+    path = defn.personas[persona]  # type: ignore[index]
+    drip = tuple(
+        step.model_copy(update={"unless_read_hours": hours}) if step.message == message else step
+        for step in path.drip
+    )
+    personas: dict[str, Any] = dict(defn.personas)
+    personas[persona] = path.model_copy(update={"drip": drip})
+    return defn.model_copy(update={"personas": personas})
+
+
+UNLESS_READ = with_unless_read(DEFN, "technical", "drip_webhooks", 24)
+
+
+def test_in_app_goes_first_and_the_email_follows_a_day_later() -> None:
+    state = begin(UNLESS_READ, role="technical", urgency="this_month")
+    run = simulate(UNLESS_READ, state, SIGNUP, t(4, 12))
+    assert run.at_of("drip.drip_webhooks") == t(4, 9)
+    assert run.channels("drip.drip_webhooks") == ("in_app",)
+    (queued,) = [q for q in state.queued if q.occurrence == "drip.drip_webhooks.unless_read"]
+    assert (queued.due, queued.unless_read) == (t(5, 9), "drip.drip_webhooks")
+    # The follow-up is a step of its own: the workflow asks the activity to skip it if the
+    # in-app copy was read; the rules send it on the other channels only.
+    step = journey.next_step(UNLESS_READ, state, t(5, 9))
+    assert isinstance(step, Send)
+    assert (step.occurrence, step.channels, step.unless_read, step.in_app_first) == (
+        "drip.drip_webhooks.unless_read",
+        ("email",),
+        "drip.drip_webhooks",
+        False,
+    )
+    journey.mark_done(UNLESS_READ, state, step, [Delivered("email", "k", "t")], t(5, 9))
+    assert state.done["drip.drip_webhooks.unless_read"] == "sent"
+    assert not any(q.unless_read for q in state.queued)
+    # Both reached the user, on two local days: each counts toward its day's cap.
+    assert state.marketing_days["2026-01-09"] == 1 and state.marketing_days["2026-01-10"] == 1
+
+
+def test_a_follow_up_the_activity_skipped_is_done_and_never_sent_again() -> None:
+    state = begin(UNLESS_READ, role="technical", urgency="this_month")
+    simulate(UNLESS_READ, state, SIGNUP, t(4, 12))
+    step = journey.next_step(UNLESS_READ, state, t(5, 9))
+    assert isinstance(step, Send) and step.unless_read == "drip.drip_webhooks"
+    # The user read it in-app: the send activity records the email as skipped, nothing sent.
+    journey.mark_done(UNLESS_READ, state, step, [], t(5, 9))
+    assert state.done["drip.drip_webhooks.unless_read"] == "skipped"
+    later = simulate(UNLESS_READ, state, t(5, 9), t(9))
+    assert "drip.drip_webhooks.unless_read" not in later.occurrences()
+    assert [s.channel for s in state.sent if s.occurrence.startswith("drip.drip_webhooks")] == [
+        "in_app"
+    ]
+
+
+def test_a_trial_on_rules_3_sends_every_channel_at_once() -> None:
+    state = begin(UNLESS_READ, rules=3, role="technical", urgency="this_month")
+    run = simulate(UNLESS_READ, state, SIGNUP, t(6))
+    assert run.channels("drip.drip_webhooks") == ("email", "in_app")
+    assert not any(occ.endswith(".unless_read") for occ in run.occurrences())
+
+
+def test_without_the_in_app_channel_the_email_goes_at_once() -> None:
+    state = begin(UNLESS_READ, role="technical", urgency="this_month")
+    journey.apply_unsubscribe(state, Unsubscribe(channel="in_app"))
+    run = simulate(UNLESS_READ, state, SIGNUP, t(6))
+    assert run.at_of("drip.drip_webhooks") == t(4, 9)
+    assert run.channels("drip.drip_webhooks") == ("email",)
+    assert not any(occ.endswith(".unless_read") for occ in run.occurrences())
+
+
+def test_a_follow_up_is_skipped_once_its_step_is_moot_or_the_trial_converts() -> None:
+    defn = with_unless_read(DEFN, "technical", "drip_connect_integration", 24)
+    state = begin(defn, role="technical", urgency="this_month")
+    # Day 3 (the nudge took day 2): in-app only; the integration connected that afternoon
+    # makes the email moot.
+    signals = [(t(3, 15), event(state, "integration_connected", t(3, 15), defn))]
+    run = simulate(defn, state, SIGNUP, t(6), signals)
+    assert run.at_of("drip.drip_connect_integration") == t(3, 9)
+    assert run.channels("drip.drip_connect_integration") == ("in_app",)
+    assert state.done["drip.drip_connect_integration.unless_read"] == "skipped"
+    assert "drip.drip_connect_integration.unless_read" not in run.occurrences()
+
+    other = begin(UNLESS_READ, role="technical", urgency="this_month")
+    simulate(UNLESS_READ, other, SIGNUP, t(4, 12))
+    assert any(q.unless_read for q in other.queued)
+    journey.apply_conversion(other, "pro", 49.0, t(4, 13))
+    run = simulate(UNLESS_READ, other, t(4, 13), t(6))
+    assert not any(occ.endswith(".unless_read") for occ in run.occurrences())
+
+
+def test_a_follow_up_goes_stale_when_its_drip_step_would_have() -> None:
+    state = begin(UNLESS_READ, role="technical", urgency="this_month")
+    simulate(UNLESS_READ, state, SIGNUP, t(4, 12))
+    (queued,) = [q for q in state.queued if q.unless_read]
+    assert queued.stale_at == t(7)  # the day-4 step's own stale time: three days after its day
+    # Days 5 and 6 are capped: no slot before then, so it is given up, never sent late.
+    state.marketing_days.update({"2026-01-10": 1, "2026-01-11": 1})
+    journey.next_step(UNLESS_READ, state, t(6, 23))
+    assert "drip.drip_webhooks.unless_read" not in state.done
+    journey.next_step(UNLESS_READ, state, t(7))
+    assert state.done["drip.drip_webhooks.unless_read"] == "skipped"
+
+
+def test_unless_read_needs_in_app_and_another_channel() -> None:
+    with pytest.raises(ValueError, match="unless_read_hours needs in_app"):
+        MessageSpec(channels=("email",), category="marketing", unless_read_hours=2)
+    with pytest.raises(ValueError, match="unless_read_hours needs in_app"):
+        MessageSpec(channels=("in_app",), category="marketing", unless_read_hours=2)
+    spec = MessageSpec(channels=("email", "in_app"), category="marketing", unless_read_hours=2)
+    assert spec.unless_read_hours == 2
+    assert UNLESS_READ.message("drip_webhooks").unless_read_hours == 24
+
+
+def test_a_follow_up_off_the_users_new_path_is_given_up() -> None:
+    state = begin(UNLESS_READ, role="technical", urgency="this_month")
+    simulate(UNLESS_READ, state, SIGNUP, t(4, 12))
+    assert any(q.unless_read for q in state.queued)
+    # Re-qualified as business: the technical tip's email no longer fits the user's path.
+    journey.apply_qualification(
+        UNLESS_READ, state, "business", "team_coordination", "this_month", t(4, 13)
+    )
+    run = simulate(UNLESS_READ, state, t(4, 13), t(6))
+    assert state.done["drip.drip_webhooks.unless_read"] == "skipped"
+    assert "drip.drip_webhooks.unless_read" not in run.occurrences()

@@ -133,6 +133,9 @@ def broken_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     name = "in_app/activated.default.en.txt.j2"
     LINES[name] = edit(folder, name, "cta_label:", "cta_lable: Go\ncta_label:")
     (folder / "email/drip_automate.business.fr.html.j2").unlink()
+    # A card sent before its email (unless_read_hours) that lost its button.
+    name = "in_app/drip_roi_calculator.executive.en.txt.j2"
+    edit(folder, name, 'cta_label: "Calculate your ROI"\n', "")
     shutil.copy(
         folder / "email/welcome_paid.default.en.html.j2", folder / "email/welcom.default.en.html.j2"
     )
@@ -297,6 +300,12 @@ def test_unknown_front_matter_key_is_only_a_warning(broken: CheckReport) -> None
     finding = one(broken, "warning", name, "unknown front matter key `cta_lable`")
     assert "did you mean `cta_label`" in finding.message
     assert finding.line == LINES[name]
+    assert found(broken, "error", name) == []
+
+
+def test_a_card_sent_before_its_email_without_a_button_is_a_warning(broken: CheckReport) -> None:
+    name = "in_app/drip_roi_calculator.executive.en.txt.j2"
+    one(broken, "warning", name, "goes in-app first", "no `cta_label:`")
     assert found(broken, "error", name) == []
 
 

@@ -252,7 +252,7 @@ def readme_python_example_works(base: str, key: str) -> None:
 
 
 def readme_curl_examples_work(base: str, key: str) -> None:
-    main, conversion, inbox = curl_blocks()
+    main, conversion, inbox, guidance = curl_blocks()
     # The example books the call on a fixed date, which the API refuses once it is past:
     # the same request, tomorrow.
     booked = re.search(r'"at": "([^"]+)"', main)
@@ -278,6 +278,8 @@ def readme_curl_examples_work(base: str, key: str) -> None:
     assert items, "user-43 never got an in-app message"
     block = inbox.replace("user-42", "user-43").replace("MESSAGE_ID", str(items[0]["id"]))
     assert run_curl(block, base, key) == [200, 200, 200]
+    # The in-app guidance block: the checklist and a widget token.
+    assert run_curl(guidance.replace("user-42", "user-43"), base, key) == [200, 200]
 
 
 @pytest.mark.takes(seconds=75)

@@ -20,8 +20,9 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from tests.driver import TrialDriver, align, sent_log
-from trialpath.config import Settings
+from trialpath.config import PACKAGE_DIR, Settings
 from trialpath.db import make_engine
+from trialpath.definition import load_definition
 from trialpath.delivery.inbox import inbox_id
 from trialpath.models import CsTask, Message, StageChange, Trial, TrialEvent
 
@@ -76,6 +77,22 @@ def msgs(
 
 def drip(persona: str, n: int) -> str:
     return "drip." + PERSONAS[persona]["drips"][n]
+
+
+SHIPPED = load_definition(PACKAGE_DIR / "journey.toml")
+
+
+def drip_msgs(persona: str, n: int, day: int) -> list[tuple[int, str]]:
+    """Drip step `n` sent on `day`; a step with `unless_read_hours` (whole days here) goes
+    in-app that day and by email that many days later (nobody reads it in these scenarios)."""
+    step = SHIPPED.personas[persona].drip[n]  # type: ignore[index]
+    if step.unless_read_hours is None:
+        return msgs(day, drip(persona, n))
+    assert step.unless_read_hours % 24 == 0
+    later = day + int(step.unless_read_hours // 24)
+    return msgs(day, drip(persona, n), ("in_app",)) + msgs(
+        later, drip(persona, n) + ".unless_read", ("email",)
+    )
 
 
 def start_of_trial() -> list[tuple[int, str]]:
@@ -158,7 +175,7 @@ async def test_activates_on_day_1(
     expected += msgs(4, drip(persona, 2)) + msgs(4, "call_reminder_hour.1")
     # No progress for 4 days after activation (day 1.1): a support task on day 5, no nudge.
     expected += msgs(5, "inactive_alert.1", ("support",))
-    expected += msgs(7, drip(persona, 3)) + msgs(10, drip(persona, 4)) + end_of_trial()
+    expected += drip_msgs(persona, 3, 7) + drip_msgs(persona, 4, 10) + end_of_trial()
     assert sent_log(result) == expected
     assert result.stage == "expired"
     assert result.persona == persona
@@ -213,10 +230,10 @@ async def test_stalls_then_activates_after_the_call(
         + msgs(4, "call_followup", ("email",))
         + msgs(4, "milestone", ("in_app",))
         + msgs(5, "activated")
-        + msgs(7, drip(persona, 3))
+        + drip_msgs(persona, 3, 7)
         # Quiet for 4 days after the goal (day 4.5): support gets a task on day 8.
         + msgs(8, "inactive_alert.1", ("support",))
-        + msgs(10, drip(persona, 4))
+        + drip_msgs(persona, 4, 10)
         + end_of_trial()
     )
     assert sent_log(result) == expected
@@ -245,8 +262,8 @@ async def test_never_activates(
     expected = (
         start_of_trial()
         + stalled_days_1_to_4(persona)
-        + msgs(7, drip(persona, 3))
-        + msgs(10, drip(persona, 4))
+        + drip_msgs(persona, 3, 7)
+        + drip_msgs(persona, 4, 10)
         + end_of_trial()
     )
     assert sent_log(result) == expected
@@ -302,8 +319,8 @@ async def test_extends_on_day_12(
     expected = (
         start_of_trial()
         + stalled_days_1_to_4(persona)
-        + msgs(7, drip(persona, 3))
-        + msgs(10, drip(persona, 4))
+        + drip_msgs(persona, 3, 7)
+        + drip_msgs(persona, 4, 10)
         + msgs(11, "trial_ending_3")
         + msgs(12, "trial_extended.1")
         + msgs(20, "trial_ending_1")

@@ -38,6 +38,7 @@ from trialpath.contract import (
     UnsubscribeChannel,
 )
 from trialpath.definition import Challenge, Persona, Urgency
+from trialpath.guidance import Checklist, WidgetToken
 from trialpath.trials import (
     MAX_EVENTS_PER_REQUEST,
     Accepted,
@@ -319,6 +320,20 @@ def _get(user_id: str) -> _Call[TrialStatus]:
     return _Call("GET", _trial_path(user_id), TrialStatus)
 
 
+def _user_path(user_id: str, tail: str) -> str:
+    if not user_id:
+        raise ValueError("user_id is empty")
+    return f"/v1/users/{quote(user_id, safe='')}/{tail}"
+
+
+def _checklist(user_id: str) -> _Call[Checklist]:
+    return _Call("GET", _user_path(user_id, "checklist"), Checklist)
+
+
+def _widget_token(user_id: str) -> _Call[WidgetToken]:
+    return _Call("POST", _user_path(user_id, "widget-token"), WidgetToken)
+
+
 def _list(
     stage: Stage | None,
     persona: Persona | None,
@@ -517,6 +532,14 @@ class Trialpath:
 
     def get(self, user_id: str) -> TrialStatus:
         return self._request(_get(user_id))
+
+    def checklist(self, user_id: str) -> Checklist:
+        """The user's onboarding checklist (docs/in-app.md)."""
+        return self._request(_checklist(user_id))
+
+    def widget_token(self, user_id: str) -> WidgetToken:
+        """A short-lived token for the in-app widget of this user, to put in the page."""
+        return self._request(_widget_token(user_id))
 
     def list(
         self,
@@ -726,6 +749,14 @@ class AsyncTrialpath:
 
     async def get(self, user_id: str) -> TrialStatus:
         return await self._request(_get(user_id))
+
+    async def checklist(self, user_id: str) -> Checklist:
+        """The user's onboarding checklist (docs/in-app.md)."""
+        return await self._request(_checklist(user_id))
+
+    async def widget_token(self, user_id: str) -> WidgetToken:
+        """A short-lived token for the in-app widget of this user, to put in the page."""
+        return await self._request(_widget_token(user_id))
 
     async def list(
         self,

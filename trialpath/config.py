@@ -113,6 +113,11 @@ class Settings(BaseSettings):
     Empty: the API's own address (`http://{api_host}:{api_port}`)."""
     signing_secret: SecretStr = SecretStr("")
     """Signs unsubscribe links; empty means a random one kept in `<data_dir>/signing-secret`."""
+    widget_token_minutes: float = Field(default=15.0, gt=0, le=1440)
+    """How long a user token of the in-app widget is valid (`POST .../widget-token`)."""
+    widget_origins: Annotated[list[str], NoDecode] = []
+    """Origins of the product's web app (`https://app.example.com`, comma-separated) whose
+    pages may call the widget's routes (CORS). Empty: only pages served by the API itself."""
     delivery_timeout_seconds: float = Field(default=15.0, gt=0)
     reconcile_after_seconds: float = Field(default=600.0, ge=0)
     """How long a send whose outcome is unknown (a timeout, a crash) waits for the provider's
@@ -167,6 +172,32 @@ class Settings(BaseSettings):
                 return json.loads(value)
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
+
+    @field_validator("widget_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = cls._split_keys(value)
+        if not isinstance(value, list):
+            raise ValueError("a list of origins such as https://app.example.com")
+        origins = []
+        for entry in value:
+            origin = str(entry).strip().rstrip("/")
+            parts = urlsplit(origin)
+            if (
+                parts.scheme not in ("http", "https")
+                or not parts.hostname
+                or parts.path
+                or parts.query
+                or parts.fragment
+                or parts.username
+            ):
+                raise ValueError(
+                    f"{origin!r} is not an origin: scheme://host[:port], no path "
+                    "(such as https://app.example.com)"
+                )
+            origins.append(origin)
+        return origins
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -56,11 +56,33 @@ class ActivationRule(_Strict):
         return value
 
 
+UNLESS_READ_MAX_HOURS = 14 * 24.0
+
+
+def _unless_read_problem(channels: tuple[Channel, ...], hours: float | None) -> str | None:
+    if hours is not None and ("in_app" not in channels or len(set(channels)) < 2):
+        return (
+            "unless_read_hours needs in_app and another channel: the in-app copy goes first, "
+            "the others follow unless it was read"
+        )
+    return None
+
+
 class DripStep(_Strict):
     message: str
     day: int = Field(ge=0)
     skip_if: tuple[str, ...] = ()
     channels: tuple[Channel, ...] = ("email", "in_app")
+    unless_read_hours: float | None = Field(default=None, gt=0, le=UNLESS_READ_MAX_HOURS)
+    """In-app first (rules 4): the other channels follow this many hours later, unless the user
+    read the in-app copy meanwhile (then they are skipped, and recorded as such)."""
+
+    @model_validator(mode="after")
+    def _unless_read(self) -> DripStep:
+        problem = _unless_read_problem(self.channels, self.unless_read_hours)
+        if problem:
+            raise ValueError(f"drip step {self.message}: {problem}")
+        return self
 
 
 class PersonaPath(_Strict):
@@ -70,6 +92,20 @@ class PersonaPath(_Strict):
     drip: tuple[DripStep, ...]
 
 
+class ChecklistItem(_Strict):
+    """How the onboarding checklist shows one event: a label and where in the product to do it."""
+
+    label: str = Field(min_length=1, max_length=120)
+    path: str = Field(default="/", min_length=1, max_length=500)
+
+    @field_validator("path")
+    @classmethod
+    def _in_product(cls, value: str) -> str:
+        if not value.startswith(("/", "https://", "http://")) or value.startswith("//"):
+            raise ValueError("a checklist path starts with / (or is a full http(s) URL)")
+        return value
+
+
 class MessageSpec(_Strict):
     channels: tuple[Channel, ...]
     category: Category
@@ -77,6 +113,16 @@ class MessageSpec(_Strict):
     fallback: Channel | None = None
     """Channel used instead of `sms` when the user has no phone number, and instead of any
     channel whose send failed `fallback_after_attempts` times or was refused."""
+    unless_read_hours: float | None = Field(default=None, gt=0, le=UNLESS_READ_MAX_HOURS)
+    """In-app first (rules 4): the other channels follow this many hours later, unless the user
+    read the in-app copy meanwhile (then they are skipped, and recorded as such)."""
+
+    @model_validator(mode="after")
+    def _unless_read(self) -> MessageSpec:
+        problem = _unless_read_problem(self.channels, self.unless_read_hours)
+        if problem:
+            raise ValueError(problem)
+        return self
 
 
 class StallRule(_Strict):
@@ -186,6 +232,9 @@ class JourneyDefinition(_Strict):
     """None: everyone follows their persona's path (arm `default`)."""
     surveys: Surveys | None = None
     """None: no survey and no referral ask (journeys started before they existed)."""
+    checklist: dict[str, ChecklistItem] = {}
+    """Labels and in-product paths of the onboarding checklist's steps, by event name (the
+    personas' activation requirements and milestones); an event without one is shown by name."""
 
     @model_validator(mode="after")
     def _consistent(self) -> JourneyDefinition:
@@ -211,7 +260,11 @@ class JourneyDefinition(_Strict):
         for path in self.personas.values():
             for step in path.drip:
                 if step.message == name:
-                    return MessageSpec(channels=step.channels, category="marketing")
+                    return MessageSpec(
+                        channels=step.channels,
+                        category="marketing",
+                        unless_read_hours=step.unless_read_hours,
+                    )
         raise KeyError(f"unknown message {name!r}")
 
 

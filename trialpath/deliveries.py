@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import Engine, case
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -51,6 +51,12 @@ class InboxItem(BaseModel):
     title: str
     text: str
     html: str
+    cta_label: str | None = Field(
+        default=None, description="The card's button, if it has one (template `cta_label`)."
+    )
+    cta_url: str | None = Field(
+        default=None, description="Where the button leads in the product (with UTM parameters)."
+    )
     sent_at: datetime | None
     read_at: datetime | None
     unread: bool
@@ -286,6 +292,8 @@ def _item(row: Message) -> InboxItem:
         title=row.subject,
         text=row.text,
         html=row.html,
+        cta_label=row.cta_label,
+        cta_url=row.cta_url if row.cta_label else None,
         sent_at=row.sent_at,
         read_at=row.read_at,
         unread=row.read_at is None,

@@ -36,7 +36,7 @@ from rich.text import Text
 
 from trialpath.contract import TERMINAL_STAGES, Qualification, Stage, TrialStatus
 from trialpath.definition import JourneyDefinition, Persona
-from trialpath.journey import assign_arm
+from trialpath.journey import FOLLOW_UP_SUFFIX, assign_arm
 
 
 @dataclass(frozen=True)
@@ -556,10 +556,11 @@ def settled(
 
 def message_of(sent_key: str) -> tuple[str, str]:
     """(message, channel) of a sent key `trial-u:drip.drip_webhooks/email`,
-    `trial-u:stall_nudge.1/in_app`: drip prefix and repeat number dropped."""
+    `trial-u:stall_nudge.1/in_app`: drip prefix, repeat number and the follow-up of an in-app
+    message (`drip.drip_roi_calculator.unless_read/email`) dropped."""
     step = sent_key.rpartition(":")[2]  # user ids may hold ':', steps never do
     occurrence, _, channel = step.rpartition("/")
-    name = occurrence.removeprefix("drip.")
+    name = occurrence.removeprefix("drip.").removesuffix(FOLLOW_UP_SUFFIX)
     head, dot, tail = name.rpartition(".")
     if dot and tail.isdigit():
         name = head

@@ -47,7 +47,10 @@ reminder at the same local time.
 (conversion, cancellation, the stage moved on) is given up and support told; queued messages
 about the trial or a call to come are stale once the trial has ended, and a no-show after the
 end is not offered a rebook; a late event that shows the rule was met earlier moves
-`activated_at` earlier; a key event after the nudge was decided is progress since the nudge."""
+`activated_at` earlier; a key event after the nudge was decided is progress since the nudge.
+4: a message with `unless_read_hours` goes in-app first, and its other channels follow that much
+later unless the in-app copy was read meanwhile (the send activity checks, and records the copy
+it did not send as skipped)."""
 JOURNEY_SPAN = timedelta(days=36500)
 """Journey times are kept within this span of signup: an accelerated clock maps a real time
 far from signup to centuries away (and past `datetime`'s range)."""
@@ -108,6 +111,11 @@ class Queued(_State):
     message: str
     due: datetime
     extra: dict[str, Any] = {}
+    unless_read: str | None = None
+    """A follow-up (rules 4): the occurrence whose in-app copy, once read, makes this one moot."""
+    skip_if: list[str] = []
+    stale_at: datetime | None = None
+    """A follow-up is given up when the message it follows would have been (rules 4)."""
 
 
 class SentItem(_State):
@@ -131,6 +139,8 @@ class Held(_State):
     counted_on: str | None = None
     """The local date it counted on (rules 2): a retry that day is the same message, not
     another one, so that day's cap does not hold it back."""
+    in_app_first: bool = False
+    """The held step is the in-app copy of a message whose other channels follow (rules 4)."""
 
 
 class Conversion(_State):
@@ -262,6 +272,12 @@ class Send:
     """When the rules asked for this send."""
     stale_at: datetime | None = field(default=None, compare=False)
     """When the message stops making sense: a broken template is not retried past it."""
+    in_app_first: bool = False
+    """The in-app copy of a message whose other channels follow unless it is read (rules 4):
+    `mark_done` queues the follow-up."""
+    unless_read: str | None = None
+    """A follow-up: the occurrence whose in-app copy, if the user read it, means this send is
+    skipped. The workflow asks the send activity to check (a fact of the database)."""
 
 
 @dataclass(frozen=True)
@@ -595,10 +611,24 @@ def _enqueue(
     message: str,
     due: datetime,
     extra: dict[str, Any] | None = None,
+    *,
+    unless_read: str | None = None,
+    skip_if: Iterable[str] = (),
+    stale_at: datetime | None = None,
 ) -> None:
     if occurrence in state.done or any(q.occurrence == occurrence for q in state.queued):
         return
-    state.queued.append(Queued(occurrence=occurrence, message=message, due=due, extra=extra or {}))
+    state.queued.append(
+        Queued(
+            occurrence=occurrence,
+            message=message,
+            due=due,
+            extra=extra or {},
+            unless_read=unless_read,
+            skip_if=list(skip_if),
+            stale_at=stale_at,
+        )
+    )
 
 
 def _new_call_time(state: TrialState, message: str, at: datetime, now: datetime) -> None:
@@ -735,6 +765,7 @@ class _Candidate:
     stale_at: datetime | None = None
     """After this instant the message no longer makes sense and is skipped."""
     skip_if: tuple[str, ...] = ()
+    unless_read: str | None = None
 
 
 def channels_for(
@@ -1040,7 +1071,13 @@ def _decide(defn: JourneyDefinition, state: TrialState, now: datetime) -> Step |
 
     candidates = [
         _Candidate(
-            q.occurrence, q.message, q.due, extra=q.extra, stale_at=_queued_stale_at(state, q)
+            q.occurrence,
+            q.message,
+            q.due,
+            extra=q.extra,
+            stale_at=now if _off_path(defn, state, q) else _queued_stale_at(state, q),
+            skip_if=tuple(q.skip_if),
+            unless_read=q.unless_read,
         )
         for q in state.queued
     ]
@@ -1101,6 +1138,17 @@ def _decide(defn: JourneyDefinition, state: TrialState, now: datetime) -> Step |
         held = state.held.get(cand.occurrence)
         if held is not None:
             channels = tuple(c for c in channels if c in held.channels)
+        in_app_first = False
+        if cand.unless_read is not None:
+            channels = tuple(c for c in channels if c != "in_app")
+        elif (
+            state.rules >= 4
+            and spec.unless_read_hours is not None
+            and "in_app" in channels
+            and len(channels) > 1
+        ):
+            # In-app first; the other channels are queued when it is done (`mark_done`).
+            channels, in_app_first = ("in_app",), True
         if not channels:
             _skip(state, cand.occurrence)
             if cand.message == "stall_nudge":
@@ -1125,6 +1173,8 @@ def _decide(defn: JourneyDefinition, state: TrialState, now: datetime) -> Step |
             anchor=anchor,
             stale_at=cand.stale_at,
             decided_at=now,
+            in_app_first=in_app_first or (held is not None and held.in_app_first),
+            unless_read=cand.unless_read,
         )
 
     if skipped:
@@ -1155,9 +1205,49 @@ TRIAL_PATH_QUEUED = (
 
 
 def _queued_stale_at(state: TrialState, queued: Queued) -> datetime | None:
+    if queued.unless_read is not None:
+        ends = trial_ends_at(state)
+        return min(queued.stale_at, ends) if queued.stale_at is not None else ends
     if state.rules >= 3 and queued.message.startswith(TRIAL_PATH_QUEUED):
         return trial_ends_at(state)
     return None
+
+
+def _off_path(defn: JourneyDefinition, state: TrialState, queued: Queued) -> bool:
+    """A follow-up of a drip step that is no longer on the user's path (their persona changed
+    since the in-app copy went): moot, like the rest of that path."""
+    if queued.unless_read is None or not queued.unless_read.startswith("drip."):
+        return False
+    persona = path_persona(defn, state)
+    return persona is None or all(s.message != queued.message for s in defn.personas[persona].drip)
+
+
+FOLLOW_UP_SUFFIX = ".unless_read"
+
+
+def follow_up_of(occurrence: str) -> str:
+    """The occurrence of the copies that follow an in-app message unless it is read."""
+    return occurrence + FOLLOW_UP_SUFFIX
+
+
+def _follow_up_stale_at(defn: JourneyDefinition, state: TrialState, step: Send) -> datetime:
+    """When the copies that follow an in-app message stop making sense: when the message itself
+    would have (a drip step three days after its day, and once the trial is converting), and
+    at the end of the trial in any case."""
+    limits = [trial_ends_at(state)]
+    if step.stale_at is not None:
+        limits.append(step.stale_at)
+    if step.occurrence.startswith("drip."):
+        limits.append(converting_from(defn, state))
+    return min(limits)
+
+
+def _skip_if_of(defn: JourneyDefinition, message: str) -> tuple[str, ...]:
+    for path in defn.personas.values():
+        for step in path.drip:
+            if step.message == message:
+                return step.skip_if
+    return ()
 
 
 def _skip(state: TrialState, occurrence: str) -> None:
@@ -1296,11 +1386,26 @@ def _mark_done(
             attempts=attempts + 1,
             counted=reached or bool(delivered),
             counted_on=counted_on,
+            in_app_first=step.in_app_first,
         )
     else:
         state.held.pop(step.occurrence, None)
         state.done[step.occurrence] = "sent" if delivered or reached else "skipped"
         state.queued = [q for q in state.queued if q.occurrence != step.occurrence]
+        spec = defn.message(step.message)
+        if step.in_app_first and spec.unless_read_hours is not None:
+            # The other channels follow, unless the user reads the in-app copy meanwhile (the
+            # send activity checks when they are due). Also when the in-app copy could not be
+            # delivered: then nobody can have read it, and the message still reaches the user.
+            _enqueue(
+                state,
+                follow_up_of(step.occurrence),
+                step.message,
+                now + timedelta(hours=spec.unless_read_hours),
+                unless_read=step.occurrence,
+                skip_if=_skip_if_of(defn, step.message),
+                stale_at=_follow_up_stale_at(defn, state, step),
+            )
     day = trial_day(state, now)
     for item in delivered:
         state.sent.append(

@@ -171,6 +171,10 @@ class Message(SQLModel, table=True):
     """The provider's last word after sending: delivered, bounce, open, click, undelivered..."""
     read_at: datetime | None = _ts()
     """In-app messages: when the user read it."""
+    cta_label: str | None = None
+    """The button of an in-app message (front matter `cta_label`); None: no button."""
+    cta_url: str | None = Field(default=None, max_length=2000)
+    """Where the button leads: `cta_path` in the product, with its UTM parameters."""
 
 
 class MessageEvent(SQLModel, table=True):

@@ -151,7 +151,7 @@ def journey_groups(defn: JourneyDefinition, persona: Persona) -> list[Group]:
     first and then the persona's drip by day."""
     groups = []
     for name, spec in defn.messages.items():
-        sends = [Send(name, channel, spec.category) for channel in spec.channels]
+        sends = _sends(name, spec.channels, spec.category, spec.unless_read_hours)
         if spec.fallback and spec.fallback not in spec.channels:
             primary = " or ".join(CHANNEL_LABELS[c] for c in spec.channels if c != "in_app")
             note = f"sent instead of {primary} to users without a phone or when it fails"
@@ -160,9 +160,23 @@ def journey_groups(defn: JourneyDefinition, persona: Persona) -> list[Group]:
         groups.append(Group(name, spec.category, when, tuple(sends)))
     for step in defn.personas[persona].drip:
         skip = f", skipped after {', '.join(step.skip_if)}" if step.skip_if else ""
-        sends = [Send(step.message, channel, "marketing") for channel in step.channels]
+        sends = _sends(step.message, step.channels, "marketing", step.unless_read_hours)
         groups.append(Group(step.message, "marketing", f"drip, day {step.day}{skip}", tuple(sends)))
     return groups
+
+
+def _sends(
+    message: str, channels: tuple[str, ...], category: str, unless_read_hours: float | None
+) -> list[Send]:
+    """A message's sends; with `unless_read_hours`, the channels that wait for the in-app copy
+    say so."""
+    note = ""
+    if unless_read_hours is not None:
+        note = f"sent {unless_read_hours:g} h after the in-app message, unless the user read it"
+    return [
+        Send(message, channel, category, note if channel != "in_app" else "")
+        for channel in channels
+    ]
 
 
 def drip_owner(defn: JourneyDefinition, message: str) -> str | None:

@@ -735,7 +735,28 @@ class _Checker:
             problem = _path_problem(cta_path)
             if problem:
                 self.add("error", name, lines.get("cta_path"), problem)
+        self._check_in_app_first(file)
         self._check_category(file)
+
+    def _check_in_app_first(self, file: _File) -> None:
+        """A card that goes before its email (`unless_read_hours`) is what the user acts on: it
+        should have its button, as the email has its link."""
+        if not (file.primary and file.channel == "in_app" and file.message):
+            return
+        if file.meta.get("cta_label"):
+            return
+        try:
+            spec = self.defn.message(file.message)
+        except KeyError:
+            return
+        if spec.unless_read_hours is not None:
+            self.add(
+                "warning",
+                file.name,
+                None,
+                f"`{file.message}` goes in-app first (unless_read_hours), and this card has no "
+                "`cta_label:`: the user gets no button to act on it",
+            )
 
     def _check_category(self, file: _File) -> None:
         category = file.meta.get("category")

@@ -387,6 +387,12 @@ class TrialWorkflow:
             else None,
             alert=step.extra or None,
             max_attempts=max_attempts,
+            # A follow-up of an in-app message: not sent if the user has read that (rules 4).
+            unless_read=(
+                f"{workflow.info().workflow_id}:{step.unless_read}/in_app"
+                if step.unless_read is not None
+                else None
+            ),
         )
         try:
             return await workflow.execute_activity_method(

@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 from temporalio.client import Client
 
-from trialpath.api import dashboard, delivery, problems
+from trialpath.api import dashboard, delivery, guidance, problems
 from trialpath.api.audit import AuditLog
 from trialpath.api.audit import router as audit_router
 from trialpath.api.kpis import router as kpis_router
@@ -132,9 +132,13 @@ def create_app(
     )
     app.state.settings = settings
     app.state.tokens = UnsubscribeTokens(signing_secret(settings))
+    app.state.widget_tokens = guidance.widget_tokens(settings, signing_secret(settings))
     routers = (
         router,
         delivery.users,
+        guidance.users,
+        guidance.widget,
+        guidance.script,
         delivery.public,
         health,
         dashboard.router,
@@ -159,6 +163,8 @@ def create_app(
         limits={"/v1/webhooks/": settings.webhook_max_body_bytes},
     )
     app.add_middleware(RequestMetrics)
+    # Outermost: a browser's preflight for the widget is answered before anything else.
+    app.add_middleware(guidance.WidgetCors, origins=settings.widget_origins)
     app.openapi = _with_links(app.openapi)  # type: ignore[method-assign]
     # Each path's methods, for the `Allow` header of a 405 (trialpath/api/problems.py).
     app.state.route_methods = [
