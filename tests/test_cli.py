@@ -26,6 +26,7 @@ from temporalio.worker import Worker
 from typer.testing import CliRunner
 
 import trialpath.cli as cli_module
+import trialpath.taskscli as taskscli
 from tests.driver import TrialDriver, align
 from trialpath.config import Settings, get_settings
 from trialpath.contract import Qualification, TrialProfile, workflow_id_for
@@ -59,8 +60,9 @@ def _invoke(environment: dict[str, str], args: tuple[str, ...]) -> tuple[int, st
     # One command at a time: the runner swaps sys.stdout and the environment for the process.
     with _INVOKING, pytest.MonkeyPatch.context() as patch:
         # The command line's consoles, as a process started with COLUMNS=200 would make them.
-        patch.setattr(cli_module, "console", Console(width=200))
-        patch.setattr(cli_module, "err_console", Console(width=200, stderr=True))
+        for module in (cli_module, taskscli):
+            patch.setattr(module, "console", Console(width=200))
+            patch.setattr(module, "err_console", Console(width=200, stderr=True))
         get_settings.cache_clear()  # read from this command's environment
         try:
             result = _RUNNER.invoke(cli_module.app, list(args), env=environment)

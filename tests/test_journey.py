@@ -296,9 +296,10 @@ def test_no_answers_wait_until_the_qualify_deadline_then_infer() -> None:
     assert state.persona is None
     step = journey.next_step(DEFN, state, t(0, 9))
     assert isinstance(step, AssignAgent)
+    # Nothing to go on: the default persona, recorded as such (rules 4).
     assert (state.persona, state.persona_source, state.persona_at) == (
         "business",
-        "inferred",
+        "defaulted",
         t(0, 9),
     )
     run = simulate(DEFN, state, t(0, 9), t(0, 9))
@@ -347,7 +348,9 @@ def test_inferred_persona(challenge: str | None, events: dict[str, int], expecte
     assert journey.infer_persona(DEFN, state) == expected
     journey.next_step(DEFN, state, t(0, 9))
     assert state.persona == expected
-    assert state.persona_source == "inferred"
+    # Nothing to go on (no challenge, no persona-typed event): the default, said so (rules 4).
+    guessed = challenge is not None or any(e in DEFN.inference.events for e in events)
+    assert state.persona_source == ("inferred" if guessed else "defaulted")
 
 
 def test_inference_tie_does_not_depend_on_arrival_order() -> None:
@@ -376,7 +379,7 @@ def test_inference_falls_back_to_the_configured_default_persona() -> None:
 def test_apply_qualification_switches_persona_later() -> None:
     state = begin()
     simulate(DEFN, state, SIGNUP, t(0, 9))
-    assert (state.persona, state.persona_source) == ("business", "inferred")
+    assert (state.persona, state.persona_source) == ("business", "defaulted")
     persona = journey.apply_qualification(
         DEFN, state, "technical", "integrations", "this_week", t(0, 10)
     )
@@ -1551,7 +1554,7 @@ def test_summary_while_qualifying_and_after_activation() -> None:
     journey.apply_unsubscribe(state, Unsubscribe(channel="sms"))
     text = journey.summary(DEFN, state, utc(2026, 1, 6, 16))
     assert "stage **activated**" in text
-    assert "Persona business (inferred)" in text
+    assert "Persona business (defaulted)" in text
     assert "Activated on day 1." in text
     # Evaluating (default) → day 7, 10:00 New York time.
     assert "Success call scheduled with Camille on 2026-01-12 10:00 (America/New_York)." in text
@@ -1919,7 +1922,7 @@ def test_transactional_messages_do_not_wait_for_the_qualifier() -> None:
     assert run.at_of("call_booked.1") == t(0, 8, 10)
     assert run.at_of("trial_extended.1") == t(0, 8, 20)
     assert run.at_of("welcome") == t(0, 9)
-    assert state.persona_source == "inferred"
+    assert state.persona_source == "defaulted"
 
 
 def test_the_day_before_reminder_is_the_previous_local_day_at_the_same_time() -> None:

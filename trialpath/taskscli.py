@@ -125,18 +125,14 @@ def tasks_list(
         console.print(f"No {state} tasks.")
         return
     table = Table(title=f"Tasks ({state}): {page.total}", title_justify="left")
-    for column in ("key", "kind", "state", "owner", "user", "persona", "opened (UTC)", "outcome"):
-        table.add_column(column, overflow="fold")
+    # The key whole on one line (it is what the other commands take, and names the user).
+    table.add_column("key", no_wrap=True)
+    for column in ("kind", "state", "owner", "opened (UTC)"):
+        table.add_column(column)
     for task in page.tasks:
+        shown = f"{task.state}: {task.outcome}" if task.outcome else task.state
         table.add_row(
-            task.key,
-            task.kind,
-            task.state,
-            task.owner or "-",
-            task.user_id,
-            task.persona or "-",
-            f"{task.created_at:%Y-%m-%d %H:%M}",
-            task.outcome or "-",
+            task.key, task.kind, shown, task.owner or "-", f"{task.created_at:%m-%d %H:%M}"
         )
     console.print(table)
     if page.total > len(page.tasks):
