@@ -3,7 +3,7 @@
     backend   the product's backend: start trials, report events, send commands, read trials
               and in-app inboxes
     support   support staff: read trials and the audit log; call outcomes, extensions,
-              cancellations (no erasure)
+              cancellations (no erasure); the success-call agents' hours and capacity
     analyst   growth: KPIs, the dashboard and metrics, read-only
     admin     everything, erasure (GDPR) and the key list included
 
@@ -82,7 +82,7 @@ def parse_api_keys(entries: list[object]) -> list[ApiKey]:
 
 Permission = Literal[
     "start", "events", "commands", "call", "extend", "cancel", "erase",
-    "read", "inbox", "kpis", "metrics", "audit", "keys",
+    "read", "inbox", "kpis", "metrics", "audit", "keys", "agents",
 ]  # fmt: skip
 
 PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -91,7 +91,7 @@ PERMISSIONS: dict[Role, frozenset[Permission]] = {
         {"start", "events", "commands", "call", "extend", "cancel", "read", "inbox"}
     ),
     # Support staff: read trials and the audit log, act on calls, extensions, cancellations.
-    "support": frozenset({"read", "call", "extend", "cancel", "audit"}),
+    "support": frozenset({"read", "call", "extend", "cancel", "audit", "agents"}),
     # Growth: numbers only, read-only.
     "analyst": frozenset({"kpis", "metrics"}),
     "admin": frozenset(get_args(Permission)),
@@ -111,6 +111,7 @@ MAY: dict[Permission, str] = {
     "metrics": "read metrics",
     "audit": "read the audit log",
     "keys": "list API keys",
+    "agents": "change success-call agents",
 }
 
 

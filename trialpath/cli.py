@@ -31,6 +31,7 @@ from temporalio.service import RPCError
 
 from trialpath import audit as audit_log
 from trialpath.access import PERMISSIONS, Role, parse_api_keys
+from trialpath.agentcli import agents_app
 from trialpath.config import Settings, SettingsError, get_settings
 from trialpath.contract import Stage, TrialStatus, check_user_id
 from trialpath.db import engine_for
@@ -75,6 +76,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(history_app, name="history")
 keys_app = typer.Typer(help="API keys (TRIALPATH_API_KEYS).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(agents_app, name="agents")
 
 console = Console()
 err_console = Console(stderr=True)

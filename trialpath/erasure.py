@@ -42,6 +42,9 @@ COVERAGE: dict[str, str] = {
     "stage_changes": "kept: stages and times (no personal data)",
     "agent_assignments": "kept: workflow id and agent (no personal data)",
     "agent_cursor": "no user data",
+    "agents": "no user data (the success-call agents' settings)",
+    "call_slots": "kept: workflow id, agent and times (no personal data); a cancelled trial's "
+    "calls still to come are freed by its workflow",
     "alembic_version": "no user data",
 }
 
