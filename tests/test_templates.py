@@ -70,6 +70,9 @@ def context(
             "days_stalled": 3,
             "cs_task": True,
             "agent": "Camille",
+            # An unassigned call's (`call_unassigned`).
+            "why": "no agent has a free slot in the window",
+            "at": "",
         },
     )
 

@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     Empty: the API's own address (`http://{api_host}:{api_port}`)."""
     signing_secret: SecretStr = SecretStr("")
     """Signs unsubscribe links; empty means a random one kept in `<data_dir>/signing-secret`."""
+    booking_url: str = ""
+    """The self-serve booking page for success calls: messages link to it with the user's id
+    and a signed token (`?user_id=...&token=...`). Empty: the product app's `/call/book`."""
     delivery_timeout_seconds: float = Field(default=15.0, gt=0)
     reconcile_after_seconds: float = Field(default=600.0, ge=0)
     """How long a send whose outcome is unknown (a timeout, a crash) waits for the provider's
@@ -173,7 +176,7 @@ class Settings(BaseSettings):
         regions = {"global": "https://api.sendgrid.com", "eu": "https://api.eu.sendgrid.com"}
         return regions.get(value.strip().lower(), value.strip().rstrip("/"))
 
-    @field_validator("public_url", "twilio_base_url")
+    @field_validator("public_url", "twilio_base_url", "booking_url")
     @classmethod
     def _no_trailing_slash(cls, value: str) -> str:
         return value.strip().rstrip("/")

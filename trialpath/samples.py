@@ -152,9 +152,14 @@ def sample_context(
         call={"at": user.call_at, "agent": user.call_agent, "duration_minutes": 30},
         # Only support alerts get alert facts, as in the worker: a message using `alert.*`
         # elsewhere shows its error here instead of looking fine.
-        alert=None
-        if message != "support_alert"
-        else {
+        alert=_alert(user, message, persona),
+        unsubscribe_url=unsubscribe_url,
+    )
+
+
+def _alert(user: SampleUser, message: str, persona: str | None) -> dict[str, Any] | None:
+    if message == "support_alert":
+        return {
             "reason": "stalled",
             "user_id": f"sample-{user.key}",
             "persona": persona or "business",
@@ -162,6 +167,16 @@ def sample_context(
             "days_stalled": 3,
             "cs_task": True,
             "agent": user.call_agent,
-        },
-        unsubscribe_url=unsubscribe_url,
-    )
+        }
+    if message == "call_unassigned":
+        return {
+            "reason": "call unassigned",
+            "why": "no agent has a free slot in the window",
+            "user_id": f"sample-{user.key}",
+            "persona": persona or "business",
+            "urgency": "this_week",
+            "at": "",
+            "cs_task": True,
+            "agent": "",
+        }
+    return None

@@ -251,6 +251,20 @@ def sample_context(
             "cs_task": bool(sample.company),
             "agent": call.agent if call else "",
         }
+    if message == "call_unassigned":
+        chosen = sample.call is not None
+        alert = {
+            "reason": "call unassigned",
+            "why": "no agent is free at the time the user chose"
+            if chosen
+            else "no agent has a free slot in the window",
+            "user_id": "u-sample-1",
+            "persona": persona,
+            "urgency": "this_week",
+            "at": call.at.isoformat() if chosen and call else "",
+            "cs_task": True,
+            "agent": "",
+        }
     return message_context(
         product=product,
         channel=channel,
@@ -585,10 +599,15 @@ class _Checker:
         self.used: set[str] = set()
         self.rendered = 0
         self.sends = self._journey_sends()
-        self.variables = _Variables(
-            sample_context(product, "support", "support_alert", "business", "en", SAMPLE_USERS[0]),
-            self.env,
+        documented = sample_context(
+            product, "support", "support_alert", "business", "en", SAMPLE_USERS[0]
         )
+        # Support messages' alert facts: a stall alert's and an unassigned call's.
+        unassigned = sample_context(
+            product, "support", "call_unassigned", "business", "en", SAMPLE_USERS[0]
+        )
+        documented["alert"] = {**unassigned["alert"], **documented["alert"]}
+        self.variables = _Variables(documented, self.env)
 
     def add(
         self,

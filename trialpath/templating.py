@@ -349,6 +349,7 @@ def message_context(
     alert: Mapping[str, Any] | None = None,
     unsubscribe_url: str | None = None,
     survey_links: list[tuple[int, str]] | None = None,
+    book_call_url: str | None = None,
 ) -> dict[str, Any]:
     """The documented template variables (docs/templates.md), built from plain values."""
     locale = user.get("locale", "en")
@@ -399,7 +400,7 @@ def message_context(
         "links": {
             "app": link("/"),
             "docs": link("/docs"),
-            "book_call": link("/call/book"),
+            "book_call": book_call_url or link("/call/book"),
             "upgrade": link("/billing/upgrade"),
             "extend": link("/trial/extend"),
             "call": link("/call/join"),
