@@ -87,6 +87,8 @@ def test_up_runs_the_demo_and_finds_it_again(up_env: dict[str, str]) -> None:
     assert "cancelled" in first.stdout and "converted" in first.stdout and "expired" in first.stdout
     assert "✓ 12 of 12 scripted users ended as their script says." in first.stdout
     assert "✗" not in first.stdout
+    # The calls of the demo's users, spread over the agents' slots.
+    assert "Success calls by agent" in first.stdout
     assert not port_open("127.0.0.1", grpc_port(up_env)), "the dev server was left running"
 
     # Found again on another clock: each is checked on the clock it ran on. Then the synthetic

@@ -302,8 +302,9 @@ class DemoRun:
 
     async def demo(self, plan: DemoPlan) -> int:
         """The 12 scripted users, played and checked; returns how many differ."""
+        from trialpath.agents import booked_slots
         from trialpath.definition import load_definition
-        from trialpath.demo import DemoError, delays, results_table, run_demo
+        from trialpath.demo import DemoError, calls_table, delays, results_table, run_demo
 
         settings = self.settings
         client = await _client(settings)
@@ -339,6 +340,13 @@ class DemoRun:
             except (DemoError, httpx.HTTPError) as err:
                 raise fail(f"the demo could not use the API at {self.api_url}: {err}") from err
         console.print(results_table(items, spd, "Demo results", definition))
+        demo_calls = [
+            slot
+            for slot in booked_slots(engine_for(settings))
+            if slot.workflow_id.startswith(f"trial-{plan.prefix}-")
+        ]
+        if demo_calls:
+            console.print(calls_table(demo_calls))
         differing = sum(bool(i.verdict) for i in items)
         sent, answered = delays(items)
         if answered:
