@@ -147,6 +147,8 @@ def _explicit(operation: Any, known: list[str]) -> list[Case[Any]]:
     if not operation.body:
         return []
     path = {"user_id": known[0]} if "{user_id}" in operation.path else {}
+    if "{name}" in operation.path:  # an agent's
+        path = {"name": "Camille"}
     body = b'{"user_id": "fz-\xff", "name": "\xff"}'
     return [operation.Case(path_parameters=path, body=body, media_type="application/json")]
 
