@@ -182,7 +182,7 @@ def set_agent(
                 timezone=settings.timezone,
                 hours_start=settings.hours.start,
                 hours_end=settings.hours.end,
-                days="",
+                days=",".join(settings.days),
                 daily_capacity=settings.daily_capacity,
             )
         row.timezone = settings.timezone
@@ -297,7 +297,7 @@ def offer_slot(engine: Engine, request: SlotRequest) -> SlotOffer:
                 .where(col(Agent.name) == agent)
                 .values(bookings=col(Agent.bookings) + 1)
             )
-            again = [s for s in _busy(session, request.workflow_id, since, until)]
+            again = _busy(session, request.workflow_id, since, until)
             row = next(r for r in rows if r.name == agent)
             if not free(calendar(row), _booked_of(again, agent), start, start + duration):
                 session.rollback()

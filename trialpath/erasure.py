@@ -18,6 +18,7 @@ from sqlmodel import Session, col, select
 from trialpath.audit import pseudonymise
 from trialpath.delivery.outbox import file_stem
 from trialpath.models import (
+    CallSlot,
     IdempotencyRecord,
     Message,
     MessageEvent,
@@ -43,8 +44,8 @@ COVERAGE: dict[str, str] = {
     "agent_assignments": "kept: workflow id and agent (no personal data)",
     "agent_cursor": "no user data",
     "agents": "no user data (the success-call agents' settings)",
-    "call_slots": "kept: workflow id, agent and times (no personal data); a cancelled trial's "
-    "calls still to come are freed by its workflow",
+    "call_slots": "kept: workflow id, agent and times (no personal data); calls still to come "
+    "are freed (the erased trial's workflow is terminated before it could free them)",
     "alembic_version": "no user data",
 }
 
@@ -123,6 +124,12 @@ def erase_rows(
                     signal.last_error = "the user's data was erased"
                 session.add(signal)
                 done.add("pending_signals")
+        to_come = select(CallSlot).where(
+            CallSlot.workflow_id == workflow_id, col(CallSlot.start_at) > now
+        )
+        for slot in session.exec(to_come):
+            session.delete(slot)
+            done.add("call_slots")
         stored = select(IdempotencyRecord).where(IdempotencyRecord.user_id == user_id)
         for record in session.exec(stored):
             session.delete(record)

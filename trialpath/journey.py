@@ -2,8 +2,9 @@
 
 No temporalio, no I/O, no clock: every function takes `now` (journey time, timezone-aware UTC).
 The workflow calls `next_step` in a loop, performs the step it gets (a send, an agent
-assignment), reports back with `mark_done` / `assign_agent`, and sleeps until the returned wake-up
-time or until a signal changes the state. Signals and updates go through the `apply_*` functions.
+assignment, a request to the agents' calendars), reports back with `mark_done` / `assign_agent` /
+`apply_call_offer` / `apply_call_released`, and sleeps until the returned wake-up time or until a
+signal changes the state. Signals and updates go through the `apply_*` functions.
 """
 
 from __future__ import annotations
