@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 from temporalio.testing import ActivityEnvironment
 
 from activities.calls import CallActivities, ReleaseSlotsInput
@@ -28,7 +28,7 @@ from trialpath.agents import (
 from trialpath.config import Settings
 from trialpath.db import make_engine
 from trialpath.definition import CallAgent
-from trialpath.models import Agent, CallSlot
+from trialpath.models import Agent, AuditEntry, CallSlot
 
 MON = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday
 AGENTS = [
@@ -239,3 +239,13 @@ async def test_agents_routes(api: Any, settings: Settings) -> None:
     with Session(engine) as session:
         zoe = session.get(Agent, "Zoe")
         assert zoe is not None and zoe.daily_capacity == 5 and not zoe.active
+        audited = session.exec(select(AuditEntry).order_by(col(AuditEntry.id))).all()
+    assert [(e.action, e.status) for e in audited] == [
+        ("agent.set", 201),
+        ("agent.set", 200),
+        ("agent.remove", 200),
+        ("agent.remove", 404),
+        ("agent.set", 422),
+        ("agent.set", 422),
+        ("agent.set", 422),
+    ]
