@@ -205,3 +205,36 @@ async def test_no_free_agent_sends_the_link_and_tells_support(
         tasks = session.exec(select(CsTask).where(CsTask.user_id == trial.user_id)).all()
     assert [t.reason for t in tasks] == ["call unassigned"]
     assert slots(settings) == []
+
+
+@pytest.mark.takes(seconds=15)
+async def test_a_rescheduled_call_moves_its_slot_and_a_cancellation_frees_it(
+    env: WorkflowEnvironment, settings: Settings, worker: Worker
+) -> None:
+    await align(env)
+    trial = TrialDriver(env, settings, "move-1", role="business", urgency="this_week")
+    await trial.start()
+    (status,) = await until([trial], "scheduled")
+    first = status.call
+    assert first.agent is not None and first.at is not None
+    assert [(s.agent, s.start_at) for s in slots(settings)] == [(first.agent, first.at)]
+
+    # Moved by the user to day 3 at 15:00 UTC: the agent works then and keeps the call.
+    await trial.at_day(0.1)
+    await trial.signal("call_rescheduled", {"at": trial.iso(3 + 7 / 24)})
+    for _ in range(100):
+        status = await trial.status()
+        if status.call.at != first.at and [s.start_at for s in slots(settings)] == [status.call.at]:
+            break
+        await asyncio.sleep(0.1)
+    assert (status.call.state, status.call.agent) == ("scheduled", first.agent)
+    assert [(s.agent, s.start_at) for s in slots(settings)] == [(first.agent, status.call.at)]
+    await trial.at_day(0.2)
+    sent = messages(settings, trial.user_id)
+    assert "call_rescheduled.2/email" in sent
+
+    # Cancelled before the call: the agent's slot is free again.
+    await trial.signal("cancel", {"reason": "changed our mind"})
+    result = await trial.result()
+    assert result.stage == "cancelled"
+    assert slots(settings) == []
