@@ -337,6 +337,10 @@ def format_call(at: datetime | None, tz: str, locale: str) -> tuple[str, str]:
     return f"{full} ({tz})", short
 
 
+NO_AGENT = {"en": "our team", "fr": "notre équipe"}
+"""Who the call is with while no agent has it, in the user's language."""
+
+
 def message_context(
     *,
     product: Product,
@@ -394,7 +398,8 @@ def message_context(
             "at": call_at,
             "time": call_time,
             "starts_at": call.get("at"),
-            "agent": call.get("agent") or "",
+            # A call no agent is free for yet (the user chose the time): support finds one.
+            "agent": call.get("agent") or NO_AGENT.get(locale, NO_AGENT["en"]),
             "duration_minutes": call.get("duration_minutes", 30),
         },
         "links": {
