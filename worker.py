@@ -16,6 +16,7 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.calls import CallActivities
 from activities.journey import JourneyActivities
 from activities.messaging import MessagingActivities
 from activities.records import RecordActivities
@@ -117,9 +118,11 @@ def build_worker(
         sender=f"{settings.product_name} <{settings.sender_email}>",
         tokens=UnsubscribeTokens(signing_secret(settings)),
         public_url=settings.effective_public_url,
+        booking_url=settings.booking_url,
         reconcile_after=timedelta(seconds=settings.reconcile_after_seconds),
     )
     records = RecordActivities(engine)
+    calls = CallActivities(engine)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
@@ -130,6 +133,8 @@ def build_worker(
             messaging.alert_template_failure,
             messaging.assign_agent,
             messaging.open_cs_task,
+            calls.offer_call_slot,
+            calls.release_call_slots,
             records.record_progress,
         ],
         activity_executor=executor,

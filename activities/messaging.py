@@ -24,7 +24,13 @@ from trialpath.delivery import Attachment, DeliveryError, OutgoingMessage, Provi
 from trialpath.logs import bind_activity
 from trialpath.metrics import MESSAGES, PROVIDER_LATENCY
 from trialpath.models import AgentAssignment, AgentCursor, CsTask, Message, MessageEvent, utcnow
-from trialpath.preferences import SURVEY_SCALES, SurveyTokens, UnsubscribeTokens, unsubscribed
+from trialpath.preferences import (
+    SURVEY_SCALES,
+    SurveyTokens,
+    UnsubscribeTokens,
+    booking_link,
+    unsubscribed,
+)
 from trialpath.templating import Product, Renderer, TemplateProblem, message_context
 
 ICS_MESSAGES = frozenset({"call_invite", "call_booked", "call_rescheduled"})
@@ -138,6 +144,7 @@ class MessagingActivities:
         *,
         tokens: UnsubscribeTokens | None = None,
         public_url: str = "",
+        booking_url: str = "",
         reconcile_after: timedelta = timedelta(minutes=10),
     ) -> None:
         self.engine = engine
@@ -147,6 +154,7 @@ class MessagingActivities:
         self.sender = sender
         self.tokens = tokens
         self.public_url = public_url.rstrip("/")
+        self.booking_url = booking_url
         self.reconcile_after = reconcile_after
 
     @activity.defn(name="send_message")
@@ -383,6 +391,12 @@ class MessagingActivities:
             return None
         return f"{self.public_url}/v1/unsubscribe/{self.tokens.make(user_id, channel)}"
 
+    def book_call_url(self, user_id: str) -> str | None:
+        """The signed self-serve booking link (TRIALPATH_BOOKING_URL); None: the app's page."""
+        if self.tokens is None or not self.booking_url:
+            return None
+        return booking_link(self.booking_url, self.tokens.secret, user_id)
+
     def survey_links(self, user_id: str, message: str) -> list[tuple[int, str]]:
         """One signed answer link per score, for survey messages."""
         survey = message.removeprefix("survey_")
@@ -405,6 +419,7 @@ class MessagingActivities:
             alert=request.alert,
             unsubscribe_url=self.unsubscribe_url(request.user_id, request.channel),
             survey_links=self.survey_links(request.user_id, request.message),
+            book_call_url=self.book_call_url(request.user_id),
         )
 
     def _outgoing(self, request: SendMessageInput, row: Message) -> OutgoingMessage:

@@ -5,6 +5,7 @@ folder per test process. Deadlines per test: tests/deadlines.py."""
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -142,7 +143,8 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def journey_without_experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The shipped journey minus its `[surveys]` and `[experiment]` (its last two sections):
+    """The shipped journey minus its `[surveys]` and `[experiment]` (its last two sections),
+    with agents always free (`always_free_agents`):
     every test user follows their persona's path (arm `default`) with the exact message lists
     the scenarios expect, whichever arm their id hashes to. Surveys and the experiment are
     tested with the shipped file (tests/test_experiment.py, tests/test_journey.py)."""
@@ -152,8 +154,29 @@ def journey_without_experiment(tmp_path_factory: pytest.TempPathFactory) -> Path
         "journey.toml must end with [surveys] then [experiment]: update this fixture"
     )
     path = tmp_path_factory.mktemp("journey") / "journey.toml"
-    path.write_text(head + "\n")
+    path.write_text(always_free_agents(head) + "\n")
     return path
+
+
+ALWAYS_FREE = ", ".join(
+    f'{{ name = "{name}", timezone = "UTC", hours = {{ start = "00:00", end = "23:59" }}, '
+    'days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], daily_capacity = 96 }'
+    for name in ("Camille", "Samir", "Julia")
+)
+
+
+def always_free_agents(journey_text: str) -> str:
+    """The journey with agents free every day at any hour and a call offered to every trial
+    (no `offer_to`): the scenarios' calls are at the urgency's day at 10:00 local, whatever
+    the day of the week the tests run on. Agents' calendars and who is offered a call are
+    tested with calendars of their own (tests/test_calls_workflow.py)."""
+    text, found = re.subn(
+        r"(?m)^agents = \[\n(?:  \{.*\},\n)+\]\n", f"agents = [{ALWAYS_FREE}]\n", journey_text
+    )
+    assert found == 1, "journey.toml's [call] agents changed shape: update this fixture"
+    text, found = re.subn(r"(?m)^offer_to = .*\n", "", text)
+    assert found == 1, "journey.toml's [call] offer_to changed shape: update this fixture"
+    return text
 
 
 @pytest.fixture

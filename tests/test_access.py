@@ -163,6 +163,9 @@ OPERATIONS: list[tuple[str, str, str, dict[str, Any] | None]] = [
     ("audit", "GET", "/v1/audit", None),
     ("keys", "GET", "/v1/keys", None),
     ("metrics", "GET", "/metrics", None),
+    ("read", "GET", "/v1/agents", None),
+    ("agents", "PUT", "/v1/agents/Zoe", {"timezone": "UTC"}),
+    ("agents", "DELETE", "/v1/agents/Nobody", None),
 ]
 
 

@@ -160,7 +160,7 @@ def _explicit(operation: Any, known: list[str]) -> list[Case[Any]]:
     and then): a JSON body that is not UTF-8."""
     if not operation.body:
         return []
-    values = {"user_id": known[0], "key": task_key(known)}
+    values = {"user_id": known[0], "key": task_key(known), "name": "Camille"}
     path = {name: value for name, value in values.items() if f"{{{name}}}" in operation.path}
     body = b'{"user_id": "fz-\xff", "name": "\xff"}'
     return [operation.Case(path_parameters=path, body=body, media_type="application/json")]
@@ -275,10 +275,12 @@ async def test_api_conforms_to_its_openapi(
 
 UNSTATED_RULES = re.compile(
     r"is in the (future|past) \(|is not an IANA time zone|NUL character|lone surrogates"
+    r"|hours\.end must be after hours\.start"
 )
-"""Rules the schema does not state: relative to the present, to the time zone database, or
-true of every string (no NUL, no lone surrogate). A request the schema allows may still break
-them, and a 422 then names the rule."""
+"""Rules the schema does not state: relative to the present, to the time zone database, to
+another field (an agent's hours end after they start), or true of every string (no NUL, no
+lone surrogate). A request the schema allows may still break them, and a 422 then names the
+rule."""
 
 
 def positive_data_acceptance_but_unstated_rules(

@@ -379,3 +379,59 @@ def test_the_worker_and_the_api_name_unusable_settings(tmp_path: Path) -> None:
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
         assert done.returncode == 2, (name, done.stderr)
         assert "TRIALPATH_API_PORT" in done.stderr and "Traceback" not in done.stderr, name
+
+
+async def test_agents_commands(settings: Settings) -> None:
+    code, out, err = await cli(settings, "agents", "list", "--json")
+    assert code == 0, err
+    assert [json.loads(line)["name"] for line in out.splitlines()] == ["Camille", "Julia", "Samir"]
+
+    code, out, err = await cli(
+        settings,
+        "agents",
+        "set",
+        "Zoe",
+        "--timezone",
+        "Asia/Tokyo",
+        "--start",
+        "08:00",
+        "--end",
+        "12:00",
+        "--days",
+        "tue,mon",
+        "--capacity",
+        "3",
+    )
+    assert code == 0, err
+    assert "Agent Zoe added" in out
+    # Some settings changed, the others kept.
+    code, out, err = await cli(settings, "agents", "set", "Zoe", "--capacity", "5")
+    assert code == 0 and "Agent Zoe updated" in out, err
+    code, out, _ = await cli(settings, "agents", "list", "--json")
+    zoe = next(a for a in map(json.loads, out.splitlines()) if a["name"] == "Zoe")
+    assert (zoe["timezone"], zoe["hours"], zoe["days"], zoe["daily_capacity"]) == (
+        "Asia/Tokyo",
+        {"start": "08:00", "end": "12:00"},
+        ["mon", "tue"],
+        5,
+    )
+
+    for args, problem in (
+        (("--timezone", "Mars/Olympus"), "not an IANA time zone"),
+        (("--start", "18:00", "--end", "09:00"), "hours.end must be after hours.start"),
+        (("--days", "mon,someday"), "days"),
+        (("--capacity", "0"), "daily_capacity"),
+    ):
+        code, _, err = await cli(settings, "agents", "set", "Zoe", *args)
+        assert code == 2 and problem in err and "Traceback" not in err, (args, err)
+    code, _, err = await cli(settings, "agents", "set", "no spaces")
+    assert code == 2 and "agent name" in err and "Traceback" not in err
+
+    code, _, err = await cli(settings, "agents", "remove", "Nobody")
+    assert code == 1 and "there is no agent named 'Nobody'" in err
+    code, out, err = await cli(settings, "agents", "remove", "Zoe")
+    assert code == 0 and "Agent Zoe removed" in out, err
+    code, out, _ = await cli(settings, "agents", "list", "--json")
+    assert not next(a for a in map(json.loads, out.splitlines()) if a["name"] == "Zoe")["active"]
+    code, out, _ = await cli(settings, "agents", "calls")
+    assert code == 0 and "No calls booked" in out

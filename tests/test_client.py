@@ -18,6 +18,7 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from trialpath.agents import AgentSettings
 from trialpath.api.app import create_app
 from trialpath.client import (
     AsyncTrialpath,
@@ -667,3 +668,18 @@ async def test_async_not_ready_and_unreachable() -> None:
         with pytest.raises(Unavailable) as caught:
             await down.cancel("u1")
     assert (caught.value.status, caught.value.detail) == (None, "ConnectTimeout: timed out")
+
+
+async def test_agents_through_the_client(tp: AsyncTrialpath) -> None:
+    assert [a.name for a in await tp.agents()] == ["Camille", "Julia", "Samir"]
+    wanted = AgentSettings(timezone="Europe/Berlin", daily_capacity=2)
+    zoe = await tp.set_agent("Zoe", wanted)
+    assert (zoe.name, zoe.timezone, zoe.daily_capacity, zoe.active) == (
+        "Zoe",
+        "Europe/Berlin",
+        2,
+        True,
+    )
+    assert not (await tp.remove_agent("Zoe")).active
+    with pytest.raises(NotFound):
+        await tp.remove_agent("Nobody")

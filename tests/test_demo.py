@@ -25,6 +25,7 @@ from trialpath.demo import (
     SampleUser,
     Tracked,
     batches,
+    calls_table,
     check,
     differences,
     message_of,
@@ -36,6 +37,7 @@ from trialpath.demo import (
     trial_clock,
 )
 from trialpath.journey import assign_arm
+from trialpath.models import CallSlot
 from trialpath.population import Throttle, population, worker_lag
 
 SPD = 4.0
@@ -377,3 +379,27 @@ def test_the_population_is_the_same_for_the_same_arguments(journey: JourneyDefin
             assert isinstance(day, float)
             # After the day the call is on (10:00 local, within half a day of signup's time).
             assert day >= journey.call.day_by_urgency[user.urgency] + 0.5  # type: ignore[index]
+
+
+def test_the_calls_table_shows_each_agents_booked_slots() -> None:
+    monday = datetime(2026, 1, 5, 9, tzinfo=UTC)
+
+    def slot(agent: str, hours: float, user: str) -> CallSlot:
+        start = monday + timedelta(hours=hours)
+        return CallSlot(
+            agent=agent,
+            start_at=start,
+            end_at=start + timedelta(minutes=30),
+            workflow_id=f"trial-demo-{user}",
+            request=1,
+        )
+
+    slots = [slot("Samir", 1.5, "b"), slot("Camille", 0, "a"), slot("Samir", 1, "c")]
+    console = Console(width=200, record=True)
+    console.print(calls_table(slots))
+    rows = {line.split()[1]: line for line in console.export_text().splitlines() if "│" in line}
+    assert "Camille" in rows and "Samir" in rows
+    # Paris time, each agent's calls in order.
+    assert "Mon 10:00 demo-a" in rows["Camille"]
+    assert rows["Samir"].index("Mon 11:00 demo-c") < rows["Samir"].index("Mon 11:30 demo-b")
+    assert rows["Samir"].split("│")[2].strip() == "2"

@@ -26,7 +26,7 @@ from trialpath.config import PACKAGE_DIR, Settings
 from trialpath.contract import TrialProfile
 from trialpath.db import make_engine
 from trialpath.erasure import COVERAGE, erase_rows
-from trialpath.models import Message, MessageEvent, PendingSignal, Trial
+from trialpath.models import CallSlot, Message, MessageEvent, PendingSignal, Trial
 from trialpath.temporal import DATA_CONVERTER, bundled_binary, register_search_attributes
 from worker import build_worker
 
@@ -151,6 +151,30 @@ def test_a_write_on_its_way_at_erasure_writes_nothing_back(settings: Settings) -
         assert trial is not None
         assert (trial.name, trial.email, trial.phone) == (None, None, None)
         assert trial.stage == "cancelled" and trial.erased_at is not None
+
+
+def test_erasure_frees_the_calls_still_to_come(settings: Settings) -> None:
+    """The erased trial's workflow is terminated before it could release its call: erasure
+    frees the agent's slot (a call that took place stays, for the agent's day)."""
+    engine = make_engine(settings.effective_database_url)
+    now = datetime.now(UTC)
+    with Session(engine) as session:
+        for request, start in ((1, now - timedelta(days=1)), (2, now + timedelta(days=2))):
+            session.add(
+                CallSlot(
+                    agent="Camille",
+                    start_at=start,
+                    end_at=start + timedelta(minutes=30),
+                    workflow_id="trial-erase-call",
+                    request=request,
+                )
+            )
+        session.commit()
+    erased = erase_rows(engine, "erase-call", settings.outbox_dir, cancelled=True, now=now)
+    assert erased.counts.get("call_slots") == 1
+    with Session(engine) as session:
+        left = session.exec(select(CallSlot)).all()
+        assert [s.request for s in left] == [1]
 
 
 # --- histories, on the dev server -----------------------------------------------------------

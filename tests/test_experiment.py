@@ -59,7 +59,9 @@ async def test_the_arm_is_recorded_and_holdout_gets_only_transactional_messages(
     messages = sent(settings, holdout)
     assert messages, "the holdout still gets its transactional messages"
     assert {m.category for m in messages} == {"transactional"}
-    assert "call_invite" in {m.message for m in messages}
+    # Not offered a call with an agent (`[call] offer_to`): the self-serve booking link.
+    assert "call_self_serve" in {m.message for m in messages}
+    assert "call_invite" not in {m.message for m in messages}
     assert "welcome" not in {m.message for m in messages}
     handle = env.client.get_workflow_handle(f"trial-{holdout}")
     assert (await handle.describe()).typed_search_attributes.get(ARM) == "holdout"

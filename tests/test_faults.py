@@ -23,6 +23,7 @@ import pytest
 from sqlmodel import Session, select
 from temporalio.testing import WorkflowEnvironment
 
+from tests.conftest import always_free_agents
 from tests.driver import TrialDriver, align
 from tests.faulty_provider import (
     ACCEPTED_TIMEOUT,
@@ -33,7 +34,7 @@ from tests.faulty_provider import (
     FaultPlan,
     FaultyProvider,
 )
-from trialpath.config import Settings
+from trialpath.config import PACKAGE_DIR, Settings
 from trialpath.contract import workflow_id_for
 from trialpath.db import make_engine
 from trialpath.models import Message
@@ -59,7 +60,13 @@ def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def fault_settings(tmp_path: Path, database_url: str, server_url: str) -> Settings:
+    # The shipped journey (experiment and surveys on) with its agents free at any hour and a
+    # call for every trial: the mix of messages, and so of faults, is the same whatever the
+    # weekday the test runs on.
+    journey = tmp_path / "journey.toml"
+    journey.write_text(always_free_agents((PACKAGE_DIR / "journey.toml").read_text()))
     return Settings(
+        journey_file=journey,
         data_dir=tmp_path / "data",
         task_queue=f"tq-{uuid.uuid4()}",
         database_url=database_url,

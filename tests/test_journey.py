@@ -7,8 +7,9 @@ that Monday 00:00 UTC plus `day` days and `h:m`, so signup is `t(0, 8)` and tria
 at `t(N, 8)`.
 
 `simulate` plays the part of the workflow: it calls `next_step` in a loop, performs sends
-(`mark_done` with every channel delivered) and agent assignments (`assign_agent` with
-"Camille"), and on `Wait` jumps to the wake-up time or to the next scheduled signal, whichever
+(`mark_done` with every channel delivered), agent assignments (`assign_agent` with "Camille")
+and calendar requests (`free_calendar`: "Camille", or the agent asked for, is free at the first
+time asked), and on `Wait` jumps to the wake-up time or to the next scheduled signal, whichever
 comes first, exactly as the workflow wakes on a timer or a signal.
 """
 
@@ -31,14 +32,22 @@ from trialpath.journey import (
     Delivered,
     Finish,
     JourneyClock,
+    OfferCall,
+    ReleaseCall,
     Send,
     TrialState,
     Wait,
 )
 
 SHIPPED = load_definition(PACKAGE_DIR / "journey.toml")
-DEFN = SHIPPED.model_copy(update={"experiment": None})
-"""Everyone on their persona's path (arm `default`); the experiment has tests of its own."""
+DEFN = SHIPPED.model_copy(
+    update={
+        "experiment": None,
+        "call": SHIPPED.call.model_copy(update={"offer_to": None}),
+    }
+)
+"""Everyone on their persona's path (arm `default`) and offered a call; the experiment and
+who is offered a call have tests of their own."""
 D0 = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday, far from any DST change in the zones used
 
 
@@ -155,6 +164,8 @@ def simulate(
             journey.mark_done(defn, state, step, delivered, now)
         elif isinstance(step, AssignAgent):
             journey.assign_agent(defn, state, "Camille", now)
+        elif isinstance(step, OfferCall | ReleaseCall):
+            free_calendar(defn, state, step, now)
         elif isinstance(step, Finish):
             return Run(sends, step.stage, now)
         else:
@@ -166,6 +177,17 @@ def simulate(
             assert wake > now, f"Wait({wake}) at {now} would spin"
             now = wake
     raise AssertionError("the journey did not settle")
+
+
+def free_calendar(
+    defn: JourneyDefinition, state: TrialState, step: OfferCall | ReleaseCall, now: datetime
+) -> None:
+    """A calendar where the agent asked for (else "Camille") is free at the first time asked."""
+    if isinstance(step, ReleaseCall):
+        journey.apply_call_released(state)
+        return
+    at = step.at or step.earliest
+    journey.apply_call_offer(defn, state, step, step.prefer or "Camille", at, now)
 
 
 def event(
@@ -282,8 +304,11 @@ def test_role_at_signup_sets_persona_immediately() -> None:
     assert state.persona_at == SIGNUP
     assert state.urgency == "this_week"
     assert journey.stage_of(DEFN, state, SIGNUP) == "onboarding"
-    # No waiting for the qualifier: the next step already assigns the call agent.
-    assert journey.next_step(DEFN, state, SIGNUP) == AssignAgent(("Camille", "Samir", "Julia"))
+    # No waiting for the qualifier: the next step already asks the agents' calendars for a
+    # call on day 2 from 10:00, within three days.
+    assert journey.next_step(DEFN, state, SIGNUP) == OfferCall(
+        1, "propose", 0, earliest=t(2, 10), latest=t(5)
+    )
 
 
 def test_no_answers_wait_until_the_qualify_deadline_then_infer() -> None:
@@ -295,7 +320,7 @@ def test_no_answers_wait_until_the_qualify_deadline_then_infer() -> None:
     assert journey.stage_of(DEFN, state, t(0, 8, 59)) == "qualifying"
     assert state.persona is None
     step = journey.next_step(DEFN, state, t(0, 9))
-    assert isinstance(step, AssignAgent)
+    assert isinstance(step, OfferCall)
     # Nothing to go on: the default persona, recorded as such (rules 4).
     assert (state.persona, state.persona_source, state.persona_at) == (
         "business",
@@ -1608,8 +1633,8 @@ def test_activated_at_is_when_the_rule_became_true() -> None:
 
 def first_send(defn: JourneyDefinition, state: TrialState) -> journey.Step:
     step = journey.next_step(defn, state, SIGNUP)
-    while isinstance(step, journey.AssignAgent):
-        journey.assign_agent(defn, state, "Camille", SIGNUP)
+    while isinstance(step, OfferCall):
+        free_calendar(defn, state, step, SIGNUP)
         step = journey.next_step(defn, state, SIGNUP)
     return step
 
@@ -1630,11 +1655,11 @@ def test_a_step_with_a_broken_template_is_held_and_retried_on_that_channel_only(
     later = SIGNUP + timedelta(minutes=1)
     while True:
         step = journey.next_step(DEFN, state, later)
-        if not isinstance(step, Send | journey.AssignAgent):
+        if not isinstance(step, Send | OfferCall):
             break
         assert not (isinstance(step, Send) and step.message == "welcome")
-        if isinstance(step, journey.AssignAgent):
-            journey.assign_agent(DEFN, state, "Camille", later)
+        if isinstance(step, OfferCall):
+            free_calendar(DEFN, state, step, later)
         else:
             channels = [Delivered(c, f"k-{c}", "t") for c in step.channels]
             journey.mark_done(DEFN, state, step, channels, later)
@@ -1696,7 +1721,10 @@ def test_holdout_gets_only_transactional_messages() -> None:
     state = in_arm("holdout")
     run = simulate(SHIPPED, state, SIGNUP, t(25))
     occurrences = run.occurrences()
-    assert "call_invite.1" in occurrences  # transactional: still sent
+    # Not offered a call with an agent (`[call] offer_to`): the self-serve link, which is
+    # transactional, so sent.
+    assert "call_self_serve" in occurrences
+    assert not any(occ.startswith("call_invite") for occ in occurrences)
     categories = {
         SHIPPED.message(occ.split(".")[0].removeprefix("drip.")).category for occ in occurrences
     }
@@ -2100,3 +2128,155 @@ def test_a_follow_up_off_the_users_new_path_is_given_up() -> None:
     run = simulate(UNLESS_READ, state, t(4, 13), t(6))
     assert state.done["drip.drip_webhooks.unless_read"] == "skipped"
     assert "drip.drip_webhooks.unless_read" not in run.occurrences()
+
+
+# --- Success calls in the agents' calendars (rules 4) ----------------------------------------
+
+
+def test_rules_3_trials_keep_the_round_robin() -> None:
+    state = begin(role="business", urgency="this_week", rules=3)
+    assert journey.next_step(DEFN, state, SIGNUP) == AssignAgent(("Camille", "Samir", "Julia"))
+
+
+def test_the_proposed_call_is_the_calendars_answer() -> None:
+    state = begin(role="business", urgency="this_month")
+    step = journey.next_step(DEFN, state, SIGNUP)
+    assert step == OfferCall(1, "propose", 0, earliest=t(4, 10), latest=t(7))
+    journey.apply_call_offer(DEFN, state, step, "Julia", t(4, 14, 30), SIGNUP)
+    call = state.call
+    assert (call.state, call.agent, call.at, call.version) == (
+        "scheduled",
+        "Julia",
+        t(4, 14, 30),
+        1,
+    )
+    assert call.slot_version == 1 and call.requests == 1
+    assert [q.occurrence for q in state.queued] == ["call_invite.1"]
+    # Asked once: the next step is the invitation.
+    step = journey.next_step(DEFN, state, SIGNUP)
+    assert isinstance(step, Send) and step.occurrence in ("welcome", "call_invite.1")
+
+
+def test_the_window_starts_two_hours_from_now_when_the_urgencys_day_is_today() -> None:
+    call = DEFN.call.model_copy(
+        update={"day_by_urgency": {**DEFN.call.day_by_urgency, "this_week": 0}}
+    )
+    defn = DEFN.model_copy(update={"call": call})
+    state = begin(defn, signup=t(0, 9, 30), role="business", urgency="this_week")
+    assert journey.call_window(defn, state, t(0, 9, 30)) == (t(0, 11, 30), t(3))
+
+
+def test_no_free_slot_sends_the_self_serve_link_and_tells_support() -> None:
+    state = begin(role="business", urgency="this_week", company="Acme")
+    step = journey.next_step(DEFN, state, SIGNUP)
+    assert isinstance(step, OfferCall)
+    journey.apply_call_offer(DEFN, state, step, None, None, SIGNUP)
+    assert state.call.state == "none" and state.call.self_serve
+    queued = {q.occurrence: q for q in state.queued}
+    assert set(queued) == {"call_self_serve", "call_unassigned.1"}
+    alert = queued["call_unassigned.1"].extra
+    assert alert["reason"] == "call unassigned" and alert["cs_task"] is True
+    run = simulate(DEFN, state, SIGNUP, SIGNUP)
+    assert {"call_self_serve", "call_unassigned.1"} <= set(run.occurrences())
+    assert run.channels("call_unassigned.1") == ("support",)
+    assert "call_invite.1" not in run.occurrences()
+
+
+@pytest.mark.parametrize(
+    ("urgency", "experiment_arm", "offered"),
+    [
+        ("this_week", "personalized", True),
+        ("this_month", "generic", True),
+        ("evaluating", "personalized", False),
+        ("this_week", "holdout", False),
+    ],
+)
+def test_who_is_offered_a_call_is_a_rule_of_the_journey(
+    urgency: str, experiment_arm: str, offered: bool
+) -> None:
+    state = begin(SHIPPED, role="business", urgency=urgency)
+    state.arm = experiment_arm
+    assert journey.offers_call(SHIPPED, state) is offered
+    step = journey.next_step(SHIPPED, state, SIGNUP)
+    if offered:
+        assert isinstance(step, OfferCall) and step.purpose == "propose"
+        return
+    # The self-serve path: the link (transactional, so the holdout arm gets it too), and
+    # support is not told: nobody expected a call.
+    run = simulate(SHIPPED, state, SIGNUP, SIGNUP)
+    assert "call_self_serve" in run.occurrences()
+    assert run.channels("call_self_serve") == ("email", "in_app")
+    assert not any(o.startswith(("call_invite", "call_unassigned")) for o in run.occurrences())
+
+
+def test_company_offers_a_call_to_b2b_trials_whatever_their_urgency() -> None:
+    offer = SHIPPED.call.offer_to
+    assert offer is not None
+    call = SHIPPED.call.model_copy(update={"offer_to": offer.model_copy(update={"company": True})})
+    defn = SHIPPED.model_copy(update={"call": call, "experiment": None})
+    assert journey.offers_call(
+        defn, begin(defn, role="business", urgency="evaluating", company="A")
+    )
+    assert not journey.offers_call(defn, begin(defn, role="business", urgency="evaluating"))
+
+
+def test_a_self_serve_booking_gets_an_agent_free_then() -> None:
+    state = begin(SHIPPED, role="business", urgency="evaluating")
+    simulate(SHIPPED, state, SIGNUP, SIGNUP)
+    assert state.call.self_serve and state.call.state == "none"
+    assert journey.apply_call_booked(state, t(3, 15), None, t(1, 9))
+    step = journey.next_step(SHIPPED, state, t(1, 9))
+    assert step == OfferCall(1, "attach", 1, at=t(3, 15))
+    journey.apply_call_offer(SHIPPED, state, step, "Samir", t(3, 15), t(1, 9))
+    assert (state.call.state, state.call.agent, state.call.at) == ("booked", "Samir", t(3, 15))
+    run = simulate(SHIPPED, state, t(1, 9), t(1, 9))
+    assert "call_booked.1" in run.occurrences()
+
+
+def test_a_reschedule_keeps_the_agent_if_free_and_tells_support_if_nobody_is() -> None:
+    state = begin(role="business", urgency="this_month")
+    simulate(DEFN, state, SIGNUP, SIGNUP)
+    assert (state.call.agent, state.call.version) == ("Camille", 1)
+    assert journey.apply_call_rescheduled(state, t(5, 16), t(1, 9))
+    step = journey.next_step(DEFN, state, t(1, 9))
+    assert step == OfferCall(2, "attach", 2, at=t(5, 16), prefer="Camille")
+    journey.apply_call_offer(DEFN, state, step, None, t(5, 16), t(1, 9))
+    assert state.call.agent is None and state.call.slot_version == 2
+    assert any(q.occurrence == "call_unassigned.2" for q in state.queued)
+    assert "no agent yet" in journey.summary(DEFN, state, t(1, 9))
+
+
+def test_an_answer_for_a_call_that_moved_meanwhile_is_not_applied() -> None:
+    state = begin(role="business", urgency="this_month")
+    step = journey.next_step(DEFN, state, SIGNUP)
+    assert isinstance(step, OfferCall)
+    # The user books while the calendar is asked.
+    journey.apply_call_booked(state, t(2, 15), None, SIGNUP)
+    journey.apply_call_offer(DEFN, state, step, "Camille", t(4, 10), SIGNUP)
+    assert (state.call.state, state.call.at, state.call.agent) == ("booked", t(2, 15), None)
+    # The user's time is asked about next (which frees the slot of the stale answer).
+    assert journey.next_step(DEFN, state, SIGNUP) == OfferCall(2, "attach", 1, at=t(2, 15))
+
+
+def test_a_call_still_to_come_is_released_when_the_trial_converts() -> None:
+    state = begin(role="business", urgency="this_month")
+    simulate(DEFN, state, SIGNUP, SIGNUP)
+    journey.apply_conversion(state, "pro", 49.0, t(1, 9))
+    assert journey.next_step(DEFN, state, t(1, 9)) == ReleaseCall(after=t(1, 9))
+    journey.apply_call_released(state)
+    assert not isinstance(journey.next_step(DEFN, state, t(1, 9)), ReleaseCall)
+
+
+def test_a_stalled_users_call_moves_to_a_free_slot_from_tomorrow() -> None:
+    state = begin(role="business", urgency="evaluating")
+    simulate(DEFN, state, SIGNUP, SIGNUP)
+    assert state.call.at == t(7, 10)
+    # Support alert on day 3: the call should come forward, to tomorrow's first free slot.
+    state.alerted_for = None
+    journey._bring_call_forward(DEFN, state, t(3, 9))
+    step = journey.next_step(DEFN, state, t(3, 9))
+    assert step == OfferCall(2, "forward", 1, earliest=t(4, 10), latest=t(7, 10), prefer="Camille")
+    journey.apply_call_offer(DEFN, state, step, "Julia", t(4, 14), t(3, 9))
+    assert (state.call.at, state.call.agent, state.call.version) == (t(4, 14), "Julia", 2)
+    assert any(q.occurrence == "call_rescheduled.2" for q in state.queued)
+    assert state.call.forward_from is None

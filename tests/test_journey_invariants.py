@@ -49,7 +49,17 @@ from trialpath.definition import (
     JourneyDefinition,
     load_definition,
 )
-from trialpath.journey import AssignAgent, Delivered, Finish, JourneyClock, Send, Wait
+from trialpath.journey import (
+    AssignAgent,
+    Delivered,
+    Finish,
+    JourneyClock,
+    OfferCall,
+    ReleaseCall,
+    Send,
+    Wait,
+)
+from trialpath.slots import Booked, Calendar, agent_free_at, earliest_slot, inside_hours, working
 
 # --- Profiles --------------------------------------------------------------------------------
 
@@ -448,6 +458,8 @@ class Player:
             if isinstance(a, Outage)
         ]
         self.violations: dict[str, list[str]] = {family: [] for family in FAMILIES}
+        self.booked: list[Booked] = []
+        """This trial's call in the agents' calendar (rules 4)."""
         self.log: list[str] = []
         self.finished: str | None = None
 
@@ -495,6 +507,12 @@ class Player:
             elif isinstance(step, AssignAgent):
                 journey.assign_agent(self.defn, self.state, "Camille", now)
                 self._after_change(now, "call_invite")
+            elif isinstance(step, OfferCall):
+                self._offer(step, now)
+            elif isinstance(step, ReleaseCall):
+                journey.apply_call_released(self.state)
+                self.booked = [b for b in self.booked if b.start <= step.after]
+                self.log.append(f"{self.rel(now)} calls after {self.rel(step.after)} released")
             elif isinstance(step, Finish):
                 self.finished = step.stage
                 self.log.append(f"{self.rel(now)} finish {step.stage}")
@@ -525,6 +543,52 @@ class Player:
                     return
                 real = max(wake, real)
         self.fail("runs", "the journey did not settle in 5000 steps")
+
+    def _offer(self, step: OfferCall, now: datetime) -> None:
+        """The agents' calendars as the activity answers (`trialpath.slots`), this trial's own
+        call the only one booked; the call it gets is inside the agent's hours and, when the
+        journey proposed it, inside the user's send window and the window asked for."""
+        defn, state, ledger = self.defn, self.state, self.ledger
+        duration = timedelta(minutes=defn.call.duration_minutes)
+        calendars = [(Calendar.of(a), []) for a in defn.call.agents]
+        agent: str | None
+        if step.at is not None:
+            at: datetime | None = step.at
+            agent = agent_free_at(calendars, step.at, duration, step.prefer)
+        else:
+            assert step.earliest is not None and step.latest is not None
+            window = defn.send_window
+            slot = earliest_slot(
+                calendars,
+                step.earliest,
+                step.latest,
+                duration,
+                ledger.zone,
+                window.start,
+                window.end,
+            )
+            agent, at = (slot.agent, slot.start) if slot is not None else (None, None)
+        version = state.call.version
+        journey.apply_call_offer(defn, state, step, agent, at, now)
+        self.log.append(f"{self.rel(now)} calendar {step.purpose}: {agent} at {self.rel(at)}")
+        cause = {"propose": "call_invite", "forward": "call_rescheduled"}.get(step.purpose)
+        self._after_change(now, cause)
+        call = state.call
+        if agent is None or call.at is None or call.agent != agent:
+            return
+        if step.purpose != "attach" and call.version == version:
+            return  # Not applied (an answer for a call that changed meanwhile).
+        by_name = {c.name: c for c, _ in calendars}
+        if not working(by_name[agent], call.at, call.at + duration):
+            self.fail("call", f"call at {self.rel(call.at)} outside {agent}'s hours")
+        if step.purpose != "attach":
+            window = defn.send_window
+            if not inside_hours(ledger.zone, window.start, window.end, call.at, call.at + duration):
+                self.fail("call", f"proposed call at {self.rel(call.at)} outside the send window")
+            assert step.earliest is not None and step.latest is not None
+            if not step.earliest <= call.at <= step.latest - duration:
+                self.fail("call", f"proposed call at {self.rel(call.at)} outside the window asked")
+        self.booked = [Booked(call.at, call.at + duration)]
 
     def _outage_at(self, real: datetime) -> datetime | None:
         for start, end in self.outages:
@@ -966,6 +1030,13 @@ class Player:
                     due <= now < call_at, f"reminder due {self.rel(due)}, call {self.rel(call_at)}"
                 )
                 trigger(version == max(ledger.versions), "reminder of a call moved since")
+        elif name == "call_self_serve":
+            trigger(self.state.call.self_serve, "not on the self-serve path")
+        elif name == "call_unassigned":
+            trigger(
+                self.state.call.self_serve or self.state.call.agent is None,
+                "the call has an agent",
+            )
         elif name == "call_rebook":
             trigger(any(t <= now for t in ledger.no_shows), "no missed call")
         elif name == "call_followup":

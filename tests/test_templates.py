@@ -72,6 +72,9 @@ def context(
             "days_stalled": 3,
             "cs_task": True,
             "agent": "Camille",
+            # An unassigned call's (`call_unassigned`).
+            "why": "no agent has a free slot in the window",
+            "at": "",
         },
     )
 
@@ -300,3 +303,24 @@ def test_filters_format_in_the_users_language_and_time_zone(
     ctx = context("sms", "x", "technical", locale, False)  # call at 09:00 UTC, Paris time
     text = Renderer(tmp_path).render("sms", "x", "technical", locale, ctx).text
     assert text == expected
+
+
+@pytest.mark.parametrize(("locale", "who"), [("en", "our team"), ("fr", "notre équipe")])
+def test_a_call_no_agent_has_yet_is_with_the_team(
+    renderer: Renderer, locale: str, who: str
+) -> None:
+    """The user booked a time when no agent was free: the confirmation names the team, never
+    an empty name."""
+    product = Product("Acme", "https://app.acme.test", "1 rue de la Paix", "help@acme.test")
+    context = message_context(
+        product=product,
+        channel="email",
+        message="call_booked",
+        user={"name": "Ada Lovelace", "locale": locale, "timezone": "Europe/Paris"},
+        persona="business",
+        trial={"day": 1, "days_left": 13, "ends_on": date(2026, 12, 9)},
+        call={"at": datetime(2026, 11, 27, 14, 0, tzinfo=UTC), "agent": None},
+    )
+    assert context["call"]["agent"] == who
+    out = renderer.render("email", "call_booked", "business", locale, context)
+    assert who in out.text and "with ," not in out.text and "avec ," not in out.text

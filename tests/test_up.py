@@ -93,6 +93,8 @@ def test_up_runs_the_demo_and_finds_it_again(up_env: dict[str, str]) -> None:
     queue = re.search(r"Support queue: (\d+) open task\(s\)", first.stdout)
     assert queue is not None and int(queue.group(1)) >= 1, first.stdout
     assert "inactive_alert.1" in first.stdout and "/dashboard/tasks" in first.stdout
+    # The calls of the demo's users, spread over the agents' slots.
+    assert "Success calls by agent" in first.stdout
     assert not port_open("127.0.0.1", grpc_port(up_env)), "the dev server was left running"
 
     # Found again on another clock: each is checked on the clock it ran on. Then the synthetic

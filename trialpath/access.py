@@ -3,7 +3,8 @@
     backend   the product's backend: start trials, report events, send commands, read trials
               and in-app inboxes
     support   support staff: read trials and the audit log; work the task queue; call
-              outcomes, extensions, cancellations (no erasure)
+              outcomes, extensions, cancellations (no erasure); the success-call agents'
+              hours and capacity
     analyst   growth: KPIs, the dashboard and metrics, read-only
     admin     everything, erasure (GDPR) and the key list included
 
@@ -82,7 +83,7 @@ def parse_api_keys(entries: list[object]) -> list[ApiKey]:
 
 Permission = Literal[
     "start", "events", "commands", "call", "extend", "cancel", "erase",
-    "read", "inbox", "kpis", "metrics", "audit", "keys", "tasks",
+    "read", "inbox", "kpis", "metrics", "audit", "keys", "tasks", "agents",
 ]  # fmt: skip
 
 PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -91,7 +92,7 @@ PERMISSIONS: dict[Role, frozenset[Permission]] = {
         {"start", "events", "commands", "call", "extend", "cancel", "read", "inbox"}
     ),
     # Support staff: read trials and the audit log, act on calls, extensions, cancellations.
-    "support": frozenset({"read", "call", "extend", "cancel", "audit", "tasks"}),
+    "support": frozenset({"read", "call", "extend", "cancel", "audit", "tasks", "agents"}),
     # Growth: numbers only, read-only.
     "analyst": frozenset({"kpis", "metrics"}),
     "admin": frozenset(get_args(Permission)),
@@ -112,6 +113,7 @@ MAY: dict[Permission, str] = {
     "audit": "read the audit log",
     "keys": "list API keys",
     "tasks": "work the support queue (list, claim, snooze, close tasks)",
+    "agents": "change success-call agents",
 }
 
 

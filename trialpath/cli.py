@@ -32,6 +32,7 @@ from temporalio.service import RPCError
 
 from trialpath import audit as audit_log
 from trialpath.access import PERMISSIONS, Role, parse_api_keys
+from trialpath.agentcli import agents_app
 from trialpath.config import Settings, SettingsError, get_settings
 from trialpath.contract import Stage, TrialStatus, check_user_id
 from trialpath.db import engine_for
@@ -78,6 +79,7 @@ app.add_typer(history_app, name="history")
 keys_app = typer.Typer(help="API keys (TRIALPATH_API_KEYS).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(tasks_app, name="tasks")
+app.add_typer(agents_app, name="agents")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -304,8 +306,16 @@ class DemoRun:
 
     async def demo(self, plan: DemoPlan) -> int:
         """The 12 scripted users, played and checked; returns how many differ."""
+        from trialpath.agents import booked_slots
         from trialpath.definition import load_definition
-        from trialpath.demo import DemoError, delays, results_table, run_demo, support_queue
+        from trialpath.demo import (
+            DemoError,
+            calls_table,
+            delays,
+            results_table,
+            run_demo,
+            support_queue,
+        )
 
         settings = self.settings
         client = await _client(settings)
@@ -342,6 +352,13 @@ class DemoRun:
                 raise fail(f"the demo could not use the API at {self.api_url}: {err}") from err
             queue = await support_queue(api, plan.prefix)
         console.print(results_table(items, spd, "Demo results", definition))
+        demo_calls = [
+            slot
+            for slot in booked_slots(engine_for(settings))
+            if slot.workflow_id.startswith(f"trial-{plan.prefix}-")
+        ]
+        if demo_calls:
+            console.print(calls_table(demo_calls))
         differing = sum(bool(i.verdict) for i in items)
         sent, answered = delays(items)
         if answered:

@@ -25,9 +25,10 @@ from typing import Any, Generic, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel
+from pydantic import BaseModel, RootModel
 from pydantic_core import to_jsonable_python
 
+from trialpath.agents import AgentPublic, AgentSettings
 from trialpath.contract import (
     Acquisition,
     Locale,
@@ -352,6 +353,29 @@ def _list(
 
 
 _HEALTHZ = _Call("GET", "/v1/healthz", _Health)
+
+
+class _Agents(RootModel[list[AgentPublic]]):
+    pass
+
+
+_AGENTS = _Call("GET", "/v1/agents", _Agents)
+
+
+def _agent_path(name: str) -> str:
+    if not name:
+        raise ValueError("the agent's name is empty")
+    return f"/v1/agents/{quote(name, safe='')}"
+
+
+def _set_agent(name: str, settings: AgentSettings) -> _Call[AgentPublic]:
+    return _Call("PUT", _agent_path(name), AgentPublic, json=settings.model_dump(mode="json"))
+
+
+def _remove_agent(name: str) -> _Call[AgentPublic]:
+    return _Call("DELETE", _agent_path(name), AgentPublic)
+
+
 _READYZ = _Call("GET", "/v1/readyz", _Health)
 
 
@@ -568,6 +592,18 @@ class Trialpath:
             token = page.next_page_token
             if not token:
                 return
+
+    def agents(self) -> Sequence[AgentPublic]:
+        """The success-call agents: hours, time zone, days, daily capacity, calls to come."""
+        return self._request(_AGENTS).root
+
+    def set_agent(self, name: str, settings: AgentSettings) -> AgentPublic:
+        """Creates or replaces an agent's settings."""
+        return self._request(_set_agent(name, settings))
+
+    def remove_agent(self, name: str) -> AgentPublic:
+        """Removes an agent (no new calls; calls already booked keep them); NotFound if none."""
+        return self._request(_remove_agent(name))
 
     def healthy(self) -> bool:
         """Whether the API process answers (False when it cannot be reached)."""
@@ -786,6 +822,18 @@ class AsyncTrialpath:
             token = page.next_page_token
             if not token:
                 return
+
+    async def agents(self) -> Sequence[AgentPublic]:
+        """The success-call agents: hours, time zone, days, daily capacity, calls to come."""
+        return (await self._request(_AGENTS)).root
+
+    async def set_agent(self, name: str, settings: AgentSettings) -> AgentPublic:
+        """Creates or replaces an agent's settings."""
+        return await self._request(_set_agent(name, settings))
+
+    async def remove_agent(self, name: str) -> AgentPublic:
+        """Removes an agent (no new calls; calls already booked keep them); NotFound if none."""
+        return await self._request(_remove_agent(name))
 
     async def healthy(self) -> bool:
         """Whether the API process answers (False when it cannot be reached)."""

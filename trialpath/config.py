@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     widget_origins: Annotated[list[str], NoDecode] = []
     """Origins of the product's web app (`https://app.example.com`, comma-separated) whose
     pages may call the widget's routes (CORS). Empty: only pages served by the API itself."""
+    booking_url: str = ""
+    """The self-serve booking page for success calls: messages link to it with the user's id
+    and a signed token (`?user_id=...&token=...`). Empty: the product app's `/call/book`."""
     delivery_timeout_seconds: float = Field(default=15.0, gt=0)
     reconcile_after_seconds: float = Field(default=600.0, ge=0)
     """How long a send whose outcome is unknown (a timeout, a crash) waits for the provider's
@@ -221,7 +224,7 @@ class Settings(BaseSettings):
         regions = {"global": "https://api.sendgrid.com", "eu": "https://api.eu.sendgrid.com"}
         return regions.get(value.strip().lower(), value.strip().rstrip("/"))
 
-    @field_validator("public_url", "twilio_base_url", "temporal_ui_url")
+    @field_validator("public_url", "twilio_base_url", "temporal_ui_url", "booking_url")
     @classmethod
     def _no_trailing_slash(cls, value: str) -> str:
         return value.strip().rstrip("/")

@@ -6,10 +6,12 @@ edit to the file only changes trials started afterwards.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from datetime import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -19,12 +21,18 @@ Challenge = Literal["integrations", "team_coordination", "strategic_oversight"]
 Channel = Literal["email", "sms", "in_app", "support"]
 Category = Literal["marketing", "transactional"]
 ArmName = Literal["personalized", "generic", "holdout"]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 """personalized: each persona's own path; generic: one path for everyone; holdout:
 transactional messages only (no onboarding emails at all)."""
 
 PERSONAS: tuple[Persona, ...] = ("technical", "business", "executive")
 URGENCIES: tuple[Urgency, ...] = ("this_week", "this_month", "evaluating")
 CHALLENGES: tuple[Challenge, ...] = ("integrations", "team_coordination", "strategic_oversight")
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+ARMS: tuple[str, ...] = ("default", "personalized", "generic", "holdout")
+"""Every arm a trial can be in: `default` when the journey runs no experiment."""
+AGENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._'-]{0,63}$")
+"""An agent's name: 1 to 64 letters, digits, '.', '_', "'" or '-' (it is a path segment)."""
 
 
 class _Strict(BaseModel):
@@ -40,6 +48,65 @@ class Window(_Strict):
         if self.end <= self.start:
             raise ValueError("send_window.end must be after send_window.start")
         return self
+
+
+class AgentHours(_Strict):
+    """An agent's working hours, in the agent's time zone."""
+
+    start: time = time(9, 0)
+    end: time = time(17, 0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AgentHours:
+        if self.end <= self.start:
+            raise ValueError("hours.end must be after hours.start")
+        return self
+
+
+def check_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as err:
+        raise ValueError(f"timezone {value!r} is not an IANA time zone") from err
+    return value
+
+
+class CallAgent(_Strict):
+    """Someone who takes success calls: when they work (their own time zone) and how many
+    calls a day they take. A plain name (older journeys) works 09:00-17:00 UTC, Monday to
+    Friday, 8 calls a day."""
+
+    name: str
+    timezone: str = "UTC"
+    hours: AgentHours = AgentHours()
+    days: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri")
+    daily_capacity: int = Field(default=8, ge=1, le=96)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not AGENT_NAME.fullmatch(value):
+            raise ValueError(
+                f"agent name {value!r}: 1 to 64 letters, digits, '.', '_', \"'\" or '-'"
+            )
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        return check_timezone(value)
+
+    @field_validator("days")
+    @classmethod
+    def _days(cls, value: tuple[Weekday, ...]) -> tuple[Weekday, ...]:
+        if not value or len(set(value)) != len(value):
+            raise ValueError("days needs at least one weekday, each once")
+        return value
 
 
 class ActivationRule(_Strict):
@@ -136,11 +203,51 @@ class StallRule(_Strict):
     (`inactive_alert`), not a marketing nudge. None: not watched (journeys before rules 4)."""
 
 
+class CallOffer(_Strict):
+    """Who is offered a call with an agent (rules 4); the others get the self-serve booking
+    link. A trial is offered one when its arm is one of `arms`, its persona one of `personas`,
+    and its urgency one of `urgency` or (`company`) it gave a company name."""
+
+    urgency: tuple[Urgency, ...] = URGENCIES
+    personas: tuple[Persona, ...] = PERSONAS
+    arms: tuple[str, ...] = ARMS
+    company: bool = False
+    """True: a trial with a company (B2B) is offered a call whatever its urgency."""
+
+    @field_validator("arms")
+    @classmethod
+    def _arms(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(value) - set(ARMS))
+        if unknown:
+            raise ValueError(f"call.offer_to.arms: unknown arms {unknown} (known: {list(ARMS)})")
+        return value
+
+
 class CallRule(_Strict):
-    agents: tuple[str, ...] = Field(min_length=1)
+    agents: tuple[CallAgent, ...] = Field(min_length=1)
     hour: time
-    duration_minutes: int = Field(gt=0)
+    """The first time of day (user's time) a call is proposed at on the urgency's day."""
+    duration_minutes: int = Field(gt=0, le=480)
     day_by_urgency: dict[Urgency, int]
+    window_days: int = Field(default=3, ge=1, le=30)
+    """Rules 4: a call is proposed in the first free slot from the urgency's day at `hour`
+    (or `lead_hours` from now, if later), within this many local days."""
+    lead_hours: float = Field(default=2.0, ge=0, le=72)
+    """A proposed call is at least this far away."""
+    offer_to: CallOffer | None = None
+    """None: every trial is offered a call (journeys written before rules 4)."""
+
+    @field_validator("agents")
+    @classmethod
+    def _unique(cls, value: tuple[CallAgent, ...]) -> tuple[CallAgent, ...]:
+        names = [a.name for a in value]
+        if len(set(names)) != len(names):
+            raise ValueError("call.agents: each agent's name once")
+        return value
+
+    @property
+    def agent_names(self) -> tuple[str, ...]:
+        return tuple(agent.name for agent in self.agents)
 
     @field_validator("day_by_urgency")
     @classmethod

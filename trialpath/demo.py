@@ -37,6 +37,7 @@ from rich.text import Text
 from trialpath.contract import TERMINAL_STAGES, Qualification, Stage, TrialStatus
 from trialpath.definition import JourneyDefinition, Persona
 from trialpath.journey import FOLLOW_UP_SUFFIX, assign_arm
+from trialpath.models import CallSlot
 
 
 @dataclass(frozen=True)
@@ -199,7 +200,8 @@ def sample_users() -> list[SampleUser]:
             "never activates",
             "executive",
             "evaluating",
-            expect=Expected("expired", "executive", sent=("call_invite", "trial_ending_0")),
+            # Low intent: the self-serve booking link rather than a call with an agent.
+            expect=Expected("expired", "executive", sent=("call_self_serve", "trial_ending_0")),
         ),
         SampleUser(
             "biz-never",
@@ -722,6 +724,28 @@ async def support_queue(api: httpx.AsyncClient, prefix: str) -> Table | None:
         table.add_column(column, no_wrap=column != "reason")
     for t in mine:
         table.add_row(t["key"], t["kind"], t["state"], t["owner"] or "nobody", t["reason"])
+    return table
+
+
+def calls_table(slots: Sequence[CallSlot], timezone: str = "Europe/Paris") -> Table:
+    """The success calls booked in the agents' calendars: one row per agent, their calls in
+    order (journey time, in the demo users' time zone)."""
+    zone = ZoneInfo(timezone)
+    table = Table(title=f"Success calls by agent ({timezone})", title_justify="left")
+    for column in ("agent", "calls", "booked slots"):
+        table.add_column(column, no_wrap=column != "booked slots")
+    by_agent: dict[str, list[CallSlot]] = {}
+    for slot in sorted(slots, key=lambda s: (s.agent, s.start_at)):
+        by_agent.setdefault(slot.agent, []).append(slot)
+    for agent, calls in by_agent.items():
+        table.add_row(
+            agent,
+            str(len(calls)),
+            ", ".join(
+                f"{c.start_at.astimezone(zone):%a %H:%M} {c.workflow_id.removeprefix('trial-')}"
+                for c in calls
+            ),
+        )
     return table
 
 

@@ -18,6 +18,7 @@ from sqlmodel import Session, col, select
 from trialpath.audit import pseudonymise
 from trialpath.delivery.outbox import file_stem
 from trialpath.models import (
+    CallSlot,
     CsTask,
     IdempotencyRecord,
     Message,
@@ -44,6 +45,9 @@ COVERAGE: dict[str, str] = {
     "stage_changes": "kept: stages and times (no personal data)",
     "agent_assignments": "kept: workflow id and agent (no personal data)",
     "agent_cursor": "no user data",
+    "agents": "no user data (the success-call agents' settings)",
+    "call_slots": "kept: workflow id, agent and times (no personal data); calls still to come "
+    "are freed (the erased trial's workflow is terminated before it could free them)",
     "alembic_version": "no user data",
 }
 
@@ -129,6 +133,12 @@ def erase_rows(
                 task.note = None
                 session.add(task)
                 done.add("cs_tasks")
+        to_come = select(CallSlot).where(
+            CallSlot.workflow_id == workflow_id, col(CallSlot.start_at) > now
+        )
+        for slot in session.exec(to_come):
+            session.delete(slot)
+            done.add("call_slots")
         stored = select(IdempotencyRecord).where(IdempotencyRecord.user_id == user_id)
         for record in session.exec(stored):
             session.delete(record)

@@ -2,8 +2,9 @@
 
 No temporalio, no I/O, no clock: every function takes `now` (journey time, timezone-aware UTC).
 The workflow calls `next_step` in a loop, performs the step it gets (a send, an agent
-assignment), reports back with `mark_done` / `assign_agent`, and sleeps until the returned wake-up
-time or until a signal changes the state. Signals and updates go through the `apply_*` functions.
+assignment, a request to the agents' calendars), reports back with `mark_done` / `assign_agent` /
+`apply_call_offer` / `apply_call_released`, and sleeps until the returned wake-up time or until a
+signal changes the state. Signals and updates go through the `apply_*` functions.
 """
 
 from __future__ import annotations
@@ -50,7 +51,13 @@ end is not offered a rebook; a late event that shows the rule was met earlier mo
 `activated_at` earlier; a key event after the nudge was decided is progress since the nudge.
 4: a message with `unless_read_hours` goes in-app first, and its other channels follow that much
 later unless the in-app copy was read meanwhile (the send activity checks, and records the copy
-it did not send as skipped)."""
+it did not send as skipped); success calls in the agents' calendars: a call is proposed in an
+agent's free slot (inside the agent's hours and the user's send window, never double-booking),
+only to the trials the journey offers one (`[call] offer_to`); the others, and those for whom
+no slot is free, get the self-serve booking link (support is told of the latter); a time the
+user chooses gets an agent free then; a call still to come is released when the trial converts
+or is cancelled; an activated user with no progress for `stall.inactive_after_days` gets a
+support task, not a nudge; a persona nobody answered and nothing hinted at is `defaulted`."""
 JOURNEY_SPAN = timedelta(days=36500)
 """Journey times are kept within this span of signup: an accelerated clock maps a real time
 far from signup to centuries away (and past `datetime`'s range)."""
@@ -104,6 +111,17 @@ class CallState(_State):
     """The user picked this time (booked or rescheduled): the journey never moves it."""
     notes: str | None = None
     completed_at: datetime | None = None
+    self_serve: bool = False
+    """Rules 4: sent the self-serve booking link instead of a proposed call."""
+    requests: int = 0
+    """Rules 4: calendar requests made so far; each is numbered, so a retried one is the same."""
+    slot_version: int = 0
+    """Rules 4: the call version the calendar was last asked about (an agent's slot taken for
+    that time, or none free then): a newer version still needs an agent."""
+    forward_from: datetime | None = None
+    """Rules 4: a stalled user's call should move earlier, to a free slot from this time."""
+    released: bool = False
+    """Rules 4: the trial ended and its call still to come was released from the calendar."""
 
 
 class Queued(_State):
@@ -288,6 +306,32 @@ class AssignAgent:
 
 
 @dataclass(frozen=True)
+class OfferCall:
+    """Rules 4: ask the agents' calendars (an activity), then call `apply_call_offer`.
+
+    `purpose`: `propose` (the earliest free slot in [earliest, latest) inside the user's send
+    window: the call the journey proposes), `forward` (the same, to move a stalled user's call
+    earlier), `attach` (an agent free at `at`, the time the user chose; `prefer` first)."""
+
+    request: int
+    purpose: Literal["propose", "forward", "attach"]
+    version: int
+    """The call version when asked: an answer for an older one is not applied."""
+    earliest: datetime | None = None
+    latest: datetime | None = None
+    at: datetime | None = None
+    prefer: str | None = None
+
+
+@dataclass(frozen=True)
+class ReleaseCall:
+    """Rules 4: free the trial's calls after `after` in the calendar (an activity), then call
+    `apply_call_released`."""
+
+    after: datetime
+
+
+@dataclass(frozen=True)
 class Wait:
     until: datetime | None
 
@@ -297,7 +341,7 @@ class Finish:
     stage: Stage
 
 
-Step = Send | AssignAgent | Wait | Finish
+Step = Send | AssignAgent | OfferCall | ReleaseCall | Wait | Finish
 
 
 # --- Time helpers ----------------------------------------------------------------------------
@@ -1055,6 +1099,10 @@ def _before_persona(defn: JourneyDefinition, state: TrialState, now: datetime) -
 
 def _decide(defn: JourneyDefinition, state: TrialState, now: datetime) -> Step | None:
     """One pass; None when it skipped messages, so the next pass sees what comes after them."""
+    if state.rules >= 4:
+        calendar = _calendar_step(defn, state, now)
+        if calendar is not None:
+            return calendar
     if state.cancelled is not None:
         for occurrence in list(state.held) if state.rules >= 3 else []:
             _skip(state, occurrence)  # Given up, and support told.
@@ -1068,6 +1116,8 @@ def _decide(defn: JourneyDefinition, state: TrialState, now: datetime) -> Step |
         guessed = state.rules < 4 or has_persona_evidence(defn, state)
         source: PersonaSource = "inferred" if guessed else "defaulted"
         _set_persona(defn, state, infer_persona(defn, state), source, now)
+        if state.rules >= 4:
+            return None  # Decide again: the calendar comes first now the persona is known.
 
     candidates = [
         _Candidate(
@@ -1083,8 +1133,8 @@ def _decide(defn: JourneyDefinition, state: TrialState, now: datetime) -> Step |
     ]
     candidates.extend(_survey_candidates(defn, state))
     if state.converted is None:
-        if _needs_agent(state) and now < trial_ends_at(state):
-            return AssignAgent(defn.call.agents)
+        if state.rules < 4 and _needs_agent(state) and now < trial_ends_at(state):
+            return AssignAgent(defn.call.agent_names)
         candidates.extend(_call_candidates(defn, state, now))
         candidates.extend(_trial_candidates(defn, state, now))
 
@@ -1195,6 +1245,7 @@ def _decide(defn: JourneyDefinition, state: TrialState, now: datetime) -> Step |
 TRIAL_PATH_QUEUED = (
     "milestone",
     "trial_extended",
+    "call_self_serve",
     "call_invite",
     "call_booked",
     "call_rescheduled",
@@ -1451,6 +1502,9 @@ def _bring_call_forward(defn: JourneyDefinition, state: TrialState, now: datetim
         return
     tomorrow = local_at(state, local_date(state, now) + DAY, defn.call.hour)
     if call.at > tomorrow:
+        if state.rules >= 4:
+            call.forward_from = tomorrow  # To a free slot of the calendar (`_calendar_step`).
+            return
         _new_call_time(state, "call_rescheduled", tomorrow, now)
 
 
@@ -1471,6 +1525,165 @@ def assign_agent(defn: JourneyDefinition, state: TrialState, agent: str, now: da
     state.call.state = "scheduled"
     state.call.agent = agent
     _new_call_time(state, "call_invite", max(call_time(defn, state), now + timedelta(hours=2)), now)
+
+
+# --- Success calls in the agents' calendars (rules 4) ---------------------------------------
+
+
+def offers_call(defn: JourneyDefinition, state: TrialState) -> bool:
+    """Whether the journey offers this trial a call with an agent (`[call] offer_to`); the
+    others get the self-serve booking link."""
+    rule = defn.call.offer_to
+    if rule is None:
+        return True
+    if state.arm not in rule.arms or (state.persona and state.persona not in rule.personas):
+        return False
+    return effective_urgency(defn, state) in rule.urgency or (rule.company and bool(state.company))
+
+
+def call_window(
+    defn: JourneyDefinition, state: TrialState, now: datetime
+) -> tuple[datetime, datetime]:
+    """Where the proposed call is looked for: from the urgency's day at `hour` (never after the
+    trial's last day), or `lead_hours` from now if later, for `window_days` local days, never
+    past the end of the trial. Empty (start >= end) when the trial has no room left."""
+    rule = defn.call
+    day = local_date(state, state.signup_at) + timedelta(
+        days=rule.day_by_urgency[effective_urgency(defn, state)]
+    )
+    first = max(
+        local_at(state, min(day, state.ends_on), rule.hour),
+        now + timedelta(hours=rule.lead_hours),
+    )
+    last = local_midnight(state, local_date(state, first) + timedelta(days=rule.window_days))
+    return first, min(last, trial_ends_at(state))
+
+
+def _calendar_step(defn: JourneyDefinition, state: TrialState, now: datetime) -> Step | None:
+    """What the calendar needs before anything else is decided: an agent for a time the user
+    chose, a proposed call, a stalled user's call moved earlier, a released call once the
+    trial ended. May send the trial down the self-serve path instead (returns None then)."""
+    call = state.call
+    if is_ended(state):
+        if call.requests and not call.released:
+            return ReleaseCall(after=now)
+        return None
+    if (
+        call.state in ("scheduled", "booked")
+        and call.at is not None
+        and call.at > now
+        and call.version != call.slot_version
+    ):
+        return OfferCall(call.requests + 1, "attach", call.version, at=call.at, prefer=call.agent)
+    if call.forward_from is not None:
+        earliest = max(call.forward_from, now + timedelta(hours=defn.call.lead_hours))
+        if call.state == "scheduled" and not call.chosen_by_user and call.at and earliest < call.at:
+            return OfferCall(
+                call.requests + 1,
+                "forward",
+                call.version,
+                earliest=earliest,
+                latest=call.at,
+                prefer=call.agent,
+            )
+        call.forward_from = None
+    if (
+        call.state == "none"
+        and not call.self_serve
+        and state.persona is not None
+        and now < trial_ends_at(state)
+    ):
+        if not offers_call(defn, state):
+            _self_serve(defn, state, now)
+            return None
+        earliest, latest = call_window(defn, state, now)
+        if earliest >= latest:
+            _self_serve(defn, state, now, unassigned="no room left in the trial for a call")
+            return None
+        return OfferCall(call.requests + 1, "propose", call.version, earliest, latest)
+    return None
+
+
+def _self_serve(
+    defn: JourneyDefinition, state: TrialState, now: datetime, unassigned: str | None = None
+) -> None:
+    """The self-serve path: the booking link goes to the user (their booking comes back as
+    `call_booked`); with `unassigned`, the trial should have had a call and support is told."""
+    state.call.self_serve = True
+    if "call_self_serve" in defn.messages:
+        _enqueue(state, "call_self_serve", "call_self_serve", now)
+    if unassigned is not None:
+        _tell_unassigned(defn, state, now, unassigned)
+
+
+def _tell_unassigned(defn: JourneyDefinition, state: TrialState, now: datetime, why: str) -> None:
+    if "call_unassigned" not in defn.messages:
+        return
+    call = state.call
+    _enqueue(
+        state,
+        f"call_unassigned.{call.requests}",
+        "call_unassigned",
+        now,
+        {
+            "reason": "call unassigned",
+            "why": why,
+            "user_id": state.user_id,
+            "persona": state.persona or "",
+            "urgency": effective_urgency(defn, state),
+            "at": call.at.isoformat() if call.at is not None else "",
+            "cs_task": True,
+            "agent": "",
+        },
+    )
+
+
+def apply_call_offer(
+    defn: JourneyDefinition,
+    state: TrialState,
+    step: OfferCall,
+    agent: str | None,
+    at: datetime | None,
+    now: datetime,
+) -> None:
+    """Applies the calendar's answer to `step`: a proposed call with its agent and time, a
+    call moved earlier, an agent for the user's time; or, none free, the self-serve path (a
+    proposal) or support told (a time the user chose). An answer for a call that changed
+    meanwhile is not applied: the next step asks again for the call as it is now."""
+    call = state.call
+    call.requests = max(call.requests, step.request)
+    if step.purpose == "forward":
+        call.forward_from = None
+    if step.version != call.version or is_ended(state):
+        return
+    if agent is not None:
+        # Support's alert that nobody had the call is no longer true: given up if still queued.
+        for queued in [q for q in state.queued if q.message == "call_unassigned"]:
+            _skip(state, queued.occurrence)
+    if step.purpose == "propose":
+        if call.state != "none":
+            return
+        if agent is None or at is None:
+            _self_serve(defn, state, now, unassigned="no agent has a free slot in the window")
+            return
+        call.state = "scheduled"
+        call.agent = agent
+        _new_call_time(state, "call_invite", at, now)
+        call.slot_version = call.version
+    elif step.purpose == "forward":
+        if agent is not None and at is not None and call.at is not None and at < call.at:
+            call.agent = agent
+            _new_call_time(state, "call_rescheduled", at, now)
+            call.slot_version = call.version
+    else:
+        call.slot_version = call.version
+        call.agent = agent
+        if agent is None:
+            _tell_unassigned(defn, state, now, "no agent is free at the time the user chose")
+
+
+def apply_call_released(state: TrialState) -> None:
+    state.call.released = True
 
 
 # --- Support tasks ---------------------------------------------------------------------------
@@ -1526,7 +1739,7 @@ def summary(defn: JourneyDefinition, state: TrialState, now: datetime) -> str:
         parts.append("Waiting for the qualifier answers.")
     if state.call.state != "none" and state.call.at:
         parts.append(
-            f"Success call {state.call.state} with {state.call.agent} "
+            f"Success call {state.call.state} with {state.call.agent or 'no agent yet'} "
             f"on {state.call.at.astimezone(zone(state)):%Y-%m-%d %H:%M} ({state.timezone})."
         )
     parts.append(f"Trial ends {state.ends_on.isoformat()}; {len(state.sent)} messages sent.")

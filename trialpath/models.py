@@ -230,6 +230,52 @@ class AgentAssignment(SQLModel, table=True):
     )
 
 
+class Agent(SQLModel, table=True):
+    """A success-call agent's calendar settings, seeded from the journey's `[call] agents` the
+    first time they are needed; edited with `trialpath agents` or /v1/agents afterwards."""
+
+    __tablename__ = "agents"
+
+    name: str = Field(primary_key=True, max_length=64)
+    timezone: str = Field(max_length=64)
+    hours_start: str = Field(max_length=5)
+    """HH:MM, in the agent's time zone."""
+    hours_end: str = Field(max_length=5)
+    days: str = Field(max_length=27)
+    """The working weekdays, comma-separated: mon,tue,wed,thu,fri."""
+    daily_capacity: int
+    active: bool = True
+    """False: removed; offered no new calls, the calls already booked keep them."""
+    bookings: int = 0
+    """Bumped by every booking in the transaction that takes the slot: two bookings for the
+    same agent wait for each other (the row's lock), so neither misses the other's call."""
+    updated_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UtcDateTime(), nullable=False)
+    )
+
+
+class CallSlot(SQLModel, table=True):
+    """A success call an agent is booked for: the time is taken until the row is deleted (the
+    call moved or the trial ended before it)."""
+
+    __tablename__ = "call_slots"
+    __table_args__ = (
+        UniqueConstraint("agent", "start_at"),
+        UniqueConstraint("workflow_id", "request"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    agent: str = Field(index=True, max_length=64)
+    start_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False, index=True))
+    end_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
+    workflow_id: str = Field(index=True, max_length=140)
+    request: int
+    """The trial's calendar request that took it: a retried request finds its slot again."""
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UtcDateTime(), nullable=False)
+    )
+
+
 class CsTask(SQLModel, table=True):
     """Work for support: opened by the journey (a stalled B2B or urgent trial, an activated
     user whose activity dropped), listed, claimed, snoozed and closed with an outcome by

@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable
 from pathlib import Path
+from urllib.parse import urlencode
 
 from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import Engine
@@ -68,6 +69,32 @@ class UnsubscribeTokens:
 
 
 SURVEY_SCALES = {"csat": 5, "ces": 7}
+
+
+class BookingTokens:
+    """Signed user ids for the self-serve booking links of success calls: the booking page
+    knows whose call it books, and nobody books one for somebody else."""
+
+    def __init__(self, secret: str) -> None:
+        self._serializer = URLSafeSerializer(secret, salt="trialpath-booking")
+
+    def make(self, user_id: str) -> str:
+        return str(self._serializer.dumps({"u": user_id}))
+
+    def read(self, token: str) -> str:
+        try:
+            data = self._serializer.loads(token)
+        except BadSignature as err:
+            raise BadToken("this booking link is not valid") from err
+        if not isinstance(data, dict) or not isinstance(data.get("u"), str):
+            raise BadToken("this booking link is not valid")
+        return str(data["u"])
+
+
+def booking_link(base: str, secret: str, user_id: str) -> str:
+    """The user's self-serve booking link on the page at `base` (TRIALPATH_BOOKING_URL)."""
+    query = urlencode({"user_id": user_id, "token": BookingTokens(secret).make(user_id)})
+    return f"{base}{'&' if '?' in base else '?'}{query}"
 
 
 class SurveyTokens:

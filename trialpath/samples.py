@@ -90,16 +90,30 @@ SAMPLE_USERS: dict[str, SampleUser] = {
 }
 
 
-ALERT_MESSAGES = ("support_alert", "inactive_alert")
+ALERT_MESSAGES = ("support_alert", "inactive_alert", "call_unassigned")
 """Internal alerts to support: the only messages given `alert.*` facts, as in the worker."""
 
 
 def sample_alert(
-    message: str, user_id: str, persona: str, agent: str, cs_task: bool
+    message: str, user_id: str, persona: str, agent: str, cs_task: bool, chosen_at: str = ""
 ) -> dict[str, Any] | None:
     """The `alert` facts the journey gives a support alert (`journey.alert_context`,
-    `journey.inactive_context`); None for every other message, so a template using `alert.*`
-    elsewhere shows its error in checks and previews instead of looking fine."""
+    `journey.inactive_context`, an unassigned call: `chosen_at`, the time the user chose, if
+    any); None for every other message, so a template using `alert.*` elsewhere shows its
+    error in checks and previews instead of looking fine."""
+    if message == "call_unassigned":
+        return {
+            "reason": "call unassigned",
+            "why": "no agent is free at the time the user chose"
+            if chosen_at
+            else "no agent has a free slot in the window",
+            "user_id": user_id,
+            "persona": persona,
+            "urgency": "this_week",
+            "at": chosen_at,
+            "cs_task": True,
+            "agent": "",
+        }
     if message == "support_alert":
         return {
             "reason": "no key action since the stall nudge",

@@ -241,8 +241,14 @@ def sample_context(
 ) -> dict[str, Any]:
     """The context the worker would build for this user and message."""
     call = sample.call or (PROPOSED_CALL if message.startswith("call_") else None)
+    chosen = sample.call is not None and call is not None
     alert = sample_alert(
-        message, "u-sample-1", persona, call.agent if call else "", bool(sample.company)
+        message,
+        "u-sample-1",
+        persona,
+        call.agent if call else "",
+        bool(sample.company),
+        chosen_at=call.at.isoformat() if chosen and call else "",
     )
     return message_context(
         product=product,

@@ -337,6 +337,10 @@ def format_call(at: datetime | None, tz: str, locale: str) -> tuple[str, str]:
     return f"{full} ({tz})", short
 
 
+NO_AGENT = {"en": "our team", "fr": "notre équipe"}
+"""Who the call is with while no agent has it, in the user's language."""
+
+
 def message_context(
     *,
     product: Product,
@@ -349,6 +353,7 @@ def message_context(
     alert: Mapping[str, Any] | None = None,
     unsubscribe_url: str | None = None,
     survey_links: list[tuple[int, str]] | None = None,
+    book_call_url: str | None = None,
 ) -> dict[str, Any]:
     """The documented template variables (docs/templates.md), built from plain values."""
     locale = user.get("locale", "en")
@@ -393,13 +398,14 @@ def message_context(
             "at": call_at,
             "time": call_time,
             "starts_at": call.get("at"),
-            "agent": call.get("agent") or "",
+            # A call no agent is free for yet (the user chose the time): support finds one.
+            "agent": call.get("agent") or NO_AGENT.get(locale, NO_AGENT["en"]),
             "duration_minutes": call.get("duration_minutes", 30),
         },
         "links": {
             "app": link("/"),
             "docs": link("/docs"),
-            "book_call": link("/call/book"),
+            "book_call": book_call_url or link("/call/book"),
             "upgrade": link("/billing/upgrade"),
             "extend": link("/trial/extend"),
             "call": link("/call/join"),

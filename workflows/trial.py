@@ -17,6 +17,7 @@ from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributeUp
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.calls import CallActivities, ReleaseSlotsInput
     from activities.journey import JourneyActivities, LoadJourneyInput
     from activities.messaging import (
         LOOKUP_ROOM,
@@ -38,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
         TrialSnapshot,
     )
     from trialpath import journey
+    from trialpath.agents import SlotRequest
     from trialpath.contract import (
         QUERY_STATUS,
         SIGNAL_CALL_BOOKED,
@@ -88,6 +90,12 @@ PATCH_RULES_2 = "journey-rules-2"
 PATCH_RULES_3 = "journey-rules-3"
 PATCH_RULES_4 = "journey-rules-4"
 PATCH_NEEDS_ATTENTION = "needs-attention"
+TASK_KINDS = {
+    "support_alert": "stalled",
+    "inactive_alert": "inactive",
+    "call_unassigned": "call_unassigned",
+}
+"""The alerts that open a support task (when they say `cs_task`), and the task's kind."""
 SEND_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -109,6 +117,9 @@ class TrialWorkflow:
     `unsubscribe`, `task_closed` (support closed a task with an outcome).
     Update: `qualify` (role, challenge, urgency → persona; invalid answers are rejected).
     Query: `status` (the whole state in plain words).
+    Activities: `load_journey`, `send_message`, `alert_template_failure`, `open_cs_task`,
+    `record_progress`; `assign_agent` (rules 1-3: round-robin) or `offer_call_slot` and
+    `release_call_slots` (rules 4: the agents' calendars).
     Timers: one at a time, until the next step the journey rules ask for (qualifier timeout,
     send window, drip day, stall, call reminders, end of trial, win-back); every signal wakes
     the workflow early so moved times (rescheduled call, extension) apply at once.
@@ -196,6 +207,16 @@ class TrialWorkflow:
                     retry_policy=DB_RETRY,
                 )
                 journey.assign_agent(defn, state, agent, self._now())
+            elif isinstance(step, journey.OfferCall):
+                await self._offer_call(step)
+            elif isinstance(step, journey.ReleaseCall):
+                await workflow.execute_activity_method(
+                    CallActivities.release_call_slots,
+                    ReleaseSlotsInput(workflow_id=workflow.info().workflow_id, after=step.after),
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=DB_RETRY,
+                )
+                journey.apply_call_released(state)
             elif isinstance(step, journey.Finish):
                 break
             else:
@@ -286,9 +307,9 @@ class TrialWorkflow:
                     start_to_close_timeout=timedelta(seconds=60),
                     retry_policy=SEND_RETRY,
                 )
-        if step.message in ("support_alert", "inactive_alert") and step.extra.get("cs_task"):
+        if step.message in TASK_KINDS and step.extra.get("cs_task"):
             key = f"{workflow.info().workflow_id}:{step.occurrence}"
-            kind = str(step.extra.get("kind", "stalled"))
+            kind = str(step.extra.get("kind", TASK_KINDS[step.message]))
             await workflow.execute_activity_method(
                 MessagingActivities.open_cs_task,
                 CsTaskInput(
@@ -303,6 +324,31 @@ class TrialWorkflow:
                 retry_policy=DB_RETRY,
             )
             journey.open_task(self._state, key, kind)
+
+    async def _offer_call(self, step: journey.OfferCall) -> None:
+        """Asks the agents' calendars for the call (rules 4); the rules apply the answer."""
+        assert self._defn is not None and self._state is not None
+        defn, state = self._defn, self._state
+        offer = await workflow.execute_activity_method(
+            CallActivities.offer_call_slot,
+            SlotRequest(
+                workflow_id=workflow.info().workflow_id,
+                request=step.request,
+                agents=list(defn.call.agents),
+                duration_minutes=defn.call.duration_minutes,
+                user_timezone=state.timezone,
+                user_opens=defn.send_window.start,
+                user_closes=defn.send_window.end,
+                earliest=step.earliest,
+                latest=step.latest,
+                at=step.at,
+                prefer=step.prefer,
+            ),
+            start_to_close_timeout=timedelta(seconds=60),
+            retry_policy=DB_RETRY,
+            summary=f"call slot ({step.purpose})",
+        )
+        journey.apply_call_offer(defn, state, step, offer.agent, offer.at, self._now())
 
     async def _alert_abandoned(self, occurrence: str) -> None:
         """A step whose broken template went stale before it was fixed: support is told it

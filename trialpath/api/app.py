@@ -22,6 +22,7 @@ from starlette.routing import Route
 from temporalio.client import Client
 
 from trialpath.api import dashboard, delivery, guidance, problems
+from trialpath.api.agents import router as agents_router
 from trialpath.api.audit import AuditLog
 from trialpath.api.audit import router as audit_router
 from trialpath.api.kpis import router as kpis_router
@@ -147,6 +148,7 @@ def create_app(
         audit_router,
         tasks_router,
         task_page_router,
+        agents_router,
     )
     for included in routers:
         app.include_router(included)
