@@ -19,10 +19,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlmodel import Session
 from temporalio.client import Client
 
 from tests.ports import free_port
 from trialpath.config import PROJECT_ROOT, Settings
+from trialpath.contract import workflow_id_for
+from trialpath.db import make_engine
+from trialpath.models import CsTask
 from trialpath.services import Services, port_open
 from trialpath.temporal import DATA_CONVERTER
 
@@ -196,7 +200,7 @@ def api_checks(env: dict[str, str]) -> None:
         assert (erased["cancelled"], erased["erased"]) == (True, True)
         assert erased["runs_deleted"] >= 1 and erased["erased_rows"]["trials"] == 1
         assert api.get("/trials/e2e-1").json()["stage"] == "cancelled"
-    readme_curl_examples_work(base, key)
+    readme_curl_examples_work(base, key, Path(env["TRIALPATH_DATA_DIR"]))
 
 
 def unsubscribe_link_works(data_dir: Path, base: str, key: str) -> None:
@@ -253,8 +257,8 @@ def readme_python_example_works(base: str, key: str) -> None:
     assert done.stdout.strip() in ("qualifying", "onboarding")
 
 
-def readme_curl_examples_work(base: str, key: str) -> None:
-    main, conversion, inbox, guidance = curl_blocks()
+def readme_curl_examples_work(base: str, key: str, data_dir: Path) -> None:
+    main, conversion, inbox, tasks, guidance = curl_blocks()
     # The example books the call on a fixed date, which the API refuses once it is past:
     # the same request, tomorrow.
     booked = re.search(r'"at": "([^"]+)"', main)
@@ -282,6 +286,16 @@ def readme_curl_examples_work(base: str, key: str) -> None:
     assert run_curl(block, base, key) == [200, 200, 200]
     # The in-app guidance block: the checklist and a widget token.
     assert run_curl(guidance.replace("user-42", "user-43"), base, key) == [200, 200]
+    # The support queue block, on a task of user-43 (as the journey opens one).
+    task = f"{workflow_id_for('user-43')}:support_alert.1"
+    with Session(make_engine(Settings(data_dir=data_dir).effective_database_url)) as session:
+        session.add(
+            CsTask(key=task, user_id="user-43", workflow_id=workflow_id_for("user-43"),
+                   reason="no key action since the stall nudge", owner="Camille")
+        )  # fmt: skip
+        session.commit()
+    block = tasks.replace("owner=Camille", "owner=Camille&user_id=user-43").replace("TASK", task)
+    assert run_curl(block, base, key) == [200, 200, 200, 200]
 
 
 @pytest.mark.takes(seconds=75)
