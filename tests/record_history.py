@@ -63,10 +63,19 @@ async def record(version: str) -> None:
                 )
                 # Started as the API starts trials (no signup time) since v3.
                 handle = await trial.start(as_the_api=True)
-                await trial.qualify("business", "team_coordination", "evaluating")
+                # Since v7 (rules 4) an evaluating user gets no call with an agent: this one
+                # is offered a call in the agents' calendars, and support closes its task.
+                urgency = "this_month" if version >= "v7" else "evaluating"
+                await trial.qualify("business", "team_coordination", urgency)
                 await trial.event("login")
                 await trial.at_day(1.5)
                 await trial.signal("call_rescheduled", {"at": trial.iso(5.1)})
+                if version >= "v7":
+                    await trial.at_day(3.5)
+                    task = f"{handle.id}:support_alert.1"
+                    await trial.signal(
+                        "task_closed", {"task": task, "kind": "stalled", "outcome": "reached_user"}
+                    )
                 await trial.at_day(5.2)
                 await trial.signal("call_completed", {"notes": "demo of workflows"})
                 await trial.event("workflow_created")

@@ -337,7 +337,10 @@ async def test_call_extension_conversion_unsubscribe(
     api: httpx.AsyncClient, env: WorkflowEnvironment, settings: Settings
 ) -> None:
     await started(api, env, "api-sig")
-    at = (datetime.now(UTC) + timedelta(days=3)).isoformat()
+    # At noon: a call must fit in one of the agent's days (one that ran past midnight would
+    # find no agent, whatever the hour the test runs at).
+    noon = (datetime.now(UTC) + timedelta(days=3)).replace(hour=12, minute=0, second=0)
+    at = noon.replace(microsecond=0).isoformat()
     booked = await api.post(
         "/v1/trials/api-sig/call", json={"action": "booked", "at": at, "agent": "Julia"}
     )

@@ -69,6 +69,7 @@ with workflow.unsafe.imports_passed_through():
         TaskClosed,
         TrialStatus,
         Unsubscribe,
+        workflow_id_for,
     )
     from trialpath.definition import Channel, JourneyDefinition
 
@@ -308,7 +309,9 @@ class TrialWorkflow:
                     retry_policy=SEND_RETRY,
                 )
         if step.message in TASK_KINDS and step.extra.get("cs_task"):
-            key = f"{workflow.info().workflow_id}:{step.occurrence}"
+            # Named after the user, not this run's id: a replay under another id (tests) or a
+            # closed task's signal finds the same key.
+            key = f"{workflow_id_for(self._state.user_id)}:{step.occurrence}"
             kind = str(step.extra.get("kind", TASK_KINDS[step.message]))
             await workflow.execute_activity_method(
                 MessagingActivities.open_cs_task,
