@@ -158,6 +158,15 @@ class PersonaPath(_Strict):
     activation: ActivationRule
     drip: tuple[DripStep, ...]
 
+    def steps(self) -> dict[str, int]:
+        """The persona's onboarding steps, each event with the count it needs: the events
+        its activation rule requires, then its milestone (once) if not among them. The
+        checklist shows them; onboarding completion asks each done once."""
+        return {
+            **self.activation.require,
+            self.milestone: self.activation.require.get(self.milestone, 1),
+        }
+
 
 class ChecklistItem(_Strict):
     """How the onboarding checklist shows one event: a label and where in the product to do it."""

@@ -78,8 +78,7 @@ def checklist(engine: Engine, defn: JourneyDefinition, app_url: str, user_id: st
         trial = known_trial(session, user_id)
         persona = trial.persona if trial.persona in defn.personas else defn.default_persona
         path = defn.personas[persona]
-        required = dict(path.activation.require)
-        required.setdefault(path.milestone, 1)
+        required = path.steps()
         counts = dict(
             session.exec(
                 select(TrialEvent.name, func.count())

@@ -501,19 +501,12 @@ def onboarding_completion(
     purpose: doing each step once is not reaching the rule's counts in its window, nor value."""
     journey = journey or current_journey()
     done_by_persona = [
-        and_(T.c.persona == persona, *(_did(name) for name in onboarding_steps(journey, persona)))
-        for persona in journey.personas
+        and_(T.c.persona == persona, *(_did(name) for name in path.steps()))
+        for persona, path in journey.personas.items()
     ]
     return _rate_rows(
         engine, filters, _no_channel(by), "onboarding_completion", or_(*done_by_persona)
     )
-
-
-def onboarding_steps(journey: JourneyDefinition, persona: str) -> tuple[str, ...]:
-    """A persona's onboarding steps: its milestone, then the events its activation rule
-    requires (each once)."""
-    path = journey.personas[persona]  # type: ignore[index]
-    return tuple(dict.fromkeys([path.milestone, *path.activation.require]))
 
 
 def _did(name: str) -> ColumnElement[bool]:

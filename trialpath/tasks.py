@@ -22,7 +22,7 @@ PostgreSQL alike: two agents claiming the same task at once get one success and 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, Field, model_validator
@@ -146,7 +146,7 @@ def user_of(key: str) -> str | None:
 def state_of(task: CsTask, now: datetime) -> TaskState:
     if task.done:
         return "closed"
-    if task.snoozed_until is not None and _aware(task.snoozed_until) > now:
+    if task.snoozed_until is not None and task.snoozed_until > now:
         return "snoozed"
     return "claimed" if task.claimed_at is not None else "open"
 
@@ -232,10 +232,10 @@ def _view(task: CsTask, now: datetime, persona: str | None, stage: str | None) -
         agent=task.agent,
         persona=persona,
         stage=stage,
-        created_at=_aware(task.created_at),
-        claimed_at=_maybe(task.claimed_at),
-        snoozed_until=_maybe(task.snoozed_until) if not task.done else None,
-        closed_at=_maybe(task.closed_at),
+        created_at=task.created_at,
+        claimed_at=task.claimed_at,
+        snoozed_until=task.snoozed_until if not task.done else None,
+        closed_at=task.closed_at,
         outcome=task.outcome,
         note=task.note,
     )
@@ -328,7 +328,7 @@ def close_task(engine: Engine, key: str, command: CloseTask, now: datetime | Non
                 return Closed(task=get_task(engine, key, now), signal_id=None)
             raise TaskConflict(
                 f"task {key!r} was already closed as {latest.outcome} "
-                f"on {_aware(latest.closed_at or now).isoformat()}"
+                f"on {(latest.closed_at or now).isoformat()}"
             )
         signal = PendingSignal(
             workflow_id=task.workflow_id or workflow_id_for(task.user_id),
@@ -344,11 +344,3 @@ def close_task(engine: Engine, key: str, command: CloseTask, now: datetime | Non
         session.commit()
         signal_id = signal.id
     return Closed(task=get_task(engine, key, now), signal_id=signal_id)
-
-
-def _aware(at: datetime) -> datetime:
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
-
-
-def _maybe(at: datetime | None) -> datetime | None:
-    return _aware(at) if at is not None else None

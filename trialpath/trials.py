@@ -530,7 +530,7 @@ class Trials:
                 raise TrialEnded(f"the trial of user {user_id} has ended")
             if trial.erased_at is not None:
                 raise TrialEnded(f"the trial of user {user_id} has ended and its data was erased")
-            ended = _aware(trial.ended_at or trial.updated_at)
+            ended = trial.ended_at or trial.updated_at
             days = self.settings.events_after_end_days
             if now > ended + timedelta(seconds=days * trial.seconds_per_day):
                 raise TrialEnded(
@@ -1084,8 +1084,3 @@ def _rpc_problem(err: RPCError, user_id: str) -> TrialProblem:
     if err.status == RPCStatusCode.NOT_FOUND:
         return TrialEnded(f"the trial of user {user_id} has ended")
     return _unavailable(err)
-
-
-def _aware(at: datetime) -> datetime:
-    """SQLite gives back naive datetimes for UTC columns."""
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
