@@ -1059,8 +1059,16 @@ def templates_preview(
 # --- kpis ------------------------------------------------------------------------------------
 
 
-@app.command()
+kpis_app = typer.Typer(
+    help="The onboarding KPIs of the trials signed up in a period (definitions: docs/kpis.md).",
+    invoke_without_command=True,
+)
+app.add_typer(kpis_app, name="kpis")
+
+
+@kpis_app.callback()
 def kpis(
+    ctx: typer.Context,
     since: Annotated[
         str | None,
         typer.Option(help="Trials signed up on or after this day (YYYY-MM-DD, or ISO date-time)."),
@@ -1087,7 +1095,10 @@ def kpis(
 ) -> None:
     """The onboarding KPIs of the trials signed up in a period (definitions: docs/kpis.md).
 
-    Rows whose n (denominator) is under 30 are dimmed: too few users to read much into."""
+    Rows whose n (denominator) is under 30 are dimmed: too few users to read much into.
+    Without a subcommand it prints them; the subcommands answer other growth questions."""
+    if ctx.invoked_subcommand is not None:
+        return
     from sqlalchemy.exc import SQLAlchemyError
 
     from trialpath.definition import DefinitionError
