@@ -40,6 +40,7 @@ from trialpath.dbcli import db_app
 from trialpath.definition import Persona
 from trialpath.history import history_app
 from trialpath.journey import ATTENTION, JourneyClock
+from trialpath.journeycli import journey_app
 from trialpath.models import Message, Trial
 from trialpath.preferences import signing_secret
 from trialpath.services import ServiceError, Services, port_open, running
@@ -79,6 +80,7 @@ app.add_typer(history_app, name="history")
 keys_app = typer.Typer(help="API keys (TRIALPATH_API_KEYS).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(tasks_app, name="tasks")
+app.add_typer(journey_app, name="journey")
 app.add_typer(agents_app, name="agents")
 
 console = Console()

@@ -4,6 +4,8 @@
     GET /message/{channel}/{message}    one card alone, larger
     GET /events                         Server-Sent Events: `change` when a template file changes
     GET /version                        JSON fingerprint of the templates folder
+    GET /journey                        the journey drawn (trialpath/journeymap.py), each
+                                        message linking to its card, each card back to it
 
 The pages take `persona`, `locale`, `sample` (see trialpath/samples.py) and `width`
 (`desktop` or `mobile`). Messages are rendered by the worker's own Renderer, whose Jinja loader
@@ -43,6 +45,7 @@ from trialpath.definition import (
     load_definition,
 )
 from trialpath.delivery.twilio import sms_segments
+from trialpath.journeymap import journey_map, preview_link, to_html
 from trialpath.samples import SAMPLE_USERS, SampleUser, sample_context
 from trialpath.services import ServiceError, port_open
 from trialpath.templating import (
@@ -423,6 +426,7 @@ def gallery(
         total=len(cards),
         errors=[card for card in cards if card.error],
         fallbacks=sum(1 for card in cards if card.fallbacks),
+        anchors=_anchors(defn, view),
     )
     return HTMLResponse(body)
 
@@ -457,8 +461,27 @@ def one_message(
         stamp,
         action=f"/message/{channel}/{message}",
         card=card,
+        anchors=_anchors(defn, view),
     )
     return HTMLResponse(body)
+
+
+@router.get("/journey", response_class=HTMLResponse)
+def journey_page(preview: PreviewDep) -> HTMLResponse:
+    """The journey drawn, read from the journey file at each load like the cards."""
+    return HTMLResponse(to_html(journey_map(preview.definition()), preview_link()))
+
+
+def _anchors(defn: JourneyDefinition, view: View) -> dict[str, str]:
+    """Where each message is drawn on /journey, on the viewed persona's path if it is there."""
+    drawn = journey_map(defn)
+    anchors = {}
+    for node in drawn.nodes():
+        if node.message is not None and node.message not in anchors:
+            anchor = drawn.anchor(node.message, view.persona)
+            if anchor is not None:
+                anchors[node.message] = anchor
+    return anchors
 
 
 @router.get("/events")
@@ -668,6 +691,7 @@ _BASE = """<!doctype html>
 _BAR = """
 <form class="bar" method="get" action="{{ action }}" data-testid="controls">
   <h1><a href="/?{{ view.query() }}">Message preview</a></h1>
+  <a href="/journey" data-testid="journey-link">Journey map</a>
   <label>Persona
     <select name="persona" data-testid="persona-select" onchange="this.form.submit()">
     {% for p in personas %}
@@ -730,6 +754,9 @@ _CARD = """
       {{- 'fallback · ' ~ fb.text }}</span>
     {% endfor %}
     {% if not large %}<a class="open" href="{{ card.url }}">open alone</a>{% endif %}
+    {% if anchors is defined and send.message in anchors %}
+    <a class="open" href="/journey#{{ anchors[send.message] }}" data-testid="in-journey">
+      in the journey</a>{% endif %}
   </header>
   {% if send.note %}<p class="note">{{ labels[send.channel] }} {{ send.note }}.</p>{% endif %}
   {% for note in card.notes %}<p class="note" data-testid="card-note">{{ note }}</p>{% endfor %}
