@@ -199,5 +199,5 @@ def test_mermaid_itself_renders_the_flowchart(
         finally:
             browser.close()
     assert svg.count('class="node ') == len(list(drawn.nodes()))
-    assert svg.count('class="cluster ') == len(drawn.lanes)
+    assert svg.count('class="cluster"') == len(drawn.lanes)
     assert "drip_invite_team" in svg and "Syntax error" not in svg

@@ -420,7 +420,9 @@ def to_mermaid(journey: JourneyMap, link: Callable[[Node], str | None] | None = 
             lines.append(f"    {node.id}{left}{caption}{right}{klass}")
             url = link(node) if link is not None else None
             if url:
-                clicks.append(f'  click {node.id} href "{url}" "{_mermaid_text(node.note)}"')
+                # An empty tooltip ("") is a syntax error for Mermaid: leave it out instead.
+                tip = f' "{_mermaid_text(node.note)}"' if node.note else ""
+                clicks.append(f'  click {node.id} href "{url}"{tip}')
         lines.append("  end")
     for edge in journey.edges:
         arrow = f'-->|"{_mermaid_text(edge.label)}"|' if edge.label else "-->"
