@@ -109,7 +109,7 @@ def build_worker(
         company_address=settings.company_address,
         support_email=settings.support_email,
     )
-    journey_activities = JourneyActivities(settings.journey_file)
+    journey_activities = JourneyActivities(settings.journey_file, engine)
     messaging = MessagingActivities(
         engine,
         Renderer(settings.templates_dir),
@@ -129,6 +129,7 @@ def build_worker(
         workflows=[TrialWorkflow],
         activities=[
             journey_activities.load_journey,
+            journey_activities.load_journey_version,
             messaging.send_message,
             messaging.alert_template_failure,
             messaging.assign_agent,

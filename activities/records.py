@@ -46,6 +46,8 @@ class TrialSnapshot(BaseModel):
     trial_ends_at: datetime
     cs_owner: str | None
     experiment_arm: str
+    journey_version: int | None = None
+    """The stored journey version (`journey_versions.id`); None before versions existed."""
     converted_plan: str | None
     mrr: float | None
     converted_at: datetime | None

@@ -14,7 +14,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from trialpath.definition import CHALLENGES, PERSONAS, URGENCIES, Challenge, Persona, Urgency
+from trialpath.definition import (
+    CHALLENGES,
+    PERSONAS,
+    URGENCIES,
+    Challenge,
+    JourneyDefinition,
+    Persona,
+    Urgency,
+)
 
 WORKFLOW_TYPE = "TrialWorkflow"
 DEFAULT_TASK_QUEUE = "trialpath"
@@ -30,7 +38,9 @@ SIGNAL_CANCEL = "cancel"
 SIGNAL_UNSUBSCRIBE = "unsubscribe"
 SIGNAL_TASK_CLOSED = "task_closed"
 UPDATE_QUALIFY = "qualify"
+UPDATE_MOVE_JOURNEY = "move_journey"
 QUERY_STATUS = "status"
+QUERY_MOVE_PROBLEMS = "move_problems"
 
 Stage = Literal[
     "qualifying", "onboarding", "activated", "converting", "converted", "expired", "cancelled"
@@ -57,8 +67,11 @@ USER_ID_PATTERN = f"^{_USER_ID.pattern}$"
 EMAIL_PATTERN = f"^{_EMAIL_LIKE.pattern}$"
 
 
+WORKFLOW_ID_PREFIX = "trial-"
+
+
 def workflow_id_for(user_id: str) -> str:
-    return f"trial-{user_id}"
+    return f"{WORKFLOW_ID_PREFIX}{user_id}"
 
 
 def check_user_id(user_id: str) -> str:
@@ -110,6 +123,33 @@ class QualifyInput(_Payload):
 
 class QualifyResult(_Payload):
     persona: Persona
+
+
+class JourneyVersionRef(_Payload):
+    """A stored journey version (`journey_versions`, trialpath/versions.py): its number, the
+    SHA-256 of its canonical JSON, and the file's own `version` string."""
+
+    id: int
+    content_hash: str
+    label: str
+
+    @property
+    def name(self) -> str:
+        return f"v{self.id}"
+
+
+class MoveJourney(_Payload):
+    """Input of the `move_journey` update (and the `move_problems` query): the version to move
+    the trial to, with its definition."""
+
+    version: JourneyVersionRef
+    definition: JourneyDefinition
+
+
+class MoveResult(_Payload):
+    moved_from: str | None
+    """The version left (`v2`), None if the trial's was not known."""
+    moved_to: str
 
 
 class Acquisition(_Payload):
@@ -272,4 +312,6 @@ class TrialStatus(_Payload):
     """Why a human should look now (the `NeedsAttention` search attribute)."""
     open_tasks: dict[str, str] = {}
     """Support tasks opened for this trial and not closed: key → kind."""
+    journey_version: str | None = None
+    """The stored journey version the trial runs (`v3`); None for trials started before."""
     summary: str = ""

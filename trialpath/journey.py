@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, Field
 
 from trialpath.contract import (
+    JourneyVersionRef,
     Stage,
     TrialProfile,
     Unsubscribe,
@@ -1762,6 +1763,9 @@ class Carried(_State):
     definition: JourneyDefinition
     state: TrialState
     clock: JourneyClock
+    version: JourneyVersionRef | None = None
+    """The stored version of `definition` (None: the trial started before versions were
+    recorded)."""
 
 
 class TrialInput(_State):

@@ -99,6 +99,29 @@ class Trial(TrialBase, table=True):
     utm_campaign: str | None = Field(default=None, max_length=200)
     referrer: str | None = Field(default=None, max_length=500)
     landing_page: str | None = Field(default=None, max_length=500)
+    journey_version: int | None = Field(default=None, index=True)
+    """The stored journey version (`journey_versions.id`) the trial runs; None: started before
+    versions were recorded."""
+
+
+class JourneyVersion(SQLModel, table=True):
+    """A journey definition some trial has run, stored once per content: what `trialpath journey
+    versions|show|diff` read, and what `journey migrate` moves trials to."""
+
+    __tablename__ = "journey_versions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    content_hash: str = Field(unique=True, max_length=64)
+    """SHA-256 of the definition's canonical JSON: the same rules, the same version, whatever
+    the file's comments or layout."""
+    label: str = Field(max_length=100)
+    """The file's own `version` string (several versions may share one when it was not bumped)."""
+    definition: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    source: str | None = Field(default=None, max_length=500)
+    """Where it was loaded from the first time (a path)."""
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UtcDateTime(), nullable=False)
+    )
 
 
 class TrialEvent(SQLModel, table=True):

@@ -37,6 +37,7 @@ SEARCH_ATTRIBUTE_TYPES: dict[str, IndexedValueType.ValueType] = {
     "ExperimentArm": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
     "CsOwner": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
     "NeedsAttention": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD_LIST,
+    "JourneyVersion": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
 }
 
 

@@ -38,9 +38,10 @@ with workflow.unsafe.imports_passed_through():
         StageRecord,
         TrialSnapshot,
     )
-    from trialpath import journey
+    from trialpath import journey, moves
     from trialpath.agents import SlotRequest
     from trialpath.contract import (
+        QUERY_MOVE_PROBLEMS,
         QUERY_STATUS,
         SIGNAL_CALL_BOOKED,
         SIGNAL_CALL_COMPLETED,
@@ -52,6 +53,7 @@ with workflow.unsafe.imports_passed_through():
         SIGNAL_EXTEND_TRIAL,
         SIGNAL_TASK_CLOSED,
         SIGNAL_UNSUBSCRIBE,
+        UPDATE_MOVE_JOURNEY,
         UPDATE_QUALIFY,
         WORKFLOW_TYPE,
         CallBooked,
@@ -63,6 +65,9 @@ with workflow.unsafe.imports_passed_through():
         Converted,
         EventSignal,
         ExtendTrial,
+        JourneyVersionRef,
+        MoveJourney,
+        MoveResult,
         QualifyInput,
         QualifyResult,
         SentStatus,
@@ -80,6 +85,7 @@ TRIAL_ENDS_AT = SearchAttributeKey.for_datetime("TrialEndsAt")
 EXPERIMENT_ARM = SearchAttributeKey.for_keyword("ExperimentArm")
 CS_OWNER = SearchAttributeKey.for_keyword("CsOwner")
 NEEDS_ATTENTION = SearchAttributeKey.for_keyword_list("NeedsAttention")
+JOURNEY_VERSION = SearchAttributeKey.for_keyword("JourneyVersion")
 SEARCH_ATTRIBUTES = (TRIAL_STAGE, PERSONA, ACTIVATED, TRIAL_ENDS_AT, EXPERIMENT_ARM, CS_OWNER)
 
 TEMPLATE_BROKEN = "template_broken"
@@ -91,6 +97,7 @@ PATCH_RULES_2 = "journey-rules-2"
 PATCH_RULES_3 = "journey-rules-3"
 PATCH_RULES_4 = "journey-rules-4"
 PATCH_NEEDS_ATTENTION = "needs-attention"
+PATCH_JOURNEY_VERSIONS = "journey-versions"
 TASK_KINDS = {
     "support_alert": "stalled",
     "inactive_alert": "inactive",
@@ -135,6 +142,8 @@ class TrialWorkflow:
         carried = input.carried
         self._defn: JourneyDefinition | None = carried.definition if carried else None
         self._state: journey.TrialState | None = carried.state if carried else None
+        self._version: JourneyVersionRef | None = carried.version if carried else None
+        self._move: MoveJourney | None = None
         if carried:
             self._clock = carried.clock
         else:
@@ -162,7 +171,15 @@ class TrialWorkflow:
 
     @workflow.run
     async def run(self, input: journey.TrialInput) -> TrialStatus:
-        if self._defn is None:
+        if self._defn is None and workflow.patched(PATCH_JOURNEY_VERSIONS):
+            loaded = await workflow.execute_activity_method(
+                JourneyActivities.load_journey_version,
+                LoadJourneyInput(),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=DB_RETRY,
+            )
+            self._defn, self._version = loaded.definition, loaded.version
+        elif self._defn is None:
             self._defn = await workflow.execute_activity_method(
                 JourneyActivities.load_journey,
                 LoadJourneyInput(),
@@ -192,6 +209,23 @@ class TrialWorkflow:
             # activity runs must wake the next wait at once.
             self._dirty = False
             now = self._now()
+            if self._move is not None:
+                # Between two steps: nothing is being sent. The next run starts from the same
+                # state with the new definition (docs/versioning.md, "Moving running trials").
+                move = self._move
+                await self._sync(now, force=True)
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(
+                    journey.TrialInput(
+                        profile=self._profile,
+                        carried=journey.Carried(
+                            definition=move.definition,
+                            state=state,
+                            clock=self._clock,
+                            version=move.version,
+                        ),
+                    )
+                )
             step = journey.next_step(defn, state, now)
             await self._sync(now)
             for occurrence in journey.take_abandoned(state):
@@ -228,7 +262,10 @@ class TrialWorkflow:
                         journey.TrialInput(
                             profile=self._profile,
                             carried=journey.Carried(
-                                definition=defn, state=state, clock=self._clock
+                                definition=defn,
+                                state=state,
+                                clock=self._clock,
+                                version=self._version,
                             ),
                         )
                     )
@@ -536,6 +573,11 @@ class TrialWorkflow:
                     NEEDS_ATTENTION.value_set(reasons) if reasons else NEEDS_ATTENTION.value_unset()
                 )
                 self._attributes[NEEDS_ATTENTION.name] = reasons
+        if self._version is not None and self._attributes.get(JOURNEY_VERSION.name) != (
+            name := self._version.name
+        ):
+            updates.append(JOURNEY_VERSION.value_set(name))
+            self._attributes[JOURNEY_VERSION.name] = name
         if updates:
             workflow.upsert_search_attributes(updates)
 
@@ -557,6 +599,7 @@ class TrialWorkflow:
             trial_ends_at=real(journey.trial_ends_at(state)),
             cs_owner=state.call.agent,
             experiment_arm=state.arm,
+            journey_version=self._version.id if self._version else None,
             converted_plan=state.converted.plan if state.converted else None,
             mrr=state.converted.mrr if state.converted else None,
             converted_at=real(state.converted.at) if state.converted else None,
@@ -705,6 +748,49 @@ class TrialWorkflow:
         if self._state is not None and journey.is_ended(self._state):
             raise ValueError("the trial has ended; qualifier answers no longer apply")
 
+    @workflow.update(name=UPDATE_MOVE_JOURNEY)
+    async def move_journey(self, move: MoveJourney) -> MoveResult:
+        """Moves the trial to another journey version at the next safe point: right away, between
+        two steps, it continues as new with the same state and the new definition."""
+        self._move = move
+        self._dirty = True
+        return MoveResult(
+            moved_from=self._version.name if self._version else None, moved_to=move.version.name
+        )
+
+    @move_journey.validator
+    def _validate_move(self, move: MoveJourney) -> None:
+        problems = self._move_problems(move)
+        if problems:
+            raise ValueError("cannot move: " + "; ".join(problems))
+
+    @workflow.query(name=QUERY_MOVE_PROBLEMS)
+    def move_problems(self, move: MoveJourney) -> list[str]:
+        """Why `move_journey` would refuse this move now (empty: it would move): a dry run."""
+        return self._move_problems(move)
+
+    def _move_problems(self, move: MoveJourney) -> list[str]:
+        state, defn = self._state, self._defn
+        if state is None or defn is None:
+            return ["the trial has not loaded its journey yet"]
+        if journey.is_ended(state):
+            return ["the trial has ended"]
+        if self._move is not None:
+            return [f"it is already moving to {self._move.version.name}"]
+        if self._version is not None and self._version.content_hash == move.version.content_hash:
+            return [f"it already runs {self._version.name}"]
+        path = journey.path_persona(defn, state)
+        pending = [queued.message for queued in state.queued]
+        pending += [moves.message_of(occurrence) for occurrence in state.held]
+        return moves.problems(
+            move.definition,
+            persona=state.persona,
+            arm=state.arm,
+            current=moves.current_step(list(state.done), defn, path),
+            pending=pending,
+            old=defn,
+        )
+
     # --- query -------------------------------------------------------------------------------
 
     @workflow.query(name=QUERY_STATUS)
@@ -755,4 +841,5 @@ class TrialWorkflow:
             trial_day=journey.trial_day(state, now),
             ends_on=state.ends_on,
             summary=journey.summary(defn, state, now),
+            journey_version=self._version.name if self._version else None,
         )
