@@ -42,8 +42,9 @@ SECONDS_PER_DAY = 6.0
 DAY = timedelta(seconds=SECONDS_PER_DAY)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A server per test: the database parametrisations run the same users and queries."""
     async with await WorkflowEnvironment.start_local(
         data_converter=DATA_CONVERTER,
         ip="127.0.0.1",

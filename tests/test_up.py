@@ -126,6 +126,28 @@ def test_up_runs_the_demo_and_finds_it_again(up_env: dict[str, str]) -> None:
         )
         assert total == 24 and technical >= 4 and converted >= 2
         assert attention >= 1
+        # Histories made by this code on a real server replay with it (what to do before each
+        # deploy: docs/versioning.md), every version of the journey they ran included.
+        sampled = Path(up_env["TRIALPATH_DATA_DIR"]) / "sampled-histories"
+        exported = subprocess.run(
+            [TRIALPATH, "history", "sample", "--count", "10", "--out", str(sampled)],
+            env=up_env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert exported.returncode == 0, exported.stdout + exported.stderr
+        files = sorted(sampled.glob("trial-*.json"))
+        assert len(files) == 10, exported.stdout
+        replayed = subprocess.run(
+            [TRIALPATH, "history", "replay", *map(str, files)],
+            env=up_env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+        assert replayed.stdout.count("ok ") == 10, replayed.stdout
     finally:
         services.stop_all()
 

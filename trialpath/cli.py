@@ -1081,8 +1081,8 @@ def kpis(
     by: Annotated[
         str | None,
         typer.Option(
-            help="Split: persona, cohort (ISO week of signup), arm, channel or source "
-            "(where users came from)."
+            help="Split: persona, cohort (ISO week of signup), arm, channel, source "
+            "(where users came from), qualifier or journey (the journey version)."
         ),
     ] = None,
     output: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",

@@ -17,7 +17,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.service import RPCError, RPCStatusCode
 
 from trialpath.config import get_settings
-from trialpath.contract import check_user_id, workflow_id_for
+from trialpath.contract import WORKFLOW_TYPE, check_user_id, workflow_id_for
 from trialpath.temporal import connect, data_converter
 
 history_app = typer.Typer(
@@ -67,6 +67,45 @@ def export(
         return
     out.write_text(text)
     console.print(f"Wrote {out} ({len(history.events)} events of {history.workflow_id}).")
+
+
+@history_app.command("sample")
+def sample(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the histories to.")],
+    count: Annotated[int, typer.Option(min=1, max=1000, help="How many trials.")] = 20,
+    where: Annotated[
+        str | None,
+        typer.Option(
+            help="Narrow the trials with a visibility query, e.g. \"Persona = 'business'\"."
+        ),
+    ] = None,
+) -> None:
+    """Export the histories of the most recent trials (running or not), one file each: a sample
+    of production to replay before deploying workflow code (`history replay DIR/*.json`)."""
+    settings = get_settings()
+    query = f"WorkflowType = '{WORKFLOW_TYPE}'" + (f" AND ({where})" if where else "")
+
+    async def fetch() -> list[WorkflowHistory]:
+        client = await connect(settings)
+        found = []
+        async for execution in client.list_workflows(query, limit=count):
+            handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
+            found.append(await handle.fetch_history())
+        return found
+
+    try:
+        histories = asyncio.run(fetch())
+    except RPCError as err:
+        raise _fail(f"Temporal at {settings.temporal_address}: {err.message}") from err
+    except RuntimeError as err:
+        raise _fail(f"cannot reach Temporal at {settings.temporal_address} ({err})") from err
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for history in histories:
+            (out / f"{history.workflow_id}.json").write_text(history.to_json())
+    except OSError as err:
+        raise _fail(f"cannot write to {out}: {err.strerror or err}") from err
+    console.print(f"Wrote {len(histories)} histories to {out}.")
 
 
 @history_app.command("replay")

@@ -41,6 +41,7 @@ from sqlalchemy import (
     Engine,
     FromClause,
     Integer,
+    String,
     Table,
     and_,
     case,
@@ -69,8 +70,9 @@ from trialpath.stats import (
     two_proportions,
 )
 
-Split = Literal["persona", "cohort", "arm", "channel", "source", "qualifier"]
+Split = Literal["persona", "cohort", "arm", "channel", "source", "qualifier", "journey"]
 SPLITS: tuple[Split, ...] = get_args(Split)
+UNRECORDED_VERSION = "unrecorded"
 Unit = Literal["hours", "%", "score", "count", "EUR"]
 
 ALL = "all"
@@ -300,6 +302,16 @@ def _group(engine: Engine, by: Split | None) -> ColumnElement[Any]:
             (T.c.persona_source.in_(ANSWERED), literal_column("'answered'")),
             (T.c.persona_source.is_not(None), T.c.persona_source),
             else_=literal_column(f"'{UNKNOWN_PERSONA}'"),
+        )
+    elif by == "journey":
+        # The stored journey version the trial runs (`v3`); trials started before versions
+        # were recorded are "unrecorded".
+        expr = case(
+            (
+                T.c.journey_version.is_not(None),
+                literal_column("'v'").op("||")(cast(T.c.journey_version, String)),
+            ),
+            else_=literal_column(f"'{UNRECORDED_VERSION}'"),
         )
     else:
         expr = literal_column(f"'{ALL}'")

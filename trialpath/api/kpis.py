@@ -174,7 +174,8 @@ CSV_CONTENT = {"text/csv": {"schema": {"type": "string"}}}
 @router.get(
     "/kpis",
     response_model=KpisAnswer,
-    summary="Onboarding KPIs, optionally split by persona, cohort, arm, channel or source",
+    summary="Onboarding KPIs, optionally split by persona, cohort, arm, channel, source, "
+    "qualifier or journey version",
     responses={
         200: {"description": "The KPIs (JSON), or one CSV row per KPI and group"},
         **_problems(401, 403, 422),
@@ -189,8 +190,9 @@ def get_kpis(
     by: Annotated[
         Split | None,
         Query(
-            description="persona, cohort (ISO week of signup), arm, channel, or source "
-            "(utm_source, else the referrer's host, else direct)."
+            description="persona, cohort (ISO week of signup), arm, channel, source "
+            "(utm_source, else the referrer's host, else direct), qualifier (how the persona "
+            "was known) or journey (the journey version, v3)."
         ),
     ] = None,
     output: Annotated[Literal["json", "csv"], Query(alias="format")] = "json",
