@@ -46,6 +46,7 @@ COVERAGE: dict[str, str] = {
     "agent_assignments": "kept: workflow id and agent (no personal data)",
     "agent_cursor": "no user data",
     "agents": "no user data (the success-call agents' settings)",
+    "journey_versions": "no user data (the journey definitions trials ran)",
     "call_slots": "kept: workflow id, agent and times (no personal data); calls still to come "
     "are freed (the erased trial's workflow is terminated before it could free them)",
     "alembic_version": "no user data",
