@@ -137,6 +137,15 @@ def _unless_read_without_in_app(data: dict[str, Any]) -> None:
     step["unless_read_hours"], step["channels"] = 24, ["email"]
 
 
+def _drip_out_of_order(data: dict[str, Any]) -> None:
+    data["personas"]["executive"]["drip"][4]["day"] = 3  # drip_reporting, after day 7
+
+
+def _drip_twice(data: dict[str, Any]) -> None:
+    drip = data["personas"]["business"]["drip"]
+    drip.append({**drip[-1], "day": 12})
+
+
 def _unless_read_message_alone(data: dict[str, Any]) -> None:
     data["messages"]["activated"]["unless_read_hours"] = 0
 
@@ -151,6 +160,12 @@ def _unless_read_message_alone(data: dict[str, Any]) -> None:
             "drip step drip_roi_calculator: unless_read_hours needs in_app",
         ),
         (_unless_read_message_alone, "unless_read_hours"),
+        (
+            _drip_out_of_order,
+            r"drip steps go in the order of their days: drip_reporting \(day 3\) is listed "
+            r"after drip_roi_calculator \(day 7\)",
+        ),
+        (_drip_twice, "a drip step is listed twice: drip_team_collaboration"),
         (_drop_persona, r"personas lacks \['executive'\]"),
         (_window_backwards, "send_window.end must be after send_window.start"),
         (_window_empty, "send_window.end must be after send_window.start"),

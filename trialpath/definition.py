@@ -158,6 +158,22 @@ class PersonaPath(_Strict):
     activation: ActivationRule
     drip: tuple[DripStep, ...]
 
+    @model_validator(mode="after")
+    def _in_day_order(self) -> PersonaPath:
+        # A trial takes the first step it has not done yet: a step listed after a later day
+        # would wait behind it, silently late.
+        for before, after in zip(self.drip, self.drip[1:], strict=False):
+            if after.day < before.day:
+                raise ValueError(
+                    f"drip steps go in the order of their days: {after.message} (day "
+                    f"{after.day}) is listed after {before.message} (day {before.day})"
+                )
+        names = [step.message for step in self.drip]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"a drip step is listed twice: {', '.join(twice)}")
+        return self
+
     def steps(self) -> dict[str, int]:
         """The persona's onboarding steps, each event with the count it needs: the events
         its activation rule requires, then its milestone (once) if not among them. The

@@ -218,7 +218,10 @@ def diff(
             f"No difference: {_name(a[0], before)} and {_name(b[0], after)} are the same."
         )
         return
-    table = Table("Setting", _name(a[0], before), _name(b[0], after), title="Journey diff")
+    table = Table(title="Journey diff")
+    # Folded, never cut: a setting's path is what the reader needs whole.
+    for header in ("Setting", _name(a[0], before), _name(b[0], after)):
+        table.add_column(header, overflow="fold")
     for change in changes:
         table.add_row(
             escape(change.path),
