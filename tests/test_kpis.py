@@ -40,7 +40,7 @@ from trialpath.config import Settings, SettingsError, get_settings
 from trialpath.db import make_engine
 from trialpath.kpis import Filters, KpiError, KpiValue
 from trialpath.models import Message, Preference, Trial, TrialEvent
-from trialpath.stats import needed_per_arm, two_proportions
+from trialpath.stats import always_valid_diff, needed_per_arm, two_proportions
 
 UNTIL = datetime(2026, 12, 1, tzinfo=UTC)
 AT = Filters(until=UNTIL)
@@ -783,3 +783,71 @@ async def test_api(api: httpx.AsyncClient, settings: Settings) -> None:
     assert bad.status_code == 422 and "before until" in bad.json()["detail"]
     no_key = await api.get("/v1/kpis", headers={"Authorization": ""})
     assert no_key.status_code == 401
+
+
+def test_experiment_report_reads_any_time_and_adjusts_by_what_was_known_at_signup(
+    engine: Engine,
+) -> None:
+    """40 users per arm; half told at signup they buy this week. Those activate at 75 %
+    (personalized) and 55 % (generic), the others at 25 % and 5 %: a 20-point effect in both
+    halves. Urgency explains much of who activates, so CUPED narrows the interval."""
+    with Session(engine) as session:
+        for arm, rates in (("personalized", (15, 5)), ("generic", (11, 1))):
+            for i in range(40):
+                urgent = i < 20
+                activated = (i < rates[0]) if urgent else (i - 20 < rates[1])
+                session.add(
+                    Trial(
+                        user_id=f"{arm}-{i}",
+                        workflow_id=f"trial-{arm}-{i}",
+                        persona="business",
+                        persona_source="signup",
+                        urgency="this_week" if urgent else "evaluating",
+                        experiment_arm=arm,
+                        activated=activated,
+                        signup_at=datetime(2026, 11, 2, tzinfo=UTC) + timedelta(minutes=i),
+                    )
+                )
+        session.commit()
+    row = next(r for r in kpis.experiment_report(engine, AT) if r.kpi == "activation_rate")
+    assert row.diff == pytest.approx(20.0)  # 50 % against 30 %
+    valid = always_valid_diff(20, 40, 12, 40)
+    assert (row.always_valid_low, row.always_valid_high) == (
+        pytest.approx(100 * valid.ci_low),
+        pytest.approx(100 * valid.ci_high),
+    )
+    assert row.always_valid_low < row.ci_low and row.always_valid_high > row.ci_high
+    # CUPED: y on the covariates (urgency this week is the only one that varies) pooled,
+    # theta = cov / var = 0.5 (urgent: 65 %, others 15 %); within each arm urgency is balanced,
+    # so the adjusted difference is the same 20 points with less variance.
+    assert row.cuped_diff == pytest.approx(20.0)
+    # Variance of y: 0.4 * 0.6 = 0.24; left within the two urgency groups: their mean variance.
+    within = (0.65 * 0.35 + 0.15 * 0.85) / 2
+    assert row.variance_reduction == pytest.approx(1 - within / 0.24, abs=0.01)
+    assert row.cuped_ci_high - row.cuped_ci_low < row.ci_high - row.ci_low
+
+
+async def test_the_power_calculator_over_http_and_the_command_line(
+    api: httpx.AsyncClient,
+) -> None:
+    answer = await api.get("/v1/kpis/power", params={"baseline": 0.2, "lift": 0.05})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert (body["per_arm"], body["total"], body["per_arm_arcsine"]) == (1094, 2188, 1092)
+    assert body["target"] == pytest.approx(0.25)
+    for params, detail in (
+        ({"baseline": 1.5, "lift": 0.05}, "baseline"),
+        ({"baseline": 0.9, "lift": 0.2}, "not a rate"),
+        ({"baseline": 0.2}, "lift"),
+    ):
+        refused = await api.get("/v1/kpis/power", params=params)
+        assert refused.status_code == 422, refused.text
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert detail in refused.text
+    runner = CliRunner()
+    shown = runner.invoke(app, ["kpis", "power", "--baseline", "0.2", "--lift", "0.25",
+                                "--relative", "--format", "json"])  # fmt: skip
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout)["per_arm"] == 1094
+    refused_cli = runner.invoke(app, ["kpis", "power", "--baseline", "0.2", "--lift", "0"])
+    assert refused_cli.exit_code == 2 and "lift must not be 0" in refused_cli.output

@@ -1157,6 +1157,46 @@ def kpis(
                     console.print(f"{c.kpi}, {c.arm}: {c.verdict}", soft_wrap=True, highlight=False)
 
 
+@kpis_app.command("power")
+def kpis_power(
+    baseline: Annotated[float, typer.Option(help="The control's rate now, e.g. 0.2 for 20 %.")],
+    lift: Annotated[
+        float,
+        typer.Option(help="The lift to detect: 0.05 = +5 points, or with --relative 0.1 = +10 %."),
+    ],
+    relative: Annotated[bool, typer.Option("--relative", help="--lift is relative.")] = False,
+    alpha: Annotated[float, typer.Option(help="Two-sided significance level.")] = 0.05,
+    power: Annotated[float, typer.Option(help="Chance to detect the lift if it is real.")] = 0.8,
+    arms: Annotated[int, typer.Option(help="Arms, control included.")] = 2,
+    output: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+) -> None:
+    """How many users an experiment on a rate needs before it can show a planned lift."""
+    from dataclasses import asdict
+
+    from trialpath.stats import plan_power
+
+    if output not in ("table", "json"):
+        raise fail(f"--format must be table or json, got {output!r}", 2)
+    try:
+        plan = plan_power(baseline, lift, relative=relative, alpha=alpha, power=power, arms=arms)
+    except ValueError as err:
+        raise fail(str(err), 2) from err
+    if output == "json":
+        sys.stdout.write(json.dumps({**asdict(plan), "total": plan.total}, indent=2) + "\n")
+        return
+    console.print(
+        f"From {plan.baseline:.1%} to {plan.target:.1%} (Cohen's h {plan.cohen_h:.3f}), "
+        f"two-sided at {plan.alpha:g} with {plan.power:.0%} power:\n"
+        f"  [b]{plan.per_arm:,}[/] users per arm, {plan.total:,} in all ({plan.arms} arms).\n"
+        f"  [dim]Cohen's arcsine method: {plan.per_arm_arcsine:,} per arm.[/]",
+        highlight=False,
+    )
+    if plan.arms > 2:
+        console.print(
+            "[dim]Each arm against the control, without correction for the several comparisons.[/]"
+        )
+
+
 def _kpi_table(
     values: list[Any], since: datetime | None, until: datetime | None, split: str | None
 ) -> Table:

@@ -62,7 +62,9 @@ from trialpath.definition import JourneyDefinition, load_definition
 from trialpath.models import UtcDateTime
 from trialpath.preferences import CHANNELS
 from trialpath.stats import (
+    always_valid_diff,
     bootstrap_median_diff,
+    cuped,
     mann_whitney,
     mean_diff,
     needed_per_arm,
@@ -1141,6 +1143,16 @@ class ArmComparison:
     needed_per_arm: int | None
     verdict: str
     method: str
+    always_valid_low: float | None = None
+    always_valid_high: float | None = None
+    """Rates: the always-valid interval of `diff` (normal-mixture confidence sequence): it can
+    be read on any day of the experiment, as often as wanted, and keeps its 95 %."""
+    cuped_diff: float | None = None
+    cuped_ci_low: float | None = None
+    cuped_ci_high: float | None = None
+    variance_reduction: float | None = None
+    """Activation and trial-to-paid: the difference adjusted by what was known of each user
+    at signup (CUPED), its interval, and the share of variance that removed (0 to 1)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -1222,7 +1234,12 @@ def experiment_report(
     for kpi in EXPERIMENT_KPIS:
         if kpi in _RATES:
             rows = {v.group: v for v in _RATES[kpi](engine, filters, "arm")}
-            report += [_compare_rates(kpi, rows, arm, control) for arm in arms]
+            compared = [_compare_rates(kpi, rows, arm, control) for arm in arms]
+            if kpi in _CUPED_OUTCOMES:
+                users = _cuped_users(engine, filters, kpi)
+                for row in compared:
+                    _add_cuped(row, users)
+            report += compared
         elif kpi == "ttfv_median":
             durations = _milestone_durations(engine, filters, "arm")
             samples = {arm: entry.hours for arm, entry in durations.items()}
@@ -1249,6 +1266,8 @@ def _compare_rates(kpi: str, rows: Mapping[str, KpiValue], arm: str, control: st
     base.diff = 100 * result.diff
     base.ci_low, base.ci_high = 100 * result.ci_low, 100 * result.ci_high
     base.p_value = result.p_value
+    valid = always_valid_diff(x, n, cx, cn)
+    base.always_valid_low, base.always_valid_high = 100 * valid.ci_low, 100 * valid.ci_high
     base.needed_per_arm = _needed(result.p2, result.p1)
     # The z-test is a normal approximation: it needs about 5 expected successes and failures
     # per arm (4/5 against 0/3 gives p = 0.03 where Fisher's exact test gives 0.14).
@@ -1258,6 +1277,53 @@ def _compare_rates(kpi: str, rows: Mapping[str, KpiValue], arm: str, control: st
     need = max(floor, base.needed_per_arm or 0)
     base.verdict = _verdict(base, "pts", floor=floor, need=need, estimated=True)
     return base
+
+
+_CUPED_OUTCOMES: dict[str, tuple[ColumnElement[bool], ColumnElement[bool] | None]] = {
+    "activation_rate": (T.c.activated == true(), None),
+    "trial_to_paid": (_CONVERTED, _ENDED),
+}
+"""The rates CUPED adjusts: outcome and population as the KPI's own (`_rate_rows`)."""
+COVARIATES = ("company given", "urgency this week", "urgency this month", "came from a campaign")
+"""What CUPED adjusts by: what each user told at signup, before any message could differ by
+arm (`docs/kpis.md`). Urgency counts only when the qualifier came with the signup."""
+
+
+def _cuped_users(
+    engine: Engine, filters: Filters, kpi: str
+) -> dict[str, tuple[list[float], list[list[float]]]]:
+    """Per arm: each user's outcome (0/1) and covariates."""
+    hit, base = _CUPED_OUTCOMES[kpi]
+    at_signup = T.c.persona_source == "signup"
+    query = select(
+        T.c.experiment_arm,
+        case((hit, 1), else_=0).label("y"),
+        case((func.coalesce(T.c.company, "") != "", 1), else_=0).label("company"),
+        case((and_(at_signup, T.c.urgency == "this_week"), 1), else_=0).label("week"),
+        case((and_(at_signup, T.c.urgency == "this_month"), 1), else_=0).label("month"),
+        case((T.c.utm_campaign.is_not(None), 1), else_=0).label("campaign"),
+    ).where(*_population(filters))
+    if base is not None:
+        query = query.where(base)
+    users: dict[str, tuple[list[float], list[list[float]]]] = {}
+    with engine.connect() as conn:
+        for row in conn.execute(query):
+            ys, xs = users.setdefault(row.experiment_arm, ([], []))
+            ys.append(float(row.y))
+            xs.append([float(row.company), float(row.week), float(row.month), float(row.campaign)])
+    return users
+
+
+def _add_cuped(
+    row: ArmComparison, users: Mapping[str, tuple[list[float], list[list[float]]]]
+) -> None:
+    a, c = users.get(row.arm), users.get(row.control)
+    if a is None or c is None or len(a[0]) < 2 or len(c[0]) < 2:
+        return
+    adjusted = cuped(a[0], a[1], c[0], c[1])
+    row.cuped_diff = 100 * adjusted.diff
+    row.cuped_ci_low, row.cuped_ci_high = 100 * adjusted.ci_low, 100 * adjusted.ci_high
+    row.variance_reduction = adjusted.variance_reduction
 
 
 def _needed(control: float, arm: float) -> int:

@@ -506,12 +506,34 @@ class Comparison:
     p_value: str
     verdict: str
     method: str
+    always_valid: str = ""
+    """The always-valid interval (rates): the one to read before the planned sample is in."""
+    cuped: str = ""
+    """The CUPED-adjusted difference and interval, with the variance it removed."""
 
     @classmethod
     def of(cls, row: kpis.ArmComparison) -> Comparison:
         interval = ""
         if row.ci_low is not None and row.ci_high is not None:
             interval = f"{difference(row.ci_low, row.unit)} to {difference(row.ci_high, row.unit)}"
+        always_valid = ""
+        if row.always_valid_low is not None and row.always_valid_high is not None:
+            always_valid = (
+                f"{difference(row.always_valid_low, row.unit)} to "
+                f"{difference(row.always_valid_high, row.unit)}"
+            )
+        adjusted = ""
+        if (
+            row.cuped_diff is not None
+            and row.cuped_ci_low is not None
+            and row.cuped_ci_high is not None
+            and row.variance_reduction
+        ):
+            adjusted = (
+                f"{difference(row.cuped_diff, row.unit)} ({difference(row.cuped_ci_low, row.unit)}"
+                f" to {difference(row.cuped_ci_high, row.unit)}), "
+                f"variance −{row.variance_reduction:.0%}"
+            )
         return cls(
             kpi=row.kpi,
             label=label(row.kpi),
@@ -526,6 +548,8 @@ class Comparison:
             p_value=p_value(row.p_value),
             verdict=row.verdict,
             method=row.method,
+            always_valid=always_valid,
+            cuped=adjusted,
         )
 
 
@@ -705,9 +729,14 @@ _DASHBOARD = """{% extends "base.html.j2" %}
   <h2 id="h-experiment">Experiment</h2>
   {% if experiment %}
   <table data-testid="experiment-table">
-    <caption>Each arm against the control, {{ experiment[0].control }}.</caption>
+    <caption>Each arm against the control, {{ experiment[0].control }}. The fixed 95 % interval
+      holds once, at the planned sample size; the any-time one can be read every day.</caption>
     <thead><tr><th>KPI</th><th>Arm</th><th>Value</th><th>Control</th>
-      <th>Difference (95 % CI)</th><th>p</th><th>Verdict</th></tr></thead>
+      <th>Difference (95 % CI)</th>
+      <th title="Valid however often it is read: the one to look at before the sample is in">
+        Any-time 95 % CI</th>
+      <th title="Adjusted by what each user told at signup (CUPED)">Adjusted</th>
+      <th>p</th><th>Verdict</th></tr></thead>
     <tbody>
     {% for row in experiment %}
       <tr data-testid="experiment-row" data-kpi="{{ row.kpi }}" data-arm="{{ row.arm }}"
@@ -717,6 +746,8 @@ _DASHBOARD = """{% extends "base.html.j2" %}
         <td class="num">{{ row.control_value }} <span class="n">n={{ row.control_n }}</span></td>
         <td class="num" data-testid="difference">{{ row.difference }}
           {%- if row.interval %}<br><span class="n">{{ row.interval }}</span>{% endif %}</td>
+        <td class="num" data-testid="always-valid">{{ row.always_valid }}</td>
+        <td class="num" data-testid="cuped">{{ row.cuped }}</td>
         <td class="num" title="{{ row.method }}">{{ row.p_value }}</td>
         <td class="verdict">{{ row.verdict }}</td>
       </tr>

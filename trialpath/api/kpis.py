@@ -5,6 +5,7 @@ Both read the database only (no Temporal); definitions are in docs/kpis.md.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -29,6 +30,7 @@ from trialpath.kpis import (
     parse_bound,
     to_csv,
 )
+from trialpath.stats import plan_power
 from trialpath.trials import Trials
 
 router = APIRouter(prefix="/v1", tags=["kpis"], dependencies=[Depends(allow("kpis"))])
@@ -117,6 +119,37 @@ class ArmComparisonOut(BaseModel):
     needed_per_arm: int | None
     verdict: str
     method: str
+    always_valid_low: float | None = Field(
+        default=None,
+        description="Rates: the always-valid 95 % interval of `diff` (normal-mixture confidence "
+        "sequence, tuned for 5 points): read it any day, as often as wanted.",
+    )
+    always_valid_high: float | None = None
+    cuped_diff: float | None = Field(
+        default=None,
+        description="Activation and trial-to-paid: `diff` adjusted by what each user told at "
+        "signup (CUPED), with its interval and the share of variance removed.",
+    )
+    cuped_ci_low: float | None = None
+    cuped_ci_high: float | None = None
+    variance_reduction: float | None = None
+
+
+class PowerAnswer(BaseModel):
+    """Users needed to detect a lift of a rate, each arm against the control."""
+
+    baseline: float
+    target: float
+    alpha: float
+    power: float
+    arms: int
+    per_arm: int = Field(
+        description="Normal approximation with the variances under both hypotheses "
+        "(Fleiss, Levin & Paik)."
+    )
+    total: int
+    cohen_h: float
+    per_arm_arcsine: int = Field(description="Cohen's arcsine method (effect size h).")
 
 
 class KpisAnswer(BaseModel):
@@ -244,3 +277,30 @@ def get_experiment(
         note=note,
         comparisons=[_comparison(c) for c in comparisons],
     )
+
+
+@router.get(
+    "/kpis/power",
+    response_model=PowerAnswer,
+    summary="Sample size per arm to detect a planned lift of a rate",
+    responses=_problems(401, 403, 422),
+)
+def get_power(
+    request: Request,
+    baseline: Annotated[float, Query(gt=0, lt=1, description="The control's rate (0.2).")],
+    lift: Annotated[
+        float,
+        Query(description="The lift to detect: absolute (0.05 = +5 points) or, `relative`, 0.1."),
+    ],
+    relative: bool = False,
+    alpha: Annotated[float, Query(gt=0, lt=0.5)] = 0.05,
+    power: Annotated[float, Query(ge=0.5, lt=1)] = 0.8,
+    arms: Annotated[int, Query(ge=2, le=20)] = 2,
+) -> PowerAnswer | Response:
+    """Users per arm (and in all) a two-sided test at `alpha` needs to detect `lift` over
+    `baseline` with `power`."""
+    try:
+        plan = plan_power(baseline, lift, relative=relative, alpha=alpha, power=power, arms=arms)
+    except ValueError as err:
+        return problem(422, "Invalid request", str(err), request)
+    return PowerAnswer(**{**asdict(plan), "total": plan.total})
