@@ -619,6 +619,15 @@ def test_in_a_real_browser(chromium: Path, served: str, tmp_path: Path) -> None:
 
             assert page.get_by_test_id("experiment-row").count() > 0
             expect(page.get_by_test_id("headline-card")).to_have_count(5)
+            # Rates read any time, and adjusted by what users told at signup.
+            rate = page.locator("[data-testid=experiment-row][data-kpi=activation_rate]").first
+            expect(rate.get_by_test_id("always-valid")).to_contain_text(" to ")
+            # What predicts paying: the ranked rules, the journey's own among them.
+            expect(page.locator("#h-predicts")).to_be_visible()
+            candidates = page.get_by_test_id("candidate")
+            assert candidates.count() > 1, page.get_by_test_id("no-candidates").all_inner_texts()
+            expect(candidates.first).to_be_visible()
+            expect(page.locator("tr.configured")).to_contain_text("configured activation rule")
 
             shot = page.screenshot(full_page=True, path=str(shots / "dashboard.png"))
             width, height, colours = png_summary(shot, rows=2000)

@@ -1157,6 +1157,121 @@ def kpis(
                     console.print(f"{c.kpi}, {c.arm}: {c.verdict}", soft_wrap=True, highlight=False)
 
 
+@kpis_app.command("discover")
+def kpis_discover(
+    since: Annotated[
+        str | None, typer.Option(help="Trials signed up on or after this day (YYYY-MM-DD).")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Trials signed up up to this day.")] = None,
+    top: Annotated[int, typer.Option(help="How many rules to show.")] = 10,
+    counts: Annotated[str, typer.Option(help="The N to try, comma-separated.")] = "1,2,3,5,10",
+    days: Annotated[str, typer.Option(help="The D to try (journey days).")] = "1,3,7,14",
+    min_users: Annotated[
+        int, typer.Option(help="Leave out rules reached (or missed) by fewer users.")
+    ] = 10,
+    output: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
+) -> None:
+    """Which early behaviour predicts paying: rules "event X at least N times within D days"
+    ranked by how well they separate buyers from the others (docs/kpis.md), against the
+    journey's own activation rule."""
+    import csv
+    import io
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from trialpath.discover import discover
+    from trialpath.kpis import KpiError, make_filters
+
+    if output not in ("table", "json", "csv"):
+        raise fail(f"--format must be table, json or csv, got {output!r}", 2)
+    try:
+        filters = make_filters(since, until)
+        grid_counts = [int(v) for v in counts.split(",") if v.strip()]
+        grid_days = [int(v) for v in days.split(",") if v.strip()]
+        found = discover(
+            engine_for(get_settings()),
+            filters,
+            counts=grid_counts,
+            days=grid_days,
+            min_users=min_users,
+            top=top,
+        )
+    except (KpiError, ValueError) as err:
+        raise fail(str(err), 2) from err
+    except SQLAlchemyError as err:
+        raise fail(f"cannot read the trials from the database: {err}") from err
+    rows = [*found.candidates, *([found.configured] if found.configured else [])]
+    if output == "json":
+        answer = {
+            "filters": filters.as_dict(),
+            "users": found.users,
+            "buyers": found.buyers,
+            "tried": found.tried,
+            "note": found.note,
+            "candidates": [c.as_dict() for c in found.candidates],
+            "configured": found.configured.as_dict() if found.configured else None,
+        }
+        sys.stdout.write(json.dumps(answer, indent=2, ensure_ascii=False) + "\n")
+        return
+    if output == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        header = "rank,rule,users reached,share,precision,recall,others,lift,separation"
+        writer.writerow([*header.split(","), "separation low", "separation high"])
+        for c in rows:
+            writer.writerow(
+                [
+                    c.rank,
+                    c.rule,
+                    c.reached,
+                    f"{c.share:.4f}",
+                    f"{c.precision:.4f}",
+                    f"{c.recall:.4f}",
+                    f"{c.others:.4f}",
+                    "" if c.lift is None else f"{c.lift:.3f}",
+                    f"{c.separation:.4f}",
+                    f"{c.separation_ci[0]:.4f}",
+                    f"{c.separation_ci[1]:.4f}",
+                ]
+            )
+        sys.stdout.write(buffer.getvalue())
+        return
+    if found.note:
+        console.print(f"Nothing to rank: {found.note}.")
+        return
+    table = Table(
+        "#",
+        "Rule",
+        "Reached",
+        "Bought if reached (95 % CI)",
+        "Of buyers",
+        "Others",
+        "Lift",
+        "Separation (95 % CI)",
+        title=f"What predicts paying: {found.users} finished trials, {found.buyers} bought, "
+        f"{found.tried} rules tried",
+    )
+    for c in rows:
+        style = "bold" if c.event is None else None
+        table.add_row(
+            str(c.rank),
+            c.rule,
+            f"{c.share:.0%} ({c.reached})",
+            f"{c.precision:.0%} ({c.precision_ci[0]:.0%}–{c.precision_ci[1]:.0%})",
+            f"{c.recall:.0%}",
+            f"{c.others:.0%}",
+            "—" if c.lift is None else f"×{c.lift:.1f}",
+            f"{c.separation * 100:+.0f} pts ({c.separation_ci[0] * 100:+.0f} to "
+            f"{c.separation_ci[1] * 100:+.0f})",
+            style=style,
+        )
+    console.print(table)
+    console.print(
+        "[dim]Ranked by the low end of the separation's interval. Correlation, not cause: "
+        "test a new activation rule in an experiment before adopting it.[/]"
+    )
+
+
 @kpis_app.command("power")
 def kpis_power(
     baseline: Annotated[float, typer.Option(help="The control's rate now, e.g. 0.2 for 20 %.")],

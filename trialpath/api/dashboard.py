@@ -42,6 +42,7 @@ from trialpath import charts, kpis
 from trialpath.access import ApiKey, Permission, find_key, may
 from trialpath.api.problems import problem
 from trialpath.config import Settings
+from trialpath.discover import discover
 from trialpath.preferences import signing_secret
 
 log = logging.getLogger("trialpath.dashboard")
@@ -369,6 +370,7 @@ def render_page(engine: Engine, period: Period, signed_in: bool = True) -> str:
         experiment=[Comparison.of(row) for row in report],
         experiment_note=(None if report else kpis.experiment_note(kpis.arm_sizes(engine, filters))),
         persona_table=PivotTable.of(kpis.compute_kpis(engine, filters, by="persona")),
+        discovery=discover(engine, filters, top=5),
     )
 
 
@@ -757,6 +759,38 @@ _DASHBOARD = """{% extends "base.html.j2" %}
   {% else %}
   <p class="note" data-testid="no-experiment">No experiment to report: {{ experiment_note }}.
   </p>
+  {% endif %}
+</section>
+
+<section aria-labelledby="h-predicts">
+  <h2 id="h-predicts">What predicts paying</h2>
+  {% if discovery.candidates %}
+  <table data-testid="candidates-table">
+    <caption>Early behaviours of the {{ discovery.users }} finished trials ({{ discovery.buyers }}
+      bought), ranked by the low end of the 95 % interval of the conversion difference between
+      the users who showed them and the others. Correlation, not cause: test a new activation
+      rule in an experiment before adopting it.</caption>
+    <thead><tr><th>#</th><th>Rule</th><th>Reached</th><th>Bought if reached</th>
+      <th>Of buyers</th><th>Others bought</th><th>Separation (95 % CI)</th></tr></thead>
+    <tbody>
+    {% for c in discovery.candidates + ([discovery.configured] if discovery.configured else []) %}
+      <tr data-testid="candidate" class="{{ 'configured' if c.event is none }}">
+        <td class="num">{{ c.rank }}</td><td>{{ c.rule }}</td>
+        <td class="num">{{ '%.0f' % (c.share * 100) }} %
+          <span class="n">n={{ c.reached }}</span></td>
+        <td class="num">{{ '%.0f' % (c.precision * 100) }} %</td>
+        <td class="num">{{ '%.0f' % (c.recall * 100) }} %</td>
+        <td class="num">{{ '%.0f' % (c.others * 100) }} %</td>
+        <td class="num">{{ '%+.0f' % (c.separation * 100) }} pts
+          <br><span class="n">{{ '%+.0f' % (c.separation_ci[0] * 100) }} to
+          {{ '%+.0f' % (c.separation_ci[1] * 100) }}</span></td>
+      </tr>
+    {% endfor %}
+    </tbody>
+  </table>
+  {% else %}
+  <p class="note" data-testid="no-candidates">Nothing to rank yet:
+    {{ discovery.note or 'no rule is reached by enough users' }}.</p>
   {% endif %}
 </section>
 

@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 from trialpath.api.problems import problem
 from trialpath.api.routes import _problems
 from trialpath.api.security import allow
+from trialpath.discover import DEFAULT_MIN_USERS, discover
 from trialpath.kpis import (
     ArmComparison,
     Filters,
@@ -304,3 +305,69 @@ def get_power(
     except ValueError as err:
         return problem(422, "Invalid request", str(err), request)
     return PowerAnswer(**{**asdict(plan), "total": plan.total})
+
+
+class CandidateOut(BaseModel):
+    """A rule "event X at least N times within D days" (or the journey's configured activation
+    rule, `event` null) and how it separates buyers from the others (docs/kpis.md)."""
+
+    rank: int
+    rule: str
+    event: str | None
+    at_least: int | None
+    within_days: int | None
+    users: int
+    reached: int
+    buyers: int
+    buyers_reached: int
+    share: float
+    precision: float = Field(description="Conversion of the users who reached it.")
+    precision_ci: tuple[float, float]
+    recall: float = Field(description="Share of the buyers who had reached it.")
+    recall_ci: tuple[float, float]
+    others: float = Field(description="Conversion of the users who did not.")
+    lift: float | None
+    separation: float = Field(description="precision - others.")
+    separation_ci: tuple[float, float] = Field(description="Newcombe 95 %; ranked by its low end.")
+
+
+class CandidatesAnswer(BaseModel):
+    filters: FiltersOut
+    users: int = Field(description="Trials of the period that are over (the ones that decided).")
+    buyers: int
+    tried: int = Field(description="Rules measured (after the minimum support).")
+    note: str | None
+    candidates: list[CandidateOut]
+    configured: CandidateOut | None
+
+
+@router.get(
+    "/kpis/activation-candidates",
+    response_model=CandidatesAnswer,
+    summary="Which early behaviour predicts paying: candidate activation rules, ranked",
+    responses=_problems(401, 403, 422),
+)
+def get_activation_candidates(
+    request: Request,
+    engine: EngineDep,
+    since: Since = None,
+    until: Until = None,
+    top: Annotated[int, Query(ge=1, le=100)] = 10,
+    min_users: Annotated[int, Query(ge=1, le=100_000)] = DEFAULT_MIN_USERS,
+) -> CandidatesAnswer | Response:
+    """Rules "event X at least N times within D days" (N in 1, 2, 3, 5, 10; D in 1, 3, 7, 14)
+    ranked by the low end of the 95 % interval of the conversion difference between the users
+    who reached them and the others, with the journey's own activation rule in the ranking."""
+    filters = _filters(request, since, until)
+    if isinstance(filters, Response):
+        return filters
+    found = discover(engine, filters, min_users=min_users, top=top)
+    return CandidatesAnswer(
+        filters=_filters_out(filters),
+        users=found.users,
+        buyers=found.buyers,
+        tried=found.tried,
+        note=found.note,
+        candidates=[CandidateOut(**c.as_dict()) for c in found.candidates],
+        configured=CandidateOut(**found.configured.as_dict()) if found.configured else None,
+    )
