@@ -194,6 +194,13 @@ class Message(SQLModel, table=True):
     """The provider's last word after sending: delivered, bounce, open, click, undelivered..."""
     read_at: datetime | None = _ts()
     """In-app messages: when the user read it."""
+    updated_at: datetime = Field(
+        default_factory=utcnow,
+        sa_column=Column(
+            UtcDateTime(), nullable=False, default=utcnow, onupdate=utcnow, index=True
+        ),
+    )
+    """When the row last changed (sent, delivered, read): what `trialpath export` cuts on."""
     cta_label: str | None = None
     """The button of an in-app message (front matter `cta_label`); None: no button."""
     cta_url: str | None = Field(default=None, max_length=2000)
