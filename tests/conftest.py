@@ -143,16 +143,17 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def journey_without_experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The shipped journey minus its `[surveys]` and `[experiment]` (its last two sections),
-    with agents always free (`always_free_agents`):
-    every test user follows their persona's path (arm `default`) with the exact message lists
-    the scenarios expect, whichever arm their id hashes to. Surveys and the experiment are
-    tested with the shipped file (tests/test_experiment.py, tests/test_journey.py)."""
+    """The shipped journey minus its `[surveys]`, `[experiment]` and `[holdout]` (its last
+    sections), with agents always free (`always_free_agents`): every test user follows their
+    persona's path (arm `default`) with the exact message lists the scenarios expect, whichever
+    arm their id hashes to. Surveys, the experiment and the holdout are tested with the shipped
+    file (tests/test_experiment.py, tests/test_journey.py)."""
     text = (PACKAGE_DIR / "journey.toml").read_text()
     head, found, tail = text.partition("\n[surveys]")
-    assert found and "\n[experiment]" in tail and tail.count("\n[") == 1, (
-        "journey.toml must end with [surveys] then [experiment]: update this fixture"
+    assert found and "\n[experiment]" in tail and "\n[holdout]" in tail, (
+        "journey.toml must end with [surveys], [experiment] and [holdout]: update this fixture"
     )
+    assert tail.count("\n[") == 2, "a section after [surveys]: update this fixture"
     path = tmp_path_factory.mktemp("journey") / "journey.toml"
     path.write_text(always_free_agents(head) + "\n")
     return path

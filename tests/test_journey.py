@@ -877,6 +877,7 @@ def test_end_of_trial_beats_the_activated_message() -> None:
     assert [(at, occ) for at, occ in run.log(since=t(10, 12)) if occ != "milestone"] == [
         (t(10, 21), "survey_ces"),  # an hour after the first-value milestone
         (t(11, 9), "trial_ending_3"),
+        (t(11, 20), "survey_onboarding"),  # a day after activation (rules 5), transactional
         (t(12, 9), "activated"),
         (t(13, 9), "trial_ending_1"),
         (t(14, 9), "trial_ending_0"),
@@ -1465,9 +1466,14 @@ def test_conversion_sends_welcome_paid_then_finishes() -> None:
         assert journey.apply_conversion(state, "team", 99.0, now) is True
 
     run = simulate(DEFN, state, SIGNUP, t(40), [(t(5, 12), book_then_convert)])
-    # The pending call_booked.2 was dropped: welcome_paid, on email and in-app, then the
-    # referral ask three days later, and the journey ends.
-    assert run.log(since=t(5)) == [(t(5, 12), "welcome_paid"), (t(8, 12), "referral_ask")]
+    # The pending call_booked.2 was dropped: welcome_paid, on email and in-app, the onboarding
+    # CSAT a day later (rules 5: the purchase ends the onboarding of a user who never
+    # activated), then the referral ask three days after buying, and the journey ends.
+    assert run.log(since=t(5)) == [
+        (t(5, 12), "welcome_paid"),
+        (t(6, 12), "survey_onboarding"),
+        (t(8, 12), "referral_ask"),
+    ]
     assert run.channels("welcome_paid") == ("email", "in_app")
     assert (run.finish, run.now) == ("converted", t(8, 12))
     assert state.converted is not None
@@ -1702,14 +1708,19 @@ def in_arm(arm: str) -> TrialState:
 
 
 def test_arms_are_stable_and_follow_the_weights() -> None:
-    assert SHIPPED.experiment is not None
+    assert SHIPPED.experiment is not None and SHIPPED.holdout is not None
     weights = SHIPPED.experiment.arms
+    held = SHIPPED.holdout.share
     ids = [f"user-{i}" for i in range(20000)]
     arms = [journey.assign_arm(SHIPPED, u) for u in ids]
     assert arms == [journey.assign_arm(SHIPPED, u) for u in ids]  # deterministic
+    # The global holdout first (5 %), then the experiment's weights over the others.
+    assert abs(arms.count("global_holdout") / len(arms) - held) < 0.006
     for arm, weight in weights.items():
         share = arms.count(arm) / len(arms)
-        assert abs(share - weight / sum(weights.values())) < 0.015, (arm, share)
+        assert abs(share - (1 - held) * weight / sum(weights.values())) < 0.015, (arm, share)
+    # Trials on rules 4 replay as they started: no global holdout for them.
+    assert "global_holdout" not in {journey.assign_arm(SHIPPED, u, rules=4) for u in ids[:2000]}
     assert journey.assign_arm(DEFN, "user-1") == "default"  # no experiment declared
     renamed = SHIPPED.experiment.model_copy(update={"name": "another-test"})
     other = SHIPPED.model_copy(update={"experiment": renamed})
@@ -2280,3 +2291,37 @@ def test_a_stalled_users_call_moves_to_a_free_slot_from_tomorrow() -> None:
     assert (state.call.at, state.call.agent, state.call.version) == (t(4, 14), "Julia", 2)
     assert any(q.occurrence == "call_rescheduled.2" for q in state.queued)
     assert state.call.forward_from is None
+
+
+# --- Rules 5: the onboarding CSAT and the global holdout ---------------------------------------
+
+
+def test_the_global_holdout_gets_no_onboarding_not_even_a_call() -> None:
+    state = in_arm("global_holdout")
+    assert state.rules == 5
+    run = simulate(SHIPPED, state, SIGNUP, t(25))
+    occurrences = run.occurrences()
+    # No call, nor the link to book one, nor anything marketing: the welcome either.
+    assert not any(occ.startswith("call_") for occ in occurrences), occurrences
+    categories = {
+        SHIPPED.message(occ.split(".")[0].removeprefix("drip.")).category for occ in occurrences
+    }
+    assert categories == {"transactional"}
+    # The onboarding CSAT is a question, not onboarding: asked at the trial's end (never
+    # activated), as of everyone.
+    assert occurrences == ["survey_onboarding"]
+    assert run.log() == [(journey.trial_ends_at(state), "survey_onboarding")]
+
+
+def test_the_onboarding_csat_comes_a_day_after_activation_once() -> None:
+    state = begin(SHIPPED, role="technical", urgency="evaluating")
+    activation = [
+        (t(2, 10), event(state, "integration_connected", t(2, 10), SHIPPED)),
+        *[(t(2, 11), event(state, "api_call", t(2, 11), SHIPPED)) for _ in range(10)],
+    ]
+    run = simulate(SHIPPED, state, SIGNUP, t(20), activation)
+    assert state.activated_at == t(2, 11)
+    assert [at for at, occ in run.log() if occ == "survey_onboarding"] == [t(3, 11)]
+    # Rules 4 trials never ask it (their histories replay as they ran).
+    old = begin(SHIPPED, role="technical", urgency="evaluating", rules=4)
+    assert "survey_onboarding" not in simulate(SHIPPED, old, SIGNUP, t(20)).occurrences()

@@ -306,8 +306,9 @@ FAMILIES = {
     "trigger": "no message before its trigger, outside its send window or after it went stale",
     "prompt": "a transactional answer (call booked, extension...) goes out before the journey "
     "sleeps",
-    "ended": "nothing after a cancellation; after a conversion only its own messages; after "
-    "the trial expired only win-back (and the follow-up of a call held inside the trial)",
+    "ended": "nothing after a cancellation; after a conversion only its own messages (and the "
+    "onboarding CSAT); after the trial expired only win-back, the onboarding CSAT (rules 5) "
+    "and the follow-up of a call held inside the trial",
     "consent": "no marketing to an unsubscribed channel nor to the holdout arm; SMS only with "
     "a phone number",
     "held": "every held step is eventually sent again or given up with support told",
@@ -325,9 +326,10 @@ FAMILIES = {
 PROMPT = ("call_invite", "call_booked", "call_rescheduled", "call_rebook", "call_followup")
 PROMPT += ("trial_extended", "welcome_paid")
 """Transactional answers to what just happened: sent before the workflow sleeps."""
-AFTER_THE_END = ("winback_", "call_followup")
-"""What may go out after the trial expired: win-back, and the follow-up of a call held inside
-the trial (the user may mark it done after the end)."""
+AFTER_THE_END = ("winback_", "call_followup", "survey_onboarding")
+"""What may go out after the trial expired: win-back, the follow-up of a call held inside the
+trial (the user may mark it done after the end), and the onboarding CSAT (due at the end for
+users who neither activated nor bought, rules 5)."""
 
 
 @dataclass
@@ -901,7 +903,7 @@ class Player:
                 ("ended", f"{what}: after the cancellation {self.rel(ledger.cancelled_at)}")
             )
         elif ledger.converted_at is not None and ledger.converted_at <= now:
-            if step.message not in ("welcome_paid", "referral_ask"):
+            if step.message not in ("welcome_paid", "referral_ask", "survey_onboarding"):
                 found.append(
                     ("ended", f"{what}: after the conversion {self.rel(ledger.converted_at)}")
                 )
@@ -910,7 +912,7 @@ class Player:
 
         # --- consent ---
         if spec.category == "marketing":
-            if ledger.arm == "holdout":
+            if ledger.arm in ("holdout", "global_holdout"):
                 found.append(("consent", f"{what}: marketing to the holdout arm"))
             for channel in step.channels:
                 since = ledger.unsubscribed.get(channel)
@@ -1000,7 +1002,9 @@ class Player:
             days = defn.stall.inactive_after_days
             at = ledger.activated_at
             trigger(days is not None, "no inactivity rule in the journey")
-            trigger(ledger.arm != "holdout", "a support task for a holdout user")
+            trigger(
+                ledger.arm not in ("holdout", "global_holdout"), "a support task for a holdout user"
+            )
             trigger(at is not None and at <= now < ends, f"activated {self.rel(at)}")
             if days is not None and at is not None:
                 progress = [min(e.occurred, e.applied) for e in self._key_events(now)]
@@ -1072,6 +1076,22 @@ class Player:
                 ),
                 "no milestone long enough ago, or the trial ended",
             )
+        elif name == "survey_onboarding":
+            # Rules 5: a day (the journey's hours) after activation or the purchase, whichever
+            # came first, else at the trial's end; given up three days after it was due.
+            hours = defn.surveys.csat_after_onboarding_hours if defn.surveys else None
+            trigger(self.state.rules >= 5 and hours is not None, "not asked on these rules")
+            if hours is not None:
+                reached = [
+                    at
+                    for at in (ledger.activated_at, ledger.converted_at)
+                    if at is not None and at <= now
+                ]
+                due = min(reached) + timedelta(hours=hours) if reached else ends
+                trigger(
+                    due <= now < due + timedelta(days=3),
+                    f"due {self.rel(due)} (activation or purchase, else the end)",
+                )
         else:
             trigger(False, "a message the ledger does not know")
         return found

@@ -851,3 +851,71 @@ async def test_the_power_calculator_over_http_and_the_command_line(
     assert json.loads(shown.stdout)["per_arm"] == 1094
     refused_cli = runner.invoke(app, ["kpis", "power", "--baseline", "0.2", "--lift", "0"])
     assert refused_cli.exit_code == 2 and "lift must not be 0" in refused_cli.output
+
+
+def test_what_the_journey_adds_against_the_global_holdout(engine: Engine) -> None:
+    """Ended trials: 10 in the global holdout (1 bought at 50 €), 20 on the journey (6 bought
+    at 100 €); a running trial and the experiment's own holdout arm count as journey or not
+    at all as stated below."""
+    signup = datetime(2026, 11, 2, tzinfo=UTC)
+    with Session(engine) as session:
+        rows = [("global_holdout", i, i < 1, 50.0) for i in range(10)]
+        rows += [("personalized", i, i < 6, 100.0) for i in range(20)]
+        for arm, i, bought, mrr in rows:
+            session.add(
+                Trial(
+                    user_id=f"{arm}-{i}",
+                    workflow_id=f"trial-{arm}-{i}",
+                    persona="business",
+                    experiment_arm=arm,
+                    stage="converted" if bought else "expired",
+                    converted_at=signup + timedelta(days=5) if bought else None,
+                    mrr=mrr if bought else None,
+                    signup_at=signup,
+                )
+            )
+        session.add(  # still running: not counted yet
+            Trial(user_id="running", workflow_id="trial-running", experiment_arm="generic",
+                  stage="onboarding", signup_at=signup)
+        )  # fmt: skip
+        session.commit()
+    (conversion,) = kpis.incremental_conversion(engine, Filters())
+    # 6/20 = 30 % against 1/10 = 10 %: +20 points, 200 more buyers per 1,000 trials.
+    assert (conversion.value, conversion.n, conversion.unit) == (pytest.approx(20.0), 10, "pts")
+    expected = two_proportions(6, 20, 1, 10)
+    assert conversion.detail["ci_low"] == pytest.approx(100 * expected.ci_low)
+    assert conversion.detail["extra_conversions_per_1000"] == pytest.approx(200.0)
+    (revenue,) = kpis.incremental_revenue(engine, Filters())
+    # MRR per ended trial: 600 / 20 = 30 € against 50 / 10 = 5 €: +25 € a trial, 25,000 €
+    # a month per 1,000 trials.
+    assert revenue.value == pytest.approx(25_000.0)
+    assert revenue.detail["journey_mrr_per_trial"] == pytest.approx(30.0)
+    assert revenue.detail["holdout_mrr_per_trial"] == pytest.approx(5.0)
+    # The experiment report leaves the global holdout out of the experiment's arms.
+    assert all(r.arm != "global_holdout" for r in kpis.experiment_report(engine, Filters()))
+
+
+def test_the_onboarding_csat_is_reported_beside_the_call_csat(engine: Engine) -> None:
+    signup = datetime(2026, 11, 2, tzinfo=UTC)
+    with Session(engine) as session:
+        for i, (survey, score) in enumerate(
+            [("survey_csat", 5), ("survey_onboarding", 2), ("survey_onboarding", 4),
+             ("survey_onboarding", 5)]
+        ):  # fmt: skip
+            user = f"s{i}"
+            session.add(Trial(user_id=user, workflow_id=f"trial-{user}", signup_at=signup))
+            session.add(
+                TrialEvent(
+                    id=f"{user}:{survey}",
+                    user_id=user,
+                    name=survey,
+                    occurred_at=signup + timedelta(days=3),
+                    properties={"score": score},
+                )
+            )
+        session.commit()
+    (call,) = kpis.csat(engine, Filters())
+    (onboarding,) = kpis.csat_onboarding(engine, Filters())
+    assert (call.value, call.n) == (5.0, 1)
+    assert (onboarding.value, onboarding.n) == (pytest.approx(11 / 3), 3)
+    assert onboarding.detail["share_4_or_more_pct"] == pytest.approx(200 / 3)

@@ -29,7 +29,11 @@ PERSONAS: tuple[Persona, ...] = ("technical", "business", "executive")
 URGENCIES: tuple[Urgency, ...] = ("this_week", "this_month", "evaluating")
 CHALLENGES: tuple[Challenge, ...] = ("integrations", "team_coordination", "strategic_oversight")
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-ARMS: tuple[str, ...] = ("default", "personalized", "generic", "holdout")
+GLOBAL_HOLDOUT = "global_holdout"
+"""The arm of the trials held out of the whole journey (`[holdout]`): no onboarding at all."""
+HOLDOUT_ARMS = ("holdout", GLOBAL_HOLDOUT)
+"""Arms that get transactional messages only: the experiment's holdout and the global one."""
+ARMS: tuple[str, ...] = ("default", "personalized", "generic", "holdout", GLOBAL_HOLDOUT)
 """Every arm a trial can be in: `default` when the journey runs no experiment."""
 AGENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._'-]{0,63}$")
 """An agent's name: 1 to 64 letters, digits, '.', '_', "'" or '-' (it is a path segment)."""
@@ -314,6 +318,20 @@ class Surveys(_Strict):
     csat_after_call_hours: float = Field(default=2.0, gt=0)
     ces_after_milestone_hours: float = Field(default=1.0, gt=0)
     referral_after_conversion_days: float = Field(default=3.0, gt=0)
+    csat_after_onboarding_hours: float | None = Field(default=None, gt=0, le=24 * 14)
+    """Rules 5: CSAT about the whole onboarding, asked of everyone this long after activation
+    (or the purchase, if that came first), or at the trial's end for those who did neither;
+    None: not asked (journeys written before it)."""
+
+
+class Holdout(_Strict):
+    """A share of all trials held out of the whole journey (rules 5): transactional messages
+    only, no call offered, whatever the experiment. Their conversion and revenue against the
+    others' is what the journey adds (`incremental_*` KPIs)."""
+
+    name: str = Field(min_length=1, max_length=100)
+    """Salt of the stable hash (change it to draw a new holdout group)."""
+    share: float = Field(ge=0, le=0.5)
 
 
 class EndOfTrial(_Strict):
@@ -364,6 +382,8 @@ class JourneyDefinition(_Strict):
     """None: everyone follows their persona's path (arm `default`)."""
     surveys: Surveys | None = None
     """None: no survey and no referral ask (journeys started before they existed)."""
+    holdout: Holdout | None = None
+    """None: no global holdout (only the experiment's own arms)."""
     checklist: dict[str, ChecklistItem] = {}
     """Labels and in-product paths of the onboarding checklist's steps, by event name (the
     personas' activation requirements and milestones); an event without one is shown by name."""
@@ -378,6 +398,8 @@ class JourneyDefinition(_Strict):
         needed |= {f"winback_{d}" for d in self.end_of_trial.winback_days}
         if self.surveys is not None:
             needed |= {"survey_csat", "survey_ces", "referral_ask"}
+            if self.surveys.csat_after_onboarding_hours is not None:
+                needed.add("survey_onboarding")
         if self.stall.inactive_after_days is not None:
             needed.add("inactive_alert")
         lacking = needed - set(self.messages)

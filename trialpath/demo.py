@@ -35,7 +35,7 @@ from rich.table import Table
 from rich.text import Text
 
 from trialpath.contract import TERMINAL_STAGES, Qualification, Stage, TrialStatus
-from trialpath.definition import JourneyDefinition, Persona
+from trialpath.definition import GLOBAL_HOLDOUT, HOLDOUT_ARMS, JourneyDefinition, Persona
 from trialpath.journey import FOLLOW_UP_SUFFIX, assign_arm
 from trialpath.models import CallSlot
 
@@ -609,8 +609,10 @@ def differences(
     sent = {message_of(s.key) for s in status.sent}
     for spec in expected.sent:
         name = spec.partition("/")[0]
-        if arm == "holdout" and (
-            definition.message(name).category == "marketing" or name == "support_alert"
+        if arm in HOLDOUT_ARMS and (
+            definition.message(name).category == "marketing"
+            or name == "support_alert"
+            or (arm == GLOBAL_HOLDOUT and name.startswith("call_"))  # no call at all
         ):
             continue
         if not _matches(spec, sent):

@@ -27,6 +27,8 @@ from trialpath.contract import (
     Unsubscribe,
 )
 from trialpath.definition import (
+    GLOBAL_HOLDOUT,
+    HOLDOUT_ARMS,
     Category,
     Channel,
     JourneyDefinition,
@@ -37,7 +39,7 @@ from trialpath.definition import (
 
 DAY = timedelta(days=1)
 MAX_REMEMBERED_EVENT_IDS = 1000
-RULES = 4
+RULES = 5
 """The version of these rules a new trial starts with (`TrialState.rules`). A fix that changes
 what the rules decide applies from the version that brings it, so a trial that started before
 keeps deciding as its history did (the workflow picks the version behind `workflow.patched`).
@@ -398,7 +400,7 @@ def start(
         company=profile.company,
         ends_on=signup_at.astimezone(tz).date() + timedelta(days=days),
         qualify_deadline=signup_at + timedelta(hours=defn.qualifier_timeout_hours),
-        arm=assign_arm(defn, profile.user_id),
+        arm=assign_arm(defn, profile.user_id, rules),
         rules=rules,
     )
     answers = profile.qualification
@@ -411,9 +413,16 @@ def start(
     return state
 
 
-def assign_arm(defn: JourneyDefinition, user_id: str) -> str:
-    """The user's experiment arm: a stable hash of the experiment name and the user id mapped
-    onto the arms' weights, so the same user always lands in the same arm."""
+def assign_arm(defn: JourneyDefinition, user_id: str, rules: int = RULES) -> str:
+    """The user's arm: under rules 5, the global holdout first (a stable hash of its name and
+    the user id below its share); then the experiment's arm, a stable hash of the experiment
+    name and the user id mapped onto the arms' weights. The same user always lands in the same
+    arm."""
+    holdout = defn.holdout
+    if holdout is not None and rules >= 5 and holdout.share > 0:
+        digest = hashlib.sha256(f"holdout:{holdout.name}:{user_id}".encode()).digest()
+        if int.from_bytes(digest[:8], "big") / 2**64 < holdout.share:
+            return GLOBAL_HOLDOUT
     experiment = defn.experiment
     if experiment is None:
         return "default"
@@ -818,7 +827,7 @@ def channels_for(
 ) -> tuple[Channel, ...]:
     """The channels a message actually goes to: SMS only with a phone number (else its
     fallback), and marketing never to an unsubscribed channel, nor to the holdout arm."""
-    if spec.category == "marketing" and state.arm == "holdout":
+    if spec.category == "marketing" and state.arm in HOLDOUT_ARMS:
         return ()
     chosen: list[Channel] = []
     for channel in spec.channels:
@@ -943,6 +952,9 @@ def _survey_candidates(defn: JourneyDefinition, state: TrialState) -> list[_Cand
         return []
     found: list[_Candidate] = []
     ends = trial_ends_at(state)
+    onboarding = _onboarding_survey(defn, state)
+    if onboarding is not None:
+        found.append(onboarding)
     if state.converted is None:
         if state.call.completed_at is not None:
             due = state.call.completed_at + timedelta(hours=surveys.csat_after_call_hours)
@@ -954,6 +966,27 @@ def _survey_candidates(defn: JourneyDefinition, state: TrialState) -> list[_Cand
         due = state.converted.at + timedelta(days=surveys.referral_after_conversion_days)
         found.append(_Candidate("referral_ask", "referral_ask", due))
     return found
+
+
+ONBOARDING_SURVEY = "survey_onboarding"
+ONBOARDING_SURVEY_STALE = timedelta(days=3)
+
+
+def _onboarding_survey(defn: JourneyDefinition, state: TrialState) -> _Candidate | None:
+    """Rules 5: CSAT about the onboarding as a whole, for everyone (holdouts included: it is a
+    question, not onboarding): `csat_after_onboarding_hours` after activation or the purchase,
+    whichever came first, or at the trial's end for users who did neither. Given up three days
+    after it was due (a late question is answered by few, and about something else)."""
+    surveys = defn.surveys
+    if state.rules < 5 or surveys is None or surveys.csat_after_onboarding_hours is None:
+        return None
+    delay = timedelta(hours=surveys.csat_after_onboarding_hours)
+    moments = [state.activated_at, state.converted.at if state.converted else None]
+    reached = [at for at in moments if at is not None]
+    due = min(reached) + delay if reached else trial_ends_at(state)
+    return _Candidate(
+        ONBOARDING_SURVEY, ONBOARDING_SURVEY, due, stale_at=due + ONBOARDING_SURVEY_STALE
+    )
 
 
 def _stall_anchor(state: TrialState) -> datetime:
@@ -993,7 +1026,7 @@ def _inactive_candidates(
     days = defn.stall.inactive_after_days
     if state.rules < 4 or days is None or state.activated_at is None:
         return []
-    if state.arm == "holdout":
+    if state.arm in HOLDOUT_ARMS:
         return []  # Nobody steps in: the holdout measures the journey against no onboarding.
     anchor = _inactive_anchor(state)
     if state.inactive_alerted_for == anchor:
@@ -1534,6 +1567,8 @@ def assign_agent(defn: JourneyDefinition, state: TrialState, agent: str, now: da
 def offers_call(defn: JourneyDefinition, state: TrialState) -> bool:
     """Whether the journey offers this trial a call with an agent (`[call] offer_to`); the
     others get the self-serve booking link."""
+    if state.arm == GLOBAL_HOLDOUT:
+        return False  # held out of the whole journey, the call included
     rule = defn.call.offer_to
     if rule is None:
         return True
@@ -1594,6 +1629,10 @@ def _calendar_step(defn: JourneyDefinition, state: TrialState, now: datetime) ->
         and state.persona is not None
         and now < trial_ends_at(state)
     ):
+        if state.arm == GLOBAL_HOLDOUT:
+            # Held out of the whole journey: no call, nor the link to book one.
+            state.call.self_serve = True
+            return None
         if not offers_call(defn, state):
             _self_serve(defn, state, now)
             return None

@@ -58,7 +58,7 @@ from sqlmodel import SQLModel
 
 from trialpath import models  # noqa: F401  (registers the tables)
 from trialpath.config import get_settings
-from trialpath.definition import JourneyDefinition, load_definition
+from trialpath.definition import GLOBAL_HOLDOUT, JourneyDefinition, load_definition
 from trialpath.models import UtcDateTime
 from trialpath.preferences import CHANNELS
 from trialpath.stats import (
@@ -91,7 +91,7 @@ RETENTION_FROM_DAY = 7
 RETENTION_TO_DAY = 14
 UPSELL_EVENTS = ("plan_upgraded", "addon_purchased")
 REFERRAL_EVENT = "referral_sent"
-SURVEY_SCALES = {"survey_csat": (1, 5), "survey_ces": (1, 7)}
+SURVEY_SCALES = {"survey_csat": (1, 5), "survey_ces": (1, 7), "survey_onboarding": (1, 5)}
 TERMINAL_STAGES = ("converted", "expired", "cancelled")
 
 _TABLES = SQLModel.metadata.tables
@@ -753,6 +753,14 @@ def csat(engine: Engine, filters: Filters, by: Split | None = None) -> list[KpiV
     return _survey_values(engine, filters, by, "survey_csat", "csat", 4)
 
 
+def csat_onboarding(engine: Engine, filters: Filters, by: Split | None = None) -> list[KpiValue]:
+    """CSAT of the onboarding as a whole: mean score of `survey_onboarding` events (1 to 5),
+    asked of everyone at activation (or purchase) or at the trial's end (journey rules 5), so
+    unlike `csat` (asked after a success call: it measures the call) it covers the users who
+    never talked to anyone, and those who gave up. Same details as `csat`."""
+    return _survey_values(engine, filters, by, "survey_onboarding", "csat_onboarding", 4)
+
+
 def ces(engine: Engine, filters: Filters, by: Split | None = None) -> list[KpiValue]:
     """Customer effort score (CES): mean `properties.score` of `survey_ces` events, 1 (very
     hard) to 7 (very easy), so higher means less effort. `n` is the answers; `detail` adds
@@ -885,6 +893,90 @@ def support_task_rate(engine: Engine, filters: Filters, by: Split | None = None)
     return values
 
 
+def _holdout_outcomes(
+    engine: Engine, filters: Filters, by: Split | None
+) -> dict[str, dict[bool, list[tuple[bool, float]]]]:
+    """Per group, for the trials that are over: (converted, MRR or 0) of the global holdout's
+    trials (True) and of the others (False)."""
+    group = _group(engine, by)
+    query = (
+        select(
+            group,
+            (T.c.experiment_arm == GLOBAL_HOLDOUT).label("held_out"),
+            _CONVERTED.label("bought"),
+            T.c.mrr,
+        )
+        .where(*_population(filters))
+        .where(_ENDED)
+    )
+    found: dict[str, dict[bool, list[tuple[bool, float]]]] = {}
+    with engine.connect() as conn:
+        for row in conn.execute(query):
+            sides = found.setdefault(row.grp, {True: [], False: []})
+            mrr = float(row.mrr or 0.0) if row.bought else 0.0
+            sides[bool(row.held_out)].append((bool(row.bought), mrr))
+    return found
+
+
+def incremental_conversion(
+    engine: Engine, filters: Filters, by: Split | None = None
+) -> list[KpiValue]:
+    """What the journey adds to conversion (pts): trial-to-paid of the trials it ran minus that
+    of the global holdout (`[holdout]`: no onboarding at all), over the trials that are over,
+    with Newcombe's 95 % interval. `n` is the holdout's trials; `detail` gives both rates and
+    sizes and the extra conversions per 1,000 trials. None until the holdout has ended trials."""
+    by = _no_channel(by)
+    found = _holdout_outcomes(engine, filters, by)
+    values = []
+    for name in _ordered(found, by, None):
+        sides = found.get(name, {True: [], False: []})
+        held, ran = sides[True], sides[False]
+        x, n = sum(b for b, _ in held), len(held)
+        tx, tn = sum(b for b, _ in ran), len(ran)
+        detail: dict[str, Any] = {"holdout_trials": n, "journey_trials": tn}
+        value = None
+        if n and tn:
+            result = two_proportions(tx, tn, x, n)
+            value = 100 * result.diff
+            detail |= {
+                "journey_rate_pct": 100 * result.p1,
+                "holdout_rate_pct": 100 * result.p2,
+                "ci_low": 100 * result.ci_low,
+                "ci_high": 100 * result.ci_high,
+                "extra_conversions_per_1000": 1000 * result.diff,
+            }
+        values.append(KpiValue("incremental_conversion", name, value, n, "pts", detail))
+    return values
+
+
+def incremental_revenue(
+    engine: Engine, filters: Filters, by: Split | None = None
+) -> list[KpiValue]:
+    """What the journey adds to revenue: monthly recurring revenue per 1,000 trials (those
+    that are over; MRR 0 for those that did not buy) of the journey's trials minus the global
+    holdout's, with Welch's 95 % interval. `n` is the holdout's trials."""
+    by = _no_channel(by)
+    found = _holdout_outcomes(engine, filters, by)
+    values = []
+    for name in _ordered(found, by, None):
+        sides = found.get(name, {True: [], False: []})
+        held = [mrr for _, mrr in sides[True]]
+        ran = [mrr for _, mrr in sides[False]]
+        detail: dict[str, Any] = {"holdout_trials": len(held), "journey_trials": len(ran)}
+        value = None
+        if held and ran:
+            value = 1000 * (statistics.fmean(ran) - statistics.fmean(held))
+            detail |= {
+                "journey_mrr_per_trial": statistics.fmean(ran),
+                "holdout_mrr_per_trial": statistics.fmean(held),
+            }
+            if len(held) > 1 and len(ran) > 1:
+                welch = mean_diff(ran, held)
+                detail |= {"ci_low": 1000 * welch.ci_low, "ci_high": 1000 * welch.ci_high}
+        values.append(KpiValue("incremental_revenue", name, value, len(held), "EUR", detail))
+    return values
+
+
 def support_reach_rate(engine: Engine, filters: Filters, by: Split | None = None) -> list[KpiValue]:
     """Support reach: of the trials with a closed task, % where support got through to the
     user (an outcome `reached_user` or `call_booked`). `detail`: how many of those reached
@@ -964,6 +1056,7 @@ KPIS: dict[str, KpiFunction] = {
     "trial_to_paid": trial_to_paid,
     "churn_rate": churn_rate,
     "csat": csat,
+    "csat_onboarding": csat_onboarding,
     "ces": ces,
     "upsell_rate": upsell_rate,
     "referral_rate": referral_rate,
@@ -973,6 +1066,8 @@ KPIS: dict[str, KpiFunction] = {
     "qualifier_answer_rate": qualifier_answer_rate,
     "support_task_rate": support_task_rate,
     "support_reach_rate": support_reach_rate,
+    "incremental_conversion": incremental_conversion,
+    "incremental_revenue": incremental_revenue,
 }
 """Every KPI function, in the order they are shown (completion right after activation)."""
 
@@ -1207,7 +1302,7 @@ def arm_sizes(engine: Engine, filters: Filters) -> dict[str, int]:
 
 def experiment_note(sizes: Mapping[str, int], control: str = "generic") -> str | None:
     """Why there is nothing to compare, or None when there is."""
-    arms = sorted(arm for arm in sizes if arm != NO_EXPERIMENT_ARM)
+    arms = sorted(arm for arm in sizes if arm not in (NO_EXPERIMENT_ARM, GLOBAL_HOLDOUT))
     if not arms:
         return "no experiment in this period: every trial is in arm 'default'"
     if control not in arms:
@@ -1229,7 +1324,7 @@ def experiment_report(
     sizes = arm_sizes(engine, filters)
     if experiment_note(sizes, control) is not None:
         return []
-    arms = sorted(arm for arm in sizes if arm not in (control, NO_EXPERIMENT_ARM))
+    arms = sorted(arm for arm in sizes if arm not in (control, NO_EXPERIMENT_ARM, GLOBAL_HOLDOUT))
     report: list[ArmComparison] = []
     for kpi in EXPERIMENT_KPIS:
         if kpi in _RATES:

@@ -61,6 +61,7 @@ RATES = {
     "personalized": Rates(complete=0.71, activate=0.34, retain_7d=0.52, csat=(4, 5)),
     "generic": Rates(complete=0.78, activate=0.12, retain_7d=0.23, csat=(3, 5)),
     "holdout": Rates(complete=0.70, activate=0.09, retain_7d=0.18, csat=(3, 4)),
+    "global_holdout": Rates(complete=0.70, activate=0.09, retain_7d=0.18, csat=(3, 4)),
     "default": Rates(complete=0.71, activate=0.34, retain_7d=0.52, csat=(4, 5)),
 }
 FIRST_NAMES = ("Alex", "Sam", "Camille", "Noor", "Jun", "Lea", "Omar", "Ines", "Tom", "Maya")

@@ -68,7 +68,7 @@ class UnsubscribeTokens:
         return data["u"], data["c"]
 
 
-SURVEY_SCALES = {"csat": 5, "ces": 7}
+SURVEY_SCALES = {"csat": 5, "ces": 7, "onboarding": 5}
 
 
 class BookingTokens:

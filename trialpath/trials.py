@@ -277,13 +277,19 @@ class SurveyAnswer(_Command):
     # Stated in the schema too: a CSAT score is 1 to 5.
     model_config = ConfigDict(
         json_schema_extra={
-            "if": {"properties": {"survey": {"const": "csat"}}, "required": ["survey"]},
+            "if": {
+                "properties": {"survey": {"enum": ["csat", "onboarding"]}},
+                "required": ["survey"],
+            },
             "then": {"properties": {"score": {"maximum": SURVEY_SCALES["csat"]}}},
         }
     )
 
-    survey: Literal["csat", "ces"]
-    score: int = Field(ge=1, le=7, description="csat: 1 to 5; ces: 1 to 7.")
+    survey: Literal["csat", "ces", "onboarding"] = Field(
+        description="csat: after the success call; onboarding: the onboarding as a whole (CSAT "
+        "at activation or the trial's end); ces: effort, after the first value."
+    )
+    score: int = Field(ge=1, le=7, description="csat and onboarding: 1 to 5; ces: 1 to 7.")
     comment: str | None = Field(default=None, max_length=2000)
 
     @model_validator(mode="after")

@@ -96,6 +96,7 @@ PATCH_ACCEPTED_AT = "signals-at-accepted-time"
 PATCH_RULES_2 = "journey-rules-2"
 PATCH_RULES_3 = "journey-rules-3"
 PATCH_RULES_4 = "journey-rules-4"
+PATCH_RULES_5 = "journey-rules-5"
 PATCH_NEEDS_ATTENTION = "needs-attention"
 PATCH_JOURNEY_VERSIONS = "journey-versions"
 TASK_KINDS = {
@@ -190,8 +191,10 @@ class TrialWorkflow:
         if self._state is None:
             # A new trial decides by today's rules; one started before they were versioned
             # replays with the rules its history was made by.
-            if workflow.patched(PATCH_RULES_4):
+            if workflow.patched(PATCH_RULES_5):
                 rules = journey.RULES
+            elif workflow.patched(PATCH_RULES_4):
+                rules = 4
             elif workflow.patched(PATCH_RULES_3):
                 rules = 3
             elif workflow.patched(PATCH_RULES_2):
