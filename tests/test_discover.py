@@ -11,10 +11,12 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from rich.console import Console
 from sqlalchemy import Engine
 from sqlmodel import Session
 from typer.testing import CliRunner
 
+from trialpath import cli
 from trialpath import discover as discovery
 from trialpath.cli import app
 from trialpath.config import Settings, get_settings
@@ -126,7 +128,11 @@ def _cli(settings: Settings, *args: str) -> object:
         get_settings.cache_clear()
 
 
-def test_the_command_line(settings: Settings, engine: Engine) -> None:
+def test_the_command_line(
+    settings: Settings, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The command line's console, as a process started in a wide terminal makes it.
+    monkeypatch.setattr(cli, "console", Console(width=200))
     plant(engine, users=300)
     shown = _cli(settings, "kpis", "discover", "--top", "3", "--format", "json")
     assert shown.exit_code == 0, shown.output  # type: ignore[attr-defined]

@@ -390,12 +390,13 @@ def test_compute_kpis_has_every_kpi_once_without_split(seeded: Engine) -> None:
     names = [r.kpi for r in rows]
     assert names == [
         "ttfv_median", "ttfv_p90", "activation_rate", "onboarding_completion", "adoption_rate",
-        "time_to_proficiency", "retention_7d", "trial_to_paid", "churn_rate", "csat", "ces",
-        "upsell_rate", "referral_rate", "cltv", "messages_per_user", "unsubscribe_rate",
-        "qualifier_answer_rate", "support_task_rate", "support_reach_rate",
+        "time_to_proficiency", "retention_7d", "trial_to_paid", "churn_rate", "csat",
+        "csat_onboarding", "ces", "upsell_rate", "referral_rate", "cltv", "messages_per_user",
+        "unsubscribe_rate", "qualifier_answer_rate", "support_task_rate", "support_reach_rate",
+        "incremental_conversion", "incremental_revenue",
     ]  # fmt: skip
     assert {r.group for r in rows} == {"all"}
-    assert {r.unit for r in rows} == {"hours", "%", "score", "EUR", "count"}
+    assert {r.unit for r in rows} == {"hours", "%", "score", "EUR", "count", "pts"}
 
 
 # --- splits ----------------------------------------------------------------------------------

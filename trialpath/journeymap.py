@@ -238,6 +238,16 @@ def journey_map(defn: JourneyDefinition) -> JourneyMap:
         b.link(entry, activation, "when it happens")
         activated = b.message(lane, "activated", "In the send window", key="activated")
         b.link(activation, activated)
+        surveys = defn.surveys
+        if surveys is not None and surveys.csat_after_onboarding_hours is not None:
+            asked = b.message(
+                lane,
+                "survey_onboarding",
+                f"{_hours(surveys.csat_after_onboarding_hours)} after activation or purchase",
+                key="survey_onboarding",
+                note="asked of everyone, the holdouts too; at the trial's end for the others",
+            )
+            b.link(activation, asked)
         if defn.surveys is not None:
             ces = b.message(
                 lane,
@@ -359,6 +369,11 @@ def journey_map(defn: JourneyDefinition) -> JourneyMap:
             spec = defn.messages[message]
             b.message(other, message, "At once" if spec.immediate else "In the send window")
 
+    if defn.holdout is not None and defn.holdout.share > 0:
+        notes.append(
+            f"Global holdout {defn.holdout.name}: {defn.holdout.share:.0%} of the trials get no "
+            "onboarding at all (transactional messages only, no call), whatever the experiment."
+        )
     experiment = defn.experiment
     if experiment is not None:
         arms = ", ".join(f"{arm} {weight:g}" for arm, weight in experiment.arms.items())

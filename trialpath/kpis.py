@@ -75,7 +75,7 @@ from trialpath.stats import (
 Split = Literal["persona", "cohort", "arm", "channel", "source", "qualifier", "journey"]
 SPLITS: tuple[Split, ...] = get_args(Split)
 UNRECORDED_VERSION = "unrecorded"
-Unit = Literal["hours", "%", "score", "count", "EUR"]
+Unit = Literal["hours", "%", "score", "count", "EUR", "pts"]
 
 ALL = "all"
 UNKNOWN_PERSONA = "unknown"

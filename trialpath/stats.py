@@ -263,10 +263,22 @@ def needed_per_arm(p1: float, p2: float, alpha: float = 0.05, power: float = 0.8
         raise ValueError("p1 and p2 are equal: no sample size detects no difference")
     if not (0 <= p1 <= 1 and 0 <= p2 <= 1):
         raise ValueError("p1 and p2 are proportions within [0, 1]")
-    n = samplesize_proportions_2indep_onetail(
-        p2 - p1, p1, power, ratio=1, alpha=alpha, alternative="two-sided"
-    )
-    return math.ceil(float(n) - 1e-9)
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        n = float(
+            samplesize_proportions_2indep_onetail(
+                p2 - p1, p1, power, ratio=1, alpha=alpha, alternative="two-sided"
+            )
+        )
+    if not math.isfinite(n) or n > MAX_PER_ARM:
+        raise ValueError(
+            f"a difference of {abs(p2 - p1):.3g} is too small to detect: more than "
+            f"{MAX_PER_ARM:,} users per arm"
+        )
+    return math.ceil(n - 1e-9)
+
+
+MAX_PER_ARM = 10**9
+"""Beyond this many users per arm an experiment is not a plan (and floats lose the count)."""
 
 
 @dataclass(frozen=True)
@@ -314,17 +326,23 @@ def plan_power(
         raise ValueError(f"power must be within [0.5, 1), got {power}")
     if not 2 <= arms <= 20:
         raise ValueError(f"arms must be within [2, 20], got {arms}")
+    per_arm = needed_per_arm(baseline, target, alpha, power)
     h = float(proportion_effectsize(target, baseline))
-    arcsine = NormalIndPower().solve_power(effect_size=abs(h), alpha=alpha, power=power, ratio=1)
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        arcsine = float(
+            NormalIndPower().solve_power(effect_size=abs(h), alpha=alpha, power=power, ratio=1)
+        )
+    if not math.isfinite(arcsine) or arcsine > MAX_PER_ARM:
+        raise ValueError(f"a lift of {lift:g} is too small to detect: more than {MAX_PER_ARM:,}")
     return PowerPlan(
         baseline=baseline,
         target=target,
         alpha=alpha,
         power=power,
         arms=arms,
-        per_arm=needed_per_arm(baseline, target, alpha, power),
+        per_arm=per_arm,
         cohen_h=h,
-        per_arm_arcsine=math.ceil(float(arcsine) - 1e-9),
+        per_arm_arcsine=math.ceil(arcsine - 1e-9),
     )
 
 
