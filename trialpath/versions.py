@@ -56,16 +56,20 @@ def _ref(row: JourneyVersion) -> VersionRef:
 
 def register(engine: Engine, defn: JourneyDefinition, source: str | None = None) -> VersionRef:
     """The stored version of `defn`, stored now if it is new. Concurrent workers storing the
-    same new definition get the same row (the hash is unique: the loser reads the winner's)."""
+    same new definition get the same row (the hash is unique: the loser reads the winner's).
+    Numbers are given here, the next after the highest, not by a database sequence: a lost
+    race must not leave a gap (PostgreSQL spends a sequence value on a failed insert)."""
     digest = content_hash(defn)
-    for _ in range(2):
+    for _ in range(20):
         with Session(engine) as session:
             row = session.exec(
                 select(JourneyVersion).where(JourneyVersion.content_hash == digest)
             ).first()
             if row is not None:
                 return _ref(row)
+            highest = session.exec(select(func.max(JourneyVersion.id))).one()
             row = JourneyVersion(
+                id=(highest or 0) + 1,
                 content_hash=digest,
                 label=defn.version[:100],
                 definition=defn.model_dump(mode="json"),
@@ -75,7 +79,7 @@ def register(engine: Engine, defn: JourneyDefinition, source: str | None = None)
             try:
                 session.commit()
             except IntegrityError:
-                session.rollback()
+                session.rollback()  # another version took the number, or this one was stored
                 continue
             session.refresh(row)
             return _ref(row)
