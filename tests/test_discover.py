@@ -14,12 +14,11 @@ import pytest
 from rich.console import Console
 from sqlalchemy import Engine
 from sqlmodel import Session
-from typer.testing import CliRunner
 
+from tests.conftest import run_cli
 from trialpath import cli
 from trialpath import discover as discovery
-from trialpath.cli import app
-from trialpath.config import Settings, get_settings
+from trialpath.config import Settings
 from trialpath.db import make_engine
 from trialpath.kpis import Filters
 from trialpath.models import Trial, TrialEvent
@@ -115,35 +114,22 @@ def test_no_trial_over_yet_says_so(engine: Engine) -> None:
     assert (found.candidates, found.note) == ([], "no trial of this period is over yet")
 
 
-def _cli(settings: Settings, *args: str) -> object:
-    env = {
-        "TRIALPATH_DATA_DIR": str(settings.data_dir),
-        "TRIALPATH_DATABASE_URL": settings.effective_database_url,
-        "COLUMNS": "200",
-    }
-    get_settings.cache_clear()
-    try:
-        return CliRunner().invoke(app, list(args), env=env)
-    finally:
-        get_settings.cache_clear()
-
-
 def test_the_command_line(
     settings: Settings, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The command line's console, as a process started in a wide terminal makes it.
     monkeypatch.setattr(cli, "console", Console(width=200))
     plant(engine, users=300)
-    shown = _cli(settings, "kpis", "discover", "--top", "3", "--format", "json")
+    shown = run_cli(settings, "kpis", "discover", "--top", "3", "--format", "json")
     assert shown.exit_code == 0, shown.output  # type: ignore[attr-defined]
     body = json.loads(shown.stdout)  # type: ignore[attr-defined]
     first = body["candidates"][0]
     assert (first["event"], first["at_least"], first["within_days"]) == PLANTED
     assert len(body["candidates"]) == 3 and body["configured"]["rank"] > 1
-    table = _cli(settings, "kpis", "discover", "--top", "3")
+    table = run_cli(settings, "kpis", "discover", "--top", "3")
     assert "teammate_invited ≥ 2 within 3 d" in table.output  # type: ignore[attr-defined]
     assert "configured activation rule" in table.output  # type: ignore[attr-defined]
-    bad = _cli(settings, "kpis", "discover", "--days", "0")
+    bad = run_cli(settings, "kpis", "discover", "--days", "0")
     assert bad.exit_code == 2 and "Traceback" not in bad.output  # type: ignore[attr-defined]
 
 

@@ -20,14 +20,13 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.records import RecordActivities, RecordProgressInput, TrialSnapshot
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, dev_server
 from trialpath.api.app import create_app
 from trialpath.config import PACKAGE_DIR, Settings
 from trialpath.contract import TrialProfile
 from trialpath.db import make_engine
 from trialpath.erasure import COVERAGE, erase_rows
 from trialpath.models import CallSlot, Message, MessageEvent, PendingSignal, Trial
-from trialpath.temporal import DATA_CONVERTER, bundled_binary, register_search_attributes
 from worker import build_worker
 
 NAME, EMAIL, PHONE = "Grace Hopper", "grace.hopper@navy.example", "+33612345678"
@@ -182,13 +181,7 @@ def test_erasure_frees_the_calls_still_to_come(settings: Settings) -> None:
 
 @pytest.fixture(scope="module")
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
-    async with await WorkflowEnvironment.start_local(
-        data_converter=DATA_CONVERTER,
-        ip="127.0.0.1",
-        dev_server_existing_path=str(bundled_binary("temporal")),
-        dev_server_log_level="error",
-    ) as environment:
-        await register_search_attributes(environment.client)
+    async with dev_server() as environment:
         yield environment
 
 

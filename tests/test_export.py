@@ -8,6 +8,7 @@ import csv
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -15,11 +16,10 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import Engine
 from sqlmodel import Session, select
-from typer.testing import CliRunner
 
-from trialpath.cli import app
+from tests.conftest import run_cli
 from trialpath.codec import new_key
-from trialpath.config import Settings, get_settings
+from trialpath.config import Settings
 from trialpath.db import engine_for
 from trialpath.export import STATE_FILE, ExportError, export
 from trialpath.models import AuditEntry, Message, Trial, TrialEvent
@@ -187,18 +187,10 @@ def test_bad_arguments(engine: Engine, tmp_path: Path) -> None:
 def test_the_command_line(settings: Settings, tmp_path: Path) -> None:
     engine = engine_for(settings)
     add_trial(engine, "u1", T0)
-    env = {
-        "TRIALPATH_DATA_DIR": str(settings.data_dir),
-        "TRIALPATH_DATABASE_URL": settings.effective_database_url,
-    }
     out = tmp_path / "w"
 
-    def run(*args: str) -> object:
-        get_settings.cache_clear()
-        try:
-            return CliRunner().invoke(app, ["export", "--out", str(out), *args], env=env)
-        finally:
-            get_settings.cache_clear()
+    def run(*args: str) -> Any:
+        return run_cli(settings, "export", "--out", str(out), *args)
 
     done = run("--format", "csv", "--include-personal-data")
     assert done.exit_code == 0, done.output  # type: ignore[attr-defined]

@@ -28,14 +28,12 @@ from typing import Any
 import pytest
 from sqlmodel import Session, col, select
 from temporalio.testing import WorkflowEnvironment
-from typer.testing import CliRunner
 
+from tests.conftest import dev_server, run_cli
 from tests.test_late_signals import api_client, eight_am_zone, status_of, steps, wait_for
-from trialpath.cli import app
-from trialpath.config import Settings, get_settings
+from trialpath.config import Settings
 from trialpath.db import make_engine
 from trialpath.models import AuditEntry, Message, Trial
-from trialpath.temporal import DATA_CONVERTER, bundled_binary, register_search_attributes
 from worker import build_worker
 
 SECONDS_PER_DAY = 6.0
@@ -45,13 +43,7 @@ DAY = timedelta(seconds=SECONDS_PER_DAY)
 @pytest.fixture
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     """A server per test: the database parametrisations run the same users and queries."""
-    async with await WorkflowEnvironment.start_local(
-        data_converter=DATA_CONVERTER,
-        ip="127.0.0.1",
-        dev_server_existing_path=str(bundled_binary("temporal")),
-        dev_server_log_level="error",
-    ) as environment:
-        await register_search_attributes(environment.client)
+    async with dev_server() as environment:
         yield environment
 
 
@@ -63,24 +55,8 @@ def edited(text: str, *changes: tuple[str, str]) -> str:
 
 
 async def cli(settings: Settings, *args: str) -> Any:
-    """Runs a `trialpath` command in a thread (it runs its own event loop) with the test's
-    settings as its environment."""
-    env = {
-        "TRIALPATH_DATA_DIR": str(settings.data_dir),
-        "TRIALPATH_DATABASE_URL": settings.effective_database_url,
-        "TRIALPATH_TEMPORAL_ADDRESS": settings.temporal_address,
-        "TRIALPATH_JOURNEY_FILE": str(settings.journey_file),
-        "TRIALPATH_TASK_QUEUE": settings.task_queue,
-    }
-
-    def run() -> Any:
-        get_settings.cache_clear()
-        try:
-            return CliRunner().invoke(app, list(args), env=env)
-        finally:
-            get_settings.cache_clear()
-
-    return await asyncio.to_thread(run)
+    """A `trialpath` command, in a thread: it runs its own event loop."""
+    return await asyncio.to_thread(run_cli, settings, *args)
 
 
 @pytest.mark.takes(seconds=45)

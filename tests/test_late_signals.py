@@ -23,13 +23,12 @@ import pytest
 from sqlmodel import Session, select
 from temporalio.testing import WorkflowEnvironment
 
-from tests.conftest import API_KEY, API_KEYS
+from tests.conftest import API_KEY, API_KEYS, dev_server
 from trialpath.api.app import create_app
 from trialpath.config import Settings
 from trialpath.contract import TrialStatus
 from trialpath.db import make_engine
 from trialpath.models import Message, Trial, TrialEvent
-from trialpath.temporal import DATA_CONVERTER, bundled_binary, register_search_attributes
 from worker import build_worker
 
 SECONDS_PER_DAY = 6.0
@@ -40,13 +39,7 @@ AWAY_DAYS = 3
 
 @pytest.fixture(scope="module")
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
-    async with await WorkflowEnvironment.start_local(
-        data_converter=DATA_CONVERTER,
-        ip="127.0.0.1",
-        dev_server_existing_path=str(bundled_binary("temporal")),
-        dev_server_log_level="error",
-    ) as environment:
-        await register_search_attributes(environment.client)
+    async with dev_server() as environment:
         yield environment
 
 

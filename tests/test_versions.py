@@ -18,12 +18,11 @@ from sqlmodel import Session
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
-from typer.testing import CliRunner
 
+from tests.conftest import run_cli
 from tests.driver import TrialDriver
 from trialpath import kpis, moves, versions
-from trialpath.cli import app
-from trialpath.config import PACKAGE_DIR, Settings, get_settings
+from trialpath.config import PACKAGE_DIR, Settings
 from trialpath.contract import UPDATE_MOVE_JOURNEY, MoveJourney, workflow_id_for
 from trialpath.db import make_engine
 from trialpath.definition import load_definition
@@ -233,51 +232,37 @@ def test_the_kpis_split_by_journey_version(engine: Engine) -> None:
     }
 
 
-def _cli(settings: Settings, *args: str) -> object:
-    env = {
-        "TRIALPATH_DATA_DIR": str(settings.data_dir),
-        "TRIALPATH_DATABASE_URL": settings.effective_database_url,
-        "TRIALPATH_JOURNEY_FILE": str(settings.journey_file),
-        "COLUMNS": "200",
-    }
-    get_settings.cache_clear()
-    try:
-        return CliRunner().invoke(app, list(args), env=env)
-    finally:
-        get_settings.cache_clear()
-
-
 def test_the_cli_lists_diffs_and_draws_versions(
     settings: Settings, engine: Engine, tmp_path: Path
 ) -> None:
-    empty = _cli(settings, "journey", "versions")
+    empty = run_cli(settings, "journey", "versions")
     assert empty.exit_code == 0 and "No journey version stored yet" in empty.output
     versions.register(engine, load_definition(SHIPPED), str(SHIPPED))
-    listed = _cli(settings, "journey", "versions")
+    listed = run_cli(settings, "journey", "versions")
     assert listed.exit_code == 0, listed.output
     assert "v1" in listed.output and "2026-11-25" in listed.output
 
     changed = variant(tmp_path, AUTOMATE_DAY_5)
-    diff = _cli(settings, "journey", "diff", "v1", str(changed), "--format", "json")
+    diff = run_cli(settings, "journey", "diff", "v1", str(changed), "--format", "json")
     assert diff.exit_code == 0, diff.output
     assert json.loads(diff.stdout) == [
         {"path": "personas.business.drip[drip_automate].day", "before": 4, "after": 5}
     ]
-    table = _cli(settings, "journey", "diff", "v1", str(changed))
+    table = run_cli(settings, "journey", "diff", "v1", str(changed))
     # The setting column, folded on narrow terminals, read back whole.
     settings_column = "".join(
         line.split("│")[1].strip() for line in table.output.splitlines() if line.count("│") == 4
     )
     assert settings_column == "personas.business.drip[drip_automate].day", table.output
 
-    drawn = _cli(settings, "journey", "show", "--version", "v1", "--format", "mermaid")
+    drawn = run_cli(settings, "journey", "show", "--version", "v1", "--format", "mermaid")
     assert drawn.exit_code == 0 and "Journey 2026-11-25" in drawn.stdout
     for args, message in (
         (("journey", "show", "--version", "v9"), "no journey version v9"),
         (("journey", "diff", "v1", "vx"), "vx"),
         (("journey", "plan", str(tmp_path / "missing.toml")), "does not exist"),
     ):
-        refused = _cli(settings, *args)
+        refused = run_cli(settings, *args)
         assert refused.exit_code == 2, refused.output
         assert message in refused.output and "Traceback" not in refused.output
 
