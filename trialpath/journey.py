@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from trialpath import moves
 from trialpath.contract import (
     JourneyVersionRef,
     Stage,
@@ -437,9 +438,7 @@ def assign_arm(defn: JourneyDefinition, user_id: str, rules: int = RULES) -> str
 
 def path_persona(defn: JourneyDefinition, state: TrialState) -> Persona | None:
     """Whose path the messages follow: the user's persona, except in the `generic` arm."""
-    if state.arm == "generic" and defn.experiment is not None:
-        return defn.experiment.generic_persona
-    return state.persona
+    return moves.path_of(defn, state.persona, state.arm)
 
 
 # --- Stage -----------------------------------------------------------------------------------

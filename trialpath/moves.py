@@ -30,7 +30,8 @@ DRIP = "drip."
 
 
 def path_of(defn: JourneyDefinition, persona: str | None, arm: str) -> Persona | None:
-    """Whose drip the trial follows (`journey.path_persona`, from the stored fields)."""
+    """Whose drip a trial follows: its persona, except in the `generic` arm (the rules'
+    `journey.path_persona`, and the plan's reading of the stored fields)."""
     if arm == "generic" and defn.experiment is not None:
         return defn.experiment.generic_persona
     return persona  # type: ignore[return-value]
