@@ -256,3 +256,24 @@ def retention_chart(curves: Mapping[str, Sequence[tuple[int, float]]]) -> str | 
         axes.set_title("Retention by sign-up cohort", loc="left")
         _legend(axes, "cohort (week)")
         return _svg(figure, "retention", "Retention curves by weekly sign-up cohort")
+
+
+def bars_chart(
+    name: str, title: str, categories: Sequence[str], series: Mapping[str, Sequence[float]]
+) -> str | None:
+    """Grouped bars: one group per category (a persona), one bar per series (a journey),
+    labelled with the value."""
+    if not categories or not series:
+        return None
+    colours = dict(zip(series, PALETTE, strict=False))
+    width = 0.8 / len(series)
+    with _lock, matplotlib.rc_context(_STYLE), _figure() as figure:
+        axes = figure.subplots()
+        for i, (label, values) in enumerate(series.items()):
+            xs = [c + (i - (len(series) - 1) / 2) * width for c in range(len(categories))]
+            bars = axes.bar(xs, values, width=width * 0.92, color=colours[label], label=label)
+            axes.bar_label(bars, labels=[f"{v:.1f}" for v in values], fontsize=7, color=MUTED)
+        axes.set_xticks(range(len(categories)), categories)
+        axes.set_title(title, loc="left")
+        _legend(axes, "journey")
+        return _svg(figure, name, title)

@@ -44,6 +44,7 @@ from trialpath.journeycli import journey_app
 from trialpath.models import Message, Trial
 from trialpath.preferences import signing_secret
 from trialpath.services import ServiceError, Services, port_open, running
+from trialpath.simulatecli import simulate_command
 from trialpath.taskscli import tasks_app
 from trialpath.temporal import (
     backlog,
@@ -82,6 +83,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(tasks_app, name="tasks")
 app.add_typer(journey_app, name="journey")
 app.add_typer(agents_app, name="agents")
+app.command("simulate")(simulate_command)
 
 console = Console()
 err_console = Console(stderr=True)

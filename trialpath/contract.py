@@ -289,6 +289,10 @@ class SentStatus(_Payload):
     template: str
     at: datetime
     day: int
+    message: str = ""
+    """The journey's message (`drip_webhooks`); empty in the status of older trials."""
+    due: datetime | None = None
+    """When it was due: later than `at` when it waited for the send window or daily cap."""
 
 
 class TrialStatus(_Payload):
@@ -314,4 +318,6 @@ class TrialStatus(_Payload):
     """Support tasks opened for this trial and not closed: key → kind."""
     journey_version: str | None = None
     """The stored journey version the trial runs (`v3`); None for trials started before."""
+    skipped: list[str] = []
+    """Steps given up without being sent (gone stale, done already, off the path)."""
     summary: str = ""

@@ -148,6 +148,9 @@ class SentItem(_State):
     template: str
     at: datetime
     day: int
+    due: datetime | None = None
+    """When the step was due: a marketing message sent later waited for the send window or
+    the daily cap (`trialpath simulate` counts them)."""
 
 
 class Held(_State):
@@ -300,6 +303,8 @@ class Send:
     unless_read: str | None = None
     """A follow-up: the occurrence whose in-app copy, if the user read it, means this send is
     skipped. The workflow asks the send activity to check (a fact of the database)."""
+    due: datetime | None = field(default=None, compare=False)
+    """When it was due (a held retry: when the retry was); recorded with what is sent."""
 
 
 @dataclass(frozen=True)
@@ -1258,6 +1263,7 @@ def _decide(defn: JourneyDefinition, state: TrialState, now: datetime) -> Step |
             decided_at=now,
             in_app_first=in_app_first or (held is not None and held.in_app_first),
             unless_read=cand.unless_read,
+            due=max(cand.due, held.retry_at) if held else cand.due,
         )
 
     if skipped:
@@ -1420,6 +1426,7 @@ def mark_done(
                 template=item.template,
                 at=now,
                 day=day,
+                due=step.due,
             )
         )
     if delivered and step.category == "marketing" and not already_counted:
@@ -1501,6 +1508,7 @@ def _mark_done(
                 template=item.template,
                 at=now,
                 day=day,
+                due=step.due,
             )
         )
     first_reach = bool(delivered) and not reached

@@ -832,7 +832,13 @@ class TrialWorkflow:
             ),
             sent=[
                 SentStatus(
-                    key=s.key, channel=s.channel, template=s.template, at=real(s.at), day=s.day
+                    key=s.key,
+                    channel=s.channel,
+                    template=s.template,
+                    at=real(s.at),
+                    day=s.day,
+                    message=s.message,
+                    due=real(s.due) if s.due else None,
                 )
                 for s in state.sent
             ],
@@ -845,4 +851,5 @@ class TrialWorkflow:
             ends_on=state.ends_on,
             summary=journey.summary(defn, state, now),
             journey_version=self._version.name if self._version else None,
+            skipped=[o for o, done in state.done.items() if done == "skipped"],
         )
