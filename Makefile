@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-setup templates-check coverage lint typecheck clean lock
+.PHONY: run test test-setup templates-check journey-check simulation-baseline coverage lint typecheck clean lock
 
 # Exactly the tested versions: every package pinned with its hashes in requirements.lock
 # (`make lock` regenerates it), then the project itself without touching its dependencies.
@@ -91,10 +91,23 @@ test:
 
 # What the tests need, and the checks that come first, side by side: the Python and the npm
 # packages download together, then ruff, mypy and the template check run together.
-test-setup: $(STAMP) node_modules/.installed $(CHROMIUM) lint typecheck templates-check
+test-setup: $(STAMP) node_modules/.installed $(CHROMIUM) lint typecheck templates-check \
+	journey-check
 
 templates-check: $(STAMP)
 	$(BIN)/trialpath templates check
+
+# The journey and templates played by a synthetic population on time-skipping servers
+# (docs/simulate.md), checked: every drip step reached, the daily cap kept, messages per user
+# not doubled against the last accepted report. A change meant to alter the journey
+# regenerates that report: `make simulation-baseline`, then commit it.
+SIMULATION := --population 80 --seed 7
+journey-check: $(STAMP)
+	$(BIN)/trialpath simulate $(SIMULATION) --against tests/simulation/baseline.json --check \
+		--format json --out $(VENV)/simulation.json
+
+simulation-baseline: $(STAMP)
+	$(BIN)/trialpath simulate $(SIMULATION) --format json --out tests/simulation/baseline.json
 
 # The same tests with a line coverage report (about a third more CPU, so not in `make test`).
 coverage: $(STAMP) node_modules/.installed $(CHROMIUM)

@@ -165,6 +165,7 @@ async def _run_part(job: dict[str, Any], report: Callable[[str], None]) -> list[
     from worker import build_worker
     from workflows.trial import TrialWorkflow
 
+    _throwaway_database()
     folder = Path(job["folder"])
     settings = Settings(
         data_dir=folder,
@@ -227,6 +228,19 @@ async def _run_part(job: dict[str, Any], report: Callable[[str], None]) -> list[
                     results.append(status.model_dump(mode="json"))
                     report("ended")
     return results
+
+
+def _throwaway_database() -> None:
+    """The part's SQLite database is thrown away with it: no waiting for the disk on each
+    commit (a quarter of the part's CPU time with the default, safe, setting)."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    @event.listens_for(Engine, "connect")
+    def _no_sync(connection: Any, _record: Any) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA synchronous=OFF")
+        cursor.close()
 
 
 TIMER_GUARD = timedelta(seconds=3)
@@ -685,7 +699,7 @@ def analyse(
         if (persona, step.message) not in reached
     ]
     return Simulation(
-        journey=str(journey),
+        journey=_shown(journey),
         version=defn.version,
         population=len(played.statuses),
         seed=seed,
@@ -697,6 +711,14 @@ def analyse(
         over_cap=over_cap,
         start=played.start,
     )
+
+
+def _shown(path: Path) -> str:
+    """The journey's path as the report shows it: relative to here when it is below."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _has_other(status: TrialStatus, sent: Any) -> bool:

@@ -117,7 +117,9 @@ def simulate_command(
             out.write_text(text if output != "table" else _plain(mine, theirs, found))
         except OSError as err:
             raise _fail(f"cannot write {out}: {err.strerror or err}") from err
-        err_console.print(f"report written to {out}", highlight=False)
+        err_console.print(_headline(mine), highlight=False)
+        verdict = "no problem" if not found else f"{len(found)} problem(s)"
+        err_console.print(f"{verdict}; report written to {out}", highlight=False)
     elif output == "table":
         show_tables(console, mine, theirs, found)
     else:
