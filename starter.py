@@ -15,14 +15,14 @@ from datetime import UTC, datetime
 from temporalio.common import WorkflowIDReusePolicy
 
 from trialpath.config import get_settings
-from trialpath.contract import (
+from trialpath.core.contract import (
     EventSignal,
     QualifyInput,
     QualifyResult,
     TrialProfile,
     workflow_id_for,
 )
-from trialpath.journey import TrialInput
+from trialpath.core.journey import TrialInput
 from trialpath.temporal import connect, exit_process
 from workflows.trial import TrialWorkflow
 

@@ -9,8 +9,8 @@ from sqlalchemy import Engine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from trialpath.contract import JourneyVersionRef
-from trialpath.definition import DefinitionError, JourneyDefinition, load_definition
+from trialpath.core.contract import JourneyVersionRef
+from trialpath.core.definition import DefinitionError, JourneyDefinition, load_definition
 from trialpath.versions import register
 
 

@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 from temporalio import activity
 
-from trialpath.contract import Acquisition, TrialProfile
+from trialpath.core.contract import Acquisition, TrialProfile
 from trialpath.logs import bind_activity
 from trialpath.metrics import ACTIVATIONS
 from trialpath.models import StageChange, Trial, TrialEvent, utcnow

@@ -42,7 +42,7 @@ from temporalio.client import Client
 
 from trialpath.api.app import create_app
 from trialpath.config import Settings
-from trialpath.contract import SIGNAL_CANCEL, SIGNAL_EVENT, workflow_id_for
+from trialpath.core.contract import SIGNAL_CANCEL, SIGNAL_EVENT, workflow_id_for
 from trialpath.services import Services
 from trialpath.temporal import (
     DATA_CONVERTER,

@@ -71,9 +71,9 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import WorkflowExecutionStatus
 
 from trialpath.config import PACKAGE_DIR, PROJECT_ROOT, Settings
-from trialpath.contract import TERMINAL_STAGES, TrialStatus, workflow_id_for
+from trialpath.core.contract import TERMINAL_STAGES, TrialStatus, workflow_id_for
+from trialpath.core.definition import load_definition
 from trialpath.db import make_engine
-from trialpath.definition import load_definition
 from trialpath.delivery.outbox import file_stem
 from trialpath.demo import Action, SampleUser, signup_body
 from trialpath.models import Message, PendingSignal, Trial, TrialEvent

@@ -58,7 +58,7 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 
 from trialpath.config import PROJECT_ROOT, Settings
-from trialpath.contract import QUERY_STATUS, Qualification, TrialStatus, workflow_id_for
+from trialpath.core.contract import QUERY_STATUS, Qualification, TrialStatus, workflow_id_for
 from trialpath.db import make_engine
 from trialpath.models import Trial
 from trialpath.services import Process, Services

@@ -10,7 +10,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from tests.deadlines import waiting_for
 from trialpath.config import Settings
-from trialpath.contract import (
+from trialpath.core.contract import (
     Qualification,
     QualifyInput,
     QualifyResult,
@@ -18,7 +18,7 @@ from trialpath.contract import (
     TrialStatus,
     workflow_id_for,
 )
-from trialpath.journey import TrialInput
+from trialpath.core.journey import TrialInput
 from workflows.trial import TrialWorkflow
 
 DAY = timedelta(days=1)

@@ -22,8 +22,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from tests.driver import TrialDriver, align
 from trialpath.config import PACKAGE_DIR, Settings
-from trialpath.definition import load_definition
-from trialpath.journey import assign_arm
+from trialpath.core.definition import load_definition
+from trialpath.core.journey import assign_arm
 from trialpath.temporal import DATA_CONVERTER, bundled_binary, register_search_attributes
 from worker import build_worker
 

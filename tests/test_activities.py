@@ -28,7 +28,7 @@ from activities.records import (
     TrialSnapshot,
 )
 from trialpath.config import PROJECT_ROOT, Settings
-from trialpath.contract import TrialProfile
+from trialpath.core.contract import TrialProfile
 from trialpath.db import make_engine
 from trialpath.delivery import DeliveryError, OutgoingMessage, Receipt
 from trialpath.delivery.outbox import OutboxProvider

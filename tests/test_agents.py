@@ -26,8 +26,8 @@ from trialpath.agents import (
     set_agent,
 )
 from trialpath.config import Settings
+from trialpath.core.definition import CallAgent
 from trialpath.db import make_engine
-from trialpath.definition import CallAgent
 from trialpath.models import Agent, AuditEntry, CallSlot
 
 MON = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday

@@ -13,7 +13,7 @@ from sqlmodel import Session, select
 from temporalio.testing import WorkflowEnvironment
 
 from trialpath.config import Settings
-from trialpath.contract import workflow_id_for
+from trialpath.core.contract import workflow_id_for
 from trialpath.db import make_engine
 from trialpath.models import Message, PendingSignal, Trial, TrialEvent
 from trialpath.trials import InvalidRequest, PageTokens
@@ -279,7 +279,7 @@ async def test_an_event_sent_as_its_trial_ends_is_kept_and_not_counted(
 ) -> None:
     """The trial ends between the API's check and its signal: the event is kept, uncounted,
     its signal given up, and the answer says so, like any event after the end."""
-    from trialpath.contract import workflow_id_for
+    from trialpath.core.contract import workflow_id_for
     from trialpath.trials import Trials
 
     await started(api, env, "api-race", qualification={"role": "business"})
@@ -613,7 +613,7 @@ async def test_parameters_that_cannot_be_stored_are_refused(api: httpx.AsyncClie
     ],
 )
 def test_the_source_of_a_signup(source: dict[str, str], channel: str) -> None:
-    from trialpath.contract import Acquisition
+    from trialpath.core.contract import Acquisition
 
     assert Acquisition.model_validate(source).channel() == channel
 

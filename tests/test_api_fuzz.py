@@ -64,7 +64,7 @@ from temporalio.testing import WorkflowEnvironment
 from tests.conftest import API_KEY, API_KEYS
 from trialpath.api.app import create_app
 from trialpath.config import Settings
-from trialpath.contract import workflow_id_for
+from trialpath.core.contract import workflow_id_for
 from trialpath.db import make_engine
 from trialpath.models import CsTask
 

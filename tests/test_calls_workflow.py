@@ -24,9 +24,9 @@ from temporalio.worker import Worker
 from tests.driver import DAY, TrialDriver, align
 from trialpath.agents import list_agents, remove_agent
 from trialpath.config import PACKAGE_DIR, Settings
-from trialpath.contract import TrialStatus
+from trialpath.core.contract import TrialStatus
+from trialpath.core.definition import load_definition
 from trialpath.db import make_engine
-from trialpath.definition import load_definition
 from trialpath.models import CallSlot, CsTask, Message
 from trialpath.preferences import BookingTokens, signing_secret
 from trialpath.slots import Calendar, working

@@ -29,8 +29,8 @@ import trialpath.cli as cli_module
 import trialpath.taskscli as taskscli
 from tests.driver import TrialDriver, align
 from trialpath.config import Settings, get_settings
-from trialpath.contract import Qualification, TrialProfile, workflow_id_for
-from trialpath.journey import TrialInput
+from trialpath.core.contract import Qualification, TrialProfile, workflow_id_for
+from trialpath.core.journey import TrialInput
 from workflows.trial import TrialWorkflow
 
 TRIALPATH = str(Path(sys.executable).parent / "trialpath")

@@ -31,7 +31,7 @@ from trialpath.client import (
     Unavailable,
 )
 from trialpath.config import Settings
-from trialpath.contract import Qualification, workflow_id_for
+from trialpath.core.contract import Qualification, workflow_id_for
 from trialpath.trials import Accepted, Erased, EventsAccepted, NewEvent, TrialCreated
 
 from .conftest import API_KEY, API_KEYS

@@ -33,8 +33,8 @@ from trialpath.codec import (
 )
 from trialpath.codec_server import CodecServerError, check_exposure, create_codec_app
 from trialpath.config import Settings
-from trialpath.contract import Qualification, TrialProfile, TrialStatus, workflow_id_for
-from trialpath.journey import TrialInput
+from trialpath.core.contract import Qualification, TrialProfile, TrialStatus, workflow_id_for
+from trialpath.core.journey import TrialInput
 from trialpath.temporal import DATA_CONVERTER, data_converter
 from worker import build_worker
 from workflows.trial import TrialWorkflow

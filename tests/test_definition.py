@@ -1,4 +1,4 @@
-"""Validation of the journey definition (`trialpath.definition`): pure, no Temporal."""
+"""Validation of the journey definition (`trialpath.core.definition`): pure, no Temporal."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from trialpath.config import PACKAGE_DIR
-from trialpath.definition import (
+from trialpath.core.definition import (
     REQUIRED_MESSAGES,
     DefinitionError,
     JourneyDefinition,

@@ -15,8 +15,9 @@ import pytest
 from rich.console import Console
 
 from trialpath.config import PACKAGE_DIR
-from trialpath.contract import CallStatus, SentStatus, TrialStatus
-from trialpath.definition import JourneyDefinition, load_definition
+from trialpath.core.contract import CallStatus, SentStatus, TrialStatus
+from trialpath.core.definition import JourneyDefinition, load_definition
+from trialpath.core.journey import assign_arm
 from trialpath.demo import (
     Action,
     AfterCall,
@@ -36,7 +37,6 @@ from trialpath.demo import (
     signup_body,
     trial_clock,
 )
-from trialpath.journey import assign_arm
 from trialpath.models import CallSlot
 from trialpath.population import Throttle, population, worker_lag
 

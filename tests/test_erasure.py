@@ -23,7 +23,7 @@ from activities.records import RecordActivities, RecordProgressInput, TrialSnaps
 from tests.conftest import API_KEY, dev_server
 from trialpath.api.app import create_app
 from trialpath.config import PACKAGE_DIR, Settings
-from trialpath.contract import TrialProfile
+from trialpath.core.contract import TrialProfile
 from trialpath.db import make_engine
 from trialpath.erasure import COVERAGE, erase_rows
 from trialpath.models import CallSlot, Message, MessageEvent, PendingSignal, Trial

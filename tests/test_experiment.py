@@ -17,8 +17,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from tests.test_api import assert_problem, rows, signup
 from trialpath.config import PACKAGE_DIR, Settings
-from trialpath.definition import load_definition
-from trialpath.journey import assign_arm
+from trialpath.core.definition import load_definition
+from trialpath.core.journey import assign_arm
 from trialpath.models import Message, Trial, TrialEvent
 
 SHIPPED = load_definition(PACKAGE_DIR / "journey.toml")

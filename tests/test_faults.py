@@ -35,7 +35,7 @@ from tests.faulty_provider import (
     FaultyProvider,
 )
 from trialpath.config import PACKAGE_DIR, Settings
-from trialpath.contract import workflow_id_for
+from trialpath.core.contract import workflow_id_for
 from trialpath.db import make_engine
 from trialpath.models import Message
 from worker import build_worker

@@ -1,4 +1,4 @@
-"""Pure unit tests of the journey rules (`trialpath.journey`): no Temporal, no I/O, no clock.
+"""Pure unit tests of the journey rules (`trialpath.core.journey`): no Temporal, no I/O, no clock.
 
 Unless a test says otherwise, the trial signs up on Monday 2026-01-05 at 08:00 UTC, in time
 zone UTC, with the default journey (send window 09:00-18:00, one marketing message per local
@@ -22,11 +22,11 @@ from typing import Any
 
 import pytest
 
-from trialpath import journey
 from trialpath.config import PACKAGE_DIR
-from trialpath.contract import Qualification, TrialProfile, Unsubscribe
-from trialpath.definition import JourneyDefinition, MessageSpec, load_definition
-from trialpath.journey import (
+from trialpath.core import journey
+from trialpath.core.contract import Qualification, TrialProfile, Unsubscribe
+from trialpath.core.definition import JourneyDefinition, MessageSpec, load_definition
+from trialpath.core.journey import (
     MAX_REMEMBERED_EVENT_IDS,
     AssignAgent,
     Delivered,

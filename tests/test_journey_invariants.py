@@ -1,4 +1,4 @@
-"""Invariants of the journey rules (`trialpath.journey`), checked after every step of random
+"""Invariants of the journey rules (`trialpath.core.journey`), checked after every step of random
 trials: personas (or none, then inferred), time zones around DST changes, clock speeds, event
 streams (late, duplicated, out of order, around the boundaries), template and provider failures,
 worker outages and call signals.
@@ -39,17 +39,17 @@ from hypothesis import HealthCheck, example, given, note, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
-from trialpath import journey
 from trialpath.config import PACKAGE_DIR
-from trialpath.contract import Qualification, TrialProfile, Unsubscribe
-from trialpath.definition import (
+from trialpath.core import journey
+from trialpath.core.contract import Qualification, TrialProfile, Unsubscribe
+from trialpath.core.definition import (
     CHALLENGES,
     PERSONAS,
     URGENCIES,
     JourneyDefinition,
     load_definition,
 )
-from trialpath.journey import (
+from trialpath.core.journey import (
     AssignAgent,
     Delivered,
     Finish,

@@ -26,7 +26,7 @@ from temporalio.testing import WorkflowEnvironment
 from tests.conftest import API_KEY, API_KEYS, dev_server
 from trialpath.api.app import create_app
 from trialpath.config import Settings
-from trialpath.contract import TrialStatus
+from trialpath.core.contract import TrialStatus
 from trialpath.db import make_engine
 from trialpath.models import Message, Trial, TrialEvent
 from worker import build_worker

@@ -32,7 +32,7 @@ from markupsafe import escape
 from tests.ports import free_port
 from tests.test_templates import journey_messages
 from trialpath.config import PROJECT_ROOT, Settings
-from trialpath.definition import PERSONAS
+from trialpath.core.definition import PERSONAS
 from trialpath.delivery.twilio import sms_segments
 from trialpath.preview import Preview, create_app, serve_preview, template_changes
 from trialpath.samples import SAMPLE_USERS, sample_context

@@ -14,7 +14,7 @@ import pytest
 
 from trialpath.access import parse_api_keys
 from trialpath.config import Settings
-from trialpath.contract import check_user_id
+from trialpath.core.contract import check_user_id
 from trialpath.logs import MAX_TEXT, redact_text
 
 pytestmark = pytest.mark.database_agnostic  # its subject is not the database

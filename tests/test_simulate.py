@@ -16,9 +16,9 @@ from sqlmodel import Session
 
 from tests.conftest import run_cli
 from trialpath.config import PACKAGE_DIR, PROJECT_ROOT, Settings
-from trialpath.contract import CallStatus, SentStatus, TrialStatus
+from trialpath.core.contract import CallStatus, SentStatus, TrialStatus
+from trialpath.core.definition import load_definition
 from trialpath.db import make_engine
-from trialpath.definition import load_definition
 from trialpath.models import Trial, TrialEvent
 from trialpath.simulate import (
     Played,

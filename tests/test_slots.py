@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trialpath.definition import WEEKDAYS, CallAgent
+from trialpath.core.definition import WEEKDAYS, CallAgent
 from trialpath.slots import Booked, Calendar, agent_free_at, earliest_slot, free, working
 
 HALF_HOUR = timedelta(minutes=30)

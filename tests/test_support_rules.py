@@ -11,8 +11,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from tests.test_journey import DEFN, GOALS, SIGNUP, begin, event, simulate, t, with_stall
-from trialpath import journey
-from trialpath.journey import Held
+from trialpath.core import journey
+from trialpath.core.journey import Held
 
 
 def _goal(state: journey.TrialState, persona: str, day: float) -> list[tuple]:

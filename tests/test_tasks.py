@@ -20,7 +20,7 @@ from temporalio.testing import WorkflowEnvironment
 from tests.driver import align, skip_to
 from trialpath import kpis, tasks
 from trialpath.config import Settings
-from trialpath.contract import SIGNAL_TASK_CLOSED, workflow_id_for
+from trialpath.core.contract import SIGNAL_TASK_CLOSED, workflow_id_for
 from trialpath.db import make_engine
 from trialpath.erasure import erase_rows
 from trialpath.models import AuditEntry, CsTask, PendingSignal, Trial

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from trialpath.cli import app
 from trialpath.config import PACKAGE_DIR, PROJECT_ROOT
-from trialpath.definition import load_definition
+from trialpath.core.definition import load_definition
 from trialpath.template_check import CheckReport, Finding, check_templates, href_problem
 from trialpath.templating import Product
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from trialpath.config import PACKAGE_DIR, PROJECT_ROOT
-from trialpath.definition import PERSONAS, load_definition
+from trialpath.core.definition import PERSONAS, load_definition
 from trialpath.samples import sample_alert
 from trialpath.templating import (
     Product,

@@ -24,7 +24,7 @@ from temporalio.client import Client
 
 from tests.ports import free_port
 from trialpath.config import PROJECT_ROOT, Settings
-from trialpath.contract import workflow_id_for
+from trialpath.core.contract import workflow_id_for
 from trialpath.db import make_engine
 from trialpath.models import CsTask
 from trialpath.services import Services, port_open

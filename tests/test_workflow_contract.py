@@ -19,7 +19,7 @@ import worker as worker_module
 from activities.records import RecordActivities, RecordProgressInput
 from tests.driver import TrialDriver, align, sent_log
 from trialpath.config import Settings
-from trialpath.contract import TrialProfile
+from trialpath.core.contract import TrialProfile
 from trialpath.db import make_engine
 from trialpath.models import Trial, TrialEvent
 from trialpath.trials import recorded_status

@@ -21,8 +21,8 @@ from temporalio.worker import Worker
 
 from tests.driver import TrialDriver, align, sent_log
 from trialpath.config import PACKAGE_DIR, Settings
+from trialpath.core.definition import load_definition
 from trialpath.db import make_engine
-from trialpath.definition import load_definition
 from trialpath.delivery.inbox import inbox_id
 from trialpath.models import CsTask, Message, StageChange, Trial, TrialEvent
 

@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from trialpath.config import Settings
-from trialpath.definition import (
+from trialpath.core.definition import (
     AGENT_NAME,
     WEEKDAYS,
     CallAgent,

@@ -23,7 +23,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
-from trialpath.definition import PERSONAS
+from trialpath.core.definition import PERSONAS
 
 # No display here, ever: should anything reach for pyplot, it gets the image-only backend.
 matplotlib.use("Agg")

@@ -34,12 +34,12 @@ from trialpath import audit as audit_log
 from trialpath.access import PERMISSIONS, Role, parse_api_keys
 from trialpath.agentcli import agents_app
 from trialpath.config import Settings, SettingsError, get_settings
-from trialpath.contract import Stage, TrialStatus, check_user_id
+from trialpath.core.contract import Stage, TrialStatus, check_user_id
+from trialpath.core.definition import Persona
+from trialpath.core.journey import ATTENTION, JourneyClock
 from trialpath.db import engine_for
 from trialpath.dbcli import db_app
-from trialpath.definition import Persona
 from trialpath.history import history_app
-from trialpath.journey import ATTENTION, JourneyClock
 from trialpath.journeycli import journey_app
 from trialpath.models import Message, Trial
 from trialpath.preferences import signing_secret
@@ -311,7 +311,7 @@ class DemoRun:
     async def demo(self, plan: DemoPlan) -> int:
         """The 12 scripted users, played and checked; returns how many differ."""
         from trialpath.agents import booked_slots
-        from trialpath.definition import load_definition
+        from trialpath.core.definition import load_definition
         from trialpath.demo import (
             DemoError,
             calls_table,
@@ -390,7 +390,7 @@ class DemoRun:
 
     async def population(self, plan: DemoPlan, show_progress: bool) -> None:
         """The synthetic trials for the dashboard, once the demo is over."""
-        from trialpath.definition import load_definition
+        from trialpath.core.definition import load_definition
         from trialpath.population import PopulationReport, play_population, population
 
         users = population(
@@ -1070,7 +1070,7 @@ def templates_check(
     Renders every message the journey sends, for every persona, language and a few sample
     users, as the worker would, and reports what would break. Warnings do not fail."""
     # Imported here: the check loads the SMS provider's code, which other commands do without.
-    from trialpath.definition import DefinitionError, load_definition
+    from trialpath.core.definition import DefinitionError, load_definition
     from trialpath.template_check import check_templates
     from trialpath.templating import Product
 
@@ -1187,7 +1187,7 @@ def kpis(
         return
     from sqlalchemy.exc import SQLAlchemyError
 
-    from trialpath.definition import DefinitionError
+    from trialpath.core.definition import DefinitionError
     from trialpath.kpis import (
         KpiError,
         arm_sizes,

@@ -29,7 +29,7 @@ from pydantic import BaseModel, RootModel
 from pydantic_core import to_jsonable_python
 
 from trialpath.agents import AgentPublic, AgentSettings
-from trialpath.contract import (
+from trialpath.core.contract import (
     Acquisition,
     Locale,
     Qualification,
@@ -38,7 +38,7 @@ from trialpath.contract import (
     TrialStatus,
     UnsubscribeChannel,
 )
-from trialpath.definition import Challenge, Persona, Urgency
+from trialpath.core.definition import Challenge, Persona, Urgency
 from trialpath.guidance import Checklist, WidgetToken
 from trialpath.trials import (
     MAX_EVENTS_PER_REQUEST,

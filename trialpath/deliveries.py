@@ -19,7 +19,7 @@ from sqlalchemy import Engine, case
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from trialpath.contract import UnsubscribeChannel
+from trialpath.core.contract import UnsubscribeChannel
 from trialpath.delivery import ProviderEvent
 from trialpath.models import Message, MessageEvent, Trial, utcnow
 from trialpath.preferences import preferences_of, set_subscribed

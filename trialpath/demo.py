@@ -34,9 +34,9 @@ from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 
-from trialpath.contract import TERMINAL_STAGES, Qualification, Stage, TrialStatus
-from trialpath.definition import GLOBAL_HOLDOUT, HOLDOUT_ARMS, JourneyDefinition, Persona
-from trialpath.journey import FOLLOW_UP_SUFFIX, assign_arm
+from trialpath.core.contract import TERMINAL_STAGES, Qualification, Stage, TrialStatus
+from trialpath.core.definition import GLOBAL_HOLDOUT, HOLDOUT_ARMS, JourneyDefinition, Persona
+from trialpath.core.journey import FOLLOW_UP_SUFFIX, assign_arm
 from trialpath.models import CallSlot
 
 

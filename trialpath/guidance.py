@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
-from trialpath.definition import JourneyDefinition, load_definition
+from trialpath.core.definition import JourneyDefinition, load_definition
 from trialpath.models import Trial, TrialEvent
 from trialpath.templating import make_link
 from trialpath.trials import TrialNotFound

@@ -17,7 +17,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.service import RPCError, RPCStatusCode
 
 from trialpath.config import get_settings
-from trialpath.contract import WORKFLOW_TYPE, check_user_id, workflow_id_for
+from trialpath.core.contract import WORKFLOW_TYPE, check_user_id, workflow_id_for
 from trialpath.temporal import connect, data_converter
 
 history_app = typer.Typer(

@@ -34,9 +34,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from trialpath import audit as audit_log
 from trialpath import versions
 from trialpath.config import Settings, get_settings
-from trialpath.contract import JourneyVersionRef, MoveJourney
+from trialpath.core.contract import JourneyVersionRef, MoveJourney
+from trialpath.core.definition import DefinitionError, JourneyDefinition, load_definition
 from trialpath.db import engine_for
-from trialpath.definition import DefinitionError, JourneyDefinition, load_definition
 from trialpath.journeymap import (
     CHANNEL_NAMES,
     JourneyMap,

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from trialpath.definition import PERSONAS, JourneyDefinition
+from trialpath.core.definition import PERSONAS, JourneyDefinition
 
 NodeKind = Literal["start", "message", "wait", "decision", "event", "end"]
 

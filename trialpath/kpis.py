@@ -58,7 +58,7 @@ from sqlmodel import SQLModel
 
 from trialpath import models  # noqa: F401  (registers the tables)
 from trialpath.config import get_settings
-from trialpath.definition import GLOBAL_HOLDOUT, JourneyDefinition, load_definition
+from trialpath.core.definition import GLOBAL_HOLDOUT, JourneyDefinition, load_definition
 from trialpath.models import UtcDateTime
 from trialpath.preferences import CHANNELS
 from trialpath.stats import (

@@ -25,7 +25,8 @@ from typing import Any
 
 import httpx
 
-from trialpath.definition import JourneyDefinition, Urgency
+from trialpath.core.definition import JourneyDefinition, Urgency
+from trialpath.core.journey import assign_arm
 from trialpath.demo import (
     DemoError,
     Played,
@@ -37,7 +38,6 @@ from trialpath.demo import (
     read_status,
     signup_body,
 )
-from trialpath.journey import assign_arm
 
 PERSONAS = (("technical", 0.4), ("business", 0.35), ("executive", 0.25))
 URGENCIES: tuple[Urgency, ...] = ("this_week", "this_month", "evaluating")

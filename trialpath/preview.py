@@ -37,7 +37,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from trialpath.config import Settings
-from trialpath.definition import (
+from trialpath.core.definition import (
     PERSONAS,
     DefinitionError,
     JourneyDefinition,

@@ -44,10 +44,10 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from trialpath.contract import TrialStatus
-from trialpath.definition import JourneyDefinition, load_definition
+from trialpath.core.contract import TrialStatus
+from trialpath.core.definition import JourneyDefinition, load_definition
+from trialpath.core.journey import assign_arm
 from trialpath.demo import SampleUser
-from trialpath.journey import assign_arm
 
 PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
 """Where the part's process starts: `worker` and `workflows` import from there."""
@@ -159,8 +159,8 @@ async def _run_part(job: dict[str, Any], report: Callable[[str], None]) -> list[
     from temporalio.testing import WorkflowEnvironment
 
     from trialpath.config import Settings
-    from trialpath.contract import Qualification, TrialProfile, workflow_id_for
-    from trialpath.journey import TrialInput
+    from trialpath.core.contract import Qualification, TrialProfile, workflow_id_for
+    from trialpath.core.journey import TrialInput
     from trialpath.temporal import DATA_CONVERTER, bundled_binary, register_search_attributes
     from worker import build_worker
     from workflows.trial import TrialWorkflow

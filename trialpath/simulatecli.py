@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from trialpath.definition import DefinitionError, load_definition
+from trialpath.core.definition import DefinitionError, load_definition
 from trialpath.simulate import (
     Difference,
     Simulation,

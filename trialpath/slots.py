@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from trialpath.definition import WEEKDAYS, CallAgent, Weekday
+from trialpath.core.definition import WEEKDAYS, CallAgent, Weekday
 
 DAY = timedelta(days=1)
 

@@ -29,8 +29,8 @@ from pydantic import AwareDatetime, BaseModel, Field, model_validator
 from sqlalchemy import ColumnElement, Engine, and_, func, or_, update
 from sqlmodel import Session, col, select
 
-from trialpath.contract import SIGNAL_TASK_CLOSED, workflow_id_for
-from trialpath.journey import TaskOutcome
+from trialpath.core.contract import SIGNAL_TASK_CLOSED, workflow_id_for
+from trialpath.core.journey import TaskOutcome
 from trialpath.models import CsTask, PendingSignal, Trial, utcnow
 from trialpath.trials import InvalidRequest, TrialConflict, TrialProblem, _Command
 

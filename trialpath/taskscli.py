@@ -26,8 +26,8 @@ from rich.table import Table
 from trialpath import audit as audit_log
 from trialpath import tasks
 from trialpath.config import get_settings
+from trialpath.core.journey import TaskOutcome
 from trialpath.db import engine_for
-from trialpath.journey import TaskOutcome
 from trialpath.tasks import ClaimTask, CloseTask, SnoozeTask, StateFilter, TaskView
 from trialpath.trials import TrialProblem
 

@@ -42,7 +42,7 @@ from jinja2 import (
 )
 from jinja2.sandbox import SandboxedEnvironment
 
-from trialpath.definition import PERSONAS, JourneyDefinition
+from trialpath.core.definition import PERSONAS, JourneyDefinition
 from trialpath.delivery.twilio import GSM_BASIC, GSM_EXTENSION, sms_segments
 from trialpath.preferences import UnsubscribeTokens
 from trialpath.samples import ALERT_MESSAGES, sample_alert

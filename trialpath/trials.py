@@ -40,7 +40,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from trialpath.audit import pseudonym
 from trialpath.config import Settings
-from trialpath.contract import (
+from trialpath.core.contract import (
     EMAIL_PATTERN,
     QUERY_STATUS,
     SIGNAL_CALL_BOOKED,
@@ -68,9 +68,9 @@ from trialpath.contract import (
     check_user_id,
     workflow_id_for,
 )
-from trialpath.definition import Challenge, Persona, Urgency
+from trialpath.core.definition import Challenge, Persona, Urgency
+from trialpath.core.journey import TrialInput
 from trialpath.erasure import erase_rows
-from trialpath.journey import TrialInput
 from trialpath.models import PendingSignal, Trial, TrialEvent, utcnow
 from trialpath.preferences import SURVEY_SCALES, set_subscribed, signing_secret
 

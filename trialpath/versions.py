@@ -24,8 +24,8 @@ from temporalio.client import Client, WorkflowQueryFailedError, WorkflowUpdateFa
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
-from trialpath import moves
-from trialpath.contract import (
+from trialpath.core import moves
+from trialpath.core.contract import (
     QUERY_MOVE_PROBLEMS,
     UPDATE_MOVE_JOURNEY,
     WORKFLOW_ID_PREFIX,
@@ -33,8 +33,8 @@ from trialpath.contract import (
     MoveJourney,
     MoveResult,
 )
-from trialpath.contract import JourneyVersionRef as VersionRef
-from trialpath.definition import JourneyDefinition
+from trialpath.core.contract import JourneyVersionRef as VersionRef
+from trialpath.core.definition import JourneyDefinition
 from trialpath.models import JourneyVersion, Message, Trial
 
 

@@ -1,1 +1,1 @@
-"""Workflows: timing and Temporal glue only; decisions live in trialpath.journey."""
+"""Workflows: timing and Temporal glue only; decisions live in trialpath.core.journey."""

@@ -1,7 +1,8 @@
 """TrialWorkflow: one durable workflow per trial user (timing and Temporal glue only).
 
-Every decision is taken by the pure rules in `trialpath.journey`; this class feeds them signals,
-performs the steps they ask for through activities, and sleeps until the next wake-up or signal.
+Every decision is taken by the pure rules in `trialpath.core.journey`; this class feeds them
+signals, performs the steps they ask for through activities, and sleeps until the next wake-up or
+signal.
 """
 
 from __future__ import annotations
@@ -38,9 +39,9 @@ with workflow.unsafe.imports_passed_through():
         StageRecord,
         TrialSnapshot,
     )
-    from trialpath import journey, moves
     from trialpath.agents import SlotRequest
-    from trialpath.contract import (
+    from trialpath.core import journey, moves
+    from trialpath.core.contract import (
         QUERY_MOVE_PROBLEMS,
         QUERY_STATUS,
         SIGNAL_CALL_BOOKED,
@@ -76,7 +77,7 @@ with workflow.unsafe.imports_passed_through():
         Unsubscribe,
         workflow_id_for,
     )
-    from trialpath.definition import Channel, JourneyDefinition
+    from trialpath.core.definition import Channel, JourneyDefinition
 
 TRIAL_STAGE = SearchAttributeKey.for_keyword("TrialStage")
 PERSONA = SearchAttributeKey.for_keyword("Persona")

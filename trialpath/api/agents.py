@@ -17,7 +17,7 @@ from trialpath.agents import (
 )
 from trialpath.api.routes import COMMON, _problems
 from trialpath.api.security import allow
-from trialpath.definition import AGENT_NAME
+from trialpath.core.definition import AGENT_NAME
 from trialpath.trials import TrialProblem, Trials
 
 AgentName = Annotated[

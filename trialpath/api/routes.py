@@ -9,8 +9,8 @@ from pydantic import Field
 
 from trialpath.api.problems import Problem, problem
 from trialpath.api.security import allow, require
-from trialpath.contract import QualifyResult, Stage, TrialStatus
-from trialpath.definition import Persona
+from trialpath.core.contract import QualifyResult, Stage, TrialStatus
+from trialpath.core.definition import Persona
 from trialpath.trials import (
     MAX_EVENTS_PER_REQUEST,
     Accepted,

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from trialpath.definition import JourneyDefinition, Persona
+from trialpath.core.definition import JourneyDefinition, Persona
 
 DRIP = "drip."
 

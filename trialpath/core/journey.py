@@ -20,14 +20,14 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from trialpath import moves
-from trialpath.contract import (
+from trialpath.core import moves
+from trialpath.core.contract import (
     JourneyVersionRef,
     Stage,
     TrialProfile,
     Unsubscribe,
 )
-from trialpath.definition import (
+from trialpath.core.definition import (
     GLOBAL_HOLDOUT,
     HOLDOUT_ARMS,
     Category,

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from trialpath.definition import (
+from trialpath.core.definition import (
     CHALLENGES,
     PERSONAS,
     URGENCIES,
