@@ -22,6 +22,7 @@ from temporalio.exceptions import ApplicationError
 
 from trialpath.delivery import Attachment, DeliveryError, OutgoingMessage, Provider, Receipt
 from trialpath.logs import bind_activity
+from trialpath.messages.templating import Product, Renderer, TemplateProblem, message_context
 from trialpath.metrics import MESSAGES, PROVIDER_LATENCY
 from trialpath.models import AgentAssignment, AgentCursor, CsTask, Message, MessageEvent, utcnow
 from trialpath.preferences import (
@@ -31,7 +32,6 @@ from trialpath.preferences import (
     booking_link,
     unsubscribed,
 )
-from trialpath.templating import Product, Renderer, TemplateProblem, message_context
 
 ICS_MESSAGES = frozenset({"call_invite", "call_booked", "call_rescheduled"})
 

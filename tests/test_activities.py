@@ -32,8 +32,8 @@ from trialpath.core.contract import TrialProfile
 from trialpath.db import make_engine
 from trialpath.delivery import DeliveryError, OutgoingMessage, Receipt
 from trialpath.delivery.outbox import OutboxProvider
+from trialpath.messages.templating import Product, Renderer
 from trialpath.models import AgentAssignment, Message, StageChange, Trial, TrialEvent
-from trialpath.templating import Product, Renderer
 
 AT = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 

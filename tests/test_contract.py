@@ -27,8 +27,8 @@ from trialpath.db import make_engine
 from trialpath.delivery import DeliveryError, OutgoingMessage
 from trialpath.delivery.sendgrid import SendGridProvider, build_mail_payload
 from trialpath.delivery.twilio import TwilioProvider
+from trialpath.messages.templating import Product, Renderer
 from trialpath.preferences import UnsubscribeTokens
-from trialpath.templating import Product, Renderer
 
 pytestmark = pytest.mark.database_agnostic  # its subject is not the database
 

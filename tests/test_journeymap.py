@@ -23,7 +23,7 @@ from tests.test_preview import (  # noqa: F401  (fixtures)
 from trialpath.cli import app
 from trialpath.config import PACKAGE_DIR, PROJECT_ROOT
 from trialpath.core.definition import PERSONAS, JourneyDefinition, load_definition
-from trialpath.journeymap import journey_map, preview_link, to_mermaid
+from trialpath.messages.journeymap import journey_map, preview_link, to_mermaid
 
 MERMAID_JS = PROJECT_ROOT / "node_modules" / "mermaid" / "dist" / "mermaid.min.js"
 

@@ -34,10 +34,10 @@ from tests.test_templates import journey_messages
 from trialpath.config import PROJECT_ROOT, Settings
 from trialpath.core.definition import PERSONAS
 from trialpath.delivery.twilio import sms_segments
-from trialpath.preview import Preview, create_app, serve_preview, template_changes
-from trialpath.samples import SAMPLE_USERS, sample_context
+from trialpath.messages.preview import Preview, create_app, serve_preview, template_changes
+from trialpath.messages.samples import SAMPLE_USERS, sample_context
+from trialpath.messages.templating import Product, Rendered, Renderer
 from trialpath.services import ServiceError
-from trialpath.templating import Product, Rendered, Renderer
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -389,7 +389,7 @@ def server(templates: Path, tmp_path: Path) -> Iterator[str]:
     port = free_port()
     code = (
         "from trialpath.config import Settings\n"
-        "from trialpath.preview import serve_preview\n"
+        "from trialpath.messages.preview import serve_preview\n"
         f"serve_preview(Settings(), port={port})\n"
     )
     env = {

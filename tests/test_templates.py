@@ -12,8 +12,8 @@ import pytest
 
 from trialpath.config import PACKAGE_DIR, PROJECT_ROOT
 from trialpath.core.definition import PERSONAS, load_definition
-from trialpath.samples import sample_alert
-from trialpath.templating import (
+from trialpath.messages.samples import sample_alert
+from trialpath.messages.templating import (
     Product,
     Renderer,
     TemplateProblem,

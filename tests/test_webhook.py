@@ -39,8 +39,8 @@ from trialpath.delivery.webhook import (
     temporal_ui_link,
     verify_signature,
 )
+from trialpath.messages.templating import Product, Renderer
 from trialpath.models import Message
-from trialpath.templating import Product, Renderer
 from worker import build_providers
 
 SECRET = "whsec-test-0123456789abcdef"

@@ -1071,8 +1071,8 @@ def templates_check(
     users, as the worker would, and reports what would break. Warnings do not fail."""
     # Imported here: the check loads the SMS provider's code, which other commands do without.
     from trialpath.core.definition import DefinitionError, load_definition
-    from trialpath.template_check import check_templates
-    from trialpath.templating import Product
+    from trialpath.messages.template_check import check_templates
+    from trialpath.messages.templating import Product
 
     settings = get_settings()
     folder = templates_dir or settings.templates_dir
@@ -1123,7 +1123,7 @@ def templates_preview(
 ) -> None:
     """A web page with every message, per persona, language and sample user; it reloads by
     itself when a template file changes. Ctrl-C stops it."""
-    from trialpath.preview import serve_preview
+    from trialpath.messages.preview import serve_preview
 
     settings = get_settings()
     if templates_dir is not None:

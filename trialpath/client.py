@@ -39,7 +39,7 @@ from trialpath.core.contract import (
     UnsubscribeChannel,
 )
 from trialpath.core.definition import Challenge, Persona, Urgency
-from trialpath.guidance import Checklist, WidgetToken
+from trialpath.messages.guidance import Checklist, WidgetToken
 from trialpath.trials import (
     MAX_EVENTS_PER_REQUEST,
     Accepted,

@@ -37,7 +37,7 @@ from trialpath.config import Settings, get_settings
 from trialpath.core.contract import JourneyVersionRef, MoveJourney
 from trialpath.core.definition import DefinitionError, JourneyDefinition, load_definition
 from trialpath.db import engine_for
-from trialpath.journeymap import (
+from trialpath.messages.journeymap import (
     CHANNEL_NAMES,
     JourneyMap,
     journey_map,

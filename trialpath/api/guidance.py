@@ -27,7 +27,7 @@ from trialpath.api.routes import UserId, _problems
 from trialpath.api.security import allow
 from trialpath.config import Settings
 from trialpath.deliveries import InboxItem, InboxPage
-from trialpath.guidance import (
+from trialpath.messages.guidance import (
     BadWidgetToken,
     Checklist,
     WidgetToken,

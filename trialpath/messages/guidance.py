@@ -22,8 +22,8 @@ from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
 from trialpath.core.definition import JourneyDefinition, load_definition
+from trialpath.messages.templating import make_link
 from trialpath.models import Trial, TrialEvent
-from trialpath.templating import make_link
 from trialpath.trials import TrialNotFound
 
 

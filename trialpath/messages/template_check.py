@@ -44,9 +44,8 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from trialpath.core.definition import PERSONAS, JourneyDefinition
 from trialpath.delivery.twilio import GSM_BASIC, GSM_EXTENSION, sms_segments
-from trialpath.preferences import UnsubscribeTokens
-from trialpath.samples import ALERT_MESSAGES, sample_alert
-from trialpath.templating import (
+from trialpath.messages.samples import ALERT_MESSAGES, sample_alert
+from trialpath.messages.templating import (
     DEFAULT_PERSONA,
     EXTENSIONS,
     FALLBACK_LOCALE,
@@ -56,6 +55,7 @@ from trialpath.templating import (
     message_context,
     split_front_matter,
 )
+from trialpath.preferences import UnsubscribeTokens
 
 Severity = Literal["error", "warning"]
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from trialpath.templating import Product, message_context
+from trialpath.messages.templating import Product, message_context
 
 TRIAL_ENDS_ON = date(2026, 12, 9)
 _ENDING = re.compile(r"trial_ending_(\d+)")

@@ -4,10 +4,10 @@
     GET /message/{channel}/{message}    one card alone, larger
     GET /events                         Server-Sent Events: `change` when a template file changes
     GET /version                        JSON fingerprint of the templates folder
-    GET /journey                        the journey drawn (trialpath/journeymap.py), each
+    GET /journey                        the journey drawn (trialpath/messages/journeymap.py), each
                                         message linking to its card, each card back to it
 
-The pages take `persona`, `locale`, `sample` (see trialpath/samples.py) and `width`
+The pages take `persona`, `locale`, `sample` (see trialpath/messages/samples.py) and `width`
 (`desktop` or `mobile`). Messages are rendered by the worker's own Renderer, whose Jinja loader
 reloads edited files, so a page load always shows the files as they are on disk; the page's
 EventSource asks for that load when the folder's fingerprint changes.
@@ -45,10 +45,9 @@ from trialpath.core.definition import (
     load_definition,
 )
 from trialpath.delivery.twilio import sms_segments
-from trialpath.journeymap import journey_map, preview_link, to_html
-from trialpath.samples import SAMPLE_USERS, SampleUser, sample_context
-from trialpath.services import ServiceError, port_open
-from trialpath.templating import (
+from trialpath.messages.journeymap import journey_map, preview_link, to_html
+from trialpath.messages.samples import SAMPLE_USERS, SampleUser, sample_context
+from trialpath.messages.templating import (
     FALLBACK_LOCALE,
     Product,
     Rendered,
@@ -56,8 +55,9 @@ from trialpath.templating import (
     TemplateProblem,
     split_front_matter,
 )
+from trialpath.services import ServiceError, port_open
 
-log = logging.getLogger("trialpath.preview")
+log = logging.getLogger("trialpath.messages.preview")
 
 POLL_SECONDS = 0.5
 HEARTBEAT_SECONDS = 15.0
