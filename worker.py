@@ -25,10 +25,10 @@ from trialpath.db import engine_for
 from trialpath.delivery import Provider
 from trialpath.delivery.inbox import InboxProvider
 from trialpath.delivery.outbox import OutboxProvider
+from trialpath.delivery.preferences import UnsubscribeTokens, signing_secret
 from trialpath.logs import configure_from_settings
 from trialpath.messages.templating import Product, Renderer
 from trialpath.metrics import serve_worker_metrics, worker_runtime
-from trialpath.preferences import UnsubscribeTokens, signing_secret
 from trialpath.temporal import connect, exit_process, register_search_attributes
 from workflows.trial import TrialWorkflow
 

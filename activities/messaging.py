@@ -21,17 +21,17 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from trialpath.delivery import Attachment, DeliveryError, OutgoingMessage, Provider, Receipt
-from trialpath.logs import bind_activity
-from trialpath.messages.templating import Product, Renderer, TemplateProblem, message_context
-from trialpath.metrics import MESSAGES, PROVIDER_LATENCY
-from trialpath.models import AgentAssignment, AgentCursor, CsTask, Message, MessageEvent, utcnow
-from trialpath.preferences import (
+from trialpath.delivery.preferences import (
     SURVEY_SCALES,
     SurveyTokens,
     UnsubscribeTokens,
     booking_link,
     unsubscribed,
 )
+from trialpath.logs import bind_activity
+from trialpath.messages.templating import Product, Renderer, TemplateProblem, message_context
+from trialpath.metrics import MESSAGES, PROVIDER_LATENCY
+from trialpath.models import AgentAssignment, AgentCursor, CsTask, Message, MessageEvent, utcnow
 
 ICS_MESSAGES = frozenset({"call_invite", "call_booked", "call_rescheduled"})
 

@@ -20,7 +20,7 @@ from trialpath.cli import app as cli_app
 from trialpath.codec import new_key, parse_keys
 from trialpath.config import Settings, SettingsError, get_settings
 from trialpath.db import engine_for, make_engine
-from trialpath.deliveries import _user_by_phone
+from trialpath.delivery.deliveries import _user_by_phone
 from trialpath.models import Message, MessageEvent, PendingSignal, Trial
 from trialpath.sealing import PREFIX, SealedDataError, Sealer, sealed_columns
 

@@ -27,8 +27,8 @@ from trialpath.config import PACKAGE_DIR, Settings
 from trialpath.core.contract import TrialStatus
 from trialpath.core.definition import load_definition
 from trialpath.db import make_engine
+from trialpath.delivery.preferences import BookingTokens, signing_secret
 from trialpath.models import CallSlot, CsTask, Message
-from trialpath.preferences import BookingTokens, signing_secret
 from trialpath.slots import Calendar, working
 
 pytestmark = pytest.mark.database_agnostic

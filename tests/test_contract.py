@@ -25,10 +25,10 @@ from tests.test_activities import request
 from trialpath.config import PROJECT_ROOT, Settings
 from trialpath.db import make_engine
 from trialpath.delivery import DeliveryError, OutgoingMessage
+from trialpath.delivery.preferences import UnsubscribeTokens
 from trialpath.delivery.sendgrid import SendGridProvider, build_mail_payload
 from trialpath.delivery.twilio import TwilioProvider
 from trialpath.messages.templating import Product, Renderer
-from trialpath.preferences import UnsubscribeTokens
 
 pytestmark = pytest.mark.database_agnostic  # its subject is not the database
 

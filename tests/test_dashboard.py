@@ -45,8 +45,8 @@ from trialpath.api.dashboard import (
 )
 from trialpath.config import Settings
 from trialpath.db import make_engine
+from trialpath.delivery.preferences import signing_secret
 from trialpath.models import Trial, TrialEvent
-from trialpath.preferences import signing_secret
 
 CHARTS = ("funnel", "ttfv", "retention")
 MILESTONES = {

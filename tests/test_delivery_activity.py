@@ -20,9 +20,9 @@ from trialpath.config import PROJECT_ROOT, Settings
 from trialpath.db import make_engine
 from trialpath.delivery import DeliveryError, OutgoingMessage, Receipt
 from trialpath.delivery.outbox import OutboxProvider
+from trialpath.delivery.preferences import UnsubscribeTokens, set_subscribed
 from trialpath.messages.templating import Product, Renderer
 from trialpath.models import Message, MessageEvent, utcnow
-from trialpath.preferences import UnsubscribeTokens, set_subscribed
 
 KEY = "trial-u1:call_invite.1/email"
 

@@ -36,9 +36,9 @@ from trialpath.api.app import create_app
 from trialpath.config import Settings
 from trialpath.db import make_engine
 from trialpath.delivery.inbox import inbox_id
+from trialpath.delivery.preferences import UnsubscribeTokens, signing_secret
 from trialpath.messages.guidance import WidgetTokens, fallback_label
 from trialpath.models import Message, Trial, TrialEvent
-from trialpath.preferences import UnsubscribeTokens, signing_secret
 
 PRODUCT = "http://product.test"
 

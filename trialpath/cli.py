@@ -39,10 +39,10 @@ from trialpath.core.definition import Persona
 from trialpath.core.journey import ATTENTION, JourneyClock
 from trialpath.db import engine_for
 from trialpath.dbcli import db_app
+from trialpath.delivery.preferences import signing_secret
 from trialpath.history import history_app
 from trialpath.journeycli import journey_app
 from trialpath.models import Message, Trial
-from trialpath.preferences import signing_secret
 from trialpath.services import ServiceError, Services, port_open, running
 from trialpath.simulatecli import simulate_command
 from trialpath.taskscli import tasks_app

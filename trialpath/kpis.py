@@ -59,8 +59,8 @@ from sqlmodel import SQLModel
 from trialpath import models  # noqa: F401  (registers the tables)
 from trialpath.config import get_settings
 from trialpath.core.definition import GLOBAL_HOLDOUT, JourneyDefinition, load_definition
+from trialpath.delivery.preferences import CHANNELS
 from trialpath.models import UtcDateTime
-from trialpath.preferences import CHANNELS
 from trialpath.stats import (
     always_valid_diff,
     bootstrap_median_diff,

@@ -70,9 +70,9 @@ from trialpath.core.contract import (
 )
 from trialpath.core.definition import Challenge, Persona, Urgency
 from trialpath.core.journey import TrialInput
+from trialpath.delivery.preferences import SURVEY_SCALES, set_subscribed, signing_secret
 from trialpath.erasure import erase_rows
 from trialpath.models import PendingSignal, Trial, TrialEvent, utcnow
-from trialpath.preferences import SURVEY_SCALES, set_subscribed, signing_secret
 
 FUTURE_SKEW = timedelta(minutes=5)
 RPC_TIMEOUT = timedelta(seconds=10)

@@ -33,10 +33,10 @@ from trialpath.api.taskpage import router as task_page_router
 from trialpath.api.tasks import router as tasks_router
 from trialpath.config import Settings, SettingsError, get_settings
 from trialpath.db import engine_for
-from trialpath.deliveries import Deliveries
+from trialpath.delivery.deliveries import Deliveries
+from trialpath.delivery.preferences import UnsubscribeTokens, signing_secret
 from trialpath.erasure import purge_expired
 from trialpath.logs import configure_from_settings
-from trialpath.preferences import UnsubscribeTokens, signing_secret
 from trialpath.temporal import connect
 from trialpath.trials import Clock, TrialProblem, Trials, unstorable, wall_clock
 

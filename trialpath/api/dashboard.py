@@ -42,8 +42,8 @@ from trialpath import charts, kpis
 from trialpath.access import ApiKey, Permission, find_key, may
 from trialpath.api.problems import problem
 from trialpath.config import Settings
+from trialpath.delivery.preferences import signing_secret
 from trialpath.discover import discover
-from trialpath.preferences import signing_secret
 
 log = logging.getLogger("trialpath.dashboard")
 

@@ -20,7 +20,7 @@ from trialpath.api.problems import Problem, problem
 from trialpath.api.routes import UserId, _problems
 from trialpath.api.security import allow
 from trialpath.config import Settings
-from trialpath.deliveries import (
+from trialpath.delivery.deliveries import (
     Deliveries,
     EventsRecorded,
     InboxItem,
@@ -28,9 +28,9 @@ from trialpath.deliveries import (
     Preferences,
     Unsubscribed,
 )
+from trialpath.delivery.preferences import SURVEY_SCALES, BadToken, SurveyTokens, UnsubscribeTokens
 from trialpath.delivery.sendgrid import parse_sendgrid_events, verify_sendgrid_signature
 from trialpath.delivery.twilio import parse_twilio_callback, verify_twilio_signature
-from trialpath.preferences import SURVEY_SCALES, BadToken, SurveyTokens, UnsubscribeTokens
 from trialpath.trials import SurveyAnswer, Trials
 
 log = logging.getLogger("trialpath.api")

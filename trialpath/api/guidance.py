@@ -26,7 +26,7 @@ from trialpath.api.problems import Problem
 from trialpath.api.routes import UserId, _problems
 from trialpath.api.security import allow
 from trialpath.config import Settings
-from trialpath.deliveries import InboxItem, InboxPage
+from trialpath.delivery.deliveries import InboxItem, InboxPage
 from trialpath.messages.guidance import (
     BadWidgetToken,
     Checklist,

@@ -31,7 +31,7 @@ from trialpath import audit, tasks
 from trialpath.access import ApiKey
 from trialpath.api.dashboard import _BASE, _STYLE, COOKIE, TASKS_PAGE, _html, authorize
 from trialpath.core.journey import TaskOutcome
-from trialpath.preferences import signing_secret
+from trialpath.delivery.preferences import signing_secret
 from trialpath.tasks import ClaimTask, CloseTask, SnoozeTask, StateFilter
 from trialpath.trials import TrialProblem, Trials
 

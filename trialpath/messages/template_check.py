@@ -43,6 +43,7 @@ from jinja2 import (
 from jinja2.sandbox import SandboxedEnvironment
 
 from trialpath.core.definition import PERSONAS, JourneyDefinition
+from trialpath.delivery.preferences import UnsubscribeTokens
 from trialpath.delivery.twilio import GSM_BASIC, GSM_EXTENSION, sms_segments
 from trialpath.messages.samples import ALERT_MESSAGES, sample_alert
 from trialpath.messages.templating import (
@@ -55,7 +56,6 @@ from trialpath.messages.templating import (
     message_context,
     split_front_matter,
 )
-from trialpath.preferences import UnsubscribeTokens
 
 Severity = Literal["error", "warning"]
 

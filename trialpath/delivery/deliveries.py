@@ -21,8 +21,8 @@ from sqlmodel import Session, col, select
 
 from trialpath.core.contract import UnsubscribeChannel
 from trialpath.delivery import ProviderEvent
+from trialpath.delivery.preferences import preferences_of, set_subscribed
 from trialpath.models import Message, MessageEvent, Trial, utcnow
-from trialpath.preferences import preferences_of, set_subscribed
 from trialpath.trials import (
     NewEvent,
     TrialEnded,
@@ -31,7 +31,7 @@ from trialpath.trials import (
     UnsubscribeCommand,
 )
 
-log = logging.getLogger("trialpath.deliveries")
+log = logging.getLogger("trialpath.delivery.deliveries")
 
 # What a provider event means for the user's preferences: (channel, source).
 OPT_OUTS = {
