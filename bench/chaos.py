@@ -11,8 +11,8 @@ persisting to `temporal.db`), one worker (`python -m worker`) and the API (uvico
 trialpath.api.app:create_app`), the worker and the API sharing one SQLite database and the
 outbox folder. The scenario:
 
-1. `--trials` synthetic users (`trialpath.population`, one in three with a phone number so SMS
-   can go out too) sign up through the API, and each user's script (events, success call,
+1. `--trials` synthetic users (`trialpath.growth.population`, one in three with a phone number so
+   SMS can go out too) sign up through the API, and each user's script (events, success call,
    survey, conversion, cancellation) is played through the API at its journey day. While the
    API answers 5xx or not at all (Temporal restarting) a request is retried with the same
    idempotency key;
@@ -76,8 +76,8 @@ from trialpath.core.definition import load_definition
 from trialpath.db import make_engine
 from trialpath.delivery.outbox import file_stem
 from trialpath.demo import Action, SampleUser, signup_body
+from trialpath.growth.population import population
 from trialpath.models import Message, PendingSignal, Trial, TrialEvent
-from trialpath.population import population
 from trialpath.services import Process, ServiceError, Services, port_open
 from trialpath.temporal import connect, exit_process
 

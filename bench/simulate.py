@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from trialpath.config import PACKAGE_DIR, PROJECT_ROOT
-from trialpath.simulate import simulate
+from trialpath.growth.simulate import simulate
 
 TARGET = 1000 / 60
 

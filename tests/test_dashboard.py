@@ -32,7 +32,6 @@ from temporalio.testing import WorkflowEnvironment
 
 from tests.conftest import API_KEY, API_KEYS
 from tests.test_preview import CHROMIUM, CHROMIUM_ARGS, free_port, png_summary
-from trialpath import kpis
 from trialpath.access import parse_api_keys
 from trialpath.api.app import create_app
 from trialpath.api.dashboard import (
@@ -46,6 +45,7 @@ from trialpath.api.dashboard import (
 from trialpath.config import Settings
 from trialpath.db import make_engine
 from trialpath.delivery.preferences import signing_secret
+from trialpath.growth import kpis
 from trialpath.models import Trial, TrialEvent
 
 CHARTS = ("funnel", "ttfv", "retention")

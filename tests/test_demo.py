@@ -37,8 +37,8 @@ from trialpath.demo import (
     signup_body,
     trial_clock,
 )
+from trialpath.growth.population import Throttle, population, worker_lag
 from trialpath.models import CallSlot
-from trialpath.population import Throttle, population, worker_lag
 
 SPD = 4.0
 SIGNUP = datetime(2026, 12, 4, 9, 30, tzinfo=UTC)

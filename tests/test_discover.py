@@ -17,10 +17,10 @@ from sqlmodel import Session
 
 from tests.conftest import run_cli
 from trialpath import cli
-from trialpath import discover as discovery
 from trialpath.config import Settings
 from trialpath.db import make_engine
-from trialpath.kpis import Filters
+from trialpath.growth import discover as discovery
+from trialpath.growth.kpis import Filters
 from trialpath.models import Trial, TrialEvent
 
 SIGNUP = datetime(2026, 10, 5, 9, tzinfo=UTC)

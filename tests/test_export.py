@@ -21,7 +21,7 @@ from tests.conftest import run_cli
 from trialpath.codec import new_key
 from trialpath.config import Settings
 from trialpath.db import engine_for
-from trialpath.export import STATE_FILE, ExportError, export
+from trialpath.growth.export import STATE_FILE, ExportError, export
 from trialpath.models import AuditEntry, Message, Trial, TrialEvent
 
 T0 = datetime(2026, 11, 2, 9, tzinfo=UTC)

@@ -34,13 +34,13 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 from typer.testing import CliRunner
 
-from trialpath import kpis
 from trialpath.cli import app
 from trialpath.config import Settings, SettingsError, get_settings
 from trialpath.db import make_engine
-from trialpath.kpis import Filters, KpiError, KpiValue
+from trialpath.growth import kpis
+from trialpath.growth.kpis import Filters, KpiError, KpiValue
+from trialpath.growth.stats import always_valid_diff, needed_per_arm, two_proportions
 from trialpath.models import Message, Preference, Trial, TrialEvent
-from trialpath.stats import always_valid_diff, needed_per_arm, two_proportions
 
 UNTIL = datetime(2026, 12, 1, tzinfo=UTC)
 AT = Filters(until=UNTIL)

@@ -8,9 +8,9 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from tests.driver import TrialDriver, align
-from trialpath import kpis
 from trialpath.config import Settings
 from trialpath.db import make_engine
+from trialpath.growth import kpis
 
 
 def value(rows: list[kpis.KpiValue], kpi: str, group: str = kpis.ALL) -> kpis.KpiValue:

@@ -19,8 +19,7 @@ from trialpath.config import PACKAGE_DIR, PROJECT_ROOT, Settings
 from trialpath.core.contract import CallStatus, SentStatus, TrialStatus
 from trialpath.core.definition import load_definition
 from trialpath.db import make_engine
-from trialpath.models import Trial, TrialEvent
-from trialpath.simulate import (
+from trialpath.growth.simulate import (
     Played,
     Simulation,
     actions_of,
@@ -31,6 +30,7 @@ from trialpath.simulate import (
     simulate,
     synthetic,
 )
+from trialpath.models import Trial, TrialEvent
 
 SHIPPED = PACKAGE_DIR / "journey.toml"
 TEMPLATES = PROJECT_ROOT / "templates"

@@ -12,7 +12,7 @@ import statistics
 import numpy as np
 import pytest
 
-from trialpath.stats import (
+from trialpath.growth.stats import (
     always_valid_diff,
     bootstrap_diff,
     bootstrap_median_diff,

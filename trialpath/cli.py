@@ -391,7 +391,7 @@ class DemoRun:
     async def population(self, plan: DemoPlan, show_progress: bool) -> None:
         """The synthetic trials for the dashboard, once the demo is over."""
         from trialpath.core.definition import load_definition
-        from trialpath.population import PopulationReport, play_population, population
+        from trialpath.growth.population import PopulationReport, play_population, population
 
         users = population(
             load_definition(self.settings.journey_file),
@@ -888,7 +888,7 @@ def export_command(
     since the last export, one file per table."""
     from rich.progress import MofNCompleteColumn
 
-    from trialpath.export import ExportError, export
+    from trialpath.growth.export import ExportError, export
 
     def moment(text: str | None, name: str) -> datetime | None:
         if text is None:
@@ -1188,7 +1188,7 @@ def kpis(
     from sqlalchemy.exc import SQLAlchemyError
 
     from trialpath.core.definition import DefinitionError
-    from trialpath.kpis import (
+    from trialpath.growth.kpis import (
         KpiError,
         arm_sizes,
         check_split,
@@ -1263,8 +1263,8 @@ def kpis_discover(
 
     from sqlalchemy.exc import SQLAlchemyError
 
-    from trialpath.discover import discover
-    from trialpath.kpis import KpiError, make_filters
+    from trialpath.growth.discover import discover
+    from trialpath.growth.kpis import KpiError, make_filters
 
     if output not in ("table", "json", "csv"):
         raise fail(f"--format must be table, json or csv, got {output!r}", 2)
@@ -1372,7 +1372,7 @@ def kpis_power(
     """How many users an experiment on a rate needs before it can show a planned lift."""
     from dataclasses import asdict
 
-    from trialpath.stats import plan_power
+    from trialpath.growth.stats import plan_power
 
     if output not in ("table", "json"):
         raise fail(f"--format must be table or json, got {output!r}", 2)

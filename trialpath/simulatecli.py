@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from trialpath.core.definition import DefinitionError, load_definition
-from trialpath.simulate import (
+from trialpath.growth.simulate import (
     Difference,
     Simulation,
     SimulationError,
@@ -132,7 +132,7 @@ def simulate_command(
 
 def _recorded(settings: Any, period: str) -> list[Any]:
     from trialpath.db import engine_for
-    from trialpath.simulate import recorded
+    from trialpath.growth.simulate import recorded
 
     first, _, last = period.partition("..")
 
@@ -379,7 +379,7 @@ font-weight: 700 } .charts svg { width: 48%; height: auto } .bad { color: #b0002
 def html_report(mine: Simulation, theirs: Simulation | None, found: list[str]) -> str:
     from jinja2 import Environment
 
-    from trialpath.charts import bars_chart, funnel_chart
+    from trialpath.growth.charts import bars_chart, funnel_chart
 
     def view(sim: Simulation, label: str) -> dict[str, Any]:
         return {

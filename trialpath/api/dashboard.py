@@ -16,7 +16,7 @@ The cookie is `Secure` whenever the request came over HTTPS: directly, or throug
 whose `X-Forwarded-Proto` uvicorn trusts (`TRIALPATH_FORWARDED_ALLOW_IPS`), or when
 `TRIALPATH_PUBLIC_URL` is an https URL.
 
-Charts are drawn on the server (trialpath/charts.py) and inlined as SVG: the page loads no
+Charts are drawn on the server (trialpath/growth/charts.py) and inlined as SVG: the page loads no
 script, font or stylesheet from anywhere.
 """
 
@@ -38,12 +38,12 @@ from jinja2 import DictLoader, Environment, StrictUndefined
 from markupsafe import Markup
 from sqlalchemy import Engine
 
-from trialpath import charts, kpis
 from trialpath.access import ApiKey, Permission, find_key, may
 from trialpath.api.problems import problem
 from trialpath.config import Settings
 from trialpath.delivery.preferences import signing_secret
-from trialpath.discover import discover
+from trialpath.growth import charts, kpis
+from trialpath.growth.discover import discover
 
 log = logging.getLogger("trialpath.dashboard")
 

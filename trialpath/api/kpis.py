@@ -17,8 +17,8 @@ from sqlalchemy import Engine
 from trialpath.api.problems import problem
 from trialpath.api.routes import _problems
 from trialpath.api.security import allow
-from trialpath.discover import DEFAULT_MIN_USERS, discover
-from trialpath.kpis import (
+from trialpath.growth.discover import DEFAULT_MIN_USERS, discover
+from trialpath.growth.kpis import (
     ArmComparison,
     Filters,
     KpiError,
@@ -31,7 +31,7 @@ from trialpath.kpis import (
     parse_bound,
     to_csv,
 )
-from trialpath.stats import plan_power
+from trialpath.growth.stats import plan_power
 from trialpath.trials import Trials
 
 router = APIRouter(prefix="/v1", tags=["kpis"], dependencies=[Depends(allow("kpis"))])

@@ -35,8 +35,8 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, select
 
-from trialpath.kpis import _ENDED, E, Filters, T, _population
-from trialpath.stats import two_proportions, wilson
+from trialpath.growth.kpis import _ENDED, E, Filters, T, _population
+from trialpath.growth.stats import two_proportions, wilson
 
 DEFAULT_COUNTS = (1, 2, 3, 5, 10)
 DEFAULT_DAYS = (1, 3, 7, 14)

@@ -1,7 +1,7 @@
 """The growth dashboard's charts: matplotlib figures rendered server-side as inline SVG.
 
-Each function takes what `trialpath.kpis` computes and returns the `<svg>` markup, or None when
-there is nothing to draw (the page then says "no data yet" instead of showing empty axes).
+Each function takes what `trialpath.growth.kpis` computes and returns the `<svg>` markup, or None
+when there is nothing to draw (the page then says "no data yet" instead of showing empty axes).
 Figures are built with `matplotlib.figure.Figure`, never pyplot: no global figure registry, so
 concurrent requests cannot draw on each other's axes, and each figure is cleared once rendered.
 Text stays text in the SVG (`svg.fonttype = none`): small, selectable, and drawn in the page's

@@ -1,7 +1,7 @@
 """`trialpath simulate`: plays a synthetic population through the real `TrialWorkflow` and its
 activities on Temporal's time-skipping test server, then reports what the journey did to it.
 
-The population (`trialpath.population`, seeded) is split into parts. Each part runs in a
+The population (`trialpath.growth.population`, seeded) is split into parts. Each part runs in a
 process of its own: its own time-skipping server, worker (the production `build_worker`, every
 channel on the outbox provider or the in-app inbox) and SQLite database, copied from one
 migrated at the start. The part moves the server's clock to each scripted action of its users
@@ -44,13 +44,12 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from trialpath.config import PROJECT_ROOT
 from trialpath.core.contract import TrialStatus
 from trialpath.core.definition import JourneyDefinition, load_definition
 from trialpath.core.journey import assign_arm
 from trialpath.demo import SampleUser
 
-PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
-"""Where the part's process starts: `worker` and `workflows` import from there."""
 DAY = 86400.0
 PART_SIZE = 20
 """Trials per part: big enough that a process's start (about 2 s) is a small share of its
@@ -75,8 +74,8 @@ class SimulationError(RuntimeError):
 
 
 def synthetic(defn: JourneyDefinition, size: int, seed: int) -> list[SampleUser]:
-    """`size` users drawn as in `trialpath.population`: the same seed, the same users."""
-    from trialpath.population import population
+    """`size` users drawn as in `trialpath.growth.population`: the same seed, the same users."""
+    from trialpath.growth.population import population
 
     return population(defn, size, prefix="sim", seed=seed)
 
@@ -282,7 +281,7 @@ async def _skip_to(env: Any, target: datetime, report: Callable[[str], None]) ->
 
 
 def part_main(job_file: str) -> None:
-    """Entry point of a part's process: `python -m trialpath.simulate JOB.json`; writes the
+    """Entry point of a part's process: `python -m trialpath.growth.simulate JOB.json`; writes the
     trials' final statuses beside the job, and progress lines on stdout."""
     job = json.loads(Path(job_file).read_text())
 
@@ -381,13 +380,13 @@ async def _part_process(
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "trialpath.simulate",
+        "trialpath.growth.simulate",
         str(folder / "job.json"),
         stdout=asyncio.subprocess.PIPE,
         stderr=log,
         env=env,
         start_new_session=True,
-        cwd=PROJECT_ROOT,
+        cwd=str(PROJECT_ROOT),  # `worker` and `workflows` import from there
     )
     assert process.stdout is not None
     began = moved = time.monotonic()

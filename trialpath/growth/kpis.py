@@ -60,8 +60,7 @@ from trialpath import models  # noqa: F401  (registers the tables)
 from trialpath.config import get_settings
 from trialpath.core.definition import GLOBAL_HOLDOUT, JourneyDefinition, load_definition
 from trialpath.delivery.preferences import CHANNELS
-from trialpath.models import UtcDateTime
-from trialpath.stats import (
+from trialpath.growth.stats import (
     always_valid_diff,
     bootstrap_median_diff,
     cuped,
@@ -71,6 +70,7 @@ from trialpath.stats import (
     percentile,
     two_proportions,
 )
+from trialpath.models import UtcDateTime
 
 Split = Literal["persona", "cohort", "arm", "channel", "source", "qualifier", "journey"]
 SPLITS: tuple[Split, ...] = get_args(Split)

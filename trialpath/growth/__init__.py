@@ -1,0 +1,2 @@
+"""Growth: KPIs, statistics and charts, experiments' discovery, exports, and the synthetic
+population and simulation."""
