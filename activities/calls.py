@@ -9,8 +9,8 @@ from sqlalchemy import Engine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from trialpath.agents import SlotOffer, SlotRequest, offer_slot, release_slots
 from trialpath.logs import bind_activity
+from trialpath.support.agents import SlotOffer, SlotRequest, offer_slot, release_slots
 
 
 class ReleaseSlotsInput(BaseModel):
@@ -27,7 +27,7 @@ class CallActivities:
     def offer_call_slot(self, request: SlotRequest) -> SlotOffer:
         """Books the earliest free agent slot the request asks for, or an agent free at the
         time the user chose; answers no agent when none is free. Retried, the same request
-        gives the same answer and never a second slot (`trialpath.agents.offer_slot`)."""
+        gives the same answer and never a second slot (`trialpath.support.agents.offer_slot`)."""
         bind_activity(step=f"call-slot.{request.request}")
         if not request.agents:
             raise ApplicationError("no success-call agents configured", non_retryable=True)

@@ -1,5 +1,5 @@
-"""Agents' calendars in the database (`trialpath.agents`, the `offer_call_slot` activity) and
-their routes (/v1/agents): seeding from the journey, editing, booking under concurrency and
+"""Agents' calendars in the database (`trialpath.support.agents`, the `offer_call_slot` activity)
+and their routes (/v1/agents): seeding from the journey, editing, booking under concurrency and
 retries (never double-booked), releasing; bad input answered with a problem."""
 
 from __future__ import annotations
@@ -15,7 +15,11 @@ from sqlmodel import Session, col, select
 from temporalio.testing import ActivityEnvironment
 
 from activities.calls import CallActivities, ReleaseSlotsInput
-from trialpath.agents import (
+from trialpath.config import Settings
+from trialpath.core.definition import CallAgent
+from trialpath.db import make_engine
+from trialpath.models import Agent, AuditEntry, CallSlot
+from trialpath.support.agents import (
     AgentSettings,
     Hours,
     SlotRequest,
@@ -25,10 +29,6 @@ from trialpath.agents import (
     remove_agent,
     set_agent,
 )
-from trialpath.config import Settings
-from trialpath.core.definition import CallAgent
-from trialpath.db import make_engine
-from trialpath.models import Agent, AuditEntry, CallSlot
 
 MON = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday
 AGENTS = [

@@ -22,14 +22,14 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from tests.driver import DAY, TrialDriver, align
-from trialpath.agents import list_agents, remove_agent
 from trialpath.config import PACKAGE_DIR, Settings
 from trialpath.core.contract import TrialStatus
 from trialpath.core.definition import load_definition
 from trialpath.db import make_engine
 from trialpath.delivery.preferences import BookingTokens, signing_secret
 from trialpath.models import CallSlot, CsTask, Message
-from trialpath.slots import Calendar, working
+from trialpath.support.agents import list_agents, remove_agent
+from trialpath.support.slots import Calendar, working
 
 pytestmark = pytest.mark.database_agnostic
 

@@ -18,7 +18,6 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from trialpath.agents import AgentSettings
 from trialpath.api.app import create_app
 from trialpath.client import (
     AsyncTrialpath,
@@ -32,6 +31,7 @@ from trialpath.client import (
 )
 from trialpath.config import Settings
 from trialpath.core.contract import Qualification, workflow_id_for
+from trialpath.support.agents import AgentSettings
 from trialpath.trials import Accepted, Erased, EventsAccepted, NewEvent, TrialCreated
 
 from .conftest import API_KEY, API_KEYS

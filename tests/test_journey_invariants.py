@@ -59,7 +59,14 @@ from trialpath.core.journey import (
     Send,
     Wait,
 )
-from trialpath.slots import Booked, Calendar, agent_free_at, earliest_slot, inside_hours, working
+from trialpath.support.slots import (
+    Booked,
+    Calendar,
+    agent_free_at,
+    earliest_slot,
+    inside_hours,
+    working,
+)
 
 # --- Profiles --------------------------------------------------------------------------------
 
@@ -547,8 +554,8 @@ class Player:
         self.fail("runs", "the journey did not settle in 5000 steps")
 
     def _offer(self, step: OfferCall, now: datetime) -> None:
-        """The agents' calendars as the activity answers (`trialpath.slots`), this trial's own
-        call the only one booked; the call it gets is inside the agent's hours and, when the
+        """The agents' calendars as the activity answers (`trialpath.support.slots`), this trial's
+        own call the only one booked; the call it gets is inside the agent's hours and, when the
         journey proposed it, inside the user's send window and the window asked for."""
         defn, state, ledger = self.defn, self.state, self.ledger
         duration = timedelta(minutes=defn.call.duration_minutes)

@@ -1,4 +1,4 @@
-"""Pure tests of the agents' calendars (`trialpath.slots`): time zones, DST, working days,
+"""Pure tests of the agents' calendars (`trialpath.support.slots`): time zones, DST, working days,
 capacity, the user's send window; and the invariant that an agent is never double-booked nor
 booked outside their hours, over random agents and requests (Hypothesis)."""
 
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trialpath.core.definition import WEEKDAYS, CallAgent
-from trialpath.slots import Booked, Calendar, agent_free_at, earliest_slot, free, working
+from trialpath.support.slots import Booked, Calendar, agent_free_at, earliest_slot, free, working
 
 HALF_HOUR = timedelta(minutes=30)
 UTC_ZONE = ZoneInfo("UTC")

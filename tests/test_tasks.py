@@ -18,14 +18,14 @@ from temporalio.common import SearchAttributeKey
 from temporalio.testing import WorkflowEnvironment
 
 from tests.driver import align, skip_to
-from trialpath import tasks
 from trialpath.config import Settings
 from trialpath.core.contract import SIGNAL_TASK_CLOSED, workflow_id_for
 from trialpath.db import make_engine
 from trialpath.erasure import erase_rows
 from trialpath.growth import kpis
 from trialpath.models import AuditEntry, CsTask, PendingSignal, Trial
-from trialpath.tasks import ClaimTask, CloseTask, SnoozeTask, TaskConflict, TaskNotFound
+from trialpath.support import tasks
+from trialpath.support.tasks import ClaimTask, CloseTask, SnoozeTask, TaskConflict, TaskNotFound
 from trialpath.trials import InvalidRequest
 
 from .test_access import add_role_keys, as_role

@@ -1,7 +1,7 @@
 """`trialpath agents`: the success-call agents' hours, time zone and capacity, and their calls.
 
-The same operations as /v1/agents (`trialpath.agents`); a change is recorded in the audit log
-as `cli:<login>`.
+The same operations as /v1/agents (`trialpath.support.agents`); a change is recorded in the audit
+log as `cli:<login>`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,10 @@ from rich.console import Console
 from rich.table import Table
 
 from trialpath import audit as audit_log
-from trialpath.agents import (
+from trialpath.config import get_settings
+from trialpath.db import engine_for
+from trialpath.models import utcnow
+from trialpath.support.agents import (
     AgentProblem,
     AgentPublic,
     AgentSettings,
@@ -27,9 +30,6 @@ from trialpath.agents import (
     remove_agent,
     set_agent,
 )
-from trialpath.config import get_settings
-from trialpath.db import engine_for
-from trialpath.models import utcnow
 
 agents_app = typer.Typer(
     help="Success-call agents: hours, time zone, working days, daily capacity.",

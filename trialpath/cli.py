@@ -310,7 +310,6 @@ class DemoRun:
 
     async def demo(self, plan: DemoPlan) -> int:
         """The 12 scripted users, played and checked; returns how many differ."""
-        from trialpath.agents import booked_slots
         from trialpath.core.definition import load_definition
         from trialpath.demo import (
             DemoError,
@@ -320,6 +319,7 @@ class DemoRun:
             run_demo,
             support_queue,
         )
+        from trialpath.support.agents import booked_slots
 
         settings = self.settings
         client = await _client(settings)

@@ -28,7 +28,6 @@ import httpx
 from pydantic import BaseModel, RootModel
 from pydantic_core import to_jsonable_python
 
-from trialpath.agents import AgentPublic, AgentSettings
 from trialpath.core.contract import (
     Acquisition,
     Locale,
@@ -40,6 +39,7 @@ from trialpath.core.contract import (
 )
 from trialpath.core.definition import Challenge, Persona, Urgency
 from trialpath.messages.guidance import Checklist, WidgetToken
+from trialpath.support.agents import AgentPublic, AgentSettings
 from trialpath.trials import (
     MAX_EVENTS_PER_REQUEST,
     Accepted,

@@ -309,7 +309,7 @@ class CallSlot(SQLModel, table=True):
 class CsTask(SQLModel, table=True):
     """Work for support: opened by the journey (a stalled B2B or urgent trial, an activated
     user whose activity dropped), listed, claimed, snoozed and closed with an outcome by
-    support (`trialpath.tasks`). The outcome goes back to the trial's workflow."""
+    support (`trialpath.support.tasks`). The outcome goes back to the trial's workflow."""
 
     __tablename__ = "cs_tasks"
 

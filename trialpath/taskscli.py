@@ -24,11 +24,11 @@ from rich.console import Console
 from rich.table import Table
 
 from trialpath import audit as audit_log
-from trialpath import tasks
 from trialpath.config import get_settings
 from trialpath.core.journey import TaskOutcome
 from trialpath.db import engine_for
-from trialpath.tasks import ClaimTask, CloseTask, SnoozeTask, StateFilter, TaskView
+from trialpath.support import tasks
+from trialpath.support.tasks import ClaimTask, CloseTask, SnoozeTask, StateFilter, TaskView
 from trialpath.trials import TrialProblem
 
 tasks_app = typer.Typer(

@@ -39,7 +39,6 @@ with workflow.unsafe.imports_passed_through():
         StageRecord,
         TrialSnapshot,
     )
-    from trialpath.agents import SlotRequest
     from trialpath.core import journey, moves
     from trialpath.core.contract import (
         QUERY_MOVE_PROBLEMS,
@@ -78,6 +77,7 @@ with workflow.unsafe.imports_passed_through():
         workflow_id_for,
     )
     from trialpath.core.definition import Channel, JourneyDefinition
+    from trialpath.support.agents import SlotRequest
 
 TRIAL_STAGE = SearchAttributeKey.for_keyword("TrialStage")
 PERSONA = SearchAttributeKey.for_keyword("Persona")

@@ -1,4 +1,4 @@
-"""Success-call agents: their hours, time zone and daily capacity (`trialpath.agents`)."""
+"""Success-call agents: their hours, time zone and daily capacity (`trialpath.support.agents`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request, Response
 
-from trialpath.agents import (
+from trialpath.api.routes import COMMON, _problems
+from trialpath.api.security import allow
+from trialpath.core.definition import AGENT_NAME
+from trialpath.support.agents import (
     AgentPublic,
     AgentSettings,
     journey_agents,
@@ -15,9 +18,6 @@ from trialpath.agents import (
     remove_agent,
     set_agent,
 )
-from trialpath.api.routes import COMMON, _problems
-from trialpath.api.security import allow
-from trialpath.core.definition import AGENT_NAME
 from trialpath.trials import TrialProblem, Trials
 
 AgentName = Annotated[

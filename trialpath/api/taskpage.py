@@ -1,4 +1,4 @@
-"""The support queue page, next to the dashboard: `trialpath.tasks` for people in a browser.
+"""The support queue page, next to the dashboard: `trialpath.support.tasks` for people in a browser.
 
     GET  /dashboard/tasks                 the queue (`state`, `owner` filters), oldest first
     POST /dashboard/tasks/{key}/claim     form: owner
@@ -27,15 +27,16 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import DictLoader, Environment, StrictUndefined
 from pydantic import ValidationError
 
-from trialpath import audit, tasks
+from trialpath import audit
 from trialpath.access import ApiKey
 from trialpath.api.dashboard import _BASE, _STYLE, COOKIE, TASKS_PAGE, _html, authorize
 from trialpath.core.journey import TaskOutcome
 from trialpath.delivery.preferences import signing_secret
-from trialpath.tasks import ClaimTask, CloseTask, SnoozeTask, StateFilter
+from trialpath.support import tasks
+from trialpath.support.tasks import ClaimTask, CloseTask, SnoozeTask, StateFilter
 from trialpath.trials import TrialProblem, Trials
 
-log = logging.getLogger("trialpath.tasks")
+log = logging.getLogger("trialpath.support.tasks")
 
 router = APIRouter(include_in_schema=False)
 

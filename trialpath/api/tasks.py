@@ -1,4 +1,4 @@
-"""Support's work queue over HTTP (`trialpath.tasks`): list, read, claim, snooze, close.
+"""Support's work queue over HTTP (`trialpath.support.tasks`): list, read, claim, snooze, close.
 
 Needs the `tasks` permission (roles support and admin). Closing a task sends its outcome to the
 trial's workflow (`task_closed`), queued first so it is delivered later if Temporal is away.
@@ -14,13 +14,20 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request
 from sqlalchemy import Engine
 
-from trialpath import tasks
 from trialpath.api.routes import COMMON, _problems
 from trialpath.api.security import allow
-from trialpath.tasks import ClaimTask, CloseTask, SnoozeTask, StateFilter, TaskPage, TaskView
+from trialpath.support import tasks
+from trialpath.support.tasks import (
+    ClaimTask,
+    CloseTask,
+    SnoozeTask,
+    StateFilter,
+    TaskPage,
+    TaskView,
+)
 from trialpath.trials import Trials
 
-log = logging.getLogger("trialpath.tasks")
+log = logging.getLogger("trialpath.support.tasks")
 
 router = APIRouter(prefix="/v1", tags=["tasks"])
 

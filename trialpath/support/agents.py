@@ -31,7 +31,7 @@ from trialpath.core.definition import (
     load_definition,
 )
 from trialpath.models import Agent, CallSlot, utcnow
-from trialpath.slots import Booked, Calendar, agent_free_at, earliest_slot, free
+from trialpath.support.slots import Booked, Calendar, agent_free_at, earliest_slot, free
 
 MAX_BOOKING_TRIES = 20
 HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
