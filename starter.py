@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 
 from temporalio.common import WorkflowIDReusePolicy
 
-from trialpath.config import get_settings
 from trialpath.core.contract import (
     EventSignal,
     QualifyInput,
@@ -23,7 +22,8 @@ from trialpath.core.contract import (
     workflow_id_for,
 )
 from trialpath.core.journey import TrialInput
-from trialpath.temporal import connect, exit_process
+from trialpath.operations.config import get_settings
+from trialpath.operations.temporal import connect, exit_process
 from workflows.trial import TrialWorkflow
 
 

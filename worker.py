@@ -20,16 +20,16 @@ from activities.calls import CallActivities
 from activities.journey import JourneyActivities
 from activities.messaging import MessagingActivities
 from activities.records import RecordActivities
-from trialpath.config import Settings, SettingsError, get_settings
-from trialpath.db import engine_for
 from trialpath.delivery import Provider
 from trialpath.delivery.inbox import InboxProvider
 from trialpath.delivery.outbox import OutboxProvider
 from trialpath.delivery.preferences import UnsubscribeTokens, signing_secret
-from trialpath.logs import configure_from_settings
 from trialpath.messages.templating import Product, Renderer
-from trialpath.metrics import serve_worker_metrics, worker_runtime
-from trialpath.temporal import connect, exit_process, register_search_attributes
+from trialpath.operations.config import Settings, SettingsError, get_settings
+from trialpath.operations.db import engine_for
+from trialpath.operations.logs import configure_from_settings
+from trialpath.operations.metrics import serve_worker_metrics, worker_runtime
+from trialpath.operations.temporal import connect, exit_process, register_search_attributes
 from workflows.trial import TrialWorkflow
 
 

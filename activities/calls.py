@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from trialpath.logs import bind_activity
+from trialpath.operations.logs import bind_activity
 from trialpath.support.agents import SlotOffer, SlotRequest, offer_slot, release_slots
 
 

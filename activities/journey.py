@@ -11,7 +11,7 @@ from temporalio.exceptions import ApplicationError
 
 from trialpath.core.contract import JourneyVersionRef
 from trialpath.core.definition import DefinitionError, JourneyDefinition, load_definition
-from trialpath.versions import register
+from trialpath.operations.versions import register
 
 
 class LoadJourneyInput(BaseModel):

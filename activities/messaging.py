@@ -28,10 +28,17 @@ from trialpath.delivery.preferences import (
     booking_link,
     unsubscribed,
 )
-from trialpath.logs import bind_activity
 from trialpath.messages.templating import Product, Renderer, TemplateProblem, message_context
-from trialpath.metrics import MESSAGES, PROVIDER_LATENCY
-from trialpath.models import AgentAssignment, AgentCursor, CsTask, Message, MessageEvent, utcnow
+from trialpath.operations.logs import bind_activity
+from trialpath.operations.metrics import MESSAGES, PROVIDER_LATENCY
+from trialpath.operations.models import (
+    AgentAssignment,
+    AgentCursor,
+    CsTask,
+    Message,
+    MessageEvent,
+    utcnow,
+)
 
 ICS_MESSAGES = frozenset({"call_invite", "call_booked", "call_rescheduled"})
 

@@ -11,9 +11,9 @@ from sqlmodel import Session, col, select
 from temporalio import activity
 
 from trialpath.core.contract import Acquisition, TrialProfile
-from trialpath.logs import bind_activity
-from trialpath.metrics import ACTIVATIONS
-from trialpath.models import StageChange, Trial, TrialEvent, utcnow
+from trialpath.operations.logs import bind_activity
+from trialpath.operations.metrics import ACTIVATIONS
+from trialpath.operations.models import StageChange, Trial, TrialEvent, utcnow
 
 
 class EventRecord(BaseModel):

@@ -41,10 +41,10 @@ import uvicorn
 from temporalio.client import Client
 
 from trialpath.api.app import create_app
-from trialpath.config import Settings
 from trialpath.core.contract import SIGNAL_CANCEL, SIGNAL_EVENT, workflow_id_for
-from trialpath.services import Services
-from trialpath.temporal import (
+from trialpath.operations.config import Settings
+from trialpath.operations.services import Services
+from trialpath.operations.temporal import (
     DATA_CONVERTER,
     exit_process,
     register_search_attributes,

@@ -70,16 +70,16 @@ from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import WorkflowExecutionStatus
 
-from trialpath.config import PACKAGE_DIR, PROJECT_ROOT, Settings
 from trialpath.core.contract import TERMINAL_STAGES, TrialStatus, workflow_id_for
 from trialpath.core.definition import load_definition
-from trialpath.db import make_engine
 from trialpath.delivery.outbox import file_stem
 from trialpath.demo import Action, SampleUser, signup_body
 from trialpath.growth.population import population
-from trialpath.models import Message, PendingSignal, Trial, TrialEvent
-from trialpath.services import Process, ServiceError, Services, port_open
-from trialpath.temporal import connect, exit_process
+from trialpath.operations.config import PACKAGE_DIR, PROJECT_ROOT, Settings
+from trialpath.operations.db import make_engine
+from trialpath.operations.models import Message, PendingSignal, Trial, TrialEvent
+from trialpath.operations.services import Process, ServiceError, Services, port_open
+from trialpath.operations.temporal import connect, exit_process
 
 HOST = "127.0.0.1"
 READY_LINE = "worker polling task queue"

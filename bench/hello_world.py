@@ -55,4 +55,6 @@ if __name__ == "__main__":
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main(os.environ["TRIALPATH_TEMPORAL_ADDRESS"], sys.argv[1]))
     sys.stdout.flush()
-    os._exit(0)  # as trialpath.temporal.exit_process: the SDK's threads can outlive the loop
+    os._exit(
+        0
+    )  # as trialpath.operations.temporal.exit_process: the SDK's threads can outlive the loop

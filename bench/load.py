@@ -57,12 +57,12 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 
-from trialpath.config import PROJECT_ROOT, Settings
 from trialpath.core.contract import QUERY_STATUS, Qualification, TrialStatus, workflow_id_for
-from trialpath.db import make_engine
-from trialpath.models import Trial
-from trialpath.services import Process, Services
-from trialpath.temporal import (
+from trialpath.operations.config import PROJECT_ROOT, Settings
+from trialpath.operations.db import make_engine
+from trialpath.operations.models import Trial
+from trialpath.operations.services import Process, Services
+from trialpath.operations.temporal import (
     connect,
     exit_process,
     register_search_attributes,
@@ -829,7 +829,7 @@ def main() -> int:
         data_dir = Path(tmp)
         settings = Settings(
             data_dir=Path(server_tmp),
-            database_url=f"sqlite:///{data_dir / 'trialpath.db'}",
+            database_url=f"sqlite:///{data_dir / 'trialpath.operations.db'}",
             temporal_address=f"{HOST}:{free_port()}",
             temporal_namespace="default",
             temporal_ui_port=free_port(),

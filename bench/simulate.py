@@ -19,8 +19,8 @@ import resource
 import time
 from pathlib import Path
 
-from trialpath.config import PACKAGE_DIR, PROJECT_ROOT
 from trialpath.growth.simulate import simulate
+from trialpath.operations.config import PACKAGE_DIR, PROJECT_ROOT
 
 TARGET = 1000 / 60
 

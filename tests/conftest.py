@@ -17,9 +17,9 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from trialpath.access import parse_api_keys
-from trialpath.config import PACKAGE_DIR, Settings
-from trialpath.temporal import DATA_CONVERTER, bundled_binary, register_search_attributes
+from trialpath.operations.access import parse_api_keys
+from trialpath.operations.config import PACKAGE_DIR, Settings
+from trialpath.operations.temporal import DATA_CONVERTER, bundled_binary, register_search_attributes
 from worker import build_worker
 
 pytest_plugins = ["tests.deadlines"]
@@ -247,7 +247,7 @@ def run_cli(settings: Settings, *args: str) -> Any:
     from typer.testing import CliRunner
 
     from trialpath.cli import app
-    from trialpath.config import get_settings
+    from trialpath.operations.config import get_settings
 
     env = {
         "TRIALPATH_DATA_DIR": str(settings.data_dir),

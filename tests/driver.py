@@ -9,7 +9,6 @@ from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from tests.deadlines import waiting_for
-from trialpath.config import Settings
 from trialpath.core.contract import (
     Qualification,
     QualifyInput,
@@ -19,6 +18,7 @@ from trialpath.core.contract import (
     workflow_id_for,
 )
 from trialpath.core.journey import TrialInput
+from trialpath.operations.config import Settings
 from workflows.trial import TrialWorkflow
 
 DAY = timedelta(days=1)

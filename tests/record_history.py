@@ -21,10 +21,10 @@ from pathlib import Path
 from temporalio.testing import WorkflowEnvironment
 
 from tests.driver import TrialDriver, align
-from trialpath.config import PACKAGE_DIR, Settings
 from trialpath.core.definition import load_definition
 from trialpath.core.journey import assign_arm
-from trialpath.temporal import DATA_CONVERTER, bundled_binary, register_search_attributes
+from trialpath.operations.config import PACKAGE_DIR, Settings
+from trialpath.operations.temporal import DATA_CONVERTER, bundled_binary, register_search_attributes
 from worker import build_worker
 
 HISTORIES = Path(__file__).parent / "histories"

@@ -15,10 +15,10 @@ import pytest
 from sqlmodel import Session, select
 from temporalio.testing import WorkflowEnvironment
 
-from trialpath.access import PERMISSIONS, ROLES, parse_api_keys
-from trialpath.config import Settings, SettingsError, get_settings
-from trialpath.db import make_engine
-from trialpath.models import AuditEntry
+from trialpath.operations.access import PERMISSIONS, ROLES, parse_api_keys
+from trialpath.operations.config import Settings, SettingsError, get_settings
+from trialpath.operations.db import make_engine
+from trialpath.operations.models import AuditEntry
 
 from .conftest import API_KEY
 from .test_api import assert_problem, signup
@@ -140,8 +140,8 @@ def test_keys_new_makes_an_entry_the_settings_accept(tmp_path: Any) -> None:
 
 # --- Roles -------------------------------------------------------------------------------------
 
-# Each operation, and the permission it needs (trialpath/access.py); requests about a user with
-# no trial: a key allowed through gets 404 or 422, never 403.
+# Each operation, and the permission it needs (trialpath/operations/access.py); requests about a
+# user with no trial: a key allowed through gets 404 or 422, never 403.
 OPERATIONS: list[tuple[str, str, str, dict[str, Any] | None]] = [
     ("start", "POST", "/v1/trials", {}),
     ("read", "GET", "/v1/trials", None),

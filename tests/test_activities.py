@@ -27,13 +27,13 @@ from activities.records import (
     StageRecord,
     TrialSnapshot,
 )
-from trialpath.config import PROJECT_ROOT, Settings
 from trialpath.core.contract import TrialProfile
-from trialpath.db import make_engine
 from trialpath.delivery import DeliveryError, OutgoingMessage, Receipt
 from trialpath.delivery.outbox import OutboxProvider
 from trialpath.messages.templating import Product, Renderer
-from trialpath.models import AgentAssignment, Message, StageChange, Trial, TrialEvent
+from trialpath.operations.config import PROJECT_ROOT, Settings
+from trialpath.operations.db import make_engine
+from trialpath.operations.models import AgentAssignment, Message, StageChange, Trial, TrialEvent
 
 AT = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 

@@ -15,10 +15,10 @@ from sqlmodel import Session, col, select
 from temporalio.testing import ActivityEnvironment
 
 from activities.calls import CallActivities, ReleaseSlotsInput
-from trialpath.config import Settings
 from trialpath.core.definition import CallAgent
-from trialpath.db import make_engine
-from trialpath.models import Agent, AuditEntry, CallSlot
+from trialpath.operations.config import Settings
+from trialpath.operations.db import make_engine
+from trialpath.operations.models import Agent, AuditEntry, CallSlot
 from trialpath.support.agents import (
     AgentSettings,
     Hours,

@@ -12,10 +12,10 @@ import pytest
 from sqlmodel import Session, select
 from temporalio.testing import WorkflowEnvironment
 
-from trialpath.config import Settings
 from trialpath.core.contract import workflow_id_for
-from trialpath.db import make_engine
-from trialpath.models import Message, PendingSignal, Trial, TrialEvent
+from trialpath.operations.config import Settings
+from trialpath.operations.db import make_engine
+from trialpath.operations.models import Message, PendingSignal, Trial, TrialEvent
 from trialpath.trials import InvalidRequest, PageTokens
 
 from .conftest import SECOND_KEY

@@ -14,7 +14,7 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from tests.test_api import assert_problem, started
-from trialpath.config import PACKAGE_DIR, Settings
+from trialpath.operations.config import PACKAGE_DIR, Settings
 
 
 @pytest.fixture

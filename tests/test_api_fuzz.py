@@ -63,10 +63,10 @@ from temporalio.testing import WorkflowEnvironment
 
 from tests.conftest import API_KEY, API_KEYS
 from trialpath.api.app import create_app
-from trialpath.config import Settings
 from trialpath.core.contract import workflow_id_for
-from trialpath.db import make_engine
-from trialpath.models import CsTask
+from trialpath.operations.config import Settings
+from trialpath.operations.db import make_engine
+from trialpath.operations.models import CsTask
 
 T = TypeVar("T")
 

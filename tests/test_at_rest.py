@@ -1,6 +1,6 @@
-"""Personal data encrypted at rest (TRIALPATH_ENCRYPT_AT_REST, trialpath/sealing.py): what the
-database holds has no name, address, number or message in the clear; Trialpath reads it back
-as before; keys rotate and encryption is turned on or off with `trialpath db seal`. On SQLite,
+"""Personal data encrypted at rest (TRIALPATH_ENCRYPT_AT_REST, trialpath/operations/sealing.py):
+what the database holds has no name, address, number or message in the clear; Trialpath reads it
+back as before; keys rotate and encryption is turned on or off with `trialpath db seal`. On SQLite,
 and on PostgreSQL in the PostgreSQL pass."""
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner
 
 from trialpath.cli import app as cli_app
-from trialpath.codec import new_key, parse_keys
-from trialpath.config import Settings, SettingsError, get_settings
-from trialpath.db import engine_for, make_engine
 from trialpath.delivery.deliveries import _user_by_phone
-from trialpath.models import Message, MessageEvent, PendingSignal, Trial
-from trialpath.sealing import PREFIX, SealedDataError, Sealer, sealed_columns
+from trialpath.operations.codec import new_key, parse_keys
+from trialpath.operations.config import Settings, SettingsError, get_settings
+from trialpath.operations.db import engine_for, make_engine
+from trialpath.operations.models import Message, MessageEvent, PendingSignal, Trial
+from trialpath.operations.sealing import PREFIX, SealedDataError, Sealer, sealed_columns
 
 NAME, EMAIL, PHONE = "Grace Hopper", "grace.hopper@navy.example", "+33 6 12 34 56 78"
 PERSONAL = (NAME, EMAIL, PHONE, "Grace", "navy.example", "12 34 56 78", "1.2.3.4")

@@ -22,12 +22,12 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from tests.driver import DAY, TrialDriver, align
-from trialpath.config import PACKAGE_DIR, Settings
 from trialpath.core.contract import TrialStatus
 from trialpath.core.definition import load_definition
-from trialpath.db import make_engine
 from trialpath.delivery.preferences import BookingTokens, signing_secret
-from trialpath.models import CallSlot, CsTask, Message
+from trialpath.operations.config import PACKAGE_DIR, Settings
+from trialpath.operations.db import make_engine
+from trialpath.operations.models import CallSlot, CsTask, Message
 from trialpath.support.agents import list_agents, remove_agent
 from trialpath.support.slots import Calendar, working
 

@@ -28,9 +28,9 @@ from typer.testing import CliRunner
 import trialpath.cli as cli_module
 import trialpath.taskscli as taskscli
 from tests.driver import TrialDriver, align
-from trialpath.config import Settings, get_settings
 from trialpath.core.contract import Qualification, TrialProfile, workflow_id_for
 from trialpath.core.journey import TrialInput
+from trialpath.operations.config import Settings, get_settings
 from workflows.trial import TrialWorkflow
 
 TRIALPATH = str(Path(sys.executable).parent / "trialpath")

@@ -29,8 +29,8 @@ from trialpath.client import (
     Unauthorized,
     Unavailable,
 )
-from trialpath.config import Settings
 from trialpath.core.contract import Qualification, workflow_id_for
+from trialpath.operations.config import Settings
 from trialpath.support.agents import AgentSettings
 from trialpath.trials import Accepted, Erased, EventsAccepted, NewEvent, TrialCreated
 

@@ -20,7 +20,9 @@ from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryRequest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from trialpath.codec import (
+from trialpath.core.contract import Qualification, TrialProfile, TrialStatus, workflow_id_for
+from trialpath.core.journey import TrialInput
+from trialpath.operations.codec import (
     ENCODING,
     KEY_ID,
     CodecError,
@@ -31,11 +33,9 @@ from trialpath.codec import (
     keys_from_settings,
     parse_keys,
 )
-from trialpath.codec_server import CodecServerError, check_exposure, create_codec_app
-from trialpath.config import Settings
-from trialpath.core.contract import Qualification, TrialProfile, TrialStatus, workflow_id_for
-from trialpath.core.journey import TrialInput
-from trialpath.temporal import DATA_CONVERTER, data_converter
+from trialpath.operations.codec_server import CodecServerError, check_exposure, create_codec_app
+from trialpath.operations.config import Settings
+from trialpath.operations.temporal import DATA_CONVERTER, data_converter
 from worker import build_worker
 from workflows.trial import TrialWorkflow
 
@@ -426,8 +426,8 @@ async def test_a_worker_with_keys_does_nothing_for_a_trial_started_without_them(
     from sqlmodel import Session, select
     from temporalio.api.enums.v1 import EventType
 
-    from trialpath.db import make_engine
-    from trialpath.models import Message
+    from trialpath.operations.db import make_engine
+    from trialpath.operations.models import Message
 
     settings = settings.model_copy(update={"codec_keys": SecretStr(entry(key("2025-01")))})
     client = Client(

@@ -7,7 +7,7 @@ import re
 import pytest
 import yaml
 
-from trialpath.config import PROJECT_ROOT, Settings
+from trialpath.operations.config import PROJECT_ROOT, Settings
 
 
 def compose() -> dict:  # type: ignore[type-arg]

@@ -22,13 +22,13 @@ from temporalio.testing import ActivityEnvironment
 from activities.messaging import MessagingActivities, SendMessageInput
 from tests.prism import sendgrid_mock, twilio_mock, violations
 from tests.test_activities import request
-from trialpath.config import PROJECT_ROOT, Settings
-from trialpath.db import make_engine
 from trialpath.delivery import DeliveryError, OutgoingMessage
 from trialpath.delivery.preferences import UnsubscribeTokens
 from trialpath.delivery.sendgrid import SendGridProvider, build_mail_payload
 from trialpath.delivery.twilio import TwilioProvider
 from trialpath.messages.templating import Product, Renderer
+from trialpath.operations.config import PROJECT_ROOT, Settings
+from trialpath.operations.db import make_engine
 
 pytestmark = pytest.mark.database_agnostic  # its subject is not the database
 

@@ -32,7 +32,6 @@ from temporalio.testing import WorkflowEnvironment
 
 from tests.conftest import API_KEY, API_KEYS
 from tests.test_preview import CHROMIUM, CHROMIUM_ARGS, free_port, png_summary
-from trialpath.access import parse_api_keys
 from trialpath.api.app import create_app
 from trialpath.api.dashboard import (
     COOKIE,
@@ -42,11 +41,12 @@ from trialpath.api.dashboard import (
     formatted,
     key_id,
 )
-from trialpath.config import Settings
-from trialpath.db import make_engine
 from trialpath.delivery.preferences import signing_secret
 from trialpath.growth import kpis
-from trialpath.models import Trial, TrialEvent
+from trialpath.operations.access import parse_api_keys
+from trialpath.operations.config import Settings
+from trialpath.operations.db import make_engine
+from trialpath.operations.models import Trial, TrialEvent
 
 CHARTS = ("funnel", "ttfv", "retention")
 MILESTONES = {

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from trialpath.config import PACKAGE_DIR
 from trialpath.core.definition import (
     REQUIRED_MESSAGES,
     DefinitionError,
@@ -20,6 +19,7 @@ from trialpath.core.definition import (
     MessageSpec,
     load_definition,
 )
+from trialpath.operations.config import PACKAGE_DIR
 
 JOURNEY_FILE = PACKAGE_DIR / "journey.toml"
 DATA: dict[str, Any] = tomllib.loads(JOURNEY_FILE.read_text(encoding="utf-8"))

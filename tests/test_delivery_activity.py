@@ -16,13 +16,13 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.messaging import MessagingActivities, SendMessageInput
 from tests.test_activities import request
-from trialpath.config import PROJECT_ROOT, Settings
-from trialpath.db import make_engine
 from trialpath.delivery import DeliveryError, OutgoingMessage, Receipt
 from trialpath.delivery.outbox import OutboxProvider
 from trialpath.delivery.preferences import UnsubscribeTokens, set_subscribed
 from trialpath.messages.templating import Product, Renderer
-from trialpath.models import Message, MessageEvent, utcnow
+from trialpath.operations.config import PROJECT_ROOT, Settings
+from trialpath.operations.db import make_engine
+from trialpath.operations.models import Message, MessageEvent, utcnow
 
 KEY = "trial-u1:call_invite.1/email"
 

@@ -19,10 +19,10 @@ from temporalio.testing import WorkflowEnvironment
 from twilio.request_validator import RequestValidator
 
 from tests.test_api import assert_problem, rows, started
-from trialpath.config import Settings
-from trialpath.db import make_engine
 from trialpath.delivery.preferences import UnsubscribeTokens, signing_secret
-from trialpath.models import Message, MessageEvent, Preference, TrialEvent
+from trialpath.operations.config import Settings
+from trialpath.operations.db import make_engine
+from trialpath.operations.models import Message, MessageEvent, Preference, TrialEvent
 
 
 async def status(api: httpx.AsyncClient, user_id: str) -> dict[str, Any]:

@@ -14,7 +14,6 @@ import httpx
 import pytest
 from rich.console import Console
 
-from trialpath.config import PACKAGE_DIR
 from trialpath.core.contract import CallStatus, SentStatus, TrialStatus
 from trialpath.core.definition import JourneyDefinition, load_definition
 from trialpath.core.journey import assign_arm
@@ -38,7 +37,8 @@ from trialpath.demo import (
     trial_clock,
 )
 from trialpath.growth.population import Throttle, population, worker_lag
-from trialpath.models import CallSlot
+from trialpath.operations.config import PACKAGE_DIR
+from trialpath.operations.models import CallSlot
 
 SPD = 4.0
 SIGNUP = datetime(2026, 12, 4, 9, 30, tzinfo=UTC)

@@ -17,11 +17,11 @@ from sqlmodel import Session
 
 from tests.conftest import run_cli
 from trialpath import cli
-from trialpath.config import Settings
-from trialpath.db import make_engine
 from trialpath.growth import discover as discovery
 from trialpath.growth.kpis import Filters
-from trialpath.models import Trial, TrialEvent
+from trialpath.operations.config import Settings
+from trialpath.operations.db import make_engine
+from trialpath.operations.models import Trial, TrialEvent
 
 SIGNUP = datetime(2026, 10, 5, 9, tzinfo=UTC)
 PLANTED = ("teammate_invited", 2, 3)

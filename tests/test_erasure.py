@@ -22,11 +22,11 @@ from temporalio.worker import Worker
 from activities.records import RecordActivities, RecordProgressInput, TrialSnapshot
 from tests.conftest import API_KEY, dev_server
 from trialpath.api.app import create_app
-from trialpath.config import PACKAGE_DIR, Settings
 from trialpath.core.contract import TrialProfile
-from trialpath.db import make_engine
-from trialpath.erasure import COVERAGE, erase_rows
-from trialpath.models import CallSlot, Message, MessageEvent, PendingSignal, Trial
+from trialpath.operations.config import PACKAGE_DIR, Settings
+from trialpath.operations.db import make_engine
+from trialpath.operations.erasure import COVERAGE, erase_rows
+from trialpath.operations.models import CallSlot, Message, MessageEvent, PendingSignal, Trial
 from worker import build_worker
 
 NAME, EMAIL, PHONE = "Grace Hopper", "grace.hopper@navy.example", "+33612345678"
@@ -34,8 +34,8 @@ PERSONAL = (NAME, EMAIL, PHONE, "Grace", "navy.example", "33612345678", "1.2.3.4
 
 
 def test_every_table_says_what_erasure_does_to_it(settings: Settings) -> None:
-    """A new table fails here until `trialpath.erasure.COVERAGE` says how it is erased (or
-    that it holds no personal data)."""
+    """A new table fails here until `trialpath.operations.erasure.COVERAGE` says how it is erased
+    (or that it holds no personal data)."""
     engine = make_engine(settings.effective_database_url)
     tables = set(sa.inspect(engine).get_table_names())
     assert tables == set(SQLModel.metadata.tables) | {"alembic_version"}
@@ -244,8 +244,8 @@ async def test_erasure_deletes_every_run_of_the_history(
 def test_retention_purges_what_is_kept_only_for_a_while(settings: Settings) -> None:
     """Stored retry answers and delivered signals go after their retention; undelivered
     signals and answers still being made stay, whatever their age."""
-    from trialpath.erasure import purge_expired
-    from trialpath.models import IdempotencyRecord
+    from trialpath.operations.erasure import purge_expired
+    from trialpath.operations.models import IdempotencyRecord
 
     engine = make_engine(settings.effective_database_url)
     now = datetime.now(UTC)

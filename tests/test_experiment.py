@@ -16,10 +16,10 @@ from temporalio.common import SearchAttributeKey
 from temporalio.testing import WorkflowEnvironment
 
 from tests.test_api import assert_problem, rows, signup
-from trialpath.config import PACKAGE_DIR, Settings
 from trialpath.core.definition import load_definition
 from trialpath.core.journey import assign_arm
-from trialpath.models import Message, Trial, TrialEvent
+from trialpath.operations.config import PACKAGE_DIR, Settings
+from trialpath.operations.models import Message, Trial, TrialEvent
 
 SHIPPED = load_definition(PACKAGE_DIR / "journey.toml")
 ARM = SearchAttributeKey.for_keyword("ExperimentArm")

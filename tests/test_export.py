@@ -18,11 +18,11 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from tests.conftest import run_cli
-from trialpath.codec import new_key
-from trialpath.config import Settings
-from trialpath.db import engine_for
 from trialpath.growth.export import STATE_FILE, ExportError, export
-from trialpath.models import AuditEntry, Message, Trial, TrialEvent
+from trialpath.operations.codec import new_key
+from trialpath.operations.config import Settings
+from trialpath.operations.db import engine_for
+from trialpath.operations.models import AuditEntry, Message, Trial, TrialEvent
 
 T0 = datetime(2026, 11, 2, 9, tzinfo=UTC)
 EMAIL = "grace.hopper@navy.example"

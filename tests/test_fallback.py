@@ -16,9 +16,9 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from tests.driver import TrialDriver, align
-from trialpath.config import Settings
-from trialpath.db import make_engine
-from trialpath.models import Message
+from trialpath.operations.config import Settings
+from trialpath.operations.db import make_engine
+from trialpath.operations.models import Message
 from worker import build_worker
 
 

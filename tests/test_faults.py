@@ -34,10 +34,10 @@ from tests.faulty_provider import (
     FaultPlan,
     FaultyProvider,
 )
-from trialpath.config import PACKAGE_DIR, Settings
 from trialpath.core.contract import workflow_id_for
-from trialpath.db import make_engine
-from trialpath.models import Message
+from trialpath.operations.config import PACKAGE_DIR, Settings
+from trialpath.operations.db import make_engine
+from trialpath.operations.models import Message
 from worker import build_worker
 
 TRIALS = 30

@@ -22,7 +22,6 @@ from typing import Any
 
 import pytest
 
-from trialpath.config import PACKAGE_DIR
 from trialpath.core import journey
 from trialpath.core.contract import Qualification, TrialProfile, Unsubscribe
 from trialpath.core.definition import JourneyDefinition, MessageSpec, load_definition
@@ -38,6 +37,7 @@ from trialpath.core.journey import (
     TrialState,
     Wait,
 )
+from trialpath.operations.config import PACKAGE_DIR
 
 SHIPPED = load_definition(PACKAGE_DIR / "journey.toml")
 DEFN = SHIPPED.model_copy(

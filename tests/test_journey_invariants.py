@@ -39,7 +39,6 @@ from hypothesis import HealthCheck, example, given, note, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
-from trialpath.config import PACKAGE_DIR
 from trialpath.core import journey
 from trialpath.core.contract import Qualification, TrialProfile, Unsubscribe
 from trialpath.core.definition import (
@@ -59,6 +58,7 @@ from trialpath.core.journey import (
     Send,
     Wait,
 )
+from trialpath.operations.config import PACKAGE_DIR
 from trialpath.support.slots import (
     Booked,
     Calendar,

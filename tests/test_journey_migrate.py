@@ -31,9 +31,9 @@ from temporalio.testing import WorkflowEnvironment
 
 from tests.conftest import dev_server, run_cli
 from tests.test_late_signals import api_client, eight_am_zone, status_of, steps, wait_for
-from trialpath.config import Settings
-from trialpath.db import make_engine
-from trialpath.models import AuditEntry, Message, Trial
+from trialpath.operations.config import Settings
+from trialpath.operations.db import make_engine
+from trialpath.operations.models import AuditEntry, Message, Trial
 from worker import build_worker
 
 SECONDS_PER_DAY = 6.0

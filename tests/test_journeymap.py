@@ -21,9 +21,9 @@ from tests.test_preview import (  # noqa: F401  (fixtures)
     templates,
 )
 from trialpath.cli import app
-from trialpath.config import PACKAGE_DIR, PROJECT_ROOT
 from trialpath.core.definition import PERSONAS, JourneyDefinition, load_definition
 from trialpath.messages.journeymap import journey_map, preview_link, to_mermaid
+from trialpath.operations.config import PACKAGE_DIR, PROJECT_ROOT
 
 MERMAID_JS = PROJECT_ROOT / "node_modules" / "mermaid" / "dist" / "mermaid.min.js"
 

@@ -35,12 +35,12 @@ from sqlmodel import Session
 from typer.testing import CliRunner
 
 from trialpath.cli import app
-from trialpath.config import Settings, SettingsError, get_settings
-from trialpath.db import make_engine
 from trialpath.growth import kpis
 from trialpath.growth.kpis import Filters, KpiError, KpiValue
 from trialpath.growth.stats import always_valid_diff, needed_per_arm, two_proportions
-from trialpath.models import Message, Preference, Trial, TrialEvent
+from trialpath.operations.config import Settings, SettingsError, get_settings
+from trialpath.operations.db import make_engine
+from trialpath.operations.models import Message, Preference, Trial, TrialEvent
 
 UNTIL = datetime(2026, 12, 1, tzinfo=UTC)
 AT = Filters(until=UNTIL)

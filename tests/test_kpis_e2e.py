@@ -8,9 +8,9 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from tests.driver import TrialDriver, align
-from trialpath.config import Settings
-from trialpath.db import make_engine
 from trialpath.growth import kpis
+from trialpath.operations.config import Settings
+from trialpath.operations.db import make_engine
 
 
 def value(rows: list[kpis.KpiValue], kpi: str, group: str = kpis.ALL) -> kpis.KpiValue:

@@ -25,10 +25,10 @@ from temporalio.testing import WorkflowEnvironment
 
 from tests.conftest import API_KEY, API_KEYS, dev_server
 from trialpath.api.app import create_app
-from trialpath.config import Settings
 from trialpath.core.contract import TrialStatus
-from trialpath.db import make_engine
-from trialpath.models import Message, Trial, TrialEvent
+from trialpath.operations.config import Settings
+from trialpath.operations.db import make_engine
+from trialpath.operations.models import Message, Trial, TrialEvent
 from worker import build_worker
 
 SECONDS_PER_DAY = 6.0

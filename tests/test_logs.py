@@ -14,7 +14,7 @@ import structlog
 from temporalio import activity
 from temporalio.testing import ActivityEnvironment
 
-from trialpath.logs import bind_activity, configure_logging, redact_text
+from trialpath.operations.logs import bind_activity, configure_logging, redact_text
 
 EMAIL = "ada.lovelace@example.com"
 PHONE = "+33 6 12 34 56 78"

@@ -27,10 +27,10 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from activities.records import RecordActivities, RecordProgressInput, TrialSnapshot
 from tests.test_activities import AT, request
 from tests.test_delivery_activity import Scripted, acts, run
-from trialpath.access import parse_api_keys
-from trialpath.config import PROJECT_ROOT, Settings
-from trialpath.db import make_engine
 from trialpath.delivery import DeliveryError
+from trialpath.operations.access import parse_api_keys
+from trialpath.operations.config import PROJECT_ROOT, Settings
+from trialpath.operations.db import make_engine
 from worker import build_worker
 
 pytestmark = pytest.mark.database_agnostic  # its subject is not the database

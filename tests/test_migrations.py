@@ -19,9 +19,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlmodel import Session, SQLModel
 
-from trialpath.config import Settings
-from trialpath.db import make_engine
-from trialpath.migrate import (
+from trialpath.operations.config import Settings
+from trialpath.operations.db import make_engine
+from trialpath.operations.migrate import (
     LOCK_KEY,
     SchemaError,
     current_revisions,
@@ -32,7 +32,7 @@ from trialpath.migrate import (
     schema_lock,
     upgrade,
 )
-from trialpath.models import Trial
+from trialpath.operations.models import Trial
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -160,7 +160,9 @@ def test_processes_starting_together_migrate_once(settings: Settings) -> None:
     migrates, the other waits for it and then finds the database at head."""
     url = settings.effective_database_url
     engine = make_engine(url, upgrade=False)
-    starter = "import sys; from trialpath.db import make_engine; make_engine(sys.argv[1])"
+    starter = (
+        "import sys; from trialpath.operations.db import make_engine; make_engine(sys.argv[1])"
+    )
     processes: list[subprocess.Popen[str]] = []
     try:
         with schema_lock(engine):

@@ -31,13 +31,13 @@ from markupsafe import escape
 
 from tests.ports import free_port
 from tests.test_templates import journey_messages
-from trialpath.config import PROJECT_ROOT, Settings
 from trialpath.core.definition import PERSONAS
 from trialpath.delivery.twilio import sms_segments
 from trialpath.messages.preview import Preview, create_app, serve_preview, template_changes
 from trialpath.messages.samples import SAMPLE_USERS, sample_context
 from trialpath.messages.templating import Product, Rendered, Renderer
-from trialpath.services import ServiceError
+from trialpath.operations.config import PROJECT_ROOT, Settings
+from trialpath.operations.services import ServiceError
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -388,7 +388,7 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 def server(templates: Path, tmp_path: Path) -> Iterator[str]:
     port = free_port()
     code = (
-        "from trialpath.config import Settings\n"
+        "from trialpath.operations.config import Settings\n"
         "from trialpath.messages.preview import serve_preview\n"
         f"serve_preview(Settings(), port={port})\n"
     )

@@ -15,9 +15,9 @@ from temporalio.testing import WorkflowEnvironment
 
 from tests.driver import TrialDriver, align, sent_log
 from tests.test_workflow_scenarios import rows
-from trialpath.config import Settings
-from trialpath.db import make_engine
-from trialpath.models import Message
+from trialpath.operations.config import Settings
+from trialpath.operations.db import make_engine
+from trialpath.operations.models import Message
 from worker import build_worker
 
 STEP = '{ message = "drip_integration_guides", day = 7 }'

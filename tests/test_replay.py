@@ -10,7 +10,7 @@ import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
-from trialpath.temporal import DATA_CONVERTER
+from trialpath.operations.temporal import DATA_CONVERTER
 from workflows.trial import TrialWorkflow
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))

@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
-from trialpath.access import parse_api_keys
-from trialpath.config import Settings
 from trialpath.core.contract import check_user_id
-from trialpath.logs import MAX_TEXT, redact_text
+from trialpath.operations.access import parse_api_keys
+from trialpath.operations.config import Settings
+from trialpath.operations.logs import MAX_TEXT, redact_text
 
 pytestmark = pytest.mark.database_agnostic  # its subject is not the database
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from trialpath.config import Settings
-from trialpath.services import Process, Services
+from trialpath.operations.config import Settings
+from trialpath.operations.services import Process, Services
 
 # Exits 0 some seconds after SIGTERM, as a worker finishing its running activities does.
 SLOW_TO_STOP = (

@@ -15,10 +15,8 @@ import pytest
 from sqlmodel import Session
 
 from tests.conftest import run_cli
-from trialpath.config import PACKAGE_DIR, PROJECT_ROOT, Settings
 from trialpath.core.contract import CallStatus, SentStatus, TrialStatus
 from trialpath.core.definition import load_definition
-from trialpath.db import make_engine
 from trialpath.growth.simulate import (
     Played,
     Simulation,
@@ -30,7 +28,9 @@ from trialpath.growth.simulate import (
     simulate,
     synthetic,
 )
-from trialpath.models import Trial, TrialEvent
+from trialpath.operations.config import PACKAGE_DIR, PROJECT_ROOT, Settings
+from trialpath.operations.db import make_engine
+from trialpath.operations.models import Trial, TrialEvent
 
 SHIPPED = PACKAGE_DIR / "journey.toml"
 TEMPLATES = PROJECT_ROOT / "templates"

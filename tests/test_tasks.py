@@ -18,12 +18,12 @@ from temporalio.common import SearchAttributeKey
 from temporalio.testing import WorkflowEnvironment
 
 from tests.driver import align, skip_to
-from trialpath.config import Settings
 from trialpath.core.contract import SIGNAL_TASK_CLOSED, workflow_id_for
-from trialpath.db import make_engine
-from trialpath.erasure import erase_rows
 from trialpath.growth import kpis
-from trialpath.models import AuditEntry, CsTask, PendingSignal, Trial
+from trialpath.operations.config import Settings
+from trialpath.operations.db import make_engine
+from trialpath.operations.erasure import erase_rows
+from trialpath.operations.models import AuditEntry, CsTask, PendingSignal, Trial
 from trialpath.support import tasks
 from trialpath.support.tasks import ClaimTask, CloseTask, SnoozeTask, TaskConflict, TaskNotFound
 from trialpath.trials import InvalidRequest

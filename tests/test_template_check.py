@@ -16,10 +16,10 @@ import pytest
 from typer.testing import CliRunner
 
 from trialpath.cli import app
-from trialpath.config import PACKAGE_DIR, PROJECT_ROOT
 from trialpath.core.definition import load_definition
 from trialpath.messages.template_check import CheckReport, Finding, check_templates, href_problem
 from trialpath.messages.templating import Product
+from trialpath.operations.config import PACKAGE_DIR, PROJECT_ROOT
 
 TEMPLATES = PROJECT_ROOT / "templates"
 DEFN = load_definition(PACKAGE_DIR / "journey.toml")

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from trialpath.config import PACKAGE_DIR, PROJECT_ROOT
 from trialpath.core.definition import PERSONAS, load_definition
 from trialpath.messages.samples import sample_alert
 from trialpath.messages.templating import (
@@ -20,6 +19,7 @@ from trialpath.messages.templating import (
     message_context,
     split_front_matter,
 )
+from trialpath.operations.config import PACKAGE_DIR, PROJECT_ROOT
 
 DEFN = load_definition(PACKAGE_DIR / "journey.toml")
 PRODUCT = Product("Acme", "https://app.acme.test", "1 rue de la Paix, Paris", "help@acme.test")

@@ -11,9 +11,9 @@ import pytest
 from pydantic import SecretStr
 from temporalio.service import TLSConfig
 
-from trialpath import temporal
-from trialpath.codec import CodecKeyError, EncryptionCodec
-from trialpath.config import Settings
+from trialpath.operations import temporal
+from trialpath.operations.codec import CodecKeyError, EncryptionCodec
+from trialpath.operations.config import Settings
 
 KEY = base64.b64encode(bytes(range(32))).decode()
 

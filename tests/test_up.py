@@ -23,12 +23,12 @@ from sqlmodel import Session
 from temporalio.client import Client
 
 from tests.ports import free_port
-from trialpath.config import PROJECT_ROOT, Settings
 from trialpath.core.contract import workflow_id_for
-from trialpath.db import make_engine
-from trialpath.models import CsTask
-from trialpath.services import Services, port_open
-from trialpath.temporal import DATA_CONVERTER
+from trialpath.operations.config import PROJECT_ROOT, Settings
+from trialpath.operations.db import make_engine
+from trialpath.operations.models import CsTask
+from trialpath.operations.services import Services, port_open
+from trialpath.operations.temporal import DATA_CONVERTER
 
 pytestmark = pytest.mark.slow
 

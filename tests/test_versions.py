@@ -21,14 +21,14 @@ from temporalio.worker import Worker
 
 from tests.conftest import run_cli
 from tests.driver import TrialDriver
-from trialpath import versions
-from trialpath.config import PACKAGE_DIR, Settings
 from trialpath.core import moves
 from trialpath.core.contract import UPDATE_MOVE_JOURNEY, MoveJourney, workflow_id_for
 from trialpath.core.definition import load_definition
-from trialpath.db import make_engine
 from trialpath.growth import kpis
-from trialpath.models import Message, Trial
+from trialpath.operations import versions
+from trialpath.operations.config import PACKAGE_DIR, Settings
+from trialpath.operations.db import make_engine
+from trialpath.operations.models import Message, Trial
 
 SHIPPED = PACKAGE_DIR / "journey.toml"
 

@@ -24,8 +24,6 @@ from temporalio.testing import ActivityEnvironment
 from activities.messaging import MessagingActivities, SendMessageInput, TemplateFailure
 from tests.ports import free_port
 from tests.test_activities import request
-from trialpath.config import PROJECT_ROOT, Settings, SettingsError, get_settings
-from trialpath.db import make_engine
 from trialpath.delivery import DeliveryError, OutgoingMessage
 from trialpath.delivery.outbox import OutboxProvider
 from trialpath.delivery.webhook import (
@@ -40,7 +38,9 @@ from trialpath.delivery.webhook import (
     verify_signature,
 )
 from trialpath.messages.templating import Product, Renderer
-from trialpath.models import Message
+from trialpath.operations.config import PROJECT_ROOT, Settings, SettingsError, get_settings
+from trialpath.operations.db import make_engine
+from trialpath.operations.models import Message
 from worker import build_providers
 
 SECRET = "whsec-test-0123456789abcdef"

@@ -18,10 +18,10 @@ from temporalio.worker import Worker
 import worker as worker_module
 from activities.records import RecordActivities, RecordProgressInput
 from tests.driver import TrialDriver, align, sent_log
-from trialpath.config import Settings
 from trialpath.core.contract import TrialProfile
-from trialpath.db import make_engine
-from trialpath.models import Trial, TrialEvent
+from trialpath.operations.config import Settings
+from trialpath.operations.db import make_engine
+from trialpath.operations.models import Trial, TrialEvent
 from trialpath.trials import recorded_status
 from worker import build_worker
 

@@ -20,11 +20,11 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from tests.driver import TrialDriver, align, sent_log
-from trialpath.config import PACKAGE_DIR, Settings
 from trialpath.core.definition import load_definition
-from trialpath.db import make_engine
 from trialpath.delivery.inbox import inbox_id
-from trialpath.models import CsTask, Message, StageChange, Trial, TrialEvent
+from trialpath.operations.config import PACKAGE_DIR, Settings
+from trialpath.operations.db import make_engine
+from trialpath.operations.models import CsTask, Message, StageChange, Trial, TrialEvent
 
 PERSONAS: dict[str, dict[str, Any]] = {
     "technical": {

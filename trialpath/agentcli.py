@@ -15,10 +15,10 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from trialpath import audit as audit_log
-from trialpath.config import get_settings
-from trialpath.db import engine_for
-from trialpath.models import utcnow
+from trialpath.operations import audit as audit_log
+from trialpath.operations.config import get_settings
+from trialpath.operations.db import engine_for
+from trialpath.operations.models import utcnow
 from trialpath.support.agents import (
     AgentProblem,
     AgentPublic,

@@ -30,23 +30,21 @@ from sqlmodel import Session, col, select
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from trialpath import audit as audit_log
-from trialpath.access import PERMISSIONS, Role, parse_api_keys
 from trialpath.agentcli import agents_app
-from trialpath.config import Settings, SettingsError, get_settings
 from trialpath.core.contract import Stage, TrialStatus, check_user_id
 from trialpath.core.definition import Persona
 from trialpath.core.journey import ATTENTION, JourneyClock
-from trialpath.db import engine_for
 from trialpath.dbcli import db_app
 from trialpath.delivery.preferences import signing_secret
-from trialpath.history import history_app
 from trialpath.journeycli import journey_app
-from trialpath.models import Message, Trial
-from trialpath.services import ServiceError, Services, port_open, running
-from trialpath.simulatecli import simulate_command
-from trialpath.taskscli import tasks_app
-from trialpath.temporal import (
+from trialpath.operations import audit as audit_log
+from trialpath.operations.access import PERMISSIONS, Role, parse_api_keys
+from trialpath.operations.config import Settings, SettingsError, get_settings
+from trialpath.operations.db import engine_for
+from trialpath.operations.history import history_app
+from trialpath.operations.models import Message, Trial
+from trialpath.operations.services import ServiceError, Services, port_open, running
+from trialpath.operations.temporal import (
     backlog,
     connect,
     exit_process,
@@ -54,6 +52,8 @@ from trialpath.temporal import (
     wait_for_no_backlog,
     wait_for_pollers,
 )
+from trialpath.simulatecli import simulate_command
+from trialpath.taskscli import tasks_app
 from trialpath.trials import (
     Accepted,
     CallCommand,
@@ -506,8 +506,8 @@ def codec_server(
 ) -> None:
     """Decrypt payloads for the Temporal UI (remote codec endpoint), for holders of a key
     from TRIALPATH_CODEC_AUTH_KEYS. See docs/operations.md."""
-    from trialpath.codec import new_key as make_key
-    from trialpath.codec_server import CodecServerError, serve_codec
+    from trialpath.operations.codec import new_key as make_key
+    from trialpath.operations.codec_server import CodecServerError, serve_codec
 
     if new_key:
         sys.stdout.write(make_key() + "\n")

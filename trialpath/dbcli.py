@@ -19,11 +19,11 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import SQLModel
 
-from trialpath.config import PROJECT_ROOT, get_settings
-from trialpath.db import SchemaError, make_engine
+from trialpath.operations.config import PROJECT_ROOT, get_settings
+from trialpath.operations.db import SchemaError, make_engine
 
-# Alembic is imported by each command that needs it (trialpath.migrate too): the rest of the
-# CLI starts without it.
+# Alembic is imported by each command that needs it (trialpath.operations.migrate too): the rest of
+# the CLI starts without it.
 
 db_app = typer.Typer(help="Trialpath's own database: its schema migrations.", no_args_is_help=True)
 console = Console()
@@ -51,7 +51,7 @@ def _database() -> Iterator[Engine]:
 
 
 def _describe(revisions: tuple[str, ...]) -> str:
-    from trialpath.migrate import head_revisions
+    from trialpath.operations.migrate import head_revisions
 
     heads = head_revisions()
     if not revisions:
@@ -69,7 +69,7 @@ def upgrade_command(
     revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
 ) -> None:
     """Bring the database to the latest schema, as every Trialpath process does at start."""
-    from trialpath.migrate import current_revisions, schema_lock, upgrade
+    from trialpath.operations.migrate import current_revisions, schema_lock, upgrade
 
     with _database() as engine:
         with schema_lock(engine) as connection:
@@ -82,7 +82,7 @@ def upgrade_command(
 @db_app.command("current")
 def current_command() -> None:
     """The revision the database is at, and whether it is the latest."""
-    from trialpath.migrate import current_revisions
+    from trialpath.operations.migrate import current_revisions
 
     with _database() as engine, engine.connect() as connection:
         revisions = current_revisions(connection)
@@ -98,7 +98,7 @@ def seal_command() -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
     from sqlalchemy import func, select
 
-    from trialpath.sealing import SealedDataError, rewrite, sealed_columns, sealer_for
+    from trialpath.operations.sealing import SealedDataError, rewrite, sealed_columns, sealer_for
 
     settings = get_settings()
     sealer = sealer_for(settings)
@@ -108,7 +108,7 @@ def seal_command() -> None:
             "(nothing can have been encrypted)"
         )
     with _database() as engine:
-        from trialpath.sealing import attach
+        from trialpath.operations.sealing import attach
 
         attach(engine, sealer)
         tables = sealed_columns()
@@ -143,15 +143,15 @@ def revision_command(
 ) -> None:
     """Write a new migration from what the models changed since the latest one.
 
-    The file goes to trialpath/migrations/versions/; the models are compared with a scratch
-    SQLite database migrated to head. Read it before committing: autogenerate sees neither
+    The file goes to trialpath/operations/migrations/versions/; the models are compared with a
+    scratch SQLite database migrated to head. Read it before committing: autogenerate sees neither
     renames nor data to move."""
     from alembic import command
     from alembic.autogenerate import compare_metadata
     from alembic.config import Config
     from alembic.migration import MigrationContext
 
-    from trialpath.migrate import MIGRATIONS_DIR
+    from trialpath.operations.migrate import MIGRATIONS_DIR
 
     ini = PROJECT_ROOT / "alembic.ini"
     if not ini.is_file() or not (PROJECT_ROOT / "trialpath" / "migrations").samefile(

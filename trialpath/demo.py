@@ -37,7 +37,7 @@ from rich.text import Text
 from trialpath.core.contract import TERMINAL_STAGES, Qualification, Stage, TrialStatus
 from trialpath.core.definition import GLOBAL_HOLDOUT, HOLDOUT_ARMS, JourneyDefinition, Persona
 from trialpath.core.journey import FOLLOW_UP_SUFFIX, assign_arm
-from trialpath.models import CallSlot
+from trialpath.operations.models import CallSlot
 
 
 @dataclass(frozen=True)

@@ -31,12 +31,8 @@ from rich.tree import Tree
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from trialpath import audit as audit_log
-from trialpath import versions
-from trialpath.config import Settings, get_settings
 from trialpath.core.contract import JourneyVersionRef, MoveJourney
 from trialpath.core.definition import DefinitionError, JourneyDefinition, load_definition
-from trialpath.db import engine_for
 from trialpath.messages.journeymap import (
     CHANNEL_NAMES,
     JourneyMap,
@@ -45,6 +41,10 @@ from trialpath.messages.journeymap import (
     to_html,
     to_mermaid,
 )
+from trialpath.operations import audit as audit_log
+from trialpath.operations import versions
+from trialpath.operations.config import Settings, get_settings
+from trialpath.operations.db import engine_for
 
 journey_app = typer.Typer(
     help="The journey definition (journey.toml): draw it, its versions, move running trials.",
@@ -336,7 +336,7 @@ def migrate(
 async def _move_all(
     settings: Settings, engine: Engine, move: MoveJourney, where: str | None, dry_run: bool
 ) -> list[versions.MoveOutcome]:
-    from trialpath.temporal import connect
+    from trialpath.operations.temporal import connect
 
     try:
         client = await connect(settings)

@@ -76,7 +76,7 @@ def simulate_command(
     server (every channel to the outbox), then report messages per step and channel, messages
     held by the send window or the daily cap, stale skips, calls per agent and day and the
     funnel, per persona and arm; with --against, both side by side."""
-    from trialpath.config import get_settings
+    from trialpath.operations.config import get_settings
 
     if output not in FORMATS:
         raise _fail(f"--format must be one of {', '.join(FORMATS)}, got {output!r}", 2)
@@ -131,8 +131,8 @@ def simulate_command(
 
 
 def _recorded(settings: Any, period: str) -> list[Any]:
-    from trialpath.db import engine_for
     from trialpath.growth.simulate import recorded
+    from trialpath.operations.db import engine_for
 
     first, _, last = period.partition("..")
 

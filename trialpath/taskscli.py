@@ -23,10 +23,10 @@ from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from trialpath import audit as audit_log
-from trialpath.config import get_settings
 from trialpath.core.journey import TaskOutcome
-from trialpath.db import engine_for
+from trialpath.operations import audit as audit_log
+from trialpath.operations.config import get_settings
+from trialpath.operations.db import engine_for
 from trialpath.support import tasks
 from trialpath.support.tasks import ClaimTask, CloseTask, SnoozeTask, StateFilter, TaskView
 from trialpath.trials import TrialProblem
@@ -205,8 +205,8 @@ async def _deliver(signal_id: int) -> str:
     """Sends the queued outcome to the trial's workflow; says what became of it."""
     from sqlmodel import Session
 
-    from trialpath.models import PendingSignal
-    from trialpath.temporal import connect
+    from trialpath.operations.models import PendingSignal
+    from trialpath.operations.temporal import connect
     from trialpath.trials import Trials
 
     settings = get_settings()

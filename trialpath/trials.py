@@ -38,8 +38,6 @@ from temporalio.common import SearchAttributeKey, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from trialpath.audit import pseudonym
-from trialpath.config import Settings
 from trialpath.core.contract import (
     EMAIL_PATTERN,
     QUERY_STATUS,
@@ -71,8 +69,10 @@ from trialpath.core.contract import (
 from trialpath.core.definition import Challenge, Persona, Urgency
 from trialpath.core.journey import TrialInput
 from trialpath.delivery.preferences import SURVEY_SCALES, set_subscribed, signing_secret
-from trialpath.erasure import erase_rows
-from trialpath.models import PendingSignal, Trial, TrialEvent, utcnow
+from trialpath.operations.audit import pseudonym
+from trialpath.operations.config import Settings
+from trialpath.operations.erasure import erase_rows
+from trialpath.operations.models import PendingSignal, Trial, TrialEvent, utcnow
 
 FUTURE_SKEW = timedelta(minutes=5)
 RPC_TIMEOUT = timedelta(seconds=10)

@@ -31,13 +31,13 @@ from trialpath.api.routes import health, router
 from trialpath.api.security import BodyLimit, Idempotency
 from trialpath.api.taskpage import router as task_page_router
 from trialpath.api.tasks import router as tasks_router
-from trialpath.config import Settings, SettingsError, get_settings
-from trialpath.db import engine_for
 from trialpath.delivery.deliveries import Deliveries
 from trialpath.delivery.preferences import UnsubscribeTokens, signing_secret
-from trialpath.erasure import purge_expired
-from trialpath.logs import configure_from_settings
-from trialpath.temporal import connect
+from trialpath.operations.config import Settings, SettingsError, get_settings
+from trialpath.operations.db import engine_for
+from trialpath.operations.erasure import purge_expired
+from trialpath.operations.logs import configure_from_settings
+from trialpath.operations.temporal import connect
 from trialpath.trials import Clock, TrialProblem, Trials, unstorable, wall_clock
 
 log = logging.getLogger("trialpath.api")
@@ -48,7 +48,8 @@ PURGE_INTERVAL = 3600.0
 
 
 async def _purge(engine: Engine, settings: Settings) -> None:
-    """Deletes what is kept only for a while (`trialpath.erasure.purge_expired`), hourly."""
+    """Deletes what is kept only for a while (`trialpath.operations.erasure.purge_expired`),
+    hourly."""
     while True:
         try:
             purged = await asyncio.to_thread(

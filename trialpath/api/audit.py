@@ -12,14 +12,14 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 from starlette.types import ASGIApp, Scope
 
-from trialpath import audit
-from trialpath.access import PERMISSIONS, Role
 from trialpath.api.metrics import AfterResponse
 from trialpath.api.routes import COMMON, _problems
 from trialpath.api.security import allow
+from trialpath.operations import audit
+from trialpath.operations.access import PERMISSIONS, Role
 from trialpath.trials import Trials
 
-log = logging.getLogger("trialpath.audit")
+log = logging.getLogger("trialpath.operations.audit")
 
 router = APIRouter(prefix="/v1")
 

@@ -38,12 +38,12 @@ from jinja2 import DictLoader, Environment, StrictUndefined
 from markupsafe import Markup
 from sqlalchemy import Engine
 
-from trialpath.access import ApiKey, Permission, find_key, may
 from trialpath.api.problems import problem
-from trialpath.config import Settings
 from trialpath.delivery.preferences import signing_secret
 from trialpath.growth import charts, kpis
 from trialpath.growth.discover import discover
+from trialpath.operations.access import ApiKey, Permission, find_key, may
+from trialpath.operations.config import Settings
 
 log = logging.getLogger("trialpath.dashboard")
 

@@ -19,7 +19,6 @@ from fastapi.responses import HTMLResponse, Response
 from trialpath.api.problems import Problem, problem
 from trialpath.api.routes import UserId, _problems
 from trialpath.api.security import allow
-from trialpath.config import Settings
 from trialpath.delivery.deliveries import (
     Deliveries,
     EventsRecorded,
@@ -31,6 +30,7 @@ from trialpath.delivery.deliveries import (
 from trialpath.delivery.preferences import SURVEY_SCALES, BadToken, SurveyTokens, UnsubscribeTokens
 from trialpath.delivery.sendgrid import parse_sendgrid_events, verify_sendgrid_signature
 from trialpath.delivery.twilio import parse_twilio_callback, verify_twilio_signature
+from trialpath.operations.config import Settings
 from trialpath.trials import SurveyAnswer, Trials
 
 log = logging.getLogger("trialpath.api")

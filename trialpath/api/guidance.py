@@ -25,7 +25,6 @@ from trialpath.api.delivery import COMMON, DeliveriesDep, MessageId
 from trialpath.api.problems import Problem
 from trialpath.api.routes import UserId, _problems
 from trialpath.api.security import allow
-from trialpath.config import Settings
 from trialpath.delivery.deliveries import InboxItem, InboxPage
 from trialpath.messages.guidance import (
     BadWidgetToken,
@@ -36,6 +35,7 @@ from trialpath.messages.guidance import (
     journey_in_force,
     known_trial,
 )
+from trialpath.operations.config import Settings
 from trialpath.trials import Trials
 
 WIDGET_SCRIPT = FilePath(__file__).resolve().parent.parent / "static" / "widget.js"

@@ -1,4 +1,5 @@
-"""The API's Prometheus endpoint and request metrics (definitions in `trialpath.metrics`)."""
+"""The API's Prometheus endpoint and request metrics (definitions in
+`trialpath.operations.metrics`)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from trialpath.api.problems import Problem
 from trialpath.api.security import bearer, require, require_api_key
-from trialpath.config import Settings
-from trialpath.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from trialpath.operations.config import Settings
+from trialpath.operations.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
 UNMATCHED = "unmatched"
 """Route label of requests no route matched: one series, however many paths are probed."""

@@ -18,9 +18,9 @@ from sqlmodel import Session
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from trialpath.access import MAY, ApiKey, Permission, find_key, may
 from trialpath.api.problems import PROBLEM_JSON
-from trialpath.models import IdempotencyRecord
+from trialpath.operations.access import MAY, ApiKey, Permission, find_key, may
+from trialpath.operations.models import IdempotencyRecord
 
 bearer = HTTPBearer(
     auto_error=False, description="An API key from TRIALPATH_API_KEYS (the secret part)."
@@ -56,7 +56,8 @@ def require_api_key(
 
 def allow(permission: Permission, action: str | None = None) -> Callable[..., ApiKey]:
     """A dependency: the caller's key, if its role grants `permission` (else 403). `action`
-    names the write for the audit log (`trialpath.audit`), recorded once it is answered."""
+    names the write for the audit log (`trialpath.operations.audit`), recorded once it is
+    answered."""
 
     def check(request: Request, key: Annotated[ApiKey, Depends(require_api_key)]) -> ApiKey:
         if action is not None:

@@ -27,11 +27,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import DictLoader, Environment, StrictUndefined
 from pydantic import ValidationError
 
-from trialpath import audit
-from trialpath.access import ApiKey
 from trialpath.api.dashboard import _BASE, _STYLE, COOKIE, TASKS_PAGE, _html, authorize
 from trialpath.core.journey import TaskOutcome
 from trialpath.delivery.preferences import signing_secret
+from trialpath.operations import audit
+from trialpath.operations.access import ApiKey
 from trialpath.support import tasks
 from trialpath.support.tasks import ClaimTask, CloseTask, SnoozeTask, StateFilter
 from trialpath.trials import TrialProblem, Trials

@@ -126,8 +126,8 @@ class QualifyResult(_Payload):
 
 
 class JourneyVersionRef(_Payload):
-    """A stored journey version (`journey_versions`, trialpath/versions.py): its number, the
-    SHA-256 of its canonical JSON, and the file's own `version` string."""
+    """A stored journey version (`journey_versions`, trialpath/operations/versions.py): its number,
+    the SHA-256 of its canonical JSON, and the file's own `version` string."""
 
     id: int
     content_hash: str

@@ -22,7 +22,7 @@ from sqlmodel import Session, col, select
 from trialpath.core.contract import UnsubscribeChannel
 from trialpath.delivery import ProviderEvent
 from trialpath.delivery.preferences import preferences_of, set_subscribed
-from trialpath.models import Message, MessageEvent, Trial, utcnow
+from trialpath.operations.models import Message, MessageEvent, Trial, utcnow
 from trialpath.trials import (
     NewEvent,
     TrialEnded,

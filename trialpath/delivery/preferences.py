@@ -17,8 +17,8 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from trialpath.config import Settings
-from trialpath.models import Preference, utcnow
+from trialpath.operations.config import Settings
+from trialpath.operations.models import Preference, utcnow
 
 CHANNELS = ("email", "sms", "in_app")
 

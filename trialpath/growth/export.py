@@ -17,7 +17,7 @@ with an earlier time, which the next run takes.
 No personal data by default: names, e-mail addresses, phone numbers, recipients, referrers,
 landing pages and event properties (which can hold anything the product sent) are left out, and
 message subjects and bodies always are. `include_personal_data` adds the identity columns,
-decrypted (encryption at rest, trialpath/sealing.py), and is recorded in the audit log.
+decrypted (encryption at rest, trialpath/operations/sealing.py), and is recorded in the audit log.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 from sqlalchemy import Column, Engine, Table, func, select
 from sqlmodel import SQLModel
 
-import trialpath.models  # noqa: F401  (the tables, registered in the metadata)
+import trialpath.operations.models  # noqa: F401  (the tables, registered in the metadata)
 
 Format = Literal["csv", "parquet"]
 FORMATS: tuple[Format, ...] = ("csv", "parquet")

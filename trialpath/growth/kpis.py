@@ -56,8 +56,6 @@ from sqlalchemy import (
 )
 from sqlmodel import SQLModel
 
-from trialpath import models  # noqa: F401  (registers the tables)
-from trialpath.config import get_settings
 from trialpath.core.definition import GLOBAL_HOLDOUT, JourneyDefinition, load_definition
 from trialpath.delivery.preferences import CHANNELS
 from trialpath.growth.stats import (
@@ -70,7 +68,9 @@ from trialpath.growth.stats import (
     percentile,
     two_proportions,
 )
-from trialpath.models import UtcDateTime
+from trialpath.operations import models  # noqa: F401  (registers the tables)
+from trialpath.operations.config import get_settings
+from trialpath.operations.models import UtcDateTime
 
 Split = Literal["persona", "cohort", "arm", "channel", "source", "qualifier", "journey"]
 SPLITS: tuple[Split, ...] = get_args(Split)

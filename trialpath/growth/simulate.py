@@ -44,11 +44,11 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from trialpath.config import PROJECT_ROOT
 from trialpath.core.contract import TrialStatus
 from trialpath.core.definition import JourneyDefinition, load_definition
 from trialpath.core.journey import assign_arm
 from trialpath.demo import SampleUser
+from trialpath.operations.config import PROJECT_ROOT
 
 DAY = 86400.0
 PART_SIZE = 20
@@ -106,7 +106,7 @@ def recorded(engine: Any, since: datetime, until: datetime) -> list[SampleUser]:
     personal data is copied: names and addresses are made up."""
     from sqlmodel import Session, col, select
 
-    from trialpath.models import Trial, TrialEvent
+    from trialpath.operations.models import Trial, TrialEvent
 
     users = []
     with Session(engine) as session:
@@ -157,10 +157,14 @@ async def _run_part(job: dict[str, Any], report: Callable[[str], None]) -> list[
 
     from temporalio.testing import WorkflowEnvironment
 
-    from trialpath.config import Settings
     from trialpath.core.contract import Qualification, TrialProfile, workflow_id_for
     from trialpath.core.journey import TrialInput
-    from trialpath.temporal import DATA_CONVERTER, bundled_binary, register_search_attributes
+    from trialpath.operations.config import Settings
+    from trialpath.operations.temporal import (
+        DATA_CONVERTER,
+        bundled_binary,
+        register_search_attributes,
+    )
     from worker import build_worker
     from workflows.trial import TrialWorkflow
 
@@ -292,7 +296,7 @@ def part_main(job_file: str) -> None:
     out = Path(job["folder"]) / "statuses.json"
     out.write_text(json.dumps(results))
     report("done")
-    from trialpath.temporal import exit_process
+    from trialpath.operations.temporal import exit_process
 
     exit_process(0)
 
@@ -326,7 +330,7 @@ async def play(
     part_size: int = PART_SIZE,
 ) -> Played:
     """Plays the users through `journey`; `progress(n)` as n more trials end."""
-    from trialpath.db import make_engine
+    from trialpath.operations.db import make_engine
 
     began = time.monotonic()
     parallel = parallel or max(1, min(os.cpu_count() or 1, 4))
@@ -345,7 +349,7 @@ async def play(
                 for attempt in range(1, ATTEMPTS + 1):
                     folder = root / f"part-{index}-{attempt}"
                     folder.mkdir()
-                    shutil.copy(template, folder / "trialpath.db")
+                    shutil.copy(template, folder / "trialpath.operations.db")
                     job = {
                         "folder": str(folder),
                         "journey": str(journey),

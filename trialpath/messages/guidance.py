@@ -23,7 +23,7 @@ from sqlmodel import Session, col, select
 
 from trialpath.core.definition import JourneyDefinition, load_definition
 from trialpath.messages.templating import make_link
-from trialpath.models import Trial, TrialEvent
+from trialpath.operations.models import Trial, TrialEvent
 from trialpath.trials import TrialNotFound
 
 

@@ -36,7 +36,6 @@ from jinja2 import DictLoader, Environment, StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from trialpath.config import Settings
 from trialpath.core.definition import (
     PERSONAS,
     DefinitionError,
@@ -55,7 +54,8 @@ from trialpath.messages.templating import (
     TemplateProblem,
     split_front_matter,
 )
-from trialpath.services import ServiceError, port_open
+from trialpath.operations.config import Settings
+from trialpath.operations.services import ServiceError, port_open
 
 log = logging.getLogger("trialpath.messages.preview")
 

@@ -20,7 +20,6 @@ from sqlalchemy import Engine, delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from trialpath.config import Settings
 from trialpath.core.definition import (
     AGENT_NAME,
     WEEKDAYS,
@@ -30,7 +29,8 @@ from trialpath.core.definition import (
     check_timezone,
     load_definition,
 )
-from trialpath.models import Agent, CallSlot, utcnow
+from trialpath.operations.config import Settings
+from trialpath.operations.models import Agent, CallSlot, utcnow
 from trialpath.support.slots import Booked, Calendar, agent_free_at, earliest_slot, free
 
 MAX_BOOKING_TRIES = 20

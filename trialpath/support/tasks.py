@@ -31,7 +31,7 @@ from sqlmodel import Session, col, select
 
 from trialpath.core.contract import SIGNAL_TASK_CLOSED, workflow_id_for
 from trialpath.core.journey import TaskOutcome
-from trialpath.models import CsTask, PendingSignal, Trial, utcnow
+from trialpath.operations.models import CsTask, PendingSignal, Trial, utcnow
 from trialpath.trials import InvalidRequest, TrialConflict, TrialProblem, _Command
 
 TaskState = Literal["open", "claimed", "snoozed", "closed"]

@@ -1,6 +1,6 @@
 """Initial schema: the tables that `SQLModel.metadata.create_all` made before migrations.
 
-A database made by create_all is stamped at this revision (trialpath/migrate.py `adopt`).
+A database made by create_all is stamped at this revision (trialpath/operations/migrate.py `adopt`).
 
 Revision ID: 0001
 Revises:

@@ -22,7 +22,7 @@ from sqlalchemy import Connection
 from sqlmodel import SQLModel
 from sqlmodel.sql.sqltypes import AutoString
 
-from trialpath import models
+from trialpath.operations import models
 
 config = context.config
 target_metadata = SQLModel.metadata
@@ -60,9 +60,9 @@ def main() -> None:
         run_migrations(connection)
         return
 
-    from trialpath.config import get_settings
-    from trialpath.db import make_engine
-    from trialpath.migrate import schema_lock
+    from trialpath.operations.config import get_settings
+    from trialpath.operations.db import make_engine
+    from trialpath.operations.migrate import schema_lock
 
     if config.config_file_name is not None:
         fileConfig(config.config_file_name, disable_existing_loggers=False)

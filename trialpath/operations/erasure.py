@@ -15,9 +15,9 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from trialpath.audit import pseudonymise
 from trialpath.delivery.outbox import file_stem
-from trialpath.models import (
+from trialpath.operations.audit import pseudonymise
+from trialpath.operations.models import (
     CallSlot,
     CsTask,
     IdempotencyRecord,

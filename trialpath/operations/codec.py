@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import PayloadCodec
 
-from trialpath.config import Settings, SettingsError
+from trialpath.operations.config import Settings, SettingsError
 
 ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"

@@ -13,9 +13,9 @@ from pathlib import Path
 from sqlalchemy import Engine, event, inspect, text
 from sqlmodel import Session, create_engine
 
-from trialpath import models  # noqa: F401  (registers the tables)
-from trialpath.config import Settings
-from trialpath.sealing import attach, sealer_for
+from trialpath.operations import models  # noqa: F401  (registers the tables)
+from trialpath.operations.config import Settings
+from trialpath.operations.sealing import attach, sealer_for
 
 SQLITE_BUSY_SECONDS = 30.0
 """How long a SQLite connection waits for another one's lock before giving up."""
@@ -57,7 +57,7 @@ def make_engine(url: str, *, upgrade: bool = True) -> Engine:
         engine = create_engine(url, pool_pre_ping=True)
     if upgrade and not _at_head(engine):
         # Alembic (a quarter of a second to import) only when there is something to do.
-        from trialpath.migrate import upgrade_to_head
+        from trialpath.operations.migrate import upgrade_to_head
 
         upgrade_to_head(engine)
     return engine

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, DateTime, TypeDecorator, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from trialpath.sealing import SealedJSON, SealedString
+from trialpath.operations.sealing import SealedJSON, SealedString
 
 
 def utcnow() -> datetime:
@@ -39,7 +39,7 @@ def _ts(nullable: bool = True) -> Any:
 
 def _sealed(column: str, default: str | None = None, *, required: bool = False) -> Any:
     """A column of personal data, encrypted at rest when TRIALPATH_ENCRYPT_AT_REST is set
-    (trialpath/sealing.py); NULL allowed when its default is None."""
+    (trialpath/operations/sealing.py); NULL allowed when its default is None."""
     if required:
         return Field(sa_column=Column(SealedString(column), nullable=False))
     return Field(default=default, sa_column=Column(SealedString(column), nullable=default is None))
@@ -385,7 +385,7 @@ class IdempotencyRecord(SQLModel, table=True):
 class AuditEntry(SQLModel, table=True):
     """One write to Trialpath (an API key's request, a CLI command): who, what, about whom,
     when, with what result. Holds no personal data: the user id is replaced by a pseudonym
-    when the user is erased (`trialpath.erasure`)."""
+    when the user is erased (`trialpath.operations.erasure`)."""
 
     __tablename__ = "audit_entries"
 

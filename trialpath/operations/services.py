@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trialpath.config import PROJECT_ROOT, Settings
-from trialpath.temporal import SEARCH_ATTRIBUTE_TYPES, bundled_binary
+from trialpath.operations.config import PROJECT_ROOT, Settings
+from trialpath.operations.temporal import SEARCH_ATTRIBUTE_TYPES, bundled_binary
 
 _SA_CLI_TYPES = {
     1: "Text",

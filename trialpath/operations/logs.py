@@ -19,7 +19,7 @@ import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 from temporalio import activity
 
-from trialpath.config import Settings
+from trialpath.operations.config import Settings
 
 Format = Literal["json", "console"]
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Engine, update
 from sqlmodel import Session, col, select
 
-from trialpath.models import AuditEntry
+from trialpath.operations.models import AuditEntry
 
 ERASED_PREFIX = "erased-"
 ERASE_ACTION = "trial.erase"

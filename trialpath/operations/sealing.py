@@ -5,8 +5,8 @@ With `TRIALPATH_ENCRYPT_AT_REST=true`, the columns that hold what a person is or
 trial's name, email and phone; each message's recipient, subject, bodies and provider error;
 request bodies kept for idempotency; signals waiting to be delivered; providers' webhook
 bodies) are written as `sealed:v1:<key id>:<base64>`: AES-256-GCM with the codec keys
-(`TRIALPATH_CODEC_KEYS`, see trialpath/codec.py), a random nonce per value, and the column's
-name authenticated with it, so a value copied into another column does not decrypt.
+(`TRIALPATH_CODEC_KEYS`, see trialpath/operations/codec.py), a random nonce per value, and the
+column's name authenticated with it, so a value copied into another column does not decrypt.
 
 Reading is transparent for whoever has the keys: every key decrypts, the first encrypts, so
 keys rotate as the codec's do; `trialpath db seal` rewrites the rows with the first key (and
@@ -34,8 +34,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import JSON, Column, Engine, String, Table, TypeDecorator, select, update
 from sqlalchemy.engine import Dialect
 
-from trialpath.codec import NONCE_BYTES, CodecKey, keys_from_settings
-from trialpath.config import Settings, SettingsError
+from trialpath.operations.codec import NONCE_BYTES, CodecKey, keys_from_settings
+from trialpath.operations.config import Settings, SettingsError
 
 PREFIX = "sealed:v1:"
 _JSON_KEY = "sealed"

@@ -16,9 +16,9 @@ from rich.console import Console
 from temporalio.client import WorkflowHistory
 from temporalio.service import RPCError, RPCStatusCode
 
-from trialpath.config import get_settings
 from trialpath.core.contract import WORKFLOW_TYPE, check_user_id, workflow_id_for
-from trialpath.temporal import connect, data_converter
+from trialpath.operations.config import get_settings
+from trialpath.operations.temporal import connect, data_converter
 
 history_app = typer.Typer(
     help="Export and replay workflow histories (safe workflow changes).", no_args_is_help=True

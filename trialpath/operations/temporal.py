@@ -24,7 +24,7 @@ from temporalio.converter import DataConverter, DefaultFailureConverterWithEncod
 from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
-from trialpath.config import Settings, SettingsError
+from trialpath.operations.config import Settings, SettingsError
 
 DATA_CONVERTER = pydantic_data_converter
 """Without encryption; `data_converter(settings)` is the one clients and workers use."""
@@ -44,7 +44,7 @@ SEARCH_ATTRIBUTE_TYPES: dict[str, IndexedValueType.ValueType] = {
 def data_converter(settings: Settings) -> DataConverter:
     """Pydantic payloads, encrypted when `TRIALPATH_CODEC_KEYS` is set; failure messages and
     stack traces are then encrypted too (they can quote a recipient's address)."""
-    from trialpath.codec import codec_from_settings
+    from trialpath.operations.codec import codec_from_settings
 
     codec = codec_from_settings(settings)
     if codec is None:

@@ -12,10 +12,10 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from trialpath.access import ApiKey, parse_api_keys
+from trialpath.operations.access import ApiKey, parse_api_keys
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-PACKAGE_DIR = Path(__file__).resolve().parent
+PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
 
 ENV_PREFIX = "TRIALPATH_"
@@ -28,7 +28,7 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path(".data")
     database_url: str = ""
-    """Any SQLAlchemy URL; empty means SQLite at `<data_dir>/trialpath.db`."""
+    """Any SQLAlchemy URL; empty means SQLite at `<data_dir>/trialpath.operations.db`."""
 
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
@@ -266,7 +266,7 @@ class Settings(BaseSettings):
 
     @property
     def effective_database_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.data_dir / 'trialpath.db'}"
+        return self.database_url or f"sqlite:///{self.data_dir / 'trialpath.operations.db'}"
 
 
 def webhook_url_problem(url: str) -> str | None:

@@ -26,7 +26,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, inspect, text
 
-from trialpath import db
+from trialpath.operations import db
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 

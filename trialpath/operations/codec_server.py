@@ -34,10 +34,15 @@ from starlette.routing import Route
 from temporalio.api.common.v1 import Payload, Payloads
 
 from trialpath.api.security import key_matches
-from trialpath.codec import CodecError, CodecKeyError, EncryptionCodec, codec_from_settings
-from trialpath.config import Settings
+from trialpath.operations.codec import (
+    CodecError,
+    CodecKeyError,
+    EncryptionCodec,
+    codec_from_settings,
+)
+from trialpath.operations.config import Settings
 
-log = logging.getLogger("trialpath.codec_server")
+log = logging.getLogger("trialpath.operations.codec_server")
 COOKIE = "trialpath_codec_key"
 COOKIE_MAX_AGE = 8 * 3600
 MAX_BODY = 4 * 1024 * 1024
@@ -210,7 +215,7 @@ def serve_codec(settings: Settings, host: str, port: int) -> None:
     """Runs the codec server until Ctrl-C or SIGTERM."""
     import uvicorn
 
-    from trialpath.logs import configure_from_settings
+    from trialpath.operations.logs import configure_from_settings
 
     check_exposure(settings, host)
     app = create_codec_app(settings)  # Bad keys fail here, before anything listens.

@@ -35,7 +35,7 @@ from trialpath.core.contract import (
 )
 from trialpath.core.contract import JourneyVersionRef as VersionRef
 from trialpath.core.definition import JourneyDefinition
-from trialpath.models import JourneyVersion, Message, Trial
+from trialpath.operations.models import JourneyVersion, Message, Trial
 
 
 class VersionError(ValueError):

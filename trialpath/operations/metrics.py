@@ -21,7 +21,7 @@ from temporalio.runtime import (
     TelemetryFilter,
 )
 
-from trialpath.config import Settings
+from trialpath.operations.config import Settings
 
 MESSAGES = Counter(
     "trialpath_messages",
