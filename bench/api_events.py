@@ -40,8 +40,8 @@ import httpx
 import uvicorn
 from temporalio.client import Client
 
-from trialpath.api.app import create_app
 from trialpath.core.contract import SIGNAL_CANCEL, SIGNAL_EVENT, workflow_id_for
+from trialpath.entry.api.app import create_app
 from trialpath.operations.config import Settings
 from trialpath.operations.services import Services
 from trialpath.operations.temporal import (

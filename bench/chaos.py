@@ -8,7 +8,7 @@ Everything runs on 127.0.0.1 in a temporary folder (removed when every check pas
 and named), and every process started here is stopped by PID (its process group) at the end,
 on failure, Ctrl-C and SIGTERM included: the Temporal dev server (the bundled `temporal`,
 persisting to `temporal.db`), one worker (`python -m worker`) and the API (uvicorn `--factory
-trialpath.api.app:create_app`), the worker and the API sharing one SQLite database and the
+trialpath.entry.api.app:create_app`), the worker and the API sharing one SQLite database and the
 outbox folder. The scenario:
 
 1. `--trials` synthetic users (`trialpath.growth.population`, one in three with a phone number so
@@ -73,7 +73,7 @@ from temporalio.client import WorkflowExecutionStatus
 from trialpath.core.contract import TERMINAL_STAGES, TrialStatus, workflow_id_for
 from trialpath.core.definition import load_definition
 from trialpath.delivery.outbox import file_stem
-from trialpath.demo import Action, SampleUser, signup_body
+from trialpath.entry.demo import Action, SampleUser, signup_body
 from trialpath.growth.population import population
 from trialpath.operations.config import PACKAGE_DIR, PROJECT_ROOT, Settings
 from trialpath.operations.db import make_engine

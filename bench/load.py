@@ -58,6 +58,7 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 
 from trialpath.core.contract import QUERY_STATUS, Qualification, TrialStatus, workflow_id_for
+from trialpath.entry.trials import RPC_TIMEOUT, StartTrial, Trials
 from trialpath.operations.config import PROJECT_ROOT, Settings
 from trialpath.operations.db import make_engine
 from trialpath.operations.models import Trial
@@ -68,7 +69,6 @@ from trialpath.operations.temporal import (
     register_search_attributes,
     wait_for_pollers,
 )
-from trialpath.trials import RPC_TIMEOUT, StartTrial, Trials
 
 HOST = "127.0.0.1"
 HELLO_WORKER = Path(__file__).resolve().parent / "hello_world.py"

@@ -211,7 +211,7 @@ async def api(env: WorkflowEnvironment, settings: Settings, worker: Worker) -> A
     """An HTTP client for the API app, wired to the time-skipping server and a real database."""
     import httpx
 
-    from trialpath.api.app import create_app
+    from trialpath.entry.api.app import create_app
 
     settings.api_keys = list(API_KEYS)  # a test may add keys of other roles
     app = create_app(settings, client=env.client, clock=env.get_current_time)
@@ -246,7 +246,7 @@ def run_cli(settings: Settings, *args: str) -> Any:
     terminal), its settings read afresh from that environment."""
     from typer.testing import CliRunner
 
-    from trialpath.cli import app
+    from trialpath.entry.cli.main import app
     from trialpath.operations.config import get_settings
 
     env = {

@@ -104,7 +104,7 @@ def test_the_api_refuses_to_start_with_a_short_key(tmp_path: Any) -> None:
             "-m",
             "uvicorn",
             "--factory",
-            "trialpath.api.app:create_app",
+            "trialpath.entry.api.app:create_app",
             "--port",
             "0",
         ],

@@ -13,10 +13,10 @@ from sqlmodel import Session, select
 from temporalio.testing import WorkflowEnvironment
 
 from trialpath.core.contract import workflow_id_for
+from trialpath.entry.trials import InvalidRequest, PageTokens
 from trialpath.operations.config import Settings
 from trialpath.operations.db import make_engine
 from trialpath.operations.models import Message, PendingSignal, Trial, TrialEvent
-from trialpath.trials import InvalidRequest, PageTokens
 
 from .conftest import SECOND_KEY
 
@@ -280,7 +280,7 @@ async def test_an_event_sent_as_its_trial_ends_is_kept_and_not_counted(
     """The trial ends between the API's check and its signal: the event is kept, uncounted,
     its signal given up, and the answer says so, like any event after the end."""
     from trialpath.core.contract import workflow_id_for
-    from trialpath.trials import Trials
+    from trialpath.entry.trials import Trials
 
     await started(api, env, "api-race", qualification={"role": "business"})
     assert (await api.delete("/v1/trials/api-race")).status_code == 202
@@ -519,7 +519,7 @@ def test_kpi_dates_are_declared_with_their_formats(api_app_openapi: dict[str, An
 def api_app_openapi() -> dict[str, Any]:
     import sqlalchemy
 
-    from trialpath.api.app import create_app
+    from trialpath.entry.api.app import create_app
 
     app = create_app(Settings(), engine=sqlalchemy.create_engine("sqlite://"))
     schema: dict[str, Any] = app.openapi()

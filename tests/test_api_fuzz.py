@@ -62,8 +62,8 @@ from sqlmodel import Session
 from temporalio.testing import WorkflowEnvironment
 
 from tests.conftest import API_KEY, API_KEYS
-from trialpath.api.app import create_app
 from trialpath.core.contract import workflow_id_for
+from trialpath.entry.api.app import create_app
 from trialpath.operations.config import Settings
 from trialpath.operations.db import make_engine
 from trialpath.operations.models import CsTask

@@ -16,8 +16,8 @@ from sqlmodel import Session, SQLModel, select
 from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner
 
-from trialpath.cli import app as cli_app
 from trialpath.delivery.deliveries import _user_by_phone
+from trialpath.entry.cli.main import app as cli_app
 from trialpath.operations.codec import new_key, parse_keys
 from trialpath.operations.config import Settings, SettingsError, get_settings
 from trialpath.operations.db import engine_for, make_engine

@@ -25,8 +25,8 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 from typer.testing import CliRunner
 
-import trialpath.cli as cli_module
-import trialpath.taskscli as taskscli
+import trialpath.entry.cli.main as cli_module
+import trialpath.entry.cli.tasks as taskscli
 from tests.driver import TrialDriver, align
 from trialpath.core.contract import Qualification, TrialProfile, workflow_id_for
 from trialpath.core.journey import TrialInput
@@ -371,7 +371,7 @@ def test_the_worker_and_the_api_name_unusable_settings(tmp_path: Path) -> None:
         "worker": [sys.executable, "-m", "worker"],
         "api": [
             sys.executable,
-            *("-m", "uvicorn", "--factory", "trialpath.api.app:create_app"),
+            *("-m", "uvicorn", "--factory", "trialpath.entry.api.app:create_app"),
             *("--host", "127.0.0.1", "--port", "0"),
         ],
     }

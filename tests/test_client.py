@@ -18,7 +18,6 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from trialpath.api.app import create_app
 from trialpath.client import (
     AsyncTrialpath,
     Conflict,
@@ -30,9 +29,10 @@ from trialpath.client import (
     Unavailable,
 )
 from trialpath.core.contract import Qualification, workflow_id_for
+from trialpath.entry.api.app import create_app
+from trialpath.entry.trials import Accepted, Erased, EventsAccepted, NewEvent, TrialCreated
 from trialpath.operations.config import Settings
 from trialpath.support.agents import AgentSettings
-from trialpath.trials import Accepted, Erased, EventsAccepted, NewEvent, TrialCreated
 
 from .conftest import API_KEY, API_KEYS
 

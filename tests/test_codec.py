@@ -356,7 +356,7 @@ def test_codec_server_without_auth_keys_listens_on_loopback_only() -> None:
 def test_codec_server_command_refuses_to_expose_itself_without_keys() -> None:
     from typer.testing import CliRunner
 
-    from trialpath.cli import app
+    from trialpath.entry.cli.main import app
 
     result = CliRunner().invoke(
         app, ["codec-server", "--host", "0.0.0.0"], env={"TRIALPATH_CODEC_AUTH_KEYS": ""}

@@ -32,8 +32,9 @@ from temporalio.testing import WorkflowEnvironment
 
 from tests.conftest import API_KEY, API_KEYS
 from tests.test_preview import CHROMIUM, CHROMIUM_ARGS, free_port, png_summary
-from trialpath.api.app import create_app
-from trialpath.api.dashboard import (
+from trialpath.delivery.preferences import signing_secret
+from trialpath.entry.api.app import create_app
+from trialpath.entry.api.dashboard import (
     COOKIE,
     Sessions,
     clock_note,
@@ -41,7 +42,6 @@ from trialpath.api.dashboard import (
     formatted,
     key_id,
 )
-from trialpath.delivery.preferences import signing_secret
 from trialpath.growth import kpis
 from trialpath.operations.access import parse_api_keys
 from trialpath.operations.config import Settings

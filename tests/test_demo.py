@@ -17,7 +17,7 @@ from rich.console import Console
 from trialpath.core.contract import CallStatus, SentStatus, TrialStatus
 from trialpath.core.definition import JourneyDefinition, load_definition
 from trialpath.core.journey import assign_arm
-from trialpath.demo import (
+from trialpath.entry.demo import (
     Action,
     AfterCall,
     Expected,

@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from tests.conftest import run_cli
-from trialpath import cli
+from trialpath.entry.cli import main as cli
 from trialpath.growth import discover as discovery
 from trialpath.growth.kpis import Filters
 from trialpath.operations.config import Settings

@@ -21,8 +21,8 @@ from temporalio.worker import Worker
 
 from activities.records import RecordActivities, RecordProgressInput, TrialSnapshot
 from tests.conftest import API_KEY, dev_server
-from trialpath.api.app import create_app
 from trialpath.core.contract import TrialProfile
+from trialpath.entry.api.app import create_app
 from trialpath.operations.config import PACKAGE_DIR, Settings
 from trialpath.operations.db import make_engine
 from trialpath.operations.erasure import COVERAGE, erase_rows

@@ -31,9 +31,9 @@ from tests.ports import free_port
 from tests.test_api import assert_problem, rows, started
 from tests.test_dashboard import chromium  # noqa: F401  (fixture: skips without Chromium)
 from tests.test_preview import CHROMIUM_ARGS, png_summary
-from trialpath.api.app import create_app
 from trialpath.delivery.inbox import inbox_id
 from trialpath.delivery.preferences import UnsubscribeTokens, signing_secret
+from trialpath.entry.api.app import create_app
 from trialpath.messages.guidance import WidgetTokens, fallback_label
 from trialpath.operations.access import parse_api_keys
 from trialpath.operations.config import Settings

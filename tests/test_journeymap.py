@@ -20,8 +20,8 @@ from tests.test_preview import (  # noqa: F401  (fixtures)
     tagged,
     templates,
 )
-from trialpath.cli import app
 from trialpath.core.definition import PERSONAS, JourneyDefinition, load_definition
+from trialpath.entry.cli.main import app
 from trialpath.messages.journeymap import journey_map, preview_link, to_mermaid
 from trialpath.operations.config import PACKAGE_DIR, PROJECT_ROOT
 

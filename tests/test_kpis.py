@@ -34,7 +34,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 from typer.testing import CliRunner
 
-from trialpath.cli import app
+from trialpath.entry.cli.main import app
 from trialpath.growth import kpis
 from trialpath.growth.kpis import Filters, KpiError, KpiValue
 from trialpath.growth.stats import always_valid_diff, needed_per_arm, two_proportions

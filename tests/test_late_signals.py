@@ -24,8 +24,8 @@ from sqlmodel import Session, select
 from temporalio.testing import WorkflowEnvironment
 
 from tests.conftest import API_KEY, API_KEYS, dev_server
-from trialpath.api.app import create_app
 from trialpath.core.contract import TrialStatus
+from trialpath.entry.api.app import create_app
 from trialpath.operations.config import Settings
 from trialpath.operations.db import make_engine
 from trialpath.operations.models import Message, Trial, TrialEvent

@@ -118,7 +118,7 @@ METRICS_KEYS = parse_api_keys([f"scraper:analyst:{METRICS_KEY}"])
 
 
 def metrics_app(settings: Settings, **changes: Any) -> httpx.AsyncClient:
-    from trialpath.api.app import create_app
+    from trialpath.entry.api.app import create_app
 
     settings = settings.model_copy(update={"api_keys": METRICS_KEYS, **changes})
     app = create_app(settings, client=object())  # type: ignore[arg-type]

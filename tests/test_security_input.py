@@ -64,7 +64,7 @@ def test_user_id_length_is_checked_before_any_pattern(size: int) -> None:
 
 
 async def test_metric_labels_do_not_grow_with_odd_methods(settings: Settings) -> None:
-    from trialpath.api.app import create_app
+    from trialpath.entry.api.app import create_app
 
     settings = settings.model_copy(
         update={"api_keys": parse_api_keys(["m:admin:metrics-key-0123456789abcdef"])}
@@ -84,7 +84,7 @@ async def test_metric_labels_do_not_grow_with_odd_methods(settings: Settings) ->
 
 
 async def test_a_long_user_id_in_the_api_is_refused_at_once(settings: Settings) -> None:
-    from trialpath.api.app import create_app
+    from trialpath.entry.api.app import create_app
 
     settings = settings.model_copy(
         update={"api_keys": parse_api_keys(["a:admin:api-key-0123456789abcdefgh"])}

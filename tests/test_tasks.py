@@ -19,6 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from tests.driver import align, skip_to
 from trialpath.core.contract import SIGNAL_TASK_CLOSED, workflow_id_for
+from trialpath.entry.trials import InvalidRequest
 from trialpath.growth import kpis
 from trialpath.operations.config import Settings
 from trialpath.operations.db import make_engine
@@ -26,7 +27,6 @@ from trialpath.operations.erasure import erase_rows
 from trialpath.operations.models import AuditEntry, CsTask, PendingSignal, Trial
 from trialpath.support import tasks
 from trialpath.support.tasks import ClaimTask, CloseTask, SnoozeTask, TaskConflict, TaskNotFound
-from trialpath.trials import InvalidRequest
 
 from .test_access import add_role_keys, as_role
 from .test_api import assert_problem, signup

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from trialpath.cli import app
 from trialpath.core.definition import load_definition
+from trialpath.entry.cli.main import app
 from trialpath.messages.template_check import CheckReport, Finding, check_templates, href_problem
 from trialpath.messages.templating import Product
 from trialpath.operations.config import PACKAGE_DIR, PROJECT_ROOT

@@ -19,10 +19,10 @@ import worker as worker_module
 from activities.records import RecordActivities, RecordProgressInput
 from tests.driver import TrialDriver, align, sent_log
 from trialpath.core.contract import TrialProfile
+from trialpath.entry.trials import recorded_status
 from trialpath.operations.config import Settings
 from trialpath.operations.db import make_engine
 from trialpath.operations.models import Trial, TrialEvent
-from trialpath.trials import recorded_status
 from worker import build_worker
 
 

@@ -38,9 +38,7 @@ from trialpath.core.contract import (
     UnsubscribeChannel,
 )
 from trialpath.core.definition import Challenge, Persona, Urgency
-from trialpath.messages.guidance import Checklist, WidgetToken
-from trialpath.support.agents import AgentPublic, AgentSettings
-from trialpath.trials import (
+from trialpath.entry.trials import (
     MAX_EVENTS_PER_REQUEST,
     Accepted,
     Erased,
@@ -50,6 +48,8 @@ from trialpath.trials import (
     TrialPage,
     TrialSummary,
 )
+from trialpath.messages.guidance import Checklist, WidgetToken
+from trialpath.support.agents import AgentPublic, AgentSettings
 
 __all__ = [
     "AsyncTrialpath",

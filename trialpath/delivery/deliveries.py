@@ -22,14 +22,14 @@ from sqlmodel import Session, col, select
 from trialpath.core.contract import UnsubscribeChannel
 from trialpath.delivery import ProviderEvent
 from trialpath.delivery.preferences import preferences_of, set_subscribed
-from trialpath.operations.models import Message, MessageEvent, Trial, utcnow
-from trialpath.trials import (
+from trialpath.entry.trials import (
     NewEvent,
     TrialEnded,
     TrialNotFound,
     Trials,
     UnsubscribeCommand,
 )
+from trialpath.operations.models import Message, MessageEvent, Trial, utcnow
 
 log = logging.getLogger("trialpath.delivery.deliveries")
 

@@ -27,7 +27,7 @@ import httpx
 
 from trialpath.core.definition import JourneyDefinition, Urgency
 from trialpath.core.journey import assign_arm
-from trialpath.demo import (
+from trialpath.entry.demo import (
     DemoError,
     Played,
     SampleUser,

@@ -47,7 +47,7 @@ from zoneinfo import ZoneInfo
 from trialpath.core.contract import TrialStatus
 from trialpath.core.definition import JourneyDefinition, load_definition
 from trialpath.core.journey import assign_arm
-from trialpath.demo import SampleUser
+from trialpath.entry.demo import SampleUser
 from trialpath.operations.config import PROJECT_ROOT
 
 DAY = 86400.0

@@ -1,7 +1,7 @@
 """The audit log: every write to Trialpath, who made it, about which user, when, and how it
 ended. The API records each request an API key makes to change something (`AuditLog`, the
 routes name the action); the CLI records its commands as `cli:<login>`. Support and admins
-read it with `GET /v1/audit` or `trialpath audit` (the API's side: trialpath/api/audit.py).
+read it with `GET /v1/audit` or `trialpath audit` (the API's side: trialpath/entry/api/audit.py).
 
 No personal data: an entry names the user by their opaque id, and erasing the user replaces
 that id by a keyed pseudonym in every entry (`pseudonymise`); the erasure's own entries are

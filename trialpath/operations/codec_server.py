@@ -33,7 +33,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from temporalio.api.common.v1 import Payload, Payloads
 
-from trialpath.api.security import key_matches
+from trialpath.entry.api.security import key_matches
 from trialpath.operations.codec import (
     CodecError,
     CodecKeyError,

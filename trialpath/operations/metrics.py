@@ -3,7 +3,7 @@
 The worker serves two endpoints when `TRIALPATH_WORKER_METRICS_PORT` is set: the Temporal SDK's
 own metrics (task latencies, pollers, slots; `temporal_*`) on that port, served by the SDK's
 core, and Trialpath's (`trialpath_*`) on the next port. The API serves its metrics at
-`GET /metrics` (`trialpath.api.metrics`), behind the API's bearer keys unless
+`GET /metrics` (`trialpath.entry.api.metrics`), behind the API's bearer keys unless
 `TRIALPATH_METRICS_PUBLIC` is set.
 """
 

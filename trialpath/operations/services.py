@@ -118,7 +118,7 @@ class Services:
             "-m",
             "uvicorn",
             "--factory",
-            "trialpath.api.app:create_app",
+            "trialpath.entry.api.app:create_app",
             "--host",
             host,
             "--port",

@@ -31,8 +31,8 @@ from sqlmodel import Session, col, select
 
 from trialpath.core.contract import SIGNAL_TASK_CLOSED, workflow_id_for
 from trialpath.core.journey import TaskOutcome
+from trialpath.entry.trials import InvalidRequest, TrialConflict, TrialProblem, _Command
 from trialpath.operations.models import CsTask, PendingSignal, Trial, utcnow
-from trialpath.trials import InvalidRequest, TrialConflict, TrialProblem, _Command
 
 TaskState = Literal["open", "claimed", "snoozed", "closed"]
 StateFilter = Literal["open", "claimed", "snoozed", "closed", "active", "all"]

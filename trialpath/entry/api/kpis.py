@@ -14,9 +14,10 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, WithJsonSchema
 from sqlalchemy import Engine
 
-from trialpath.api.problems import problem
-from trialpath.api.routes import _problems
-from trialpath.api.security import allow
+from trialpath.entry.api.problems import problem
+from trialpath.entry.api.routes import _problems
+from trialpath.entry.api.security import allow
+from trialpath.entry.trials import Trials
 from trialpath.growth.discover import DEFAULT_MIN_USERS, discover
 from trialpath.growth.kpis import (
     ArmComparison,
@@ -32,7 +33,6 @@ from trialpath.growth.kpis import (
     to_csv,
 )
 from trialpath.growth.stats import plan_power
-from trialpath.trials import Trials
 
 router = APIRouter(prefix="/v1", tags=["kpis"], dependencies=[Depends(allow("kpis"))])
 

@@ -11,8 +11,8 @@ from fastapi.security import HTTPAuthorizationCredentials
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from trialpath.api.problems import Problem
-from trialpath.api.security import bearer, require, require_api_key
+from trialpath.entry.api.problems import Problem
+from trialpath.entry.api.security import bearer, require, require_api_key
 from trialpath.operations.config import Settings
 from trialpath.operations.metrics import HTTP_LATENCY, HTTP_REQUESTS
 

@@ -1,6 +1,6 @@
 """The FastAPI application: `create_app()` wires settings, the Temporal client and the database.
 
-uvicorn --factory trialpath.api.app:create_app     (or `trialpath api`)
+uvicorn --factory trialpath.entry.api.app:create_app     (or `trialpath api`)
 """
 
 from __future__ import annotations
@@ -21,26 +21,26 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 from temporalio.client import Client
 
-from trialpath.api import dashboard, delivery, guidance, problems
-from trialpath.api.agents import router as agents_router
-from trialpath.api.audit import AuditLog
-from trialpath.api.audit import router as audit_router
-from trialpath.api.kpis import router as kpis_router
-from trialpath.api.metrics import RequestMetrics, metrics_router
-from trialpath.api.routes import health, router
-from trialpath.api.security import BodyLimit, Idempotency
-from trialpath.api.taskpage import router as task_page_router
-from trialpath.api.tasks import router as tasks_router
 from trialpath.delivery.deliveries import Deliveries
 from trialpath.delivery.preferences import UnsubscribeTokens, signing_secret
+from trialpath.entry.api import dashboard, delivery, guidance, problems
+from trialpath.entry.api.agents import router as agents_router
+from trialpath.entry.api.audit import AuditLog
+from trialpath.entry.api.audit import router as audit_router
+from trialpath.entry.api.kpis import router as kpis_router
+from trialpath.entry.api.metrics import RequestMetrics, metrics_router
+from trialpath.entry.api.routes import health, router
+from trialpath.entry.api.security import BodyLimit, Idempotency
+from trialpath.entry.api.taskpage import router as task_page_router
+from trialpath.entry.api.tasks import router as tasks_router
+from trialpath.entry.trials import Clock, TrialProblem, Trials, unstorable, wall_clock
 from trialpath.operations.config import Settings, SettingsError, get_settings
 from trialpath.operations.db import engine_for
 from trialpath.operations.erasure import purge_expired
 from trialpath.operations.logs import configure_from_settings
 from trialpath.operations.temporal import connect
-from trialpath.trials import Clock, TrialProblem, Trials, unstorable, wall_clock
 
-log = logging.getLogger("trialpath.api")
+log = logging.getLogger("trialpath.entry.api")
 REDELIVERY_INTERVAL = 1.0
 
 
@@ -169,7 +169,7 @@ def create_app(
     # Outermost: a browser's preflight for the widget is answered before anything else.
     app.add_middleware(guidance.WidgetCors, origins=settings.widget_origins)
     app.openapi = _with_links(app.openapi)  # type: ignore[method-assign]
-    # Each path's methods, for the `Allow` header of a 405 (trialpath/api/problems.py).
+    # Each path's methods, for the `Allow` header of a 405 (trialpath/entry/api/problems.py).
     app.state.route_methods = [
         (route.path_regex, set(route.methods))
         for routes in (app.routes, *(r.routes for r in routers))

@@ -12,12 +12,12 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 from starlette.types import ASGIApp, Scope
 
-from trialpath.api.metrics import AfterResponse
-from trialpath.api.routes import COMMON, _problems
-from trialpath.api.security import allow
+from trialpath.entry.api.metrics import AfterResponse
+from trialpath.entry.api.routes import COMMON, _problems
+from trialpath.entry.api.security import allow
+from trialpath.entry.trials import Trials
 from trialpath.operations import audit
 from trialpath.operations.access import PERMISSIONS, Role
-from trialpath.trials import Trials
 
 log = logging.getLogger("trialpath.operations.audit")
 
@@ -26,7 +26,7 @@ router = APIRouter(prefix="/v1")
 
 class AuditLog(AfterResponse):
     """Records each request a route marked as a write (`request.state.audit_action`, set by
-    `trialpath.api.security.allow`) once it is answered, with the caller's key and the status.
+    `trialpath.entry.api.security.allow`) once it is answered, with the caller's key and the status.
     Requests whose key is unknown are not recorded (nobody to name); they are logged."""
 
     def __init__(self, app: ASGIApp, engine: Engine, secret: str) -> None:

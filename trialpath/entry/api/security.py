@@ -18,7 +18,7 @@ from sqlmodel import Session
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from trialpath.api.problems import PROBLEM_JSON
+from trialpath.entry.api.problems import PROBLEM_JSON
 from trialpath.operations.access import MAY, ApiKey, Permission, find_key, may
 from trialpath.operations.models import IdempotencyRecord
 

@@ -21,11 +21,12 @@ from sqlmodel import Session
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from trialpath.api.delivery import COMMON, DeliveriesDep, MessageId
-from trialpath.api.problems import Problem
-from trialpath.api.routes import UserId, _problems
-from trialpath.api.security import allow
 from trialpath.delivery.deliveries import InboxItem, InboxPage
+from trialpath.entry.api.delivery import COMMON, DeliveriesDep, MessageId
+from trialpath.entry.api.problems import Problem
+from trialpath.entry.api.routes import UserId, _problems
+from trialpath.entry.api.security import allow
+from trialpath.entry.trials import Trials
 from trialpath.messages.guidance import (
     BadWidgetToken,
     Checklist,
@@ -36,9 +37,8 @@ from trialpath.messages.guidance import (
     known_trial,
 )
 from trialpath.operations.config import Settings
-from trialpath.trials import Trials
 
-WIDGET_SCRIPT = FilePath(__file__).resolve().parent.parent / "static" / "widget.js"
+WIDGET_SCRIPT = FilePath(__file__).resolve().parents[2] / "static" / "widget.js"
 WIDGET_PREFIX = "/v1/widget/"
 
 users = APIRouter(prefix="/v1/users", tags=["guidance"])

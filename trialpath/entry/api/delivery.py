@@ -16,9 +16,6 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
-from trialpath.api.problems import Problem, problem
-from trialpath.api.routes import UserId, _problems
-from trialpath.api.security import allow
 from trialpath.delivery.deliveries import (
     Deliveries,
     EventsRecorded,
@@ -30,10 +27,13 @@ from trialpath.delivery.deliveries import (
 from trialpath.delivery.preferences import SURVEY_SCALES, BadToken, SurveyTokens, UnsubscribeTokens
 from trialpath.delivery.sendgrid import parse_sendgrid_events, verify_sendgrid_signature
 from trialpath.delivery.twilio import parse_twilio_callback, verify_twilio_signature
+from trialpath.entry.api.problems import Problem, problem
+from trialpath.entry.api.routes import UserId, _problems
+from trialpath.entry.api.security import allow
+from trialpath.entry.trials import SurveyAnswer, Trials
 from trialpath.operations.config import Settings
-from trialpath.trials import SurveyAnswer, Trials
 
-log = logging.getLogger("trialpath.api")
+log = logging.getLogger("trialpath.entry.api")
 
 COMMON = (401, 403, 422, 503)
 

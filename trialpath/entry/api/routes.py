@@ -7,11 +7,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from pydantic import Field
 
-from trialpath.api.problems import Problem, problem
-from trialpath.api.security import allow, require
 from trialpath.core.contract import QualifyResult, Stage, TrialStatus
 from trialpath.core.definition import Persona
-from trialpath.trials import (
+from trialpath.entry.api.problems import Problem, problem
+from trialpath.entry.api.security import allow, require
+from trialpath.entry.trials import (
     MAX_EVENTS_PER_REQUEST,
     Accepted,
     CallCommand,

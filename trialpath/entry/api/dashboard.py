@@ -38,8 +38,8 @@ from jinja2 import DictLoader, Environment, StrictUndefined
 from markupsafe import Markup
 from sqlalchemy import Engine
 
-from trialpath.api.problems import problem
 from trialpath.delivery.preferences import signing_secret
+from trialpath.entry.api.problems import problem
 from trialpath.growth import charts, kpis
 from trialpath.growth.discover import discover
 from trialpath.operations.access import ApiKey, Permission, find_key, may

@@ -7,9 +7,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request, Response
 
-from trialpath.api.routes import COMMON, _problems
-from trialpath.api.security import allow
 from trialpath.core.definition import AGENT_NAME
+from trialpath.entry.api.routes import COMMON, _problems
+from trialpath.entry.api.security import allow
+from trialpath.entry.trials import TrialProblem, Trials
 from trialpath.support.agents import (
     AgentPublic,
     AgentSettings,
@@ -18,7 +19,6 @@ from trialpath.support.agents import (
     remove_agent,
     set_agent,
 )
-from trialpath.trials import TrialProblem, Trials
 
 AgentName = Annotated[
     str,

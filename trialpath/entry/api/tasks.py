@@ -14,8 +14,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request
 from sqlalchemy import Engine
 
-from trialpath.api.routes import COMMON, _problems
-from trialpath.api.security import allow
+from trialpath.entry.api.routes import COMMON, _problems
+from trialpath.entry.api.security import allow
+from trialpath.entry.trials import Trials
 from trialpath.support import tasks
 from trialpath.support.tasks import (
     ClaimTask,
@@ -25,7 +26,6 @@ from trialpath.support.tasks import (
     TaskPage,
     TaskView,
 )
-from trialpath.trials import Trials
 
 log = logging.getLogger("trialpath.support.tasks")
 

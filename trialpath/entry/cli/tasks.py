@@ -24,12 +24,12 @@ from rich.console import Console
 from rich.table import Table
 
 from trialpath.core.journey import TaskOutcome
+from trialpath.entry.trials import TrialProblem
 from trialpath.operations import audit as audit_log
 from trialpath.operations.config import get_settings
 from trialpath.operations.db import engine_for
 from trialpath.support import tasks
 from trialpath.support.tasks import ClaimTask, CloseTask, SnoozeTask, StateFilter, TaskView
-from trialpath.trials import TrialProblem
 
 tasks_app = typer.Typer(
     help="Support's work queue: tasks the journey opened for a human.", no_args_is_help=True
@@ -205,9 +205,9 @@ async def _deliver(signal_id: int) -> str:
     """Sends the queued outcome to the trial's workflow; says what became of it."""
     from sqlmodel import Session
 
+    from trialpath.entry.trials import Trials
     from trialpath.operations.models import PendingSignal
     from trialpath.operations.temporal import connect
-    from trialpath.trials import Trials
 
     settings = get_settings()
     engine = engine_for(settings)

@@ -30,13 +30,27 @@ from sqlmodel import Session, col, select
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from trialpath.agentcli import agents_app
 from trialpath.core.contract import Stage, TrialStatus, check_user_id
 from trialpath.core.definition import Persona
 from trialpath.core.journey import ATTENTION, JourneyClock
-from trialpath.dbcli import db_app
 from trialpath.delivery.preferences import signing_secret
-from trialpath.journeycli import journey_app
+from trialpath.entry.cli.agents import agents_app
+from trialpath.entry.cli.db import db_app
+from trialpath.entry.cli.journey import journey_app
+from trialpath.entry.cli.simulate import simulate_command
+from trialpath.entry.cli.tasks import tasks_app
+from trialpath.entry.trials import (
+    Accepted,
+    CallCommand,
+    ConversionCommand,
+    ExtensionCommand,
+    NewEvent,
+    QualifyCommand,
+    TrialProblem,
+    Trials,
+    UnsubscribeCommand,
+    recorded_status,
+)
 from trialpath.operations import audit as audit_log
 from trialpath.operations.access import PERMISSIONS, Role, parse_api_keys
 from trialpath.operations.config import Settings, SettingsError, get_settings
@@ -51,20 +65,6 @@ from trialpath.operations.temporal import (
     register_search_attributes,
     wait_for_no_backlog,
     wait_for_pollers,
-)
-from trialpath.simulatecli import simulate_command
-from trialpath.taskscli import tasks_app
-from trialpath.trials import (
-    Accepted,
-    CallCommand,
-    ConversionCommand,
-    ExtensionCommand,
-    NewEvent,
-    QualifyCommand,
-    TrialProblem,
-    Trials,
-    UnsubscribeCommand,
-    recorded_status,
 )
 
 app = typer.Typer(
@@ -311,7 +311,7 @@ class DemoRun:
     async def demo(self, plan: DemoPlan) -> int:
         """The 12 scripted users, played and checked; returns how many differ."""
         from trialpath.core.definition import load_definition
-        from trialpath.demo import (
+        from trialpath.entry.demo import (
             DemoError,
             calls_table,
             delays,

@@ -27,14 +27,14 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import DictLoader, Environment, StrictUndefined
 from pydantic import ValidationError
 
-from trialpath.api.dashboard import _BASE, _STYLE, COOKIE, TASKS_PAGE, _html, authorize
 from trialpath.core.journey import TaskOutcome
 from trialpath.delivery.preferences import signing_secret
+from trialpath.entry.api.dashboard import _BASE, _STYLE, COOKIE, TASKS_PAGE, _html, authorize
+from trialpath.entry.trials import TrialProblem, Trials
 from trialpath.operations import audit
 from trialpath.operations.access import ApiKey
 from trialpath.support import tasks
 from trialpath.support.tasks import ClaimTask, CloseTask, SnoozeTask, StateFilter
-from trialpath.trials import TrialProblem, Trials
 
 log = logging.getLogger("trialpath.support.tasks")
 

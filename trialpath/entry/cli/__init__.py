@@ -1,0 +1,1 @@
+"""The `trialpath` command, one module per command group."""
