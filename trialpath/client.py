@@ -124,8 +124,9 @@ _ERRORS: dict[int, type[TrialpathError]] = {
 }
 
 
-def _error(response: httpx.Response) -> TrialpathError:
-    """The exception for an error answer, from its problem body when it has one."""
+def error_for(response: httpx.Response) -> TrialpathError:
+    """The exception for an error answer, from its problem body when it has one (the demo and
+    the synthetic population read the API's answers with it too)."""
     try:
         body = response.json()
     except ValueError:
@@ -173,7 +174,7 @@ class _Call(Generic[ModelT]):
 
     def parse(self, response: httpx.Response) -> ModelT:
         if not response.is_success:
-            raise _error(response)
+            raise error_for(response)
         try:
             return self.model.model_validate_json(response.content)
         except ValueError as err:

@@ -34,6 +34,7 @@ from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 
+from trialpath.client import TrialpathError, error_for
 from trialpath.core.contract import TERMINAL_STAGES, Qualification, Stage, TrialStatus
 from trialpath.core.definition import GLOBAL_HOLDOUT, HOLDOUT_ARMS, JourneyDefinition, Persona
 from trialpath.core.journey import FOLLOW_UP_SUFFIX, assign_arm
@@ -342,20 +343,11 @@ def signup_body(user: SampleUser, user_id: str) -> dict[str, Any]:
     }
 
 
-class DemoError(RuntimeError):
-    """The API refused a demo request; the message carries its problem detail."""
-
-
 def _check(response: httpx.Response) -> dict[str, Any]:
+    """The answer's JSON body; an error answer raises the client's `TrialpathError`, its
+    problem detail parsed."""
     if response.status_code >= 400:
-        try:
-            detail = response.json().get("detail", response.text)
-        except ValueError:
-            detail = response.text
-        raise DemoError(
-            f"{response.request.method} {response.request.url.path}: "
-            f"{response.status_code} {detail}"
-        )
+        raise error_for(response)
     body: dict[str, Any] = response.json()
     return body
 
@@ -416,7 +408,7 @@ StatusReader = Callable[[Tracked], Awaitable[TrialStatus | None]]
 async def read_status(api: httpx.AsyncClient, item: Tracked) -> TrialStatus | None:
     try:
         return TrialStatus.model_validate(_check(await api.get(f"/v1/trials/{item.user_id}")))
-    except (DemoError, httpx.HTTPError) as err:
+    except (TrialpathError, httpx.HTTPError) as err:
         item.error = str(err)
         return None
 
@@ -484,7 +476,7 @@ async def play(
                 sent = time.time()
                 try:
                     _check(await api.request(method, path, json=body))
-                except (DemoError, httpx.HTTPError) as err:
+                except (TrialpathError, httpx.HTTPError) as err:
                     problem = str(err) or err.__class__.__name__
             played = Played(what, due, sent, time.time(), problem, dated and action == "event")
             item.played.append(played)

@@ -25,10 +25,10 @@ from typing import Any
 
 import httpx
 
+from trialpath.client import TrialpathError
 from trialpath.core.definition import JourneyDefinition, Urgency
 from trialpath.core.journey import assign_arm
 from trialpath.entry.demo import (
-    DemoError,
     Played,
     SampleUser,
     Tracked,
@@ -288,7 +288,7 @@ async def play_population(
                 try:
                     response = await api.post("/v1/trials", json=signup_body(user, user.key))
                     created = _check(response)
-                except (DemoError, httpx.HTTPError):
+                except (TrialpathError, httpx.HTTPError):
                     continue
             report.trials += 1
             if response.status_code == 200:

@@ -310,9 +310,9 @@ class DemoRun:
 
     async def demo(self, plan: DemoPlan) -> int:
         """The 12 scripted users, played and checked; returns how many differ."""
+        from trialpath.client import TrialpathError
         from trialpath.core.definition import load_definition
         from trialpath.entry.demo import (
-            DemoError,
             calls_table,
             delays,
             results_table,
@@ -352,7 +352,7 @@ class DemoRun:
                     check_alive=self.services.check_alive if self.services else None,
                     caught_up=caught_up,
                 )
-            except (DemoError, httpx.HTTPError) as err:
+            except (TrialpathError, httpx.HTTPError) as err:
                 raise fail(f"the demo could not use the API at {self.api_url}: {err}") from err
             queue = await support_queue(api, plan.prefix)
         console.print(results_table(items, spd, "Demo results", definition))
