@@ -73,7 +73,7 @@ from temporalio.client import WorkflowExecutionStatus
 from trialpath.core.contract import TERMINAL_STAGES, TrialStatus, workflow_id_for
 from trialpath.core.definition import load_definition
 from trialpath.delivery.outbox import file_stem
-from trialpath.entry.demo import Action, SampleUser, signup_body
+from trialpath.entry.demo import Action, ScriptedUser, signup_body
 from trialpath.growth.population import population
 from trialpath.operations.config import PACKAGE_DIR, PROJECT_ROOT, Settings
 from trialpath.operations.db import make_engine
@@ -369,7 +369,7 @@ class Cluster:
 class Run:
     """One trial user: their script, what the API said, where the trial ended."""
 
-    user: SampleUser
+    user: ScriptedUser
     expected: str
     signup_at: datetime | None = None
     refused_after_end: int = 0

@@ -22,7 +22,7 @@ from trialpath.entry.demo import (
     AfterCall,
     Expected,
     Played,
-    SampleUser,
+    ScriptedUser,
     Tracked,
     batches,
     calls_table,
@@ -31,7 +31,7 @@ from trialpath.entry.demo import (
     message_of,
     play,
     results_table,
-    sample_users,
+    scripted_users,
     settled,
     signup_body,
     trial_clock,
@@ -190,7 +190,7 @@ def test_a_refused_or_late_command_is_a_difference_whatever_the_outcome(
 
 
 def test_the_verdict_shows_in_the_results_table(journey: JourneyDefinition) -> None:
-    user = next(u for u in sample_users() if u.key == "tech-convert")
+    user = next(u for u in scripted_users() if u.key == "tech-convert")
     ok = Tracked(user, "demo-tech-convert", False, SIGNUP, status("demo-tech-convert"))
     wrong = Tracked(user, "demo2-tech-convert", False, SIGNUP, status("demo2-tech-convert"))
     wrong.status = status("demo2-tech-convert", stage="expired")
@@ -207,7 +207,7 @@ def test_the_verdict_shows_in_the_results_table(journey: JourneyDefinition) -> N
 def test_every_sample_user_has_an_expectation_its_script_can_meet(
     journey: JourneyDefinition,
 ) -> None:
-    users = sample_users()
+    users = scripted_users()
     assert len(users) == 12 and all(u.expect is not None for u in users)
     for user in users:
         assert user.expect is not None
@@ -253,7 +253,7 @@ def test_a_trial_tells_its_clock() -> None:
 
 
 def test_a_trial_is_settled_once_its_workflow_caught_up() -> None:
-    user = SampleUser("k", "K", "", "technical", "this_week", [])
+    user = ScriptedUser("k", "K", "", "technical", "this_week", [])
     item = Tracked(user, "u1", False, SIGNUP, status("u1"), script_done=True)
     item.events_sent.update({"api_call": 11})
     now, wall = time.monotonic(), real(7.5).timestamp()
@@ -299,7 +299,7 @@ class FakeApi:
 async def test_actions_after_the_call_follow_the_call_the_trial_scheduled() -> None:
     signup = datetime.now(UTC)
     api = FakeApi(call_at=signup + timedelta(seconds=0.6))
-    user = SampleUser(
+    user = ScriptedUser(
         "k",
         "K",
         "",
@@ -357,7 +357,7 @@ async def test_the_worker_lag_is_read_on_the_trials_timers() -> None:
         st = status("u1", stage="onboarding", next_wakeup=due)
         return httpx.Response(200, json=st.model_dump(mode="json"))
 
-    user = SampleUser("k", "K", "", "technical", "this_week", [])
+    user = ScriptedUser("k", "K", "", "technical", "this_week", [])
     item = Tracked(user, "u1", False, SIGNUP)
     transport = httpx.MockTransport(handler)
     async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:

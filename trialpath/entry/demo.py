@@ -98,7 +98,7 @@ class Expected:
 
 
 @dataclass(frozen=True)
-class SampleUser:
+class ScriptedUser:
     key: str
     name: str
     behaviour: str
@@ -113,9 +113,9 @@ class SampleUser:
     expect: Expected | None = None
 
 
-def sample_users() -> list[SampleUser]:
+def scripted_users() -> list[ScriptedUser]:
     return [
-        SampleUser(
+        ScriptedUser(
             "tech-day1",
             "Ada Lovelace",
             "activates on day 1",
@@ -127,7 +127,7 @@ def sample_users() -> list[SampleUser]:
                 "expired", "technical", activated_by=2.0, sent=("milestone", "activated")
             ),
         ),
-        SampleUser(
+        ScriptedUser(
             "biz-day1",
             "Grace Hopper",
             "activates on day 1",
@@ -139,7 +139,7 @@ def sample_users() -> list[SampleUser]:
                 "expired", "business", activated_by=2.0, sent=("milestone", "activated")
             ),
         ),
-        SampleUser(
+        ScriptedUser(
             "exec-day1",
             "Katherine Johnson",
             "activates on day 1",
@@ -151,7 +151,7 @@ def sample_users() -> list[SampleUser]:
                 "expired", "executive", activated_by=2.0, sent=("milestone", "activated")
             ),
         ),
-        SampleUser(
+        ScriptedUser(
             "tech-stall",
             "Alan Turing",
             "stalls, activates after the call",
@@ -176,7 +176,7 @@ def sample_users() -> list[SampleUser]:
                 sent=("stall_nudge", "call_followup", "activated"),
             ),
         ),
-        SampleUser(
+        ScriptedUser(
             "biz-stall",
             "Margaret Hamilton",
             "stalls, activates after the call",
@@ -195,7 +195,7 @@ def sample_users() -> list[SampleUser]:
                 sent=("stall_nudge", "call_followup", "activated"),
             ),
         ),
-        SampleUser(
+        ScriptedUser(
             "exec-never",
             "Edsger Dijkstra",
             "never activates",
@@ -204,7 +204,7 @@ def sample_users() -> list[SampleUser]:
             # Low intent: the self-serve booking link rather than a call with an agent.
             expect=Expected("expired", "executive", sent=("call_self_serve", "trial_ending_0")),
         ),
-        SampleUser(
+        ScriptedUser(
             "biz-never",
             "Barbara Liskov",
             "never answers the qualifier, never activates",
@@ -212,7 +212,7 @@ def sample_users() -> list[SampleUser]:
             None,
             expect=Expected("expired", "business", sent=("welcome", "trial_ending_0")),
         ),
-        SampleUser(
+        ScriptedUser(
             "tech-convert",
             "Linus Torvalds",
             "converts mid-trial",
@@ -227,7 +227,7 @@ def sample_users() -> list[SampleUser]:
                 not_sent=("trial_ending_3",),
             ),
         ),
-        SampleUser(
+        ScriptedUser(
             "exec-convert",
             "Frances Allen",
             "converts mid-trial",
@@ -243,7 +243,7 @@ def sample_users() -> list[SampleUser]:
                 not_sent=("trial_ending_3",),
             ),
         ),
-        SampleUser(
+        ScriptedUser(
             "biz-extend",
             "Donald Knuth",
             "asks for an extension on day 12",
@@ -257,7 +257,7 @@ def sample_users() -> list[SampleUser]:
                 trial_days=17,
             ),
         ),
-        SampleUser(
+        ScriptedUser(
             "tech-cancel",
             "Dennis Ritchie",
             "cancels on day 3",
@@ -271,7 +271,7 @@ def sample_users() -> list[SampleUser]:
                 not_sent=("drip_integration_guides", "trial_ending_3"),
             ),
         ),
-        SampleUser(
+        ScriptedUser(
             "biz-unsub",
             "Radia Perlman",
             "unsubscribes from email, activates on day 6",
@@ -310,7 +310,7 @@ class Played:
 
 @dataclass
 class Tracked:
-    user: SampleUser
+    user: ScriptedUser
     user_id: str
     existing: bool
     signup_at: datetime
@@ -325,7 +325,7 @@ class Tracked:
     """What differed from the expectation once checked; empty: as scripted."""
 
 
-def signup_body(user: SampleUser, user_id: str) -> dict[str, Any]:
+def signup_body(user: ScriptedUser, user_id: str) -> dict[str, Any]:
     qualification = None
     if user.persona or user.challenge or user.urgency:
         qualification = Qualification.model_validate(
@@ -355,7 +355,7 @@ def _check(response: httpx.Response) -> dict[str, Any]:
 async def start_trials(api: httpx.AsyncClient, prefix: str) -> list[Tracked]:
     """Starts every sample trial through the API; existing ones are found (200), not duplicated."""
     tracked = []
-    for user in sample_users():
+    for user in scripted_users():
         user_id = f"{prefix}-{user.key}"
         response = await api.post("/v1/trials", json=signup_body(user, user_id))
         created = _check(response)

@@ -30,7 +30,7 @@ from trialpath.core.definition import JourneyDefinition, Urgency
 from trialpath.core.journey import assign_arm
 from trialpath.entry.demo import (
     Played,
-    SampleUser,
+    ScriptedUser,
     Tracked,
     _check,
     delays,
@@ -70,7 +70,7 @@ LAST_NAMES = ("Martin", "Chen", "Diallo", "Rossi", "Novak", "Garcia", "Silva", "
 
 def population(
     defn: JourneyDefinition, size: int, prefix: str = "pop", seed: int = 7
-) -> list[SampleUser]:
+) -> list[ScriptedUser]:
     """`size` synthetic users; the same arguments give the same users and scripts."""
     rng = random.Random(seed)
     key_events = list(defn.stall.key_events)
@@ -116,7 +116,7 @@ def population(
         elif rng.random() < 0.05:
             script.append((rng.uniform(1.0, 9.0), "cancel", {"reason": "synthetic"}))
         users.append(
-            SampleUser(
+            ScriptedUser(
                 key=key,
                 name=f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)}",
                 behaviour="synthetic",
@@ -233,7 +233,7 @@ async def worker_lag(api: httpx.AsyncClient, items: list[Tracked]) -> float:
 
 async def play_population(
     api: httpx.AsyncClient,
-    users: list[SampleUser],
+    users: list[ScriptedUser],
     seconds_per_day: float,
     report: PopulationReport | None = None,
     backlog: Callable[[], Awaitable[int]] | None = None,

@@ -47,7 +47,7 @@ from zoneinfo import ZoneInfo
 from trialpath.core.contract import TrialStatus
 from trialpath.core.definition import JourneyDefinition, load_definition
 from trialpath.core.journey import assign_arm
-from trialpath.entry.demo import SampleUser
+from trialpath.entry.demo import ScriptedUser
 from trialpath.operations.config import PROJECT_ROOT
 
 DAY = 86400.0
@@ -73,14 +73,14 @@ class SimulationError(RuntimeError):
 # --- the population ------------------------------------------------------------------------
 
 
-def synthetic(defn: JourneyDefinition, size: int, seed: int) -> list[SampleUser]:
+def synthetic(defn: JourneyDefinition, size: int, seed: int) -> list[ScriptedUser]:
     """`size` users drawn as in `trialpath.growth.population`: the same seed, the same users."""
     from trialpath.growth.population import population
 
     return population(defn, size, prefix="sim", seed=seed)
 
 
-def actions_of(user: SampleUser) -> list[dict[str, Any]]:
+def actions_of(user: ScriptedUser) -> list[dict[str, Any]]:
     """The user's script as signals to their trial: (seconds after signup, signal, payload).
     Survey answers are left out: they are recorded by the API, the journey never sees them."""
     found = []
@@ -99,7 +99,7 @@ def actions_of(user: SampleUser) -> list[dict[str, Any]]:
     return [{"at": at, "signal": name, "payload": body} for at, name, body in found]
 
 
-def recorded(engine: Any, since: datetime, until: datetime) -> list[SampleUser]:
+def recorded(engine: Any, since: datetime, until: datetime) -> list[ScriptedUser]:
     """The trials that signed up in [since, until), as simulated users: their profile (a
     persona only where the user gave it), their recorded events, purchase and cancellation at
     the same journey time after signup (demo trials on an accelerated clock included). No
@@ -134,7 +134,7 @@ def recorded(engine: Any, since: datetime, until: datetime) -> list[SampleUser]:
                 script.append((day(trial.ended_at), "cancel", {"reason": "recorded"}))
             given = trial.persona_source in ("signup", "qualifier")
             users.append(
-                SampleUser(
+                ScriptedUser(
                     key=f"rec-{i:05d}",
                     name="Recorded User",
                     behaviour="recorded",
@@ -182,7 +182,7 @@ async def _run_part(job: dict[str, Any], report: Callable[[str], None]) -> list[
         support_provider="outbox",
         worker_shutdown_seconds=0,
     )
-    users = [SampleUser(**u) for u in job["users"]]
+    users = [ScriptedUser(**u) for u in job["users"]]
     async with await WorkflowEnvironment.start_time_skipping(
         data_converter=DATA_CONVERTER,
         test_server_existing_path=str(bundled_binary("temporal-test-server")),
@@ -322,7 +322,7 @@ def next_monday(now: datetime) -> datetime:
 
 async def play(
     journey: Path,
-    users: Sequence[SampleUser],
+    users: Sequence[ScriptedUser],
     *,
     templates: Path,
     parallel: int | None = None,
@@ -343,7 +343,7 @@ async def play(
         gate = asyncio.Semaphore(parallel)
         replayed = 0
 
-        async def one(index: int, part: list[SampleUser]) -> list[dict[str, Any]]:
+        async def one(index: int, part: list[ScriptedUser]) -> list[dict[str, Any]]:
             nonlocal replayed
             async with gate:
                 for attempt in range(1, ATTEMPTS + 1):
@@ -641,7 +641,7 @@ def problems(journey: Simulation, against: Simulation | None = None) -> list[str
 def analyse(
     defn: JourneyDefinition,
     journey: Path,
-    users: Sequence[SampleUser],
+    users: Sequence[ScriptedUser],
     played: Played,
     seed: int,
 ) -> Simulation:
@@ -761,7 +761,7 @@ async def simulate(
     population: int,
     seed: int,
     templates: Path,
-    users: Sequence[SampleUser] | None = None,
+    users: Sequence[ScriptedUser] | None = None,
     progress: Callable[[int], None] | None = None,
     parallel: int | None = None,
 ) -> Simulation:
