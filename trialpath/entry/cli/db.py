@@ -154,7 +154,7 @@ def revision_command(
     from trialpath.operations.migrate import MIGRATIONS_DIR
 
     ini = PROJECT_ROOT / "alembic.ini"
-    if not ini.is_file() or not (PROJECT_ROOT / "trialpath" / "migrations").samefile(
+    if not ini.is_file() or not (PROJECT_ROOT / "trialpath" / "operations" / "migrations").samefile(
         MIGRATIONS_DIR
     ):
         raise _fail("migrations are written in a source checkout of Trialpath (alembic.ini)")
