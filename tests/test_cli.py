@@ -9,8 +9,10 @@ starting) runs as a user runs it (`cli_process`)."""
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import os
+import pkgutil
 import re
 import sys
 import threading
@@ -26,7 +28,6 @@ from temporalio.worker import Worker
 from typer.testing import CliRunner
 
 import trialpath.entry.cli.main as cli_module
-import trialpath.entry.cli.tasks as taskscli
 from tests.driver import TrialDriver, align
 from trialpath.core.contract import Qualification, TrialProfile, workflow_id_for
 from trialpath.core.journey import TrialInput
@@ -53,6 +54,11 @@ async def cli(settings: Settings, *args: str, address: str = "127.0.0.1:1") -> t
 
 
 _RUNNER = CliRunner()
+CLI_MODULES = [
+    importlib.import_module(f"trialpath.entry.cli.{m.name}")
+    for m in pkgutil.iter_modules(importlib.import_module("trialpath.entry.cli").__path__)
+]
+"""Every command group's module: each holds the consoles it prints with."""
 _INVOKING = threading.Lock()
 
 
@@ -60,9 +66,12 @@ def _invoke(environment: dict[str, str], args: tuple[str, ...]) -> tuple[int, st
     # One command at a time: the runner swaps sys.stdout and the environment for the process.
     with _INVOKING, pytest.MonkeyPatch.context() as patch:
         # The command line's consoles, as a process started with COLUMNS=200 would make them.
-        for module in (cli_module, taskscli):
-            patch.setattr(module, "console", Console(width=200))
-            patch.setattr(module, "err_console", Console(width=200, stderr=True))
+        console, err_console = Console(width=200), Console(width=200, stderr=True)
+        for module in CLI_MODULES:
+            if hasattr(module, "console"):
+                patch.setattr(module, "console", console)
+            if hasattr(module, "err_console"):
+                patch.setattr(module, "err_console", err_console)
         get_settings.cache_clear()  # read from this command's environment
         try:
             result = _RUNNER.invoke(cli_module.app, list(args), env=environment)

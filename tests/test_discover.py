@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from tests.conftest import run_cli
-from trialpath.entry.cli import main as cli
+from trialpath.entry.cli import kpis as kpis_cli
 from trialpath.growth import discover as discovery
 from trialpath.growth.kpis import Filters
 from trialpath.operations.config import Settings
@@ -118,7 +118,7 @@ def test_the_command_line(
     settings: Settings, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The command line's console, as a process started in a wide terminal makes it.
-    monkeypatch.setattr(cli, "console", Console(width=200))
+    monkeypatch.setattr(kpis_cli, "console", Console(width=200))
     plant(engine, users=300)
     shown = run_cli(settings, "kpis", "discover", "--top", "3", "--format", "json")
     assert shown.exit_code == 0, shown.output  # type: ignore[attr-defined]

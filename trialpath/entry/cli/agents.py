@@ -12,9 +12,9 @@ from typing import Annotated
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 from rich.table import Table
 
+from trialpath.entry.cli.common import console, fail
 from trialpath.operations import audit as audit_log
 from trialpath.operations.config import get_settings
 from trialpath.operations.db import engine_for
@@ -35,13 +35,6 @@ agents_app = typer.Typer(
     help="Success-call agents: hours, time zone, working days, daily capacity.",
     no_args_is_help=True,
 )
-console = Console()
-err_console = Console(stderr=True)
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err_console.print(f"[red]error:[/] {message}", highlight=False)
-    return typer.Exit(code)
 
 
 def _table(agents: list[AgentPublic]) -> Table:
@@ -99,7 +92,7 @@ def agents_set(
     try:
         check_name(name)
     except AgentProblem as err:
-        raise _fail(str(err)) from err
+        raise fail(str(err), 2) from err
     current = next((a for a in list_agents(engine, seed) if a.name == name), None)
     fields = current.model_dump(exclude={"name", "upcoming_calls"}) if current else {}
     hours = dict(fields.get("hours") or {"start": "09:00", "end": "17:00"})
@@ -122,7 +115,7 @@ def agents_set(
             f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in err.errors()
         )
         audit_log.record(engine, audit_log.cli_actor(), "cli", "agent.set", None, 422)
-        raise _fail(problems) from err
+        raise fail(problems, 2) from err
     agent, created = set_agent(engine, name, wanted, seed)
     audit_log.record(engine, audit_log.cli_actor(), "cli", "agent.set", None, 200)
     console.print(f"Agent {name} {'added' if created else 'updated'}.")
@@ -139,7 +132,7 @@ def agents_remove(name: Annotated[str, typer.Argument(help="The agent's name.")]
         engine, audit_log.cli_actor(), "cli", "agent.remove", None, 404 if agent is None else 200
     )
     if agent is None:
-        raise _fail(f"there is no agent named {name!r} (`trialpath agents list`)", 1)
+        raise fail(f"there is no agent named {name!r} (`trialpath agents list`)", 1)
     console.print(
         f"Agent {name} removed: no new calls; {agent.upcoming_calls} booked still to come."
     )

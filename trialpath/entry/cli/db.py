@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import SQLModel
 
+from trialpath.entry.cli.common import console, fail
 from trialpath.operations.config import PROJECT_ROOT, get_settings
 from trialpath.operations.db import SchemaError, make_engine
 
@@ -26,13 +26,6 @@ from trialpath.operations.db import SchemaError, make_engine
 # the CLI starts without it.
 
 db_app = typer.Typer(help="Trialpath's own database: its schema migrations.", no_args_is_help=True)
-console = Console()
-err_console = Console(stderr=True)
-
-
-def _fail(message: str) -> typer.Exit:
-    err_console.print(f"[red]error:[/] {message}", highlight=False)
-    return typer.Exit(1)
 
 
 @contextmanager
@@ -42,10 +35,10 @@ def _database() -> Iterator[Engine]:
     try:
         yield engine
     except SchemaError as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     except DBAPIError as err:
         shown = engine.url.render_as_string(hide_password=True)
-        raise _fail(f"cannot use the database {shown}: {err.orig}") from None
+        raise fail(f"cannot use the database {shown}: {err.orig}") from None
     finally:
         engine.dispose()
 
@@ -103,7 +96,7 @@ def seal_command() -> None:
     settings = get_settings()
     sealer = sealer_for(settings)
     if sealer is None:
-        raise _fail(
+        raise fail(
             "nothing to do: TRIALPATH_ENCRYPT_AT_REST is off and there are no codec keys "
             "(nothing can have been encrypted)"
         )
@@ -126,7 +119,7 @@ def seal_command() -> None:
                     for done in rewrite(engine, table):
                         progress.advance(task, done)
                 except SealedDataError as err:
-                    raise _fail(str(err)) from None
+                    raise fail(str(err)) from None
     how = f"encrypted with key {sealer.key_id!r}" if sealer.seals else "in the clear"
     console.print(
         f"{sum(counts.values())} rows of {len(tables)} tables rewritten, personal data {how}",
@@ -157,7 +150,7 @@ def revision_command(
     if not ini.is_file() or not (PROJECT_ROOT / "trialpath" / "operations" / "migrations").samefile(
         MIGRATIONS_DIR
     ):
-        raise _fail("migrations are written in a source checkout of Trialpath (alembic.ini)")
+        raise fail("migrations are written in a source checkout of Trialpath (alembic.ini)")
     with tempfile.TemporaryDirectory() as scratch:
         engine = make_engine(f"sqlite:///{Path(scratch) / 'scratch.db'}")
         try:
@@ -166,7 +159,7 @@ def revision_command(
                     MigrationContext.configure(connection, opts={"compare_type": True}),
                     SQLModel.metadata,
                 ):
-                    raise _fail(
+                    raise fail(
                         "the models match the latest migration: nothing to write "
                         "(--empty writes an empty one)"
                     )

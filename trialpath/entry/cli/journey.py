@@ -33,6 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from trialpath.core.contract import JourneyVersionRef, MoveJourney
 from trialpath.core.definition import DefinitionError, JourneyDefinition, load_definition
+from trialpath.entry.cli.common import console, err_console, fail
 from trialpath.messages.journeymap import (
     CHANNEL_NAMES,
     JourneyMap,
@@ -50,13 +51,6 @@ journey_app = typer.Typer(
     help="The journey definition (journey.toml): draw it, its versions, move running trials.",
     no_args_is_help=True,
 )
-console = Console()
-err_console = Console(stderr=True)
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err_console.print(f"[red]error:[/] {message}", soft_wrap=True, highlight=False)
-    return typer.Exit(code)
 
 
 @journey_app.command("show")
@@ -83,11 +77,11 @@ def show(
     """Draw the journey: phases, each persona's path, waits, decisions, messages, the success
     call and the end of the trial."""
     if output not in ("text", "mermaid", "html"):
-        raise _fail(f"--format must be text, mermaid or html, got {output!r}", 2)
+        raise fail(f"--format must be text, mermaid or html, got {output!r}", 2)
     if preview_url is not None and not preview_url.startswith(("http://", "https://")):
-        raise _fail(f"--preview-url must be an http(s) address, got {preview_url!r}", 2)
+        raise fail(f"--preview-url must be an http(s) address, got {preview_url!r}", 2)
     if version is not None and journey is not None:
-        raise _fail("give --journey or --version, not both", 2)
+        raise fail("give --journey or --version, not both", 2)
     if version is not None:
         settings = get_settings()
         defn = _resolve(engine_for(settings), settings, version)[1]
@@ -95,12 +89,12 @@ def show(
         try:
             defn = load_definition(journey or get_settings().journey_file)
         except DefinitionError as err:
-            raise _fail(str(err), 2) from err
+            raise fail(str(err), 2) from err
     drawn = journey_map(defn)
     link = preview_link(preview_url.rstrip("/")) if preview_url else None
     if output == "text":
         if out is not None:
-            raise _fail("--out goes with --format mermaid or html", 2)
+            raise fail("--out goes with --format mermaid or html", 2)
         console.print(_tree(drawn))
         return
     text = to_mermaid(drawn, link) if output == "mermaid" else to_html(drawn, link)
@@ -110,7 +104,7 @@ def show(
     try:
         out.write_text(text, encoding="utf-8")
     except OSError as err:
-        raise _fail(f"cannot write {out}: {err.strerror or err}") from err
+        raise fail(f"cannot write {out}: {err.strerror or err}") from err
     err_console.print(f"Wrote {out} ({output}).", highlight=False)
 
 
@@ -148,13 +142,13 @@ def _resolve(
         try:
             return versions.load(engine, versions.parse_version(target))
         except versions.VersionError as err:
-            raise _fail(str(err), 2) from err
+            raise fail(str(err), 2) from err
         except SQLAlchemyError as err:
-            raise _fail(f"cannot read the journey versions: {err}") from err
+            raise fail(f"cannot read the journey versions: {err}") from err
     try:
         defn = load_definition(path)
     except DefinitionError as err:
-        raise _fail(str(err), 2) from err
+        raise fail(str(err), 2) from err
     if store:
         return versions.register(engine, defn, str(path.resolve())), defn
     known = {row.ref.content_hash: row.ref for row in versions.list_versions(engine)}
@@ -172,7 +166,7 @@ def list_versions() -> None:
     try:
         rows = versions.list_versions(engine_for(get_settings()))
     except SQLAlchemyError as err:
-        raise _fail(f"cannot read the journey versions: {err}") from err
+        raise fail(f"cannot read the journey versions: {err}") from err
     if not rows:
         console.print("No journey version stored yet: one is stored when a trial starts.")
         return
@@ -197,7 +191,7 @@ def diff(
 ) -> None:
     """What differs between two journeys, setting by setting (drip steps matched by message)."""
     if output not in ("table", "json"):
-        raise _fail(f"--format must be table or json, got {output!r}", 2)
+        raise fail(f"--format must be table or json, got {output!r}", 2)
     settings = get_settings()
     engine = engine_for(settings)
     a = _resolve(engine, settings, before)
@@ -243,14 +237,14 @@ def plan(
     """What deploying TARGET to running trials would do: how many are at each step, which of
     their upcoming messages change, appear or disappear, and which could not move."""
     if output not in ("table", "json"):
-        raise _fail(f"--format must be table or json, got {output!r}", 2)
+        raise fail(f"--format must be table or json, got {output!r}", 2)
     settings = get_settings()
     engine = engine_for(settings)
     ref, defn = _resolve(engine, settings, target)
     try:
         found = versions.plan(engine, defn, _name(ref, target))
     except SQLAlchemyError as err:
-        raise _fail(f"cannot read the running trials: {err}") from err
+        raise fail(f"cannot read the running trials: {err}") from err
     if output == "json":
         groups = [
             {
@@ -341,11 +335,11 @@ async def _move_all(
     try:
         client = await connect(settings)
     except RuntimeError as err:
-        raise _fail(f"cannot reach Temporal at {settings.temporal_address} ({err})") from err
+        raise fail(f"cannot reach Temporal at {settings.temporal_address} ({err})") from err
     try:
         selected = await versions.running_trials(client, where)
     except versions.VersionError as err:
-        raise _fail(str(err), 2) from err
+        raise fail(str(err), 2) from err
     outcomes = []
     actor = audit_log.cli_actor()
     with Progress(

@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from trialpath.core.definition import DefinitionError, load_definition
+from trialpath.entry.cli.common import console, err_console, fail
 from trialpath.growth.simulate import (
     Difference,
     Simulation,
@@ -26,14 +27,7 @@ from trialpath.growth.simulate import (
     simulate,
 )
 
-console = Console()
-err_console = Console(stderr=True)
 FORMATS = ("table", "json", "html")
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err_console.print(f"[red]error:[/] {message}", soft_wrap=True, highlight=False)
-    return typer.Exit(code)
 
 
 def simulate_command(
@@ -79,18 +73,18 @@ def simulate_command(
     from trialpath.operations.config import get_settings
 
     if output not in FORMATS:
-        raise _fail(f"--format must be one of {', '.join(FORMATS)}, got {output!r}", 2)
+        raise fail(f"--format must be one of {', '.join(FORMATS)}, got {output!r}", 2)
     settings = get_settings()
     journey = journey or settings.journey_file
     for path in (journey, against):
         if path is not None and not path.is_file():
-            raise _fail(f"{path} does not exist", 2)
+            raise fail(f"{path} does not exist", 2)
     try:
         load_definition(journey)
         if against is not None and against.suffix != ".json":
             load_definition(against)
     except DefinitionError as err:
-        raise _fail(str(err), 2) from err
+        raise fail(str(err), 2) from err
     users = None
     if recorded is not None:
         users = _recorded(settings, recorded)
@@ -100,7 +94,7 @@ def simulate_command(
         try:
             baseline = from_dict(json.loads(against.read_text()))
         except (ValueError, SimulationError) as err:
-            raise _fail(f"{against}: {err}", 2) from err
+            raise fail(f"{against}: {err}", 2) from err
     runs = [journey] + ([against] if against is not None and baseline is None else [])
     results = asyncio.run(_simulate(runs, population, seed, settings.templates_dir, users))
     mine = results[0]
@@ -116,7 +110,7 @@ def simulate_command(
         try:
             out.write_text(text if output != "table" else _plain(mine, theirs, found))
         except OSError as err:
-            raise _fail(f"cannot write {out}: {err.strerror or err}") from err
+            raise fail(f"cannot write {out}: {err.strerror or err}") from err
         err_console.print(_headline(mine), highlight=False)
         verdict = "no problem" if not found else f"{len(found)} problem(s)"
         err_console.print(f"{verdict}; report written to {out}", highlight=False)
@@ -140,16 +134,16 @@ def _recorded(settings: Any, period: str) -> list[Any]:
         try:
             value = datetime.fromisoformat(text.strip())
         except ValueError as err:
-            raise _fail(f"--recorded: {text!r} is not an ISO 8601 date or time", 2) from err
+            raise fail(f"--recorded: {text!r} is not an ISO 8601 date or time", 2) from err
         return value if value.tzinfo else value.replace(tzinfo=UTC)
 
     since = moment(first)
     until = moment(last) if last.strip() else datetime.now(UTC) + timedelta(seconds=1)
     if until <= since:
-        raise _fail("--recorded: the period ends before it starts", 2)
+        raise fail("--recorded: the period ends before it starts", 2)
     users = recorded(engine_for(settings), since, until)
     if not users:
-        raise _fail(f"--recorded: no trial signed up between {since} and {until}", 2)
+        raise fail(f"--recorded: no trial signed up between {since} and {until}", 2)
     return users
 
 
@@ -184,7 +178,7 @@ async def _simulate(
                     )
                 )
             except SimulationError as err:
-                raise _fail(str(err)) from err
+                raise fail(str(err)) from err
     return found
 
 

@@ -16,14 +16,13 @@ import asyncio
 import sys
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
-from pydantic import BaseModel, ValidationError
-from rich.console import Console
 from rich.table import Table
 
 from trialpath.core.journey import TaskOutcome
+from trialpath.entry.cli.common import T, _command, console, fail
 from trialpath.entry.trials import TrialProblem
 from trialpath.operations import audit as audit_log
 from trialpath.operations.config import get_settings
@@ -34,27 +33,8 @@ from trialpath.support.tasks import ClaimTask, CloseTask, SnoozeTask, StateFilte
 tasks_app = typer.Typer(
     help="Support's work queue: tasks the journey opened for a human.", no_args_is_help=True
 )
-console = Console()
-err_console = Console(stderr=True)
-T = TypeVar("T")
-M = TypeVar("M", bound=BaseModel)
 
 KeyArg = Annotated[str, typer.Argument(help="The task's key, as listed.")]
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err_console.print(f"[red]error:[/] {message}", highlight=False)
-    return typer.Exit(code)
-
-
-def _command(model: type[M], **fields: Any) -> M:
-    try:
-        return model.model_validate({k: v for k, v in fields.items() if v is not None})
-    except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in err.errors()
-        )
-        raise _fail(problems, 2) from err
 
 
 def _change(action: str, key: str, operation: Callable[[], T]) -> T:
@@ -68,7 +48,7 @@ def _change(action: str, key: str, operation: Callable[[], T]) -> T:
         return result
     except TrialProblem as err:
         status = err.status
-        raise _fail(err.detail, 2 if err.status in (400, 422) else 1) from err
+        raise fail(err.detail, 2 if err.status in (400, 422) else 1) from err
     finally:
         audit_log.record(engine, audit_log.cli_actor(), "cli", action, tasks.user_of(key), status)
 
@@ -148,7 +128,7 @@ def tasks_show(
     try:
         task = tasks.get_task(engine_for(get_settings()), key)
     except TrialProblem as err:
-        raise _fail(err.detail) from err
+        raise fail(err.detail) from err
     if as_json:
         sys.stdout.write(task.model_dump_json(indent=2) + "\n")
         return
@@ -162,7 +142,7 @@ def tasks_claim(
     force: Annotated[bool, typer.Option(help="Take it over from whoever has it.")] = False,
 ) -> None:
     """Take a task."""
-    command = _command(ClaimTask, owner=owner, force=force)
+    command = _command(ClaimTask, drop_none=True, owner=owner, force=force)
     engine = engine_for(get_settings())
     task = _change("task.claim", key, lambda: tasks.claim_task(engine, key, command))
     console.print(f"{task.key} is {task.owner}'s.", highlight=False)
@@ -178,7 +158,7 @@ def tasks_snooze(
     ] = None,
 ) -> None:
     """Take a task out of the queue for a while."""
-    command = _command(SnoozeTask, hours=hours, until=until)
+    command = _command(SnoozeTask, drop_none=True, hours=hours, until=until)
     engine = engine_for(get_settings())
     task = _change("task.snooze", key, lambda: tasks.snooze_task(engine, key, command))
     console.print(f"{task.key} snoozed until {_when(task.snoozed_until)}.", highlight=False)
@@ -192,7 +172,7 @@ def tasks_close(
     owner: Annotated[str | None, typer.Option(help="Who closes it (default: its owner).")] = None,
 ) -> None:
     """Close a task with its outcome; the outcome goes to the trial's journey."""
-    command = _command(CloseTask, outcome=outcome, note=note, owner=owner)
+    command = _command(CloseTask, drop_none=True, outcome=outcome, note=note, owner=owner)
     settings = get_settings()
     engine = engine_for(settings)
     closed = _change("task.close", key, lambda: tasks.close_task(engine, key, command))
