@@ -36,7 +36,7 @@ from trialpath.operations.db import make_engine
 from trialpath.operations.models import AuditEntry, Message, Trial
 from worker import build_worker
 
-SECONDS_PER_DAY = 6.0
+SECONDS_PER_DAY = 12.0
 DAY = timedelta(seconds=SECONDS_PER_DAY)
 
 
@@ -59,7 +59,7 @@ async def cli(settings: Settings, *args: str) -> Any:
     return await asyncio.to_thread(run_cli, settings, *args)
 
 
-@pytest.mark.takes(seconds=45)
+@pytest.mark.takes(seconds=60)
 async def test_running_trials_move_where_safe_and_nothing_is_sent_twice(
     dev_env: WorkflowEnvironment,
     tmp_path: Path,
