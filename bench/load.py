@@ -829,7 +829,7 @@ def main() -> int:
         data_dir = Path(tmp)
         settings = Settings(
             data_dir=Path(server_tmp),
-            database_url=f"sqlite:///{data_dir / 'trialpath.operations.db'}",
+            database_url=f"sqlite:///{data_dir / 'trialpath.db'}",
             temporal_address=f"{HOST}:{free_port()}",
             temporal_namespace="default",
             temporal_ui_port=free_port(),

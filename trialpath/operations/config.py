@@ -28,7 +28,7 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path(".data")
     database_url: str = ""
-    """Any SQLAlchemy URL; empty means SQLite at `<data_dir>/trialpath.operations.db`."""
+    """Any SQLAlchemy URL; empty means SQLite at `<data_dir>/trialpath.db`."""
 
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
@@ -266,7 +266,7 @@ class Settings(BaseSettings):
 
     @property
     def effective_database_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.data_dir / 'trialpath.operations.db'}"
+        return self.database_url or f"sqlite:///{self.data_dir / 'trialpath.db'}"
 
 
 def webhook_url_problem(url: str) -> str | None:
