@@ -87,7 +87,7 @@ def test_pii_in_the_message_extra_fields_and_exception_is_masked_ids_stay(
 
 def test_structlog_loggers_and_bound_context_go_the_same_way(output: io.StringIO) -> None:
     structlog.contextvars.bind_contextvars(user_id="u-7", step="nudge/sms")
-    structlog.get_logger("trialpath.entry.api").warning(
+    structlog.get_logger("trialpath.api").warning(
         "unsubscribe link used", phone=PHONE, link="https://x.example/v1/unsubscribe/abc.def.ghi"
     )
     [line] = lines(output)

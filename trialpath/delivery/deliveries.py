@@ -31,7 +31,7 @@ from trialpath.entry.trials import (
 )
 from trialpath.operations.models import Message, MessageEvent, Trial, utcnow
 
-log = logging.getLogger("trialpath.delivery.deliveries")
+log = logging.getLogger("trialpath.deliveries")
 
 # What a provider event means for the user's preferences: (channel, source).
 OPT_OUTS = {

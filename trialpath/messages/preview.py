@@ -57,7 +57,7 @@ from trialpath.messages.templating import (
 from trialpath.operations.config import Settings
 from trialpath.operations.services import ServiceError, port_open
 
-log = logging.getLogger("trialpath.messages.preview")
+log = logging.getLogger("trialpath.preview")
 
 POLL_SECONDS = 0.5
 HEARTBEAT_SECONDS = 15.0

@@ -42,7 +42,7 @@ from trialpath.operations.codec import (
 )
 from trialpath.operations.config import Settings
 
-log = logging.getLogger("trialpath.operations.codec_server")
+log = logging.getLogger("trialpath.codec_server")
 COOKIE = "trialpath_codec_key"
 COOKIE_MAX_AGE = 8 * 3600
 MAX_BODY = 4 * 1024 * 1024

@@ -40,7 +40,7 @@ from trialpath.operations.erasure import purge_expired
 from trialpath.operations.logs import configure_from_settings
 from trialpath.operations.temporal import connect
 
-log = logging.getLogger("trialpath.entry.api")
+log = logging.getLogger("trialpath.api")
 REDELIVERY_INTERVAL = 1.0
 
 

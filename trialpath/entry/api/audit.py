@@ -19,7 +19,7 @@ from trialpath.entry.trials import Trials
 from trialpath.operations import audit
 from trialpath.operations.access import PERMISSIONS, Role
 
-log = logging.getLogger("trialpath.operations.audit")
+log = logging.getLogger("trialpath.audit")
 
 router = APIRouter(prefix="/v1")
 

@@ -33,7 +33,7 @@ from trialpath.entry.api.security import allow
 from trialpath.entry.trials import SurveyAnswer, Trials
 from trialpath.operations.config import Settings
 
-log = logging.getLogger("trialpath.entry.api")
+log = logging.getLogger("trialpath.api")
 
 COMMON = (401, 403, 422, 503)
 

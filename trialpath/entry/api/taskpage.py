@@ -36,7 +36,7 @@ from trialpath.operations.access import ApiKey
 from trialpath.support import tasks
 from trialpath.support.tasks import ClaimTask, CloseTask, SnoozeTask, StateFilter
 
-log = logging.getLogger("trialpath.support.tasks")
+log = logging.getLogger("trialpath.tasks")
 
 router = APIRouter(include_in_schema=False)
 

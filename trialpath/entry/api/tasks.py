@@ -27,7 +27,7 @@ from trialpath.support.tasks import (
     TaskView,
 )
 
-log = logging.getLogger("trialpath.support.tasks")
+log = logging.getLogger("trialpath.tasks")
 
 router = APIRouter(prefix="/v1", tags=["tasks"])
 
