@@ -12,7 +12,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from tests.conftest import run_cli
 from trialpath.core.contract import CallStatus, SentStatus, TrialStatus
@@ -193,6 +193,10 @@ async def test_the_shipped_journey_played_by_a_population() -> None:
         else:
             # Every user out of the holdouts is welcomed once per channel.
             assert group.messages["welcome/email"] == group.trials
+    # One database for every part: no agent takes more calls a day than its capacity.
+    capacity = {agent.name: agent.daily_capacity for agent in defn.call.agents}
+    for key, calls in sim.calls.items():
+        assert calls <= capacity[key.split("/")[0]], key
     converted = sum(g.funnel["converted"] for g in sim.groups.values())
     assert converted == len([u for u in users if any(k == "conversion" for _, k, _ in u.script)])
     assert sim.trials_per_second > 0
@@ -317,3 +321,32 @@ def test_a_saved_report_compares_with_its_simulation(tmp_path: Path) -> None:
     sim = analyse(defn, SHIPPED, users, Played([one], 1.0, MONDAY), seed=1)
     same: Simulation = from_dict(sim.as_dict())
     assert not any("doubled" in p for p in problems(sim, same))
+
+
+def test_a_part_played_again_starts_from_none_of_its_rows(tmp_path: Path) -> None:
+    from trialpath.growth.simulate import _forget
+    from trialpath.operations.models import CallSlot
+
+    database = tmp_path / "shared.db"
+    engine = make_engine(f"sqlite:///{database}")
+    signup = datetime(2026, 12, 7, 6, 0, tzinfo=UTC)
+    with Session(engine) as session:
+        for hour, user in enumerate(("stuck-1", "other-1")):
+            session.add(Trial(user_id=user, workflow_id=f"trial-{user}", signup_at=signup))
+            session.add(TrialEvent(id=f"e-{user}", user_id=user, name="login", occurred_at=signup))
+            session.add(
+                CallSlot(
+                    agent="Camille",
+                    start_at=signup + timedelta(hours=hour),
+                    end_at=signup + timedelta(hours=hour, minutes=30),
+                    workflow_id=f"trial-{user}",
+                    request=1,
+                )
+            )
+        session.commit()
+    _forget(database, ["stuck-1"])
+    with Session(engine) as session:
+        assert [t.user_id for t in session.exec(select(Trial)).all()] == ["other-1"]
+        assert [e.user_id for e in session.exec(select(TrialEvent)).all()] == ["other-1"]
+        assert [c.workflow_id for c in session.exec(select(CallSlot)).all()] == ["trial-other-1"]
+    engine.dispose()

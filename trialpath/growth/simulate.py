@@ -2,16 +2,17 @@
 activities on Temporal's time-skipping test server, then reports what the journey did to it.
 
 The population (`trialpath.growth.population`, seeded) is split into parts. Each part runs in a
-process of its own: its own time-skipping server, worker (the production `build_worker`, every
-channel on the outbox provider or the in-app inbox) and SQLite database, copied from one
-migrated at the start. The part moves the server's clock to each scripted action of its users
-and signals it to the user's trial; it ends when every trial has ended (expired, converted or
-cancelled, win-back included). Parts run side by side, one per core.
+process of its own: its own time-skipping server and worker (the production `build_worker`,
+every channel on the outbox provider or the in-app inbox), on one SQLite database shared by all
+parts, so agents' calendars and daily capacities hold across the population. The part moves the
+server's clock to each scripted action of its users and signals it to the user's trial; it ends
+when every trial has ended (expired, converted or cancelled, win-back included). Parts run side
+by side, one per core.
 
-A part whose clock stops moving (`STALL_SECONDS`) or which overruns its time budget is
-killed with its server and played again from the start, up to `ATTEMPTS` times: the same users
-and scripts give the same trials, so nothing is counted twice. The report says how many parts
-were replayed.
+A part whose clock stops moving (`STALL_SECONDS`) or which overruns its time budget is killed
+with its server, its trials' rows deleted, and played again from the start, up to `ATTEMPTS`
+times: the same users and scripts give the same trials, so nothing is counted twice. The report
+says how many parts were replayed.
 
 What the report counts, per persona (as the trial ended) and arm:
 - messages sent per step (the journey's message) and channel, and per user;
@@ -31,7 +32,6 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import signal
 import sys
 import tempfile
@@ -172,7 +172,7 @@ async def _run_part(job: dict[str, Any], report: Callable[[str], None]) -> list[
     folder = Path(job["folder"])
     settings = Settings(
         data_dir=folder,
-        database_url="",
+        database_url=f"sqlite:///{job['database']}",
         journey_file=Path(job["journey"]),
         templates_dir=Path(job["templates"]),
         task_queue="simulation",
@@ -337,8 +337,10 @@ async def play(
     start = next_monday(datetime.now(UTC))
     with tempfile.TemporaryDirectory(prefix="trialpath-simulate-") as tmp:
         root = Path(tmp)
-        template = root / "template.db"
-        make_engine(f"sqlite:///{template}", upgrade=True).dispose()
+        # One database for every part: agents' calendars and daily capacities are shared, as
+        # in production (each trial writes only rows of its own).
+        database = root / "trialpath.db"
+        make_engine(f"sqlite:///{database}", upgrade=True).dispose()
         parts = [list(users[i : i + part_size]) for i in range(0, len(users), part_size)]
         gate = asyncio.Semaphore(parallel)
         replayed = 0
@@ -349,8 +351,10 @@ async def play(
                 for attempt in range(1, ATTEMPTS + 1):
                     folder = root / f"part-{index}-{attempt}"
                     folder.mkdir()
-                    shutil.copy(template, folder / "trialpath.operations.db")
+                    if attempt > 1:
+                        await asyncio.to_thread(_forget, database, [u.key for u in part])
                     job = {
+                        "database": str(database),
                         "folder": str(folder),
                         "journey": str(journey),
                         "templates": str(templates),
@@ -371,6 +375,27 @@ async def play(
         found = await asyncio.gather(*(one(i, p) for i, p in enumerate(parts)))
     statuses = [TrialStatus.model_validate(s) for part in found for s in part]
     return Played(statuses, time.monotonic() - began, start, replayed)
+
+
+def _forget(database: Path, users: list[str]) -> None:
+    """Deletes what a stuck part's trials wrote (every row of theirs, by user or workflow id),
+    before the part is played again. Agents' round-robin counters keep their bookings."""
+    from sqlalchemy import create_engine, delete
+    from sqlmodel import SQLModel
+
+    import trialpath.operations.models  # noqa: F401  (the tables, registered in the metadata)
+    from trialpath.core.contract import workflow_id_for
+
+    engine = create_engine(f"sqlite:///{database}", connect_args={"timeout": 30})
+    ids = [workflow_id_for(u) for u in users]
+    try:
+        with engine.begin() as connection:
+            for table in SQLModel.metadata.sorted_tables:
+                for column, values in (("user_id", users), ("workflow_id", ids)):
+                    if column in table.c:
+                        connection.execute(delete(table).where(table.c[column].in_(values)))
+    finally:
+        engine.dispose()
 
 
 async def _part_process(
