@@ -311,6 +311,10 @@ class Played:
     start: datetime
     replayed: int = 0
     """Parts killed (stuck or over budget) and played again."""
+    slots: list[tuple[str, datetime]] | None = None
+    """The calls booked at the end, (agent, start), from the agents' calendars: slots released
+    (a trial cancelled or bought before its call) are not there. None: read from the trials'
+    statuses instead."""
 
 
 def next_monday(now: datetime) -> datetime:
@@ -373,8 +377,23 @@ async def play(
                 )
 
         found = await asyncio.gather(*(one(i, p) for i, p in enumerate(parts)))
+        slots = await asyncio.to_thread(_booked, database)
     statuses = [TrialStatus.model_validate(s) for part in found for s in part]
-    return Played(statuses, time.monotonic() - began, start, replayed)
+    return Played(statuses, time.monotonic() - began, start, replayed, slots)
+
+
+def _booked(database: Path) -> list[tuple[str, datetime]]:
+    from sqlmodel import Session, select
+
+    from trialpath.operations.db import make_engine
+    from trialpath.operations.models import CallSlot
+
+    engine = make_engine(f"sqlite:///{database}")
+    try:
+        with Session(engine) as session:
+            return [(s.agent, s.start_at) for s in session.exec(select(CallSlot)).all()]
+    finally:
+        engine.dispose()
 
 
 def _forget(database: Path, users: list[str]) -> None:
@@ -514,7 +533,7 @@ class Simulation:
     groups: dict[str, Group]
     """`persona/arm` → group."""
     calls: Counter[str]
-    """`agent/YYYY-MM-DD` (the call's UTC day) → calls booked."""
+    """`agent/YYYY-MM-DD` (the day in the agent's time zone) → calls booked."""
     unreachable: list[str]
     """`persona/step`: drip steps no simulated user of the persona got."""
     over_cap: list[str]
@@ -718,8 +737,11 @@ def analyse(
                 group.done_already[message] += 1
             else:
                 group.stale[message] += 1
-        if status.call.state != "none" and status.call.at and status.call.agent:
-            calls[f"{status.call.agent}/{status.call.at.date().isoformat()}"] += 1
+        booked = status.call.state != "none" and status.call.at and status.call.agent
+        if played.slots is None and booked and status.call.at and status.call.agent:
+            calls[_call_day(defn, status.call.agent, status.call.at)] += 1
+    for agent, at in played.slots or ():
+        calls[_call_day(defn, agent, at)] += 1
     unreachable = [
         f"{persona}/{step.message}"
         for persona, path in defn.personas.items()
@@ -739,6 +761,12 @@ def analyse(
         over_cap=over_cap,
         start=played.start,
     )
+
+
+def _call_day(defn: JourneyDefinition, agent: str, at: datetime) -> str:
+    """`agent/YYYY-MM-DD`, the day in the agent's time zone: their capacity is per local day."""
+    zones = {a.name: a.timezone for a in defn.call.agents}
+    return f"{agent}/{at.astimezone(ZoneInfo(zones.get(agent, 'UTC'))).date().isoformat()}"
 
 
 def _shown(path: Path) -> str:
