@@ -17,17 +17,8 @@ from sqlmodel import Session, select
 from tests.conftest import run_cli
 from trialpath.core.contract import CallStatus, SentStatus, TrialStatus
 from trialpath.core.definition import load_definition
-from trialpath.growth.simulate import (
-    Played,
-    Simulation,
-    actions_of,
-    analyse,
-    from_dict,
-    problems,
-    recorded,
-    simulate,
-    synthetic,
-)
+from trialpath.growth.simulate import Played, actions_of, recorded, simulate, synthetic
+from trialpath.growth.simulation_report import Simulation, analyse, from_dict, problems
 from trialpath.operations.config import PACKAGE_DIR, PROJECT_ROOT, Settings
 from trialpath.operations.db import make_engine
 from trialpath.operations.models import Trial, TrialEvent

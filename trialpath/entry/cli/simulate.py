@@ -17,14 +17,13 @@ from rich.table import Table
 
 from trialpath.core.definition import DefinitionError, load_definition
 from trialpath.entry.cli.common import console, err_console, fail
-from trialpath.growth.simulate import (
+from trialpath.growth.simulate import SimulationError, simulate
+from trialpath.growth.simulation_report import (
     Difference,
     Simulation,
-    SimulationError,
     compare,
     from_dict,
     problems,
-    simulate,
 )
 
 FORMATS = ("table", "json", "html")
