@@ -18,22 +18,18 @@ from trialpath.core.contract import (
     workflow_id_for,
 )
 from trialpath.core.journey import TrialInput
+from trialpath.growth import simulate
 from trialpath.operations.config import Settings
 from workflows.trial import TrialWorkflow
 
 DAY = timedelta(days=1)
 
-SKIP_STEP = timedelta(hours=6)
-"""The longest skip asked of the server in one call. The SDK gives up on a call after 30 s of
-real time ("Timeout expired"), and one skip of days, through the timers and activities of
-many trials on a busy machine, can take longer than that."""
-
 
 async def skip_to(env: WorkflowEnvironment, target: datetime, what: str) -> None:
-    """Moves the time-skipping server's clock to `target`, at most `SKIP_STEP` per call."""
+    """Moves the time-skipping server's clock to `target`, a few hours per call, as the
+    simulation does (`trialpath.growth.simulate.skip_to`)."""
     with waiting_for(f"the time-skipping server to reach {target:%Y-%m-%d %H:%M} ({what})"):
-        while (now := await env.get_current_time()) < target:
-            await env.sleep(min(target - now, SKIP_STEP))
+        await simulate.skip_to(env, target)
 
 
 async def align(env: WorkflowEnvironment, hour: int = 8) -> datetime:

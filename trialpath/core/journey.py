@@ -1332,7 +1332,8 @@ def _follow_up_stale_at(defn: JourneyDefinition, state: TrialState, step: Send) 
     return min(limits)
 
 
-def _skip_if_of(defn: JourneyDefinition, message: str) -> tuple[str, ...]:
+def skip_if_of(defn: JourneyDefinition, message: str) -> tuple[str, ...]:
+    """The events whose being seen skips this drip step (none for other messages)."""
     for path in defn.personas.values():
         for step in path.drip:
             if step.message == message:
@@ -1494,7 +1495,7 @@ def _mark_done(
                 step.message,
                 now + timedelta(hours=spec.unless_read_hours),
                 unless_read=step.occurrence,
-                skip_if=_skip_if_of(defn, step.message),
+                skip_if=skip_if_of(defn, step.message),
                 stale_at=_follow_up_stale_at(defn, state, step),
             )
     day = trial_day(state, now)

@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from trialpath.core.definition import JourneyDefinition, load_definition
 from trialpath.entry.demo import ScriptedUser
 from trialpath.growth.simulation_report import Simulation, analyse
 from trialpath.operations.config import PROJECT_ROOT
+from trialpath.operations.db import make_engine
 
 DAY = 86400.0
 PART_SIZE = 20
@@ -178,7 +179,7 @@ async def _run_part(job: dict[str, Any], report: Callable[[str], None]) -> list[
     ) as env:
         await register_search_attributes(env.client)
         start = datetime.fromisoformat(job["start"])
-        await _skip_to(env, start, report)
+        await skip_to(env, start, report)
         with ThreadPoolExecutor(max_workers=4) as pool:
             async with build_worker(env.client, settings, pool):
                 handles = {}
@@ -211,8 +212,8 @@ async def _run_part(job: dict[str, Any], report: Callable[[str], None]) -> list[
                     for a in script
                 )
                 for at, key, name, payload in actions:
-                    await _skip_to(env, start + timedelta(seconds=at), report)
-                    await _signal(env, handles[key], name, payload)
+                    await skip_to(env, start + timedelta(seconds=at), report)
+                    await signal_when_clear(env, handles[key], name, payload)
                 results = []
                 for handle in handles.values():
                     # Waiting on the result lets the server skip time until the trial ends.
@@ -238,7 +239,7 @@ def _throwaway_database() -> None:
 TIMER_GUARD = timedelta(seconds=3)
 
 
-async def _signal(env: Any, handle: Any, name: str, payload: dict[str, Any]) -> None:
+async def signal_when_clear(env: Any, handle: Any, name: str, payload: dict[str, Any]) -> None:
     """Signals the trial once no timer of its is about to fire. Between skips the server's
     clock runs at real pace, and a timer due just after a skip landed (the trial waits for
     a round hour, the scripts act on the quarter hour) may fire while the workflow task that
@@ -267,7 +268,11 @@ SKIP_STEP = timedelta(hours=6)
 of real time, and a skip of days through many trials' timers can take longer)."""
 
 
-async def _skip_to(env: Any, target: datetime, report: Callable[[str], None]) -> None:
+async def skip_to(
+    env: Any, target: datetime, report: Callable[[str], None] = lambda _: None
+) -> None:
+    """Moves the time-skipping server's clock to `target`, at most `SKIP_STEP` per call,
+    `report("moved")` after each."""
     while (now := await env.get_current_time()) < target:
         await env.sleep(min(target - now, SKIP_STEP))
         report("moved")
@@ -300,10 +305,9 @@ class Played:
     start: datetime
     replayed: int = 0
     """Parts killed (stuck or over budget) and played again."""
-    slots: list[tuple[str, datetime]] | None = None
+    slots: list[tuple[str, datetime]] = field(default_factory=list)
     """The calls booked at the end, (agent, start), from the agents' calendars: slots released
-    (a trial cancelled or bought before its call) are not there. None: read from the trials'
-    statuses instead."""
+    (a trial cancelled or bought before its call) are not there."""
 
 
 def next_monday(now: datetime) -> datetime:
@@ -323,8 +327,6 @@ async def play(
     part_size: int = PART_SIZE,
 ) -> Played:
     """Plays the users through `journey`; `progress(n)` as n more trials end."""
-    from trialpath.operations.db import make_engine
-
     began = time.monotonic()
     parallel = parallel or max(1, min(os.cpu_count() or 1, 4))
     start = next_monday(datetime.now(UTC))
@@ -360,9 +362,10 @@ async def play(
                     if outcome is not None:
                         return outcome
                     replayed += 1
+                log = (folder / "part.log").read_text(errors="replace").strip()
                 raise SimulationError(
-                    f"part {index + 1} of the simulation got stuck {ATTEMPTS} times "
-                    f"(its logs: rerun with a smaller --population)"
+                    f"part {index + 1} of the simulation failed {ATTEMPTS} times; "
+                    f"its last log ends:\n{log[-3000:] or '(empty: it got stuck)'}"
                 )
 
         found = await asyncio.gather(*(one(i, p) for i, p in enumerate(parts)))
@@ -374,10 +377,9 @@ async def play(
 def _booked(database: Path) -> list[tuple[str, datetime]]:
     from sqlmodel import Session, select
 
-    from trialpath.operations.db import make_engine
     from trialpath.operations.models import CallSlot
 
-    engine = make_engine(f"sqlite:///{database}")
+    engine = make_engine(f"sqlite:///{database}", upgrade=False)
     try:
         with Session(engine) as session:
             return [(s.agent, s.start_at) for s in session.exec(select(CallSlot)).all()]
@@ -388,13 +390,12 @@ def _booked(database: Path) -> list[tuple[str, datetime]]:
 def _forget(database: Path, users: list[str]) -> None:
     """Deletes what a stuck part's trials wrote (every row of theirs, by user or workflow id),
     before the part is played again. Agents' round-robin counters keep their bookings."""
-    from sqlalchemy import create_engine, delete
+    from sqlalchemy import delete
     from sqlmodel import SQLModel
 
-    import trialpath.operations.models  # noqa: F401  (the tables, registered in the metadata)
     from trialpath.core.contract import workflow_id_for
 
-    engine = create_engine(f"sqlite:///{database}", connect_args={"timeout": 30})
+    engine = make_engine(f"sqlite:///{database}", upgrade=False)
     ids = [workflow_id_for(u) for u in users]
     try:
         with engine.begin() as connection:
@@ -409,8 +410,9 @@ def _forget(database: Path, users: list[str]) -> None:
 async def _part_process(
     folder: Path, size: int, progress: Callable[[int], None] | None
 ) -> list[dict[str, Any]] | None:
-    """Runs one part's process; its statuses, or None when it was stuck or failed (killed,
-    with its server, and its progress taken back)."""
+    """Runs one part's process; its statuses, or None when it got stuck or failed (killed with
+    its server, its progress taken back): a stuck time-skipping server shows either way (no
+    clock moving, or a call that timed out), so any failure is played again."""
     budget = BUDGET_SECONDS + BUDGET_PER_TRIAL * size
     log = (folder / "part.log").open("wb")
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRIALPATH_")}
@@ -461,10 +463,6 @@ async def _part_process(
         return list(json.loads(statuses.read_text()))
     if progress and ended:
         progress(-ended)
-    errors = (folder / "part.log").read_text(errors="replace")
-    if "Traceback" in errors and "TimeoutError" not in errors:
-        # A failure of our own (a bad journey, a broken template), not a stuck server.
-        raise SimulationError(f"a part of the simulation failed:\n{errors[-3000:]}")
     return None
 
 

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from trialpath.core.contract import TrialStatus
-from trialpath.core.definition import JourneyDefinition
-from trialpath.core.journey import assign_arm
+from trialpath.core.definition import HOLDOUT_ARMS, JourneyDefinition
+from trialpath.core.journey import assign_arm, skip_if_of
 from trialpath.entry.demo import ScriptedUser
 
 if TYPE_CHECKING:
@@ -244,6 +244,7 @@ def analyse(
     seed: int,
 ) -> Simulation:
     zones = {u.key: ZoneInfo(u.timezone) for u in users}
+    agent_zones = {a.name: ZoneInfo(a.timezone) for a in defn.call.agents}
     groups: dict[str, Group] = defaultdict(Group)
     calls: Counter[str] = Counter()
     reached: set[tuple[str, str]] = set()
@@ -271,7 +272,7 @@ def analyse(
             marketing_days[local.date().isoformat()].add(message)
             if sent.due is None or sent.at <= sent.due or spec.immediate:
                 continue
-            if len(status.sent) > 1 and sent.channel == "in_app" and _has_other(status, sent):
+            if sent.channel == "in_app" and _has_other(status, sent):
                 continue  # A message held is counted once, on its first other channel.
             opens = _window_opens(defn, sent.due.astimezone(tz))
             if local.date() > opens.date():
@@ -284,18 +285,16 @@ def analyse(
         done_events = {e for e, n in status.events_seen.items() if n}
         for occurrence in status.skipped:
             message = occurrence.removeprefix("drip.").split(".")[0]
-            skip_if = _skip_if(defn, status.persona, message)
-            if "holdout" in arm:
+            if arm in HOLDOUT_ARMS:
                 group.held_out[message] += 1
-            elif skip_if & done_events:
+            elif done_events.intersection(skip_if_of(defn, message)):
                 group.done_already[message] += 1
             else:
                 group.stale[message] += 1
-        booked = status.call.state != "none" and status.call.at and status.call.agent
-        if played.slots is None and booked and status.call.at and status.call.agent:
-            calls[_call_day(defn, status.call.agent, status.call.at)] += 1
-    for agent, at in played.slots or ():
-        calls[_call_day(defn, agent, at)] += 1
+    for agent, at in played.slots:
+        # The agent's local day: their capacity is per local day.
+        local = at.astimezone(agent_zones.get(agent, ZoneInfo("UTC")))
+        calls[f"{agent}/{local.date().isoformat()}"] += 1
     unreachable = [
         f"{persona}/{step.message}"
         for persona, path in defn.personas.items()
@@ -317,12 +316,6 @@ def analyse(
     )
 
 
-def _call_day(defn: JourneyDefinition, agent: str, at: datetime) -> str:
-    """`agent/YYYY-MM-DD`, the day in the agent's time zone: their capacity is per local day."""
-    zones = {a.name: a.timezone for a in defn.call.agents}
-    return f"{agent}/{at.astimezone(ZoneInfo(zones.get(agent, 'UTC'))).date().isoformat()}"
-
-
 def _shown(path: Path) -> str:
     """The journey's path as the report shows it: relative to here when it is below."""
     try:
@@ -340,14 +333,6 @@ def _spec(defn: JourneyDefinition, message: str) -> Any:
         return defn.message(message)
     except (KeyError, ValueError):
         return None
-
-
-def _skip_if(defn: JourneyDefinition, persona: str | None, message: str) -> set[str]:
-    path = defn.personas.get(persona) if persona else None  # type: ignore[call-overload]
-    for step in path.drip if path else ():
-        if step.message == message:
-            return set(step.skip_if)
-    return set()
 
 
 def _window_opens(defn: JourneyDefinition, due: datetime) -> datetime:
