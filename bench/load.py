@@ -44,7 +44,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,6 +54,7 @@ from hello_world import HELLO_TYPE  # next to this file: the script's folder is 
 from sqlalchemy import Engine, func
 from sqlmodel import Session, select
 from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 
@@ -404,26 +405,33 @@ class Cost:
     by_type: dict[str, int]
 
 
-async def history_cost(client: Client, user_id: str) -> Cost:
-    history = await client.get_workflow_handle(workflow_id_for(user_id)).fetch_history()
-    actions = messages = 0
+def count_actions(events: Iterable[HistoryEvent]) -> tuple[dict[str, int], int]:
+    """Billable actions by kind (`ACTION_EVENTS`, and `activity_retry` for each retry) and the
+    messages sent (`send_message` activities scheduled) in a history's events."""
     by_type: dict[str, int] = {}
-    pending_activities = pending_timers = 0
-    for event in history.events:
+    messages = 0
+    for event in events:
         kind = event.event_type
         if kind in ACTION_EVENTS:
-            actions += 1
             name = EventType.Name(kind).removeprefix("EVENT_TYPE_").lower()
             by_type[name] = by_type.get(name, 0) + 1
         if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-            pending_activities += 1
             scheduled = event.activity_task_scheduled_event_attributes
-            if scheduled.activity_type.name == "send_message":
-                messages += 1
+            messages += scheduled.activity_type.name == "send_message"
         elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
             retries = event.activity_task_started_event_attributes.attempt - 1
-            actions += retries
             by_type["activity_retry"] = by_type.get("activity_retry", 0) + retries
+    return by_type, messages
+
+
+async def history_cost(client: Client, user_id: str) -> Cost:
+    history = await client.get_workflow_handle(workflow_id_for(user_id)).fetch_history()
+    by_type, messages = count_actions(history.events)
+    pending_activities = pending_timers = 0
+    for event in history.events:
+        kind = event.event_type
+        if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            pending_activities += 1
         elif kind in (
             EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED,
             EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED,
@@ -435,6 +443,7 @@ async def history_cost(client: Client, user_id: str) -> Cost:
             pending_timers += 1
         elif kind in (EventType.EVENT_TYPE_TIMER_FIRED, EventType.EVENT_TYPE_TIMER_CANCELED):
             pending_timers -= 1
+    actions = sum(by_type.values())
     return Cost(actions, messages, pending_activities == 0 and pending_timers > 0, by_type)
 
 

@@ -31,11 +31,11 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from load import ACTION_EVENTS
+from load import count_actions
 
 from trialpath.core.contract import Qualification, TrialProfile, workflow_id_for
 from trialpath.core.journey import TrialInput
-from trialpath.growth.simulate import _signal, _skip_to, next_monday
+from trialpath.growth.simulate import next_monday, signal_when_clear, skip_to
 from trialpath.operations.config import PROJECT_ROOT, Settings
 from trialpath.operations.temporal import (
     DATA_CONVERTER,
@@ -67,15 +67,9 @@ def count(runs: list[Any]) -> tuple[Counter[str], int]:
     kinds: Counter[str] = Counter()
     messages = 0
     for history in runs:
-        for event in history.events:
-            if event.event_type in ACTION_EVENTS:
-                kinds[EventType.Name(event.event_type).removeprefix("EVENT_TYPE_").lower()] += 1
-            if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-                name = event.activity_task_scheduled_event_attributes.activity_type.name
-                messages += name == "send_message"
-            if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
-                retries = event.activity_task_started_event_attributes.attempt - 1
-                kinds["activity_retry"] += retries
+        by_type, sent = count_actions(history.events)
+        kinds.update(by_type)
+        messages += sent
     return kinds, messages
 
 
@@ -98,7 +92,7 @@ async def main() -> None:
         ) as env:
             await register_search_attributes(env.client)
             start = next_monday(await env.get_current_time())
-            await _skip_to(env, start, lambda _: None)
+            await skip_to(env, start)
             with ThreadPoolExecutor(max_workers=4) as pool:
                 async with build_worker(env.client, settings, pool):
                     profile = TrialProfile(
@@ -127,11 +121,13 @@ async def main() -> None:
                         status = await handle.query(TrialWorkflow.status)
                         call_at = status.call.at
                         if not called and call_at and call_at + DAY / 24 < start + day * DAY:
-                            await _skip_to(env, call_at + DAY / 24, lambda _: None)
-                            await _signal(env, handle, "call_completed", {"notes": "bench"})
+                            await skip_to(env, call_at + DAY / 24)
+                            await signal_when_clear(
+                                env, handle, "call_completed", {"notes": "bench"}
+                            )
                             called = True
-                        await _skip_to(env, start + day * DAY, lambda _: None)
-                        await _signal(env, handle, name, payload)
+                        await skip_to(env, start + day * DAY)
+                        await signal_when_clear(env, handle, name, payload)
                     final = await handle.result()
                     runs = await histories(env.client, workflow_id_for("actions"), first_run)
     kinds, messages = count(runs)
