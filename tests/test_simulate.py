@@ -286,7 +286,7 @@ def test_simulate_against_a_variant_and_a_saved_baseline(
         (["--format", "xml"], "--format must be one of table, json, html"),
         (["--journey", "/nonexistent/journey.toml"], "does not exist"),
         (["--population", "0"], "greater than or equal to 1"),
-        (["--recorded", "yesterday"], "is not an ISO 8601 date"),
+        (["--recorded", "yesterday"], "--recorded must be an ISO 8601 date"),
         (["--recorded", "2020-01-01..2020-01-02"], "no trial signed up"),
     ],
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import typer
@@ -53,3 +54,12 @@ def _command(model: type[M], drop_none: bool = False, **fields: Any) -> M:
             f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in err.errors()
         )
         raise fail(problems, 2) from err
+
+
+def moment(text: str, option: str) -> datetime:
+    """An option's ISO 8601 date or time, UTC when it names no zone; else a clear error."""
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError as err:
+        raise fail(f"{option} must be an ISO 8601 date or time, got {text!r}", 2) from err
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,7 +10,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
-from trialpath.entry.cli.common import console, err_console, fail
+from trialpath.entry.cli.common import console, err_console, fail, moment
 from trialpath.operations import audit as audit_log
 from trialpath.operations.config import get_settings
 from trialpath.operations.db import engine_for
@@ -48,15 +47,6 @@ def export_command(
 
     from trialpath.growth.export import ExportError, export
 
-    def moment(text: str | None, name: str) -> datetime | None:
-        if text is None:
-            return None
-        try:
-            value = datetime.fromisoformat(text)
-        except ValueError as err:
-            raise fail(f"--{name} must be an ISO 8601 date or time, got {text!r}", 2) from err
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-
     chosen = tuple(t.strip() for t in tables.split(",") if t.strip())
     engine = engine_for(get_settings())
     with Progress(
@@ -79,8 +69,8 @@ def export_command(
                 out,
                 fmt=output,  # type: ignore[arg-type]
                 tables=chosen,
-                since=moment(since, "since"),
-                until=moment(until, "until"),
+                since=moment(since, "--since") if since is not None else None,
+                until=moment(until, "--until") if until is not None else None,
                 include_personal_data=include_personal_data,
                 progress=advance,
             )

@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from trialpath.core.definition import DefinitionError, load_definition
-from trialpath.entry.cli.common import console, err_console, fail
+from trialpath.entry.cli.common import console, err_console, fail, moment
 from trialpath.growth.simulate import SimulationError, simulate
 from trialpath.growth.simulation_report import (
     Difference,
@@ -129,15 +129,8 @@ def _recorded(settings: Any, period: str) -> list[Any]:
 
     first, _, last = period.partition("..")
 
-    def moment(text: str) -> datetime:
-        try:
-            value = datetime.fromisoformat(text.strip())
-        except ValueError as err:
-            raise fail(f"--recorded: {text!r} is not an ISO 8601 date or time", 2) from err
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-    since = moment(first)
-    until = moment(last) if last.strip() else datetime.now(UTC) + timedelta(seconds=1)
+    since = moment(first, "--recorded")
+    until = moment(last, "--recorded") if last.strip() else datetime.now(UTC) + timedelta(seconds=1)
     if until <= since:
         raise fail("--recorded: the period ends before it starts", 2)
     users = recorded(engine_for(settings), since, until)
