@@ -68,6 +68,12 @@ async def record(version: str) -> None:
                 urgency = "this_month" if version >= "v7" else "evaluating"
                 await trial.qualify("business", "team_coordination", urgency)
                 await trial.event("login")
+                if version >= "v9":
+                    # Since v9 the API relays a request's events in one `events` signal; logins
+                    # move nothing, so the running timer is kept.
+                    await trial.at_day(0.7)
+                    logins = [{"name": "login", "id": f"login-{i}"} for i in range(3)]
+                    await trial.signal("events", {"events": logins})
                 await trial.at_day(1.5)
                 await trial.signal("call_rescheduled", {"at": trial.iso(5.1)})
                 if version >= "v7":

@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, timedelta
+from typing import Any
 
 import pytest
 from sqlmodel import Session, select
 from temporalio import activity
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.common import SearchAttributeKey
 from temporalio.testing import WorkflowEnvironment
@@ -20,6 +22,7 @@ from activities.records import RecordActivities, RecordProgressInput
 from tests.driver import TrialDriver, align, sent_log
 from trialpath.core.contract import TrialProfile
 from trialpath.entry.trials import recorded_status
+from trialpath.growth.simulate import skip_to
 from trialpath.operations.config import Settings
 from trialpath.operations.db import make_engine
 from trialpath.operations.models import Trial, TrialEvent
@@ -135,6 +138,65 @@ async def test_events_older_than_the_trial_do_not_activate(
     assert not status.activated
     await trial.signal("cancel")
     await trial.result()
+
+
+async def test_an_event_that_changes_nothing_costs_its_signal_only(
+    env: WorkflowEnvironment, settings: Settings, worker: Worker
+) -> None:
+    """A login (no progress, no wake-up moved) keeps the running timer and waits for the
+    trial's next record: no timer started, no activity scheduled for it."""
+    await align(env)
+    trial = TrialDriver(env, settings, "lean-event", role="business")
+    handle = await trial.start()
+    await trial.at_day(0.5)
+    asleep = await trial.status()
+    assert asleep.next_wakeup is not None
+    before = len((await handle.fetch_history()).events)
+    for i in range(3):
+        await trial.signal("event", {"name": "login", "id": f"login-{i}"})
+    history = await _settled(handle, signals=3, after=before)
+    kinds = [EventType.Name(e.event_type).removeprefix("EVENT_TYPE_") for e in history]
+    assert kinds.count("WORKFLOW_EXECUTION_SIGNALED") == 3
+    assert "TIMER_STARTED" not in kinds and "ACTIVITY_TASK_SCHEDULED" not in kinds, kinds
+    status = await trial.status()
+    assert status.events_seen.get("login") == 3
+    assert status.next_wakeup == asleep.next_wakeup
+    engine = make_engine(settings.effective_database_url)
+
+    def logins() -> int:
+        with Session(engine) as session:
+            rows = session.exec(select(TrialEvent).where(TrialEvent.user_id == "lean-event"))
+            return sum(row.name == "login" for row in rows)
+
+    assert logins() == 0
+    # Written with the record the trial makes when its timer wakes it.
+    await skip_to(env, asleep.next_wakeup + timedelta(minutes=30))
+    await trial.status()
+    for _ in range(100):
+        if logins() == 3:
+            break
+        await asyncio.sleep(0.05)
+    assert logins() == 3
+    await trial.signal("cancel")
+    await trial.result()
+
+
+async def _settled(handle: Any, signals: int, after: int) -> list[Any]:
+    """The history after `after` once `signals` signals are in and a workflow task completed
+    after the last of them."""
+    for _ in range(200):
+        events = (await handle.fetch_history()).events[after:]
+        kinds = [e.event_type for e in events]
+        if kinds.count(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED) == signals:
+            last = max(
+                i
+                for i, k in enumerate(kinds)
+                if k == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+            )
+            if EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in kinds[last:]:
+                return list(events)
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{signals} signals were not handled")
 
 
 @pytest.mark.takes(seconds=8)

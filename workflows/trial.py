@@ -50,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
         SIGNAL_CANCEL,
         SIGNAL_CONVERTED,
         SIGNAL_EVENT,
+        SIGNAL_EVENTS,
         SIGNAL_EXTEND_TRIAL,
         SIGNAL_TASK_CLOSED,
         SIGNAL_UNSUBSCRIBE,
@@ -64,6 +65,7 @@ with workflow.unsafe.imports_passed_through():
         Cancel,
         Converted,
         EventSignal,
+        EventsSignal,
         ExtendTrial,
         JourneyVersionRef,
         MoveJourney,
@@ -100,6 +102,10 @@ PATCH_RULES_4 = "journey-rules-4"
 PATCH_RULES_5 = "journey-rules-5"
 PATCH_NEEDS_ATTENTION = "needs-attention"
 PATCH_JOURNEY_VERSIONS = "journey-versions"
+PATCH_FEWER_ACTIONS = "fewer-actions"
+EVENTS_PER_RECORD = 100
+"""With `fewer-actions`, events that count wait for the next record the trial makes anyway, its
+next timer or this many of them, whichever comes first."""
 TASK_KINDS = {
     "support_alert": "stalled",
     "inactive_alert": "inactive",
@@ -122,7 +128,8 @@ class TrialWorkflow:
 
     Workflow id `trial-{user_id}`. Started with a `TrialInput`.
 
-    Signals: `event` (a product action; duplicate `id` ignored), `call_booked`,
+    Signals: `event` (a product action; duplicate `id` ignored), `events` (several at once),
+    `call_booked`,
     `call_rescheduled`, `call_completed`, `call_no_show`, `extend_trial`, `converted`, `cancel`,
     `unsubscribe`, `task_closed` (support closed a task with an outcome).
     Update: `qualify` (role, challenge, urgency → persona; invalid answers are rejected).
@@ -132,7 +139,10 @@ class TrialWorkflow:
     `release_call_slots` (rules 4: the agents' calendars).
     Timers: one at a time, until the next step the journey rules ask for (qualifier timeout,
     send window, drip day, stall, call reminders, end of trial, win-back); every signal wakes
-    the workflow early so moved times (rescheduled call, extension) apply at once.
+    the workflow early so moved times (rescheduled call, extension) apply at once. Since
+    `fewer-actions`, a signal that leaves the next wake-up where it was keeps the running timer,
+    and events are written to the database with the trial's next record rather than one
+    `record_progress` each.
     Search attributes: TrialStage, Persona, Activated, TrialEndsAt, ExperimentArm, CsOwner,
     NeedsAttention (why a human should look now: stalled, inactive, no_show, template_broken,
     call_unassigned; absent when nothing waits).
@@ -168,6 +178,10 @@ class TrialWorkflow:
         self._profile_saved = False
         self._attributes: dict[str, Any] = {}
         self._next_wakeup: datetime | None = None
+        self._fewer_actions: bool | None = None
+        self._timer: asyncio.Task[None] | None = None
+        self._timer_until: datetime | None = None
+        self._woken = True
 
     # --- run ---------------------------------------------------------------------------------
 
@@ -257,6 +271,7 @@ class TrialWorkflow:
                 )
                 journey.apply_call_released(state)
             elif isinstance(step, journey.Finish):
+                self._cancel_timer()
                 break
             else:
                 if self._should_continue_as_new():
@@ -288,12 +303,44 @@ class TrialWorkflow:
 
     async def _sleep(self, until: datetime | None, now: datetime) -> None:
         self._next_wakeup = until
-        timeout = None
-        if until is not None:
-            timeout = max(self._clock.real_duration(until - now), timedelta(milliseconds=1))
-        with contextlib.suppress(TimeoutError):
-            await workflow.wait_condition(lambda: self._dirty, timeout=timeout)
+        if self._lean():
+            await self._sleep_on_timer(until, now)
+        else:
+            timeout = None
+            if until is not None:
+                timeout = max(self._clock.real_duration(until - now), timedelta(milliseconds=1))
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(lambda: self._dirty, timeout=timeout)
         self._next_wakeup = None
+
+    async def _sleep_on_timer(self, until: datetime | None, now: datetime) -> None:
+        """Waits for a signal or the wake-up, keeping the timer already running for the same
+        wake-up: an event that changes nothing costs its signal only."""
+        if until is None:
+            self._cancel_timer()
+            await workflow.wait_condition(lambda: self._dirty)
+            self._woken = False
+            return
+        if self._timer is None or self._timer.done() or self._timer_until != until:
+            self._cancel_timer()
+            delay = max(self._clock.real_duration(until - now), timedelta(milliseconds=1))
+            self._timer = asyncio.create_task(asyncio.sleep(delay.total_seconds()))
+            self._timer_until = until
+        timer = self._timer
+        await workflow.wait_condition(lambda: self._dirty or timer.done())
+        self._woken = timer.done()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None and not self._timer.done():
+            self._timer.cancel()
+        self._timer = None
+        self._timer_until = None
+
+    def _lean(self) -> bool:
+        """Whether this run keeps its timer and merges event records (`fewer-actions`)."""
+        if self._fewer_actions is None:
+            self._fewer_actions = workflow.patched(PATCH_FEWER_ACTIONS)
+        return self._fewer_actions
 
     def _should_continue_as_new(self) -> bool:
         info = workflow.info()
@@ -535,7 +582,19 @@ class TrialWorkflow:
         workflow.set_current_details(journey.summary(defn, state, now))
         snapshot = self._snapshot(now, ended)
         comparable = snapshot.model_dump(exclude={"status"})
-        if self._events or self._stages or force or comparable != self._recorded:
+        events_due = bool(self._events)
+        if events_due and self._lean():
+            # Events that change nothing else wait for the next record, a timer's wake-up or
+            # a full batch: the API stored them already (counted), and the status query reads
+            # the state. One that does not count is written at once, for the KPIs.
+            events_due = (
+                self._woken
+                or ended
+                or len(self._events) >= EVENTS_PER_RECORD
+                or not all(e.counted for e in self._events)
+            )
+        self._woken = False
+        if events_due or self._stages or force or comparable != self._recorded:
             events, self._events = self._events, []
             stages, self._stages = self._stages, []
             await workflow.execute_activity_method(
@@ -655,6 +714,13 @@ class TrialWorkflow:
                 )
 
         self._apply(apply, payload.accepted_at)
+
+    @workflow.signal(name=SIGNAL_EVENTS)
+    def events(self, payload: EventsSignal) -> None:
+        for event in payload.events:
+            if event.accepted_at is None and payload.accepted_at is not None:
+                event = event.model_copy(update={"accepted_at": payload.accepted_at})
+            self.event(event)
 
     @workflow.signal(name=SIGNAL_CALL_BOOKED)
     def call_booked(self, payload: CallBooked) -> None:

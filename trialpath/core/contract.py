@@ -28,6 +28,7 @@ WORKFLOW_TYPE = "TrialWorkflow"
 DEFAULT_TASK_QUEUE = "trialpath"
 
 SIGNAL_EVENT = "event"
+SIGNAL_EVENTS = "events"
 SIGNAL_CALL_BOOKED = "call_booked"
 SIGNAL_CALL_RESCHEDULED = "call_rescheduled"
 SIGNAL_CALL_COMPLETED = "call_completed"
@@ -233,6 +234,14 @@ class EventSignal(_Relayed):
     occurred_at: AwareDatetime | None = None
     properties: dict[str, Any] = {}
     id: str | None = Field(default=None, max_length=200)
+
+
+class EventsSignal(_Relayed):
+    """Several events of one trial in one signal (the API relays a request's events so): one
+    Temporal action instead of one per event. Each is applied as the `event` signal would; the
+    batch's `accepted_at` stands for an event's own when it has none."""
+
+    events: list[EventSignal] = Field(min_length=1, max_length=100)
 
 
 class CallBooked(_Relayed):
