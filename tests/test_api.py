@@ -185,6 +185,14 @@ async def test_events_single_list_duplicates_and_activation(
     assert len(stored) == 11
     assert {e.properties.get("kind") for e in stored} == {"slack", None}
     assert all(p.delivered_at is not None for p in _pending(settings))
+    # The request's ten new events went to the workflow in one signal (one Temporal action).
+    history = await env.client.get_workflow_handle("trial-api-ev").fetch_history()
+    signals = [
+        e.workflow_execution_signaled_event_attributes.signal_name
+        for e in history.events
+        if e.HasField("workflow_execution_signaled_event_attributes")
+    ]
+    assert (signals.count("event"), signals.count("events")) == (1, 1), signals
 
 
 def _pending(settings: Settings) -> list[PendingSignal]:
@@ -244,8 +252,9 @@ async def test_accepted_events_survive_a_failed_signal(
     settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Temporal refuses the signal (unavailable): the event is stored and 202 is answered; the
-    background redelivery signals it once Temporal answers again."""
+    """Temporal refuses the signal (unavailable): the events are stored and 202 is answered;
+    the background redelivery signals them once Temporal answers again, a trial's events
+    together, at most 100 to a signal."""
     from temporalio.client import WorkflowHandle
     from temporalio.service import RPCError, RPCStatusCode
 
@@ -258,7 +267,9 @@ async def test_accepted_events_survive_a_failed_signal(
     monkeypatch.setattr(WorkflowHandle, "signal", failing)
     response = await api.post("/v1/trials/api-durable/events", json={"name": "workflow_created"})
     assert response.status_code == 202
-    assert [p.delivered_at for p in _pending(settings)] == [None]
+    calls = [{"name": "api_call", "idempotency_key": f"call-{i}"} for i in range(100)]
+    assert (await api.post("/v1/trials/api-durable/events", json=calls)).status_code == 202
+    assert [p.delivered_at for p in _pending(settings)] == [None] * 101
     monkeypatch.setattr(WorkflowHandle, "signal", real_signal)
     for _ in range(50):
         await env.sleep(timedelta(seconds=1))
@@ -268,7 +279,14 @@ async def test_accepted_events_survive_a_failed_signal(
     assert all(p.delivered_at for p in _pending(settings))
     await env.sleep(timedelta(minutes=1))
     status = (await api.get("/v1/trials/api-durable")).json()
-    assert status["events_seen"] == {"workflow_created": 1}
+    assert status["events_seen"] == {"workflow_created": 1, "api_call": 100}
+    history = await env.client.get_workflow_handle("trial-api-durable").fetch_history()
+    signals = sorted(
+        e.workflow_execution_signaled_event_attributes.signal_name
+        for e in history.events
+        if e.HasField("workflow_execution_signaled_event_attributes")
+    )
+    assert signals == ["event", "events"]
 
 
 async def test_an_event_sent_as_its_trial_ends_is_kept_and_not_counted(

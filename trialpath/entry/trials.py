@@ -48,6 +48,7 @@ from trialpath.core.contract import (
     SIGNAL_CANCEL,
     SIGNAL_CONVERTED,
     SIGNAL_EVENT,
+    SIGNAL_EVENTS,
     SIGNAL_EXTEND_TRIAL,
     SIGNAL_UNSUBSCRIBE,
     STAGES,
@@ -625,21 +626,38 @@ class Trials:
     ) -> list[tuple[int, str | None, bool]]:
         rows = await asyncio.to_thread(self._pending, ids, limit)
         # Signals go out together and are marked in one transaction: a batch of 100 events
-        # costs one commit, not 100. The workflow does not depend on their order (events carry
-        # their time and id).
-        outcomes = await asyncio.gather(*(self._send(row) for row in rows))
+        # costs one commit, not 100. A trial's events go in one `events` signal (one Temporal
+        # action); the workflow does not depend on their order (events carry their time and id).
+        groups: dict[str, list[PendingSignal]] = {}
+        batches: list[list[PendingSignal]] = []
+        for row in rows:
+            if row.signal == SIGNAL_EVENT:
+                groups.setdefault(row.workflow_id, []).append(row)
+            else:
+                batches.append([row])
+        for group in groups.values():
+            # At most the `events` signal's 100 (redelivery can find more for one trial).
+            for i in range(0, len(group), MAX_EVENTS_PER_REQUEST):
+                batches.append(group[i : i + MAX_EVENTS_PER_REQUEST])
+        sent = await asyncio.gather(*(self._send(rows) for rows in batches))
+        outcomes = [outcome for group in sent for outcome in group]
         await asyncio.to_thread(self._mark, outcomes)
-        return list(outcomes)
+        return outcomes
 
-    async def _send(self, row: PendingSignal) -> tuple[int, str | None, bool]:
-        """(row id, error or None, whether the trial is gone for good)."""
-        assert row.id is not None
-        handle = self.client.get_workflow_handle(row.workflow_id)
+    async def _send(self, rows: list[PendingSignal]) -> list[tuple[int, str | None, bool]]:
+        """For each row: (row id, error or None, whether the trial is gone for good). Several
+        rows are a trial's events, sent as one `events` signal."""
+        handle = self.client.get_workflow_handle(rows[0].workflow_id)
+        if len(rows) == 1:
+            name, payload = rows[0].signal, rows[0].payload
+        else:
+            name, payload = SIGNAL_EVENTS, {"events": [row.payload for row in rows]}
+        error, gone = None, False
         try:
-            await handle.signal(row.signal, row.payload, rpc_timeout=RPC_TIMEOUT)
+            await handle.signal(name, payload, rpc_timeout=RPC_TIMEOUT)
         except RPCError as err:
-            return row.id, str(err), err.status == RPCStatusCode.NOT_FOUND
-        return row.id, None, False
+            error, gone = str(err), err.status == RPCStatusCode.NOT_FOUND
+        return [(row.id, error, gone) for row in rows if row.id is not None]
 
     def _pending(self, ids: Sequence[int] | None, limit: int) -> list[PendingSignal]:
         with Session(self.engine) as session:

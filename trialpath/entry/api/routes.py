@@ -162,6 +162,9 @@ async def add_events(
     service: TrialsDep,
     body: Annotated[NewEvent | EventList, Body()],
 ) -> EventsAccepted:
+    """Each event is stored once (its `idempotency_key`). A list reaches the trial in one
+    signal, a single event in one too: sending a session's events together costs fewer
+    Temporal actions."""
     events = body if isinstance(body, list) else [body]
     return await service.add_events(user_id, events)
 
