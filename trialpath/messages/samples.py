@@ -34,7 +34,10 @@ class SampleUser:
     activation_progress: int
     call_agent: str
     call_at: datetime
-    """Every call message goes out once the journey has reserved a call, so each sample has one."""
+    """Every call message goes out once the journey has reserved a call, so each sample has one
+    for those."""
+    booked: bool = True
+    """False: no call reserved yet, so the other messages get no `call` (as for most users)."""
 
     @property
     def first_name(self) -> str:
@@ -60,7 +63,7 @@ SAMPLE_USERS: dict[str, SampleUser] = {
         ),
         SampleUser(
             key="sam",
-            label="Sam · no company · phone number · not activated",
+            label="Sam · no company · phone number · not activated · no call yet",
             name="Sam",
             company="",
             phone="+447700900123",
@@ -71,6 +74,7 @@ SAMPLE_USERS: dict[str, SampleUser] = {
             activation_progress=0,
             call_agent="Samir",
             call_at=datetime(2026, 11, 28, 14, 30, tzinfo=UTC),
+            booked=False,
         ),
         SampleUser(
             key="zoe",
@@ -199,7 +203,11 @@ def sample_context(
         },
         persona=persona,
         trial=_trial(user, message),
-        call={"at": user.call_at, "agent": user.call_agent, "duration_minutes": 30},
+        call=(
+            {"at": user.call_at, "agent": user.call_agent, "duration_minutes": 30}
+            if user.booked or message.startswith("call_")
+            else None
+        ),
         alert=sample_alert(
             message, f"sample-{user.key}", persona or "business", user.call_agent, True
         ),

@@ -21,9 +21,8 @@ import difflib
 import os
 import re
 import traceback
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime
 from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
@@ -45,7 +44,13 @@ from jinja2.sandbox import SandboxedEnvironment
 from trialpath.core.definition import PERSONAS, JourneyDefinition
 from trialpath.delivery.preferences import UnsubscribeTokens
 from trialpath.delivery.twilio import GSM_BASIC, GSM_EXTENSION, sms_segments
-from trialpath.messages.samples import ALERT_MESSAGES, sample_alert
+from trialpath.messages.samples import (
+    ALERT_MESSAGES,
+    SAMPLE_USERS,
+    SampleUser,
+    sample_alert,
+    sample_context,
+)
 from trialpath.messages.templating import (
     DEFAULT_PERSONA,
     EXTENSIONS,
@@ -53,7 +58,6 @@ from trialpath.messages.templating import (
     Product,
     Renderer,
     TemplateProblem,
-    message_context,
     split_front_matter,
 )
 
@@ -111,7 +115,7 @@ class Finding:
     line: int | None
     message: str
     context: str = ""
-    """Which render showed it, e.g. "persona business, locale fr, sample user 'no company'"."""
+    """Which render showed it, e.g. "persona business, locale fr, sample user 'sam'"."""
 
     def located(self) -> str:
         """`file:line: message  (context)`."""
@@ -160,125 +164,6 @@ class CheckReport:
             "warnings": len(self.warnings),
             "findings": [asdict(f) for f in self.findings],
         }
-
-
-# --- Sample users ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SampleCall:
-    at: datetime
-    agent: str
-    duration_minutes: int = 30
-
-
-@dataclass(frozen=True)
-class SampleUser:
-    """A user as the worker sees one; the locale is set per render."""
-
-    label: str
-    name: str
-    company: str
-    phone: str | None
-    timezone: str
-    activated: bool
-    activation_progress: int
-    call: SampleCall | None
-    """None: no success call yet (call messages are then rendered with `PROPOSED_CALL`)."""
-    extended_days: int = 0
-    plan: str | None = None
-
-
-PROPOSED_CALL = SampleCall(datetime(2026, 11, 27, 9, 0, tzinfo=UTC), "Camille")
-
-SAMPLE_USERS: tuple[SampleUser, ...] = (
-    SampleUser(
-        label="long name",
-        name="Maximiliane Alexandra von Hohenzollern-Sigmaringen",
-        company="Württembergische Präzisionsmaschinen und Automatisierungstechnik GmbH",
-        phone="+4915112345678",
-        timezone="Europe/Berlin",
-        activated=False,
-        activation_progress=50,
-        call=SampleCall(datetime(2026, 11, 30, 15, 30, tzinfo=UTC), "Julia"),
-    ),
-    SampleUser(
-        label="no company",
-        name="Li",
-        company="",
-        phone="+33612345678",
-        timezone="Europe/Paris",
-        activated=True,
-        activation_progress=100,
-        call=None,
-    ),
-    SampleUser(
-        label="booked call",
-        name="Ada Lovelace",
-        company="Analytical Engines",
-        phone=None,
-        timezone="America/New_York",
-        activated=True,
-        activation_progress=100,
-        call=SampleCall(datetime(2026, 11, 26, 14, 0, tzinfo=UTC), "Samir", 45),
-        extended_days=7,
-        plan="team",
-    ),
-)
-
-SAMPLE_TRIAL_END = date(2026, 12, 9)
-
-
-def sample_context(
-    product: Product,
-    channel: str,
-    message: str,
-    persona: str,
-    locale: str,
-    sample: SampleUser,
-    *,
-    unsubscribe_url: str | None = None,
-) -> dict[str, Any]:
-    """The context the worker would build for this user and message."""
-    call = sample.call or (PROPOSED_CALL if message.startswith("call_") else None)
-    chosen = sample.call is not None and call is not None
-    alert = sample_alert(
-        message,
-        "u-sample-1",
-        persona,
-        call.agent if call else "",
-        bool(sample.company),
-        chosen_at=call.at.isoformat() if chosen and call else "",
-    )
-    return message_context(
-        product=product,
-        channel=channel,
-        message=message,
-        user={
-            "name": sample.name,
-            "locale": locale,
-            "timezone": sample.timezone,
-            "company": sample.company,
-        },
-        persona=persona,
-        trial={
-            "day": 3,
-            "days_left": 11,
-            "ends_on": SAMPLE_TRIAL_END,
-            "activated": sample.activated,
-            "activation_progress": sample.activation_progress,
-            "activated_day": 2 if sample.activated or message == "activated" else None,
-            "extended_days": sample.extended_days,
-            "plan": sample.plan,
-        },
-        call=(
-            {"at": call.at, "agent": call.agent, "duration_minutes": call.duration_minutes}
-            if call
-            else None
-        ),
-        alert=alert,
-        unsubscribe_url=unsubscribe_url,
-    )
 
 
 # --- Files -----------------------------------------------------------------------------------
@@ -546,11 +431,12 @@ def check_templates(
     product: Product,
     public_url: str = "https://api.acme.example",
     sms_max_segments: int = 3,
-    samples: tuple[SampleUser, ...] = SAMPLE_USERS,
+    samples: Sequence[SampleUser] | None = None,
 ) -> CheckReport:
     """Checks every `.j2` file under `templates_dir` and renders every message `definition`
-    sends, for every persona, locale and sample user."""
-    return _Checker(templates_dir, definition, product, public_url, sms_max_segments, samples).run()
+    sends, for every persona, locale and sample user (by default the previews' samples)."""
+    chosen = tuple(SAMPLE_USERS.values()) if samples is None else samples
+    return _Checker(templates_dir, definition, product, public_url, sms_max_segments, chosen).run()
 
 
 class _Checker:
@@ -561,7 +447,7 @@ class _Checker:
         product: Product,
         public_url: str,
         sms_max_segments: int,
-        samples: tuple[SampleUser, ...],
+        samples: Sequence[SampleUser],
     ) -> None:
         self.root = root
         self.defn = definition
@@ -585,7 +471,7 @@ class _Checker:
         self.rendered = 0
         self.sends = self._journey_sends()
         documented = sample_context(
-            product, "support", "support_alert", "business", "en", SAMPLE_USERS[0]
+            product, "support", "support_alert", "business", "en", next(iter(samples))
         )
         # Every alert's facts: each alert template is rendered with its own when checked.
         documented["alert"] = {
@@ -886,7 +772,7 @@ class _Checker:
         sample: SampleUser,
     ) -> None:
         name = chain[0].name
-        where = f"persona {persona}, locale {locale}, sample user '{sample.label}'"
+        where = f"persona {persona}, locale {locale}, sample user '{sample.key}'"
         unsubscribe = self.unsubscribe_urls.get(channel)
         context = sample_context(
             self.product, channel, message, persona, locale, sample, unsubscribe_url=unsubscribe
