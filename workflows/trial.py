@@ -304,6 +304,7 @@ class TrialWorkflow:
     async def _sleep(self, until: datetime | None, now: datetime) -> None:
         self._next_wakeup = until
         if self._lean():
+            self._upsert_attributes()
             await self._sleep_on_timer(until, now)
         else:
             timeout = None
@@ -578,7 +579,10 @@ class TrialWorkflow:
                 )
             )
             state.stage = stage
-        self._upsert_attributes()
+        if force or ended or not self._lean():
+            # Otherwise when the trial goes to sleep: the steps taken in a row between two
+            # waits make one upsert, not one each.
+            self._upsert_attributes()
         workflow.set_current_details(journey.summary(defn, state, now))
         snapshot = self._snapshot(now, ended)
         comparable = snapshot.model_dump(exclude={"status"})
