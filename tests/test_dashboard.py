@@ -42,7 +42,7 @@ from trialpath.entry.api.dashboard import (
     formatted,
     key_id,
 )
-from trialpath.growth import kpis
+from trialpath.growth import experiments, kpis
 from trialpath.operations.access import parse_api_keys
 from trialpath.operations.config import Settings
 from trialpath.operations.db import make_engine
@@ -432,7 +432,7 @@ async def test_a_population_fills_every_chart_and_card(
         assert f'data-testid="headline-value">{shown}</div>' in page
     assert headline["trials"].n == 120
 
-    report = kpis.experiment_report(engine, kpis.Filters())
+    report = experiments.experiment_report(engine, kpis.Filters())
     rows = elements(page, "experiment-row")
     assert len(rows) == len(report) > 0
     assert {r["data-arm"] for r in rows} == {"personalized", "holdout"}

@@ -35,7 +35,7 @@ from sqlmodel import Session
 from typer.testing import CliRunner
 
 from trialpath.entry.cli.main import app
-from trialpath.growth import kpis
+from trialpath.growth import experiments, kpis
 from trialpath.growth.kpis import Filters, KpiError, KpiValue
 from trialpath.growth.stats import always_valid_diff, needed_per_arm, two_proportions
 from trialpath.operations.config import Settings, SettingsError, get_settings
@@ -488,7 +488,7 @@ def test_empty_database_gives_none_with_n_zero(engine: Engine) -> None:
         assert all(r.value is None and r.n == 0 for r in rows), [r for r in rows if r.n]
     assert kpis.funnel(engine, Filters())["all"] == [(step, 0) for step in kpis.FUNNEL_STEPS]
     assert kpis.retention_curves(engine, Filters()) == {}
-    assert kpis.experiment_report(engine, Filters()) == []
+    assert experiments.experiment_report(engine, Filters()) == []
     assert kpis.headline(engine, Filters())["trials"].value == 0
 
 
@@ -548,9 +548,9 @@ def test_headline(seeded: Engine) -> None:
 
 
 def test_experiment_report_on_few_trials_says_too_few(seeded: Engine) -> None:
-    report = kpis.experiment_report(seeded, AT, control="generic")
+    report = experiments.experiment_report(seeded, AT, control="generic")
     assert {(r.kpi, r.arm) for r in report} == {
-        (kpi, arm) for kpi in kpis.EXPERIMENT_KPIS for arm in ("personalized", "holdout")
+        (kpi, arm) for kpi in experiments.EXPERIMENT_KPIS for arm in ("personalized", "holdout")
     }
     row = next(r for r in report if (r.kpi, r.arm) == ("activation_rate", "personalized"))
     # personalized 3/5 against generic 1/3.
@@ -608,7 +608,7 @@ def test_experiment_report_with_a_clear_winner(engine: Engine) -> None:
     experiment_rows(engine, "personalized", 100, 34)
     experiment_rows(engine, "generic", 100, 12)
     experiment_rows(engine, "default", 7, 0)  # before the experiment: left out
-    report = kpis.experiment_report(engine, AT)
+    report = experiments.experiment_report(engine, AT)
     row = next(r for r in report if r.kpi == "activation_rate")
     assert (row.arm, row.control, row.unit) == ("personalized", "generic", "pts")
     assert row.diff == pytest.approx(22.0)
@@ -632,7 +632,7 @@ def test_experiment_report_with_a_clear_winner(engine: Engine) -> None:
 def test_experiment_report_when_the_arm_is_worse(engine: Engine) -> None:
     experiment_rows(engine, "holdout", 100, 12)
     experiment_rows(engine, "generic", 100, 34)
-    row = next(r for r in kpis.experiment_report(engine, AT) if r.kpi == "activation_rate")
+    row = next(r for r in experiments.experiment_report(engine, AT) if r.kpi == "activation_rate")
     assert row.verdict == "holdout trails generic by −22 pts (95 % CI −33 to −10)"
 
 
@@ -643,12 +643,12 @@ def test_experiment_report_with_large_arms_and_no_difference(engine: Engine) -> 
     assert needed_per_arm(0.30, 0.35) == 1377
     experiment_rows(engine, "personalized", 1000, 300)
     experiment_rows(engine, "generic", 1000, 300)
-    row = next(r for r in kpis.experiment_report(engine, AT) if r.kpi == "activation_rate")
+    row = next(r for r in experiments.experiment_report(engine, AT) if r.kpi == "activation_rate")
     assert (row.diff, row.p_value, row.needed_per_arm) == (0.0, 1.0, 1377)
     assert row.verdict == "too few trials to conclude (n=1000 and 1000; need about 1377 per arm)"
     experiment_rows(engine, "personalized", 1000, 300, start=1000)
     experiment_rows(engine, "generic", 1000, 300, start=1000)
-    row = next(r for r in kpis.experiment_report(engine, AT) if r.kpi == "activation_rate")
+    row = next(r for r in experiments.experiment_report(engine, AT) if r.kpi == "activation_rate")
     assert row.verdict == (
         "no clear difference between personalized and generic (+0 pts, 95 % CI −3 to +3, p = 1.00)"
     )
@@ -656,14 +656,16 @@ def test_experiment_report_with_large_arms_and_no_difference(engine: Engine) -> 
 
 def test_no_experiment(engine: Engine) -> None:
     experiment_rows(engine, "default", 5, 1)
-    assert kpis.experiment_report(engine, AT) == []
-    sizes = kpis.arm_sizes(engine, AT)
+    assert experiments.experiment_report(engine, AT) == []
+    sizes = experiments.arm_sizes(engine, AT)
     assert sizes == {"default": 5}
-    assert kpis.experiment_note(sizes) == (
+    assert experiments.experiment_note(sizes) == (
         "no experiment in this period: every trial is in arm 'default'"
     )
-    assert "control arm 'control'" in (kpis.experiment_note({"a": 1, "b": 2}, "control") or "")
-    assert kpis.experiment_note({"generic": 1, "personalized": 2}) is None
+    assert "control arm 'control'" in (
+        experiments.experiment_note({"a": 1, "b": 2}, "control") or ""
+    )
+    assert experiments.experiment_note({"generic": 1, "personalized": 2}) is None
 
 
 # --- filters ---------------------------------------------------------------------------------
@@ -810,7 +812,7 @@ def test_experiment_report_reads_any_time_and_adjusts_by_what_was_known_at_signu
                     )
                 )
         session.commit()
-    row = next(r for r in kpis.experiment_report(engine, AT) if r.kpi == "activation_rate")
+    row = next(r for r in experiments.experiment_report(engine, AT) if r.kpi == "activation_rate")
     assert row.diff == pytest.approx(20.0)  # 50 % against 30 %
     valid = always_valid_diff(20, 40, 12, 40)
     assert (row.always_valid_low, row.always_valid_high) == (
@@ -893,7 +895,7 @@ def test_what_the_journey_adds_against_the_global_holdout(engine: Engine) -> Non
     assert revenue.detail["journey_mrr_per_trial"] == pytest.approx(30.0)
     assert revenue.detail["holdout_mrr_per_trial"] == pytest.approx(5.0)
     # The experiment report leaves the global holdout out of the experiment's arms.
-    assert all(r.arm != "global_holdout" for r in kpis.experiment_report(engine, Filters()))
+    assert all(r.arm != "global_holdout" for r in experiments.experiment_report(engine, Filters()))
 
 
 def test_the_onboarding_csat_is_reported_beside_the_call_csat(engine: Engine) -> None:

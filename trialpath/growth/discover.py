@@ -35,7 +35,7 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, select
 
-from trialpath.growth.kpis import _ENDED, E, Filters, T, _population
+from trialpath.growth.kpis import ENDED, E, Filters, T, population
 from trialpath.growth.stats import two_proportions, wilson
 
 DEFAULT_COUNTS = (1, 2, 3, 5, 10)
@@ -135,14 +135,14 @@ def measure(
 def _load(engine: Engine, filters: Filters, max_days: float) -> list[_User]:
     """The trials of the period that are over, with the times of their events (one query for
     the trials, one for their events in the window)."""
-    population = [*_population(filters), _ENDED]
+    ended = [*population(filters), ENDED]
     trials_query = select(
         T.c.user_id,
         T.c.signup_at,
         T.c.seconds_per_day,
         T.c.converted_at.is_not(None).label("bought"),
         T.c.activated,
-    ).where(*population)
+    ).where(*ended)
     events_query = (
         select(
             E.c.user_id,
@@ -153,7 +153,7 @@ def _load(engine: Engine, filters: Filters, max_days: float) -> list[_User]:
             T.c.converted_at,
         )
         .select_from(E.join(T, E.c.user_id == T.c.user_id))
-        .where(and_(*population, E.c.occurred_at >= T.c.signup_at))
+        .where(and_(*ended, E.c.occurred_at >= T.c.signup_at))
     )
     users: dict[str, tuple[bool, bool]] = {}
     times: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))

@@ -40,7 +40,7 @@ from sqlalchemy import Engine
 
 from trialpath.delivery.preferences import signing_secret
 from trialpath.entry.api.problems import problem
-from trialpath.growth import charts, kpis
+from trialpath.growth import charts, experiments, kpis
 from trialpath.growth.discover import discover
 from trialpath.operations.access import ApiKey, Permission, find_key, may
 from trialpath.operations.config import Settings
@@ -359,7 +359,7 @@ def render_page(engine: Engine, period: Period, signed_in: bool = True) -> str:
             charts.retention_chart(kpis.retention_curves(engine, filters)),
         ),
     ]
-    report = kpis.experiment_report(engine, filters)
+    report = experiments.experiment_report(engine, filters)
     headline = kpis.headline(engine, filters)
     return _PAGES.get_template("dashboard.html.j2").render(
         **values,
@@ -368,7 +368,9 @@ def render_page(engine: Engine, period: Period, signed_in: bool = True) -> str:
         cards=[Card.of(value) for value in headline.values()],
         figures=figures,
         experiment=[Comparison.of(row) for row in report],
-        experiment_note=(None if report else kpis.experiment_note(kpis.arm_sizes(engine, filters))),
+        experiment_note=(
+            None if report else experiments.experiment_note(experiments.arm_sizes(engine, filters))
+        ),
         persona_table=PivotTable.of(kpis.compute_kpis(engine, filters, by="persona")),
         discovery=discover(engine, filters, top=5),
     )
@@ -514,7 +516,7 @@ class Comparison:
     """The CUPED-adjusted difference and interval, with the variance it removed."""
 
     @classmethod
-    def of(cls, row: kpis.ArmComparison) -> Comparison:
+    def of(cls, row: experiments.ArmComparison) -> Comparison:
         interval = ""
         if row.ci_low is not None and row.ci_high is not None:
             interval = f"{difference(row.ci_low, row.unit)} to {difference(row.ci_high, row.unit)}"

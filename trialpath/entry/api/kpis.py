@@ -19,16 +19,18 @@ from trialpath.entry.api.routes import _problems
 from trialpath.entry.api.security import allow
 from trialpath.entry.trials import Trials
 from trialpath.growth.discover import DEFAULT_MIN_USERS, discover
-from trialpath.growth.kpis import (
+from trialpath.growth.experiments import (
     ArmComparison,
+    arm_sizes,
+    experiment_note,
+    experiment_report,
+)
+from trialpath.growth.kpis import (
     Filters,
     KpiError,
     KpiValue,
     Split,
-    arm_sizes,
     compute_kpis,
-    experiment_note,
-    experiment_report,
     parse_bound,
     to_csv,
 )

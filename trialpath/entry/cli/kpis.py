@@ -59,16 +59,8 @@ def kpis(
     from sqlalchemy.exc import SQLAlchemyError
 
     from trialpath.core.definition import DefinitionError
-    from trialpath.growth.kpis import (
-        KpiError,
-        arm_sizes,
-        check_split,
-        compute_kpis,
-        experiment_note,
-        experiment_report,
-        make_filters,
-        to_csv,
-    )
+    from trialpath.growth.experiments import arm_sizes, experiment_note, experiment_report
+    from trialpath.growth.kpis import KpiError, check_split, compute_kpis, make_filters, to_csv
 
     if output not in ("table", "csv", "json"):
         raise fail(f"--format must be table, csv or json, got {output!r}", 2)
