@@ -39,9 +39,14 @@ import pytest
 import schemathesis
 import sqlalchemy
 import uvicorn
-from hypothesis import HealthCheck, Phase, example, given
-from hypothesis import settings as hypothesis_settings
-from hypothesis import strategies as st
+from hypothesis import (
+    HealthCheck,
+    Phase,
+    example,
+    given,
+    settings as hypothesis_settings,
+    strategies as st,
+)
 from hypothesis.errors import FlakyStrategyDefinition
 from schemathesis import Case, GenerationMode
 from schemathesis.checks import not_a_server_error

@@ -35,8 +35,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import HealthCheck, example, given, note, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, example, given, note, settings, strategies as st
 from hypothesis.control import currently_in_test_context
 
 from trialpath.core import journey

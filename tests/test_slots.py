@@ -8,8 +8,7 @@ import itertools
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from trialpath.core.definition import WEEKDAYS, CallAgent
 from trialpath.support.slots import Booked, Calendar, agent_free_at, earliest_slot, free, working

@@ -22,8 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from datetime import time as dt_time
+from datetime import UTC, datetime, time as dt_time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 

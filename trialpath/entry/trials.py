@@ -28,11 +28,9 @@ from temporalio.api.workflowservice.v1 import (
 from temporalio.client import (
     Client,
     WorkflowExecutionDescription,
+    WorkflowExecutionStatus as ExecutionStatus,
     WorkflowHandle,
     WorkflowUpdateFailedError,
-)
-from temporalio.client import (
-    WorkflowExecutionStatus as ExecutionStatus,
 )
 from temporalio.common import SearchAttributeKey, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError

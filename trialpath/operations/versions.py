@@ -30,10 +30,10 @@ from trialpath.core.contract import (
     UPDATE_MOVE_JOURNEY,
     WORKFLOW_ID_PREFIX,
     WORKFLOW_TYPE,
+    JourneyVersionRef as VersionRef,
     MoveJourney,
     MoveResult,
 )
-from trialpath.core.contract import JourneyVersionRef as VersionRef
 from trialpath.core.definition import JourneyDefinition
 from trialpath.operations.models import JourneyVersion, Message, Trial
 

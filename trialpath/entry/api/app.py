@@ -25,8 +25,7 @@ from trialpath.delivery.deliveries import Deliveries
 from trialpath.delivery.preferences import UnsubscribeTokens, signing_secret
 from trialpath.entry.api import dashboard, delivery, guidance, problems
 from trialpath.entry.api.agents import router as agents_router
-from trialpath.entry.api.audit import AuditLog
-from trialpath.entry.api.audit import router as audit_router
+from trialpath.entry.api.audit import AuditLog, router as audit_router
 from trialpath.entry.api.kpis import router as kpis_router
 from trialpath.entry.api.metrics import RequestMetrics, metrics_router
 from trialpath.entry.api.routes import health, router

@@ -42,8 +42,7 @@ from trialpath.messages.journeymap import (
     to_html,
     to_mermaid,
 )
-from trialpath.operations import audit as audit_log
-from trialpath.operations import versions
+from trialpath.operations import audit as audit_log, versions
 from trialpath.operations.config import Settings, get_settings
 from trialpath.operations.db import engine_for
 
