@@ -156,6 +156,7 @@ class TrialWorkflow:
         self._state: journey.TrialState | None = carried.state if carried else None
         self._version: JourneyVersionRef | None = carried.version if carried else None
         self._move: MoveJourney | None = None
+        self._fewer_actions: bool | None = None
         if carried:
             self._clock = carried.clock
         else:
@@ -164,7 +165,7 @@ class TrialWorkflow:
             # first task's time.
             signup = input.profile.signup_at or (
                 workflow.info().workflow_start_time
-                if workflow.patched(PATCH_SIGNUP_AT_START)
+                if self._patched(PATCH_SIGNUP_AT_START)
                 else workflow.now()
             )
             self._clock = journey.JourneyClock(
@@ -178,7 +179,6 @@ class TrialWorkflow:
         self._profile_saved = False
         self._attributes: dict[str, Any] = {}
         self._next_wakeup: datetime | None = None
-        self._fewer_actions: bool | None = None
         self._timer: asyncio.Task[None] | None = None
         self._timer_until: datetime | None = None
         self._woken = True
@@ -187,7 +187,7 @@ class TrialWorkflow:
 
     @workflow.run
     async def run(self, input: journey.TrialInput) -> TrialStatus:
-        if self._defn is None and workflow.patched(PATCH_JOURNEY_VERSIONS):
+        if self._defn is None and self._patched(PATCH_JOURNEY_VERSIONS):
             loaded = await workflow.execute_activity_method(
                 JourneyActivities.load_journey_version,
                 LoadJourneyInput(),
@@ -206,13 +206,13 @@ class TrialWorkflow:
         if self._state is None:
             # A new trial decides by today's rules; one started before they were versioned
             # replays with the rules its history was made by.
-            if workflow.patched(PATCH_RULES_5):
+            if self._patched(PATCH_RULES_5):
                 rules = journey.RULES
-            elif workflow.patched(PATCH_RULES_4):
+            elif self._patched(PATCH_RULES_4):
                 rules = 4
-            elif workflow.patched(PATCH_RULES_3):
+            elif self._patched(PATCH_RULES_3):
                 rules = 3
-            elif workflow.patched(PATCH_RULES_2):
+            elif self._patched(PATCH_RULES_2):
                 rules = 2
             else:
                 rules = 1
@@ -295,7 +295,7 @@ class TrialWorkflow:
         await self._sync(now, ended=True)
         # Signals that came in during that last write (an event sent as the trial ends) are in
         # the state and the result: the database gets them too before the workflow completes.
-        while (self._events or self._stages) and workflow.patched(PATCH_SYNC_LATE_SIGNALS):
+        while (self._events or self._stages) and self._patched(PATCH_SYNC_LATE_SIGNALS):
             await workflow.wait_condition(workflow.all_handlers_finished)
             now = self._now()
             await self._sync(now, ended=True)
@@ -338,10 +338,18 @@ class TrialWorkflow:
         self._timer_until = None
 
     def _lean(self) -> bool:
-        """Whether this run keeps its timer and merges event records (`fewer-actions`)."""
+        """Whether this run keeps its timer and merges event records and upserts
+        (`fewer-actions`, the newest patch)."""
         if self._fewer_actions is None:
             self._fewer_actions = workflow.patched(PATCH_FEWER_ACTIONS)
         return self._fewer_actions
+
+    def _patched(self, patch: str) -> bool:
+        """Whether this run takes the change an older patch brought. A run started with today's
+        code records the newest patch only, which implies all the older ones: each patch marker
+        costs two Temporal actions (the marker and the server's `TemporalChangeVersion` upsert).
+        A run recorded before it asks each patch, as it did."""
+        return self._lean() or workflow.patched(patch)
 
     def _should_continue_as_new(self) -> bool:
         info = workflow.info()
@@ -632,7 +640,7 @@ class TrialWorkflow:
             if value is not None and self._attributes.get(key.name) != value:
                 updates.append(key.value_set(value))
                 self._attributes[key.name] = value
-        if self._defn is not None and workflow.patched(PATCH_NEEDS_ATTENTION):
+        if self._defn is not None and self._patched(PATCH_NEEDS_ATTENTION):
             reasons = journey.needs_attention(self._defn, state, self._now())
             if self._attributes.get(NEEDS_ATTENTION.name, []) != reasons:
                 # An empty list removes the attribute: the trial drops out of the queries.
@@ -689,7 +697,7 @@ class TrialWorkflow:
         """When a relayed signal counts: when the API accepted it, on the journey clock, however
         long the worker or Temporal was away (never before signup, never after now). Signals
         without that time, and trials started before this rule, count on arrival."""
-        if accepted_at is None or not workflow.patched(PATCH_ACCEPTED_AT):
+        if accepted_at is None or not self._patched(PATCH_ACCEPTED_AT):
             return now
         return min(max(self._clock.journey(accepted_at), self._clock.origin), now)
 
