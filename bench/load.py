@@ -59,7 +59,8 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 
 from trialpath.core.contract import QUERY_STATUS, Qualification, TrialStatus, workflow_id_for
-from trialpath.entry.trials import RPC_TIMEOUT, StartTrial, Trials
+from trialpath.entry.commands import StartTrial
+from trialpath.entry.trials import RPC_TIMEOUT, Trials
 from trialpath.operations.config import PROJECT_ROOT, Settings
 from trialpath.operations.db import make_engine
 from trialpath.operations.models import Trial

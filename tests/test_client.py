@@ -30,7 +30,7 @@ from trialpath.client import (
 )
 from trialpath.core.contract import Qualification, workflow_id_for
 from trialpath.entry.api.app import create_app
-from trialpath.entry.trials import Accepted, Erased, EventsAccepted, NewEvent, TrialCreated
+from trialpath.entry.commands import Accepted, Erased, EventsAccepted, NewEvent, TrialCreated
 from trialpath.operations.config import Settings
 from trialpath.support.agents import AgentSettings
 

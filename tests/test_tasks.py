@@ -19,7 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from tests.driver import align, skip_to
 from trialpath.core.contract import SIGNAL_TASK_CLOSED, workflow_id_for
-from trialpath.entry.trials import InvalidRequest
+from trialpath.entry.commands import InvalidRequest
 from trialpath.growth import kpis
 from trialpath.operations.config import Settings
 from trialpath.operations.db import make_engine

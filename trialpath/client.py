@@ -38,7 +38,7 @@ from trialpath.core.contract import (
     UnsubscribeChannel,
 )
 from trialpath.core.definition import Challenge, Persona, Urgency
-from trialpath.entry.trials import (
+from trialpath.entry.commands import (
     MAX_EVENTS_PER_REQUEST,
     Accepted,
     Erased,

@@ -22,13 +22,8 @@ from sqlmodel import Session, col, select
 from trialpath.core.contract import UnsubscribeChannel
 from trialpath.delivery import ProviderEvent
 from trialpath.delivery.preferences import preferences_of, set_subscribed
-from trialpath.entry.trials import (
-    NewEvent,
-    TrialEnded,
-    TrialNotFound,
-    Trials,
-    UnsubscribeCommand,
-)
+from trialpath.entry.commands import NewEvent, TrialEnded, TrialNotFound, UnsubscribeCommand
+from trialpath.entry.trials import Trials
 from trialpath.operations.models import Message, MessageEvent, Trial, utcnow
 
 log = logging.getLogger("trialpath.deliveries")

@@ -22,7 +22,7 @@ from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
 from trialpath.core.definition import JourneyDefinition, load_definition
-from trialpath.entry.trials import TrialNotFound
+from trialpath.entry.commands import TrialNotFound
 from trialpath.messages.templating import make_link
 from trialpath.operations.models import Trial, TrialEvent
 

@@ -31,7 +31,7 @@ from sqlmodel import Session, col, select
 
 from trialpath.core.contract import SIGNAL_TASK_CLOSED, workflow_id_for
 from trialpath.core.journey import TaskOutcome
-from trialpath.entry.trials import InvalidRequest, TrialConflict, TrialProblem, _Command
+from trialpath.entry.commands import Command, InvalidRequest, TrialConflict, TrialProblem
 from trialpath.operations.models import CsTask, PendingSignal, Trial, utcnow
 
 TaskState = Literal["open", "claimed", "snoozed", "closed"]
@@ -89,13 +89,13 @@ class TaskPage(BaseModel):
     """Tasks matching the filters (`tasks` holds the first `limit` of them, oldest first)."""
 
 
-class ClaimTask(_Command):
+class ClaimTask(Command):
     owner: OwnerName
     force: bool = False
     """Take over a task someone else claimed."""
 
 
-class SnoozeTask(_Command):
+class SnoozeTask(Command):
     until: AwareDatetime | None = None
     hours: float | None = Field(default=None, gt=0, le=MAX_SNOOZE.total_seconds() / 3600)
 
@@ -118,7 +118,7 @@ class SnoozeTask(_Command):
         return until
 
 
-class CloseTask(_Command):
+class CloseTask(Command):
     outcome: TaskOutcome
     note: str | None = Field(default=None, max_length=2000)
     owner: OwnerName | None = None

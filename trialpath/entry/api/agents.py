@@ -10,7 +10,8 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from trialpath.core.definition import AGENT_NAME
 from trialpath.entry.api.routes import COMMON, _problems
 from trialpath.entry.api.security import allow
-from trialpath.entry.trials import TrialProblem, Trials
+from trialpath.entry.commands import TrialProblem
+from trialpath.entry.trials import Trials
 from trialpath.support.agents import (
     AgentPublic,
     AgentSettings,

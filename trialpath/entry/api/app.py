@@ -32,7 +32,8 @@ from trialpath.entry.api.routes import health, router
 from trialpath.entry.api.security import BodyLimit, Idempotency
 from trialpath.entry.api.taskpage import router as task_page_router
 from trialpath.entry.api.tasks import router as tasks_router
-from trialpath.entry.trials import Clock, TrialProblem, Trials, unstorable, wall_clock
+from trialpath.entry.commands import TrialProblem, unstorable
+from trialpath.entry.trials import Clock, Trials, wall_clock
 from trialpath.operations.config import Settings, SettingsError, get_settings
 from trialpath.operations.db import engine_for
 from trialpath.operations.erasure import purge_expired

@@ -30,7 +30,8 @@ from trialpath.delivery.twilio import parse_twilio_callback, verify_twilio_signa
 from trialpath.entry.api.problems import Problem, problem
 from trialpath.entry.api.routes import UserId, _problems
 from trialpath.entry.api.security import allow
-from trialpath.entry.trials import SurveyAnswer, Trials
+from trialpath.entry.commands import SurveyAnswer
+from trialpath.entry.trials import Trials
 from trialpath.operations.config import Settings
 
 log = logging.getLogger("trialpath.api")

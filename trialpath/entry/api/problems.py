@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from trialpath.entry.trials import TrialProblem
+from trialpath.entry.commands import TrialProblem
 
 PROBLEM_JSON = "application/problem+json"
 

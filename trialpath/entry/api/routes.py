@@ -11,7 +11,7 @@ from trialpath.core.contract import QualifyResult, Stage, TrialStatus
 from trialpath.core.definition import Persona
 from trialpath.entry.api.problems import Problem, problem
 from trialpath.entry.api.security import allow, require
-from trialpath.entry.trials import (
+from trialpath.entry.commands import (
     MAX_EVENTS_PER_REQUEST,
     Accepted,
     CallCommand,
@@ -26,9 +26,9 @@ from trialpath.entry.trials import (
     SurveyRecorded,
     TrialCreated,
     TrialPage,
-    Trials,
     UnsubscribeCommand,
 )
+from trialpath.entry.trials import Trials
 
 UserId = Annotated[
     str,

@@ -30,7 +30,8 @@ from pydantic import ValidationError
 from trialpath.core.journey import TaskOutcome
 from trialpath.delivery.preferences import signing_secret
 from trialpath.entry.api.dashboard import _BASE, _STYLE, COOKIE, TASKS_PAGE, _html, authorize
-from trialpath.entry.trials import TrialProblem, Trials
+from trialpath.entry.commands import TrialProblem
+from trialpath.entry.trials import Trials
 from trialpath.operations import audit
 from trialpath.operations.access import ApiKey
 from trialpath.support import tasks

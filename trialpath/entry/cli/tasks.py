@@ -23,7 +23,7 @@ from rich.table import Table
 
 from trialpath.core.journey import TaskOutcome
 from trialpath.entry.cli.common import T, _command, console, fail
-from trialpath.entry.trials import TrialProblem
+from trialpath.entry.commands import TrialProblem
 from trialpath.operations import audit as audit_log
 from trialpath.operations.config import get_settings
 from trialpath.operations.db import engine_for

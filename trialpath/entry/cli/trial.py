@@ -17,7 +17,7 @@ from trialpath.core.definition import Persona
 from trialpath.core.journey import JourneyClock
 from trialpath.delivery.preferences import signing_secret
 from trialpath.entry.cli.common import _client, _command, _run, console, err_console, fail
-from trialpath.entry.trials import (
+from trialpath.entry.commands import (
     Accepted,
     CallCommand,
     ConversionCommand,
@@ -25,10 +25,9 @@ from trialpath.entry.trials import (
     NewEvent,
     QualifyCommand,
     TrialProblem,
-    Trials,
     UnsubscribeCommand,
-    recorded_status,
 )
+from trialpath.entry.trials import Trials, recorded_status
 from trialpath.operations import audit as audit_log
 from trialpath.operations.config import Settings, get_settings
 from trialpath.operations.db import engine_for
