@@ -39,7 +39,7 @@ class AgentNotFound(TrialProblem):
     title = "Agent not found"
 
 
-def _service(request: Request) -> Trials:
+async def _service(request: Request) -> Trials:
     service: Trials = request.app.state.trials
     return service
 

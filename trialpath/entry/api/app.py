@@ -75,7 +75,7 @@ async def _redeliver(service: Trials) -> None:
             log.exception("redelivery of pending events failed; will retry")
 
 
-def storable_parameters(request: Request) -> None:
+async def storable_parameters(request: Request) -> None:
     """Query and path parameters with U+0000 or a lone surrogate are refused (422) before any
     route reads them: PostgreSQL refuses NUL in text, and a surrogate has no UTF-8 form. The
     bodies' text is checked by the request models."""

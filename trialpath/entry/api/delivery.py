@@ -51,7 +51,7 @@ def _described(**codes: str) -> dict[int | str, dict[str, Any]]:
     }
 
 
-def deliveries(request: Request) -> Deliveries:
+async def deliveries(request: Request) -> Deliveries:
     service: Deliveries = request.app.state.deliveries
     return service
 

@@ -39,7 +39,7 @@ from trialpath.growth.stats import plan_power
 router = APIRouter(prefix="/v1", tags=["kpis"], dependencies=[Depends(allow("kpis"))])
 
 
-def database(request: Request) -> Engine:
+async def database(request: Request) -> Engine:
     service: Trials = request.app.state.trials
     return service.engine
 

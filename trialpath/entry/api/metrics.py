@@ -66,13 +66,13 @@ class RequestMetrics(AfterResponse):
         HTTP_LATENCY.labels(method, template).observe(seconds)
 
 
-def _metrics_access(
+async def _metrics_access(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> None:
     settings: Settings = request.app.state.settings
     if not settings.metrics_public:
-        require(require_api_key(request, credentials), "metrics")
+        require(await require_api_key(request, credentials), "metrics")
 
 
 metrics_router = APIRouter(tags=["metrics"])

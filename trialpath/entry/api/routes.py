@@ -65,7 +65,7 @@ def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
 COMMON = (401, 403, 413, 422, 503)
 
 
-def trials(request: Request) -> Trials:
+async def trials(request: Request) -> Trials:
     service: Trials = request.app.state.trials
     return service
 

@@ -7,8 +7,8 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Callable, Sequence
-from typing import Annotated
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -35,7 +35,7 @@ def key_matches(candidate: str, keys: Sequence[str]) -> bool:
     return found
 
 
-def require_api_key(
+async def require_api_key(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> ApiKey:
@@ -54,12 +54,16 @@ def require_api_key(
     return key
 
 
-def allow(permission: Permission, action: str | None = None) -> Callable[..., ApiKey]:
+def allow(
+    permission: Permission, action: str | None = None
+) -> Callable[..., Coroutine[Any, Any, ApiKey]]:
     """A dependency: the caller's key, if its role grants `permission` (else 403). `action`
     names the write for the audit log (`trialpath.operations.audit`), recorded once it is
     answered."""
 
-    def check(request: Request, key: Annotated[ApiKey, Depends(require_api_key)]) -> ApiKey:
+    # Coroutines, like every dependency that does no I/O: FastAPI runs a plain function in its
+    # thread pool, two thread hops a request for a comparison of strings.
+    async def check(request: Request, key: Annotated[ApiKey, Depends(require_api_key)]) -> ApiKey:
         if action is not None:
             request.state.audit_action = action  # refused attempts are recorded too
         require(key, permission)

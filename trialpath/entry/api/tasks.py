@@ -102,7 +102,7 @@ async def get_task(request: Request, key: TaskKey) -> TaskView:
     return await asyncio.to_thread(tasks.get_task, _engine(request), key, await _now(request))
 
 
-def _audit_user(request: Request, key: TaskKey) -> None:
+async def _audit_user(request: Request, key: TaskKey) -> None:
     """The audit log names the task's user (read from its key), whatever the answer."""
     request.state.audit_user = tasks.user_of(key)
 
