@@ -179,6 +179,11 @@ async def test_an_event_that_changes_nothing_costs_its_signal_only(
     assert logins() == 3
     await trial.signal("cancel")
     await trial.result()
+    # A new trial records one patch marker (the newest stands for the older ones): each costs
+    # the marker and an upsert of TemporalChangeVersion.
+    events = (await handle.fetch_history()).events
+    markers = [e for e in events if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED]
+    assert len(markers) == 1
 
 
 async def _settled(handle: Any, signals: int, after: int) -> list[Any]:
