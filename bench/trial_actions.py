@@ -1,17 +1,19 @@
 """Temporal actions over a whole trial, from its full histories (every run of it).
 
-    .venv/bin/python bench/trial_actions.py [--events 50] [--price-per-million 50]
+    .venv/bin/python bench/trial_actions.py [--events 50] [--per-signal 10] [--price-per-million 50]
 
 One technical user on the time-skipping server (started and stopped here, on 127.0.0.1) with the
 real worker and activities, a SQLite database and the outbox in a temporary folder: `--events`
-product events spread over the first nine days (each one signal, as the API relays them), the
-success call the journey books, held and completed, and a purchase on day 8; then the trial runs
-to its end. Every history of the trial (it continues as new when its history grows) is read and
-its billable actions counted as `bench/load.py` counts them (`ACTION_EVENTS`: starts, signals,
-activities and their retries, timers, search-attribute and memo upserts, markers, updates),
-beside the messages sent (`send_message` activities). It prints actions by kind, actions minus
-messages (the issue's target: at most 15), and the cost per 1,000 such trials at
-`--price-per-million` dollars per million actions.
+product events spread over the first nine days, the success call the journey books, held and
+completed, and a purchase on day 8; then the trial runs to its end. The same trial is played
+twice, side by side: one event per signal (`event`, as the API relays a request of one event),
+then `--per-signal` events to a signal (`events`, as it relays a request carrying several).
+Every history of the trial (it continues as new when its history grows) is read and its billable
+actions counted as `bench/load.py` counts them (`ACTION_EVENTS`: starts, signals, activities and
+their retries, timers, search-attribute and memo upserts, markers, updates), beside the messages
+sent (`send_message` activities). It prints actions by kind, activities by type, actions minus
+messages (the target: at most 15), and the cost per 1,000 such trials at `--price-per-million`
+dollars per million actions.
 """
 
 from __future__ import annotations
