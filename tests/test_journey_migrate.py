@@ -162,6 +162,13 @@ async def test_running_trials_move_where_safe_and_nothing_is_sent_twice(
 
         # A user who signs up now is at no step yet: it moves too.
         signup["new"] = await sign_up("new", "business")
+
+        async def loaded() -> bool:
+            # Until its first activity has loaded the journey, a trial cannot be moved (and
+            # says so): on a busy machine that takes a moment after the signup.
+            return (await status_of(api, "new")).journey_version == "v1"
+
+        await wait_for("new's journey loaded", loaded)
         moved = await cli(settings, "journey", "migrate", "--to", str(v2))
         assert moved.exit_code == 0, moved.output
         assert "4 running trial(s) selected: 3 moved to v2 (2026-12-05)" in moved.output
