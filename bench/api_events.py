@@ -43,6 +43,7 @@ from temporalio.client import Client
 from trialpath.core.contract import SIGNAL_CANCEL, SIGNAL_EVENT, workflow_id_for
 from trialpath.entry.api.app import create_app
 from trialpath.operations.config import Settings
+from trialpath.operations.ports import free_port
 from trialpath.operations.services import Services
 from trialpath.operations.temporal import (
     DATA_CONVERTER,
@@ -90,13 +91,6 @@ class Problems(logging.Handler):
 
 
 PROBLEMS = Problems()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class _Uvicorn(uvicorn.Server):

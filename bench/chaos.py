@@ -49,7 +49,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -78,6 +77,7 @@ from trialpath.growth.population import population
 from trialpath.operations.config import PACKAGE_DIR, PROJECT_ROOT, Settings
 from trialpath.operations.db import make_engine
 from trialpath.operations.models import Message, PendingSignal, Trial, TrialEvent
+from trialpath.operations.ports import free_port
 from trialpath.operations.services import Process, ServiceError, Services, port_open
 from trialpath.operations.temporal import connect, exit_process
 
@@ -123,13 +123,6 @@ class Options:
 
 def say(text: str) -> None:
     print(text, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # --- processes -------------------------------------------------------------------------------

@@ -37,7 +37,6 @@ import os
 import random
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -64,6 +63,7 @@ from trialpath.entry.trials import RPC_TIMEOUT, Trials
 from trialpath.operations.config import PROJECT_ROOT, Settings
 from trialpath.operations.db import make_engine
 from trialpath.operations.models import Trial
+from trialpath.operations.ports import free_port
 from trialpath.operations.services import Process, Services
 from trialpath.operations.temporal import (
     connect,
@@ -110,19 +110,6 @@ ACTION_EVENTS = frozenset(
 
 
 # --- processes ---------------------------------------------------------------------------------
-
-
-def free_port(pair: bool = False) -> int:
-    """A free loopback port (with `pair`, the next one is free too: the worker's metrics)."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((HOST, 0))
-            port: int = sock.getsockname()[1]
-        if not pair:
-            return port
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            if sock.connect_ex((HOST, port + 1)) != 0:
-                return port
 
 
 def spawn(services: Services, name: str, command: list[str], env: dict[str, str]) -> Process:

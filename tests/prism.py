@@ -36,7 +36,7 @@ from typing import IO, Any
 
 import pytest
 
-from tests.ports import free_port, is_free
+from trialpath.operations.ports import free_port, is_free
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PRISM = REPO_ROOT / "node_modules" / ".bin" / "prism"

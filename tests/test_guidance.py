@@ -27,7 +27,6 @@ from sqlmodel import Session, select
 from temporalio.testing import WorkflowEnvironment
 
 from tests.conftest import API_KEY, API_KEYS
-from tests.ports import free_port
 from tests.test_api import assert_problem, rows, started
 from tests.test_dashboard import chromium  # noqa: F401  (fixture: skips without Chromium)
 from tests.test_preview import CHROMIUM_ARGS, png_summary
@@ -39,6 +38,7 @@ from trialpath.operations.access import parse_api_keys
 from trialpath.operations.config import Settings
 from trialpath.operations.db import make_engine
 from trialpath.operations.models import Message, Trial, TrialEvent
+from trialpath.operations.ports import free_port
 
 PRODUCT = "http://product.test"
 

@@ -29,7 +29,6 @@ import pytest
 from fastapi import FastAPI
 from markupsafe import escape
 
-from tests.ports import free_port
 from tests.test_templates import journey_messages
 from trialpath.core.definition import PERSONAS
 from trialpath.delivery.twilio import sms_segments
@@ -37,6 +36,7 @@ from trialpath.messages.preview import Preview, create_app, serve_preview, templ
 from trialpath.messages.samples import SAMPLE_USERS, sample_context
 from trialpath.messages.templating import Product, Rendered, Renderer
 from trialpath.operations.config import PROJECT_ROOT, Settings
+from trialpath.operations.ports import free_port
 from trialpath.operations.services import ServiceError
 
 CHROMIUM = Path("/usr/bin/chromium")

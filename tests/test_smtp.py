@@ -20,9 +20,9 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as SMTPServer, AuthResult, Envelope, LoginPassword, Session
 
-from tests.ports import free_port
 from trialpath.delivery import Attachment, DeliveryError, OutgoingMessage
 from trialpath.delivery.smtp import SmtpProvider
+from trialpath.operations.ports import free_port
 
 ICS = b"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nEND:VCALENDAR\r\n"
 

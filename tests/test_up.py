@@ -22,11 +22,11 @@ import pytest
 from sqlmodel import Session
 from temporalio.client import Client
 
-from tests.ports import free_port
 from trialpath.core.contract import workflow_id_for
 from trialpath.operations.config import PROJECT_ROOT, Settings
 from trialpath.operations.db import make_engine
 from trialpath.operations.models import CsTask
+from trialpath.operations.ports import free_port
 from trialpath.operations.services import Services, port_open
 from trialpath.operations.temporal import DATA_CONVERTER
 

@@ -22,7 +22,6 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.messaging import MessagingActivities, SendMessageInput, TemplateFailure
-from tests.ports import free_port
 from tests.test_activities import request
 from trialpath.delivery import DeliveryError, OutgoingMessage
 from trialpath.delivery.outbox import OutboxProvider
@@ -41,6 +40,7 @@ from trialpath.messages.templating import Product, Renderer
 from trialpath.operations.config import PROJECT_ROOT, Settings, SettingsError, get_settings
 from trialpath.operations.db import make_engine
 from trialpath.operations.models import Message
+from trialpath.operations.ports import free_port
 from worker import build_providers
 
 SECRET = "whsec-test-0123456789abcdef"

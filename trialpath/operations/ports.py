@@ -1,4 +1,4 @@
-"""Free loopback ports for the servers the tests start.
+"""Free loopback ports for the servers the tests and the benchmarks start.
 
 A port the kernel hands out for `bind(("127.0.0.1", 0))` lies in its ephemeral range, the
 same range it takes the source port of every outgoing connection from: between choosing such
@@ -34,12 +34,13 @@ def is_free(port: int) -> bool:
         return True
 
 
-def free_port() -> int:
-    """A port no one listens on, outside the ephemeral range."""
+def free_port(pair: bool = False) -> int:
+    """A port no one listens on, outside the ephemeral range (with `pair`, the next one is free
+    too: a worker's metrics take the port after the one they are given)."""
     draw = random.SystemRandom()
     high = _ephemeral_start()
     for _ in range(500):
-        port = draw.randrange(LOWEST, high)
-        if is_free(port):
+        port = draw.randrange(LOWEST, high - 1)
+        if is_free(port) and (not pair or is_free(port + 1)):
             return port
     raise RuntimeError(f"no free port between {LOWEST} and {high}")
