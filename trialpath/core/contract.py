@@ -29,6 +29,7 @@ DEFAULT_TASK_QUEUE = "trialpath"
 
 SIGNAL_EVENT = "event"
 SIGNAL_EVENTS = "events"
+MAX_EVENTS_PER_SIGNAL = 100
 SIGNAL_CALL_BOOKED = "call_booked"
 SIGNAL_CALL_RESCHEDULED = "call_rescheduled"
 SIGNAL_CALL_COMPLETED = "call_completed"
@@ -241,7 +242,7 @@ class EventsSignal(_Relayed):
     Temporal action instead of one per event. Each is applied as the `event` signal would; the
     batch's `accepted_at` stands for an event's own when it has none."""
 
-    events: list[EventSignal] = Field(min_length=1, max_length=100)
+    events: list[EventSignal] = Field(min_length=1, max_length=MAX_EVENTS_PER_SIGNAL)
 
 
 class CallBooked(_Relayed):

@@ -38,6 +38,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from trialpath.core.contract import (
+    MAX_EVENTS_PER_SIGNAL,
     QUERY_STATUS,
     SIGNAL_CALL_BOOKED,
     SIGNAL_CALL_COMPLETED,
@@ -383,9 +384,9 @@ class Trials:
             else:
                 batches.append([row])
         for group in groups.values():
-            # At most the `events` signal's 100 (redelivery can find more for one trial).
-            for i in range(0, len(group), MAX_EVENTS_PER_REQUEST):
-                batches.append(group[i : i + MAX_EVENTS_PER_REQUEST])
+            # At most what one `events` signal carries (redelivery can find more for a trial).
+            for i in range(0, len(group), MAX_EVENTS_PER_SIGNAL):
+                batches.append(group[i : i + MAX_EVENTS_PER_SIGNAL])
         sent = await asyncio.gather(*(self._send(rows) for rows in batches))
         outcomes = [outcome for group in sent for outcome in group]
         await asyncio.to_thread(self._mark, outcomes)
@@ -404,7 +405,11 @@ class Trials:
             await handle.signal(name, payload, rpc_timeout=RPC_TIMEOUT)
         except RPCError as err:
             error, gone = str(err), err.status == RPCStatusCode.NOT_FOUND
-        return [(row.id, error, gone) for row in rows if row.id is not None]
+        outcomes = []
+        for row in rows:
+            assert row.id is not None  # read back from the database
+            outcomes.append((row.id, error, gone))
+        return outcomes
 
     def _pending(self, ids: Sequence[int] | None, limit: int) -> list[PendingSignal]:
         with Session(self.engine) as session:
