@@ -171,6 +171,12 @@ async def main() -> None:
     )
     parser.add_argument("--price-per-million", type=float, default=50.0)
     args = parser.parse_args()
+    if args.events < 1:
+        parser.error(f"--events must be at least 1, got {args.events}")
+    if args.per_signal < 2:
+        parser.error(
+            f"--per-signal must be at least 2 (the other trial sends one), got {args.per_signal}"
+        )
     played = []
     with tempfile.TemporaryDirectory(prefix="trial-actions-") as tmp:
         for per_signal in (1, args.per_signal):
