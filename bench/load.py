@@ -81,6 +81,8 @@ POLL_INTERVAL = 0.025
 """Between `status` queries: each costs the worker an activation (a replay if evicted)."""
 WARM_UP = 20
 SHM = Path("/dev/shm")
+CHANGE_VERSION = "TemporalChangeVersion"
+"""The search attribute a patch marker upserts; Temporal Cloud does not bill that upsert."""
 # Qualifier answers cycled over the trials; `None`: unanswered (the trial waits for it).
 PROFILES: tuple[Qualification | None, ...] = (
     Qualification(role="technical", challenge="integrations", urgency="this_week"),
@@ -90,7 +92,9 @@ PROFILES: tuple[Qualification | None, ...] = (
 )
 # History events that cost a Temporal Cloud action (docs.temporal.io/cloud/actions), plus one
 # per activity retry (`attempt - 1` on ACTIVITY_TASK_STARTED). Queries cost one each too but
-# leave no event; workflow, activity and timer completions are free.
+# leave no event; workflow, activity and timer completions are free. Two rules of that page are
+# applied in `count_actions`: the markers one workflow task records (patches, local activities)
+# are one action, not one each, and the `TemporalChangeVersion` upsert a patch makes is free.
 ACTION_EVENTS = frozenset(
     {
         EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED,
@@ -398,8 +402,18 @@ def count_actions(events: Iterable[HistoryEvent]) -> tuple[dict[str, int], int]:
     messages sent (`send_message` activities scheduled) in a history's events."""
     by_type: dict[str, int] = {}
     messages = 0
+    marker_tasks: set[int] = set()
     for event in events:
         kind = event.event_type
+        if kind == EventType.EVENT_TYPE_MARKER_RECORDED:
+            task = event.marker_recorded_event_attributes.workflow_task_completed_event_id
+            if task in marker_tasks:
+                continue
+            marker_tasks.add(task)
+        elif kind == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES:
+            upserted = event.upsert_workflow_search_attributes_event_attributes
+            if set(upserted.search_attributes.indexed_fields) <= {CHANGE_VERSION}:
+                continue
         if kind in ACTION_EVENTS:
             name = EventType.Name(kind).removeprefix("EVENT_TYPE_").lower()
             by_type[name] = by_type.get(name, 0) + 1
