@@ -29,6 +29,7 @@ from trialpath.operations.config import Settings, SettingsError, get_settings
 from trialpath.operations.db import engine_for
 from trialpath.operations.logs import configure_from_settings
 from trialpath.operations.metrics import serve_worker_metrics, worker_runtime
+from trialpath.operations.sandbox import workflow_runner
 from trialpath.operations.temporal import connect, exit_process, register_search_attributes
 from workflows.trial import TrialWorkflow
 
@@ -139,6 +140,8 @@ def build_worker(
             records.record_progress,
         ],
         activity_executor=executor,
+        # The client's converter is the worker's (`connect`, `data_converter(settings)`).
+        workflow_runner=workflow_runner(client.data_converter),
         max_cached_workflows=settings.worker_max_cached_workflows,
         max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_seconds),
