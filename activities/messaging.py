@@ -344,7 +344,8 @@ class MessagingActivities:
                 else None
             ),
         )
-        with Session(self.engine) as session:
+        # The row keeps what it was given and what the flush set (`updated_at`): no reload.
+        with Session(self.engine, expire_on_commit=False) as session:
             session.add(row)
             try:
                 session.commit()
@@ -354,18 +355,16 @@ class MessagingActivities:
                 existing = session.get(Message, request.key)
                 assert existing is not None
                 return existing
-            session.refresh(row)
         return row
 
     def _update(self, key: str, **changes: Any) -> Message:
-        with Session(self.engine) as session:
+        with Session(self.engine, expire_on_commit=False) as session:
             row = session.get(Message, key)
             assert row is not None
             for name, value in changes.items():
                 setattr(row, name, value)
             session.add(row)
             session.commit()
-            session.refresh(row)
             return row
 
     def _finish(self, key: str, **changes: Any) -> SendResult:
