@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributeUpdate
@@ -104,7 +103,6 @@ PATCH_RULES_5 = "journey-rules-5"
 PATCH_NEEDS_ATTENTION = "needs-attention"
 PATCH_JOURNEY_VERSIONS = "journey-versions"
 PATCH_FEWER_ACTIONS = "fewer-actions"
-PATCH_LOCAL_RECORDS = "local-records"
 EVENTS_PER_RECORD = 100
 """With `fewer-actions`, events that count wait for the next record the trial makes anyway, its
 next timer or this many of them, whichever comes first."""
@@ -122,8 +120,12 @@ SEND_RETRY = RetryPolicy(
     # 0: unlimited. A message with a fallback channel gets `fallback_after_attempts`.
 )
 DB_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=5))
-ArgT = TypeVar("ArgT")
-ResultT = TypeVar("ResultT")
+"""Database activities stay ordinary activities, not local ones. Local activities were
+measured cheaper (bench/README), but a query or a slow write while one runs makes the worker
+close its workflow task without commands and take a new one; a worker that later replays the
+trial merges those two tasks and runs the first one's steps at the second one's time
+(temporalio/sdk-rust#1606, open). The journey's decisions read the time, so the replay
+took another branch (a nondeterminism error, found by tests/test_chaos.py)."""
 
 
 @workflow.defn(name=WORKFLOW_TYPE)
@@ -138,10 +140,9 @@ class TrialWorkflow:
     `unsubscribe`, `task_closed` (support closed a task with an outcome).
     Update: `qualify` (role, challenge, urgency → persona; invalid answers are rejected).
     Query: `status` (the whole state in plain words).
-    Activities: `send_message`, `alert_template_failure`; the database ones `load_journey_version`
-    (older runs: `load_journey`), `open_cs_task`, `record_progress`, `assign_agent` (rules 1-3:
-    round-robin) or `offer_call_slot` and `release_call_slots` (rules 4: the agents' calendars),
-    which run as local activities since `local-records` (`_database`).
+    Activities: `load_journey`, `send_message`, `alert_template_failure`, `open_cs_task`,
+    `record_progress`; `assign_agent` (rules 1-3: round-robin) or `offer_call_slot` and
+    `release_call_slots` (rules 4: the agents' calendars).
     Timers: one at a time, until the next step the journey rules ask for (qualifier timeout,
     send window, drip day, stall, call reminders, end of trial, win-back); every signal wakes
     the workflow early so moved times (rescheduled call, extension) apply at once. Since
@@ -162,7 +163,6 @@ class TrialWorkflow:
         self._version: JourneyVersionRef | None = carried.version if carried else None
         self._move: MoveJourney | None = None
         self._fewer_actions: bool | None = None
-        self._local_records: bool | None = None
         if carried:
             self._clock = carried.clock
         else:
@@ -194,8 +194,11 @@ class TrialWorkflow:
     @workflow.run
     async def run(self, input: journey.TrialInput) -> TrialStatus:
         if self._defn is None and self._patched(PATCH_JOURNEY_VERSIONS):
-            loaded = await self._database(
-                JourneyActivities.load_journey_version, LoadJourneyInput()
+            loaded = await workflow.execute_activity_method(
+                JourneyActivities.load_journey_version,
+                LoadJourneyInput(),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=DB_RETRY,
             )
             self._defn, self._version = loaded.definition, loaded.version
         elif self._defn is None:
@@ -254,19 +257,23 @@ class TrialWorkflow:
             if isinstance(step, journey.Send):
                 await self._send(step)
             elif isinstance(step, journey.AssignAgent):
-                agent = await self._database(
+                agent = await workflow.execute_activity_method(
                     MessagingActivities.assign_agent,
                     AssignAgentInput(
                         workflow_id=workflow.info().workflow_id, agents=list(step.agents)
                     ),
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=DB_RETRY,
                 )
                 journey.assign_agent(defn, state, agent, self._now())
             elif isinstance(step, journey.OfferCall):
                 await self._offer_call(step)
             elif isinstance(step, journey.ReleaseCall):
-                await self._database(
+                await workflow.execute_activity_method(
                     CallActivities.release_call_slots,
                     ReleaseSlotsInput(workflow_id=workflow.info().workflow_id, after=step.after),
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=DB_RETRY,
                 )
                 journey.apply_call_released(state)
             elif isinstance(step, journey.Finish):
@@ -336,50 +343,12 @@ class TrialWorkflow:
         self._timer = None
         self._timer_until = None
 
-    def _local(self) -> bool:
-        """Whether this run writes to the database in local activities (`local-records`, the
-        newest patch)."""
-        if self._local_records is None:
-            self._local_records = workflow.patched(PATCH_LOCAL_RECORDS)
-        return self._local_records
-
     def _lean(self) -> bool:
         """Whether this run keeps its timer and merges event records and upserts
-        (`fewer-actions`, implied by any newer patch)."""
+        (`fewer-actions`, the newest patch)."""
         if self._fewer_actions is None:
-            self._fewer_actions = self._local() or workflow.patched(PATCH_FEWER_ACTIONS)
+            self._fewer_actions = workflow.patched(PATCH_FEWER_ACTIONS)
         return self._fewer_actions
-
-    async def _database(
-        self,
-        activity: Callable[[Any, ArgT], ResultT],
-        arg: ArgT,
-        *,
-        start_to_close: timedelta = timedelta(seconds=30),
-        summary: str | None = None,
-    ) -> ResultT:
-        """Runs an activity that only reads and writes the database (records, journey
-        versions, agents' calendars, support tasks). Since `local-records` it is a local
-        activity: the worker runs it within the workflow task that asked for it, so it costs no
-        activity task, no task of its own on the server and no workflow task to resume, and
-        the markers of one workflow task are one Temporal Cloud action. Each of these activities
-        is idempotent, as a local activity run again after a lost workflow task needs. Messages
-        and alerts stay ordinary activities: long retries, and support sees them pending."""
-        if self._local():
-            return await workflow.execute_local_activity_method(
-                activity,
-                arg,
-                start_to_close_timeout=start_to_close,
-                retry_policy=DB_RETRY,
-                summary=summary,
-            )
-        return await workflow.execute_activity_method(
-            activity,
-            arg,
-            start_to_close_timeout=start_to_close,
-            retry_policy=DB_RETRY,
-            summary=summary,
-        )
 
     def _patched(self, patch: str) -> bool:
         """Whether this run takes the change an older patch brought. A run started with today's
@@ -447,7 +416,7 @@ class TrialWorkflow:
             # closed task's signal finds the same key.
             key = f"{workflow_id_for(self._state.user_id)}:{step.occurrence}"
             kind = str(step.extra.get("kind", TASK_KINDS[step.message]))
-            await self._database(
+            await workflow.execute_activity_method(
                 MessagingActivities.open_cs_task,
                 CsTaskInput(
                     key=key,
@@ -457,6 +426,8 @@ class TrialWorkflow:
                     kind=kind,
                     workflow_id=workflow.info().workflow_id,
                 ),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=DB_RETRY,
             )
             journey.open_task(self._state, key, kind)
 
@@ -464,7 +435,7 @@ class TrialWorkflow:
         """Asks the agents' calendars for the call (rules 4); the rules apply the answer."""
         assert self._defn is not None and self._state is not None
         defn, state = self._defn, self._state
-        offer = await self._database(
+        offer = await workflow.execute_activity_method(
             CallActivities.offer_call_slot,
             SlotRequest(
                 workflow_id=workflow.info().workflow_id,
@@ -479,7 +450,8 @@ class TrialWorkflow:
                 at=step.at,
                 prefer=step.prefer,
             ),
-            start_to_close=timedelta(seconds=60),
+            start_to_close_timeout=timedelta(seconds=60),
+            retry_policy=DB_RETRY,
             summary=f"call slot ({step.purpose})",
         )
         journey.apply_call_offer(defn, state, step, offer.agent, offer.at, self._now())
@@ -643,7 +615,7 @@ class TrialWorkflow:
         if events_due or self._stages or force or comparable != self._recorded:
             events, self._events = self._events, []
             stages, self._stages = self._stages, []
-            await self._database(
+            await workflow.execute_activity_method(
                 RecordActivities.record_progress,
                 RecordProgressInput(
                     trial=snapshot,
@@ -651,6 +623,8 @@ class TrialWorkflow:
                     events=events,
                     stages=stages,
                 ),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=DB_RETRY,
             )
             self._profile_saved = True
             self._recorded = comparable
