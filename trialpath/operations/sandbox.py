@@ -36,7 +36,7 @@ class ContextFreeRunner(WorkflowRunner):
     it (`WithSerializationContext`) or external payload storage can use it. In the sandbox each
     question compiles and runs code inside the trial's sandbox, several times for every
     activation and completion: about a sixth of the worker's CPU when trials enrol (bench/README,
-    "Where a trial's worker time goes"). Trialpath's codec encrypts every payload alike, and it
+    "The sandbox without context lookups"). Trialpath's codec encrypts every payload alike, and it
     keeps no payload outside Temporal, so the answer changes nothing: `workflow_runner` uses this
     runner only for such a converter. The rest is the wrapped runner's: the same sandbox and
     determinism checks.
