@@ -43,6 +43,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -81,6 +82,8 @@ POLL_INTERVAL = 0.025
 """Between `status` queries: each costs the worker an activation (a replay if evicted)."""
 WARM_UP = 20
 SHM = Path("/dev/shm")
+MESSAGE_ACTIVITY = "send_message"
+"""The activity that sends one message: a history's messages are its scheduled ones."""
 CHANGE_VERSION = "TemporalChangeVersion"
 """The search attribute a patch marker upserts; Temporal Cloud does not bill that upsert."""
 # Qualifier answers cycled over the trials; `None`: unanswered (the trial waits for it).
@@ -397,11 +400,11 @@ class Cost:
     by_type: dict[str, int]
 
 
-def count_actions(events: Iterable[HistoryEvent]) -> tuple[dict[str, int], int]:
+def count_actions(events: Iterable[HistoryEvent]) -> tuple[dict[str, int], Counter[str]]:
     """Billable actions by kind (`ACTION_EVENTS`, and `activity_retry` for each retry) and the
-    messages sent (`send_message` activities scheduled) in a history's events."""
+    activities scheduled by type (`send_message`: the messages sent) in a history's events."""
     by_type: dict[str, int] = {}
-    messages = 0
+    activities: Counter[str] = Counter()
     marker_tasks: set[int] = set()
     for event in events:
         kind = event.event_type
@@ -419,16 +422,16 @@ def count_actions(events: Iterable[HistoryEvent]) -> tuple[dict[str, int], int]:
             by_type[name] = by_type.get(name, 0) + 1
         if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             scheduled = event.activity_task_scheduled_event_attributes
-            messages += scheduled.activity_type.name == "send_message"
+            activities[scheduled.activity_type.name] += 1
         elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
             retries = event.activity_task_started_event_attributes.attempt - 1
             by_type["activity_retry"] = by_type.get("activity_retry", 0) + retries
-    return by_type, messages
+    return by_type, activities
 
 
 async def history_cost(client: Client, user_id: str) -> Cost:
     history = await client.get_workflow_handle(workflow_id_for(user_id)).fetch_history()
-    by_type, messages = count_actions(history.events)
+    by_type, activities = count_actions(history.events)
     pending_activities = pending_timers = 0
     for event in history.events:
         kind = event.event_type
@@ -446,6 +449,7 @@ async def history_cost(client: Client, user_id: str) -> Cost:
         elif kind in (EventType.EVENT_TYPE_TIMER_FIRED, EventType.EVENT_TYPE_TIMER_CANCELED):
             pending_timers -= 1
     actions = sum(by_type.values())
+    messages = activities[MESSAGE_ACTIVITY]
     return Cost(actions, messages, pending_activities == 0 and pending_timers > 0, by_type)
 
 

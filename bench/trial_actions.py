@@ -34,7 +34,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from load import count_actions
+from load import MESSAGE_ACTIVITY, count_actions
 
 from trialpath.core.contract import (
     SIGNAL_EVENT,
@@ -76,16 +76,11 @@ def count(runs: list[Any]) -> tuple[Counter[str], int, Counter[str]]:
     """Actions by kind, messages sent, and the activities scheduled by type."""
     kinds: Counter[str] = Counter()
     activities: Counter[str] = Counter()
-    messages = 0
     for history in runs:
-        by_type, sent = count_actions(history.events)
+        by_type, scheduled = count_actions(history.events)
         kinds.update(by_type)
-        messages += sent
-        for event in history.events:
-            if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-                scheduled = event.activity_task_scheduled_event_attributes
-                activities[scheduled.activity_type.name] += 1
-    return kinds, messages, activities
+        activities.update(scheduled)
+    return kinds, activities[MESSAGE_ACTIVITY], activities
 
 
 async def play(settings: Settings, events: int, per_signal: int) -> Played:
