@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from trialpath.core import journey
+from trialpath.core import calls, journey
 from trialpath.core.contract import Qualification, TrialProfile, Unsubscribe
 from trialpath.core.definition import JourneyDefinition, MessageSpec, load_definition
 from trialpath.core.journey import (
@@ -2284,7 +2284,7 @@ def test_a_stalled_users_call_moves_to_a_free_slot_from_tomorrow() -> None:
     assert state.call.at == t(7, 10)
     # Support alert on day 3: the call should come forward, to tomorrow's first free slot.
     state.alerted_for = None
-    journey._bring_call_forward(DEFN, state, t(3, 9))
+    calls.bring_call_forward(DEFN, state, t(3, 9))
     step = journey.next_step(DEFN, state, t(3, 9))
     assert step == OfferCall(2, "forward", 1, earliest=t(4, 10), latest=t(7, 10), prefer="Camille")
     journey.apply_call_offer(DEFN, state, step, "Julia", t(4, 14), t(3, 9))
