@@ -5,7 +5,7 @@ after the nudge (`stalled`), an activated user whose activity dropped (`inactive
 lists the queue, claims a task, snoozes it, and closes it with an outcome. Closing queues the
 `task_closed` signal for the trial's workflow in the same transaction (a `PendingSignal`, like
 product events), so the outcome reaches the journey even if Temporal is away at that moment,
-and it is counted by the KPIs (`kpis.support`).
+and it is counted by the KPIs (`kpis.support_task_rate`, `kpis.support_reach_rate`).
 
 A task is in one state at a time, derived from its columns:
 
