@@ -11,22 +11,22 @@ from jinja2 import TemplateError, UndefinedError
 
 from trialpath.delivery.twilio import GSM_BASIC, GSM_EXTENSION, sms_segments
 from trialpath.messages.samples import SampleUser, sample_context
-from trialpath.messages.template_check_run import CheckRun
-from trialpath.messages.template_files import (
+from trialpath.messages.template_check.files import (
     CHANNEL_NAMES,
     FRONT_MATTER_KEYS,
     REQUIRED_KEYS,
     TEXT_KEYS,
     File,
 )
-from trialpath.messages.template_jinja import (
+from trialpath.messages.template_check.jinja import (
     UNDEFINED_ATTR,
     UNDEFINED_NAME,
     path_on_line,
     path_problem,
     template_frame,
 )
-from trialpath.messages.template_links import href_line, href_problem, hrefs
+from trialpath.messages.template_check.links import href_line, href_problem, hrefs
+from trialpath.messages.template_check.run import CheckRun
 from trialpath.messages.templating import (
     DEFAULT_PERSONA,
     EXTENSIONS,

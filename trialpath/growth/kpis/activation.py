@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Engine, and_, distinct, func, literal, or_, select, true
 
 from trialpath.core.definition import JourneyDefinition
-from trialpath.growth.kpi_sql import (
+from trialpath.growth.kpis.sql import (
     Dialect,
     E,
     T,
@@ -23,7 +23,7 @@ from trialpath.growth.kpi_sql import (
     no_channel,
     rate_rows,
 )
-from trialpath.growth.kpi_values import Filters, KpiValue, Split
+from trialpath.growth.kpis.values import Filters, KpiValue, Split
 from trialpath.operations.models import UtcDateTime
 
 ADOPTION_MIN_FEATURES = 3

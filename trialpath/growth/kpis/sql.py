@@ -31,7 +31,7 @@ from sqlalchemy import (
 from sqlmodel import SQLModel
 
 from trialpath.core.definition import JourneyDefinition, load_definition
-from trialpath.growth.kpi_values import (
+from trialpath.growth.kpis.values import (
     ALL,
     UNKNOWN_PERSONA,
     UNKNOWN_SOURCE,

@@ -10,8 +10,7 @@ from pathlib import Path
 import yaml
 from jinja2 import TemplateSyntaxError, meta, nodes
 
-from trialpath.messages.template_check_run import CheckRun
-from trialpath.messages.template_files import (
+from trialpath.messages.template_check.files import (
     CATEGORIES,
     CHANNEL_KEYS,
     CHANNEL_NAMES,
@@ -23,12 +22,13 @@ from trialpath.messages.template_files import (
     front_matter_lines,
     known_locale,
 )
-from trialpath.messages.template_jinja import (
+from trialpath.messages.template_check.jinja import (
     link_paths,
     path_problem,
     syntax_message,
     used_variables,
 )
+from trialpath.messages.template_check.run import CheckRun
 from trialpath.messages.templating import FALLBACK_LOCALE, TemplateProblem, split_front_matter
 
 

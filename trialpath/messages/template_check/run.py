@@ -12,9 +12,9 @@ from jinja2.sandbox import SandboxedEnvironment
 from trialpath.core.definition import PERSONAS, JourneyDefinition
 from trialpath.delivery.preferences import UnsubscribeTokens
 from trialpath.messages.samples import ALERT_MESSAGES, SampleUser, sample_alert, sample_context
-from trialpath.messages.template_files import File
-from trialpath.messages.template_jinja import Variables
-from trialpath.messages.template_report import Finding, Severity
+from trialpath.messages.template_check.files import File
+from trialpath.messages.template_check.jinja import Variables
+from trialpath.messages.template_check.report import Finding, Severity
 from trialpath.messages.templating import Product, Renderer
 
 

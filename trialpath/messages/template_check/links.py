@@ -9,7 +9,7 @@ from html import unescape
 from html.parser import HTMLParser
 from urllib.parse import urlsplit
 
-from trialpath.messages.template_files import File
+from trialpath.messages.template_check.files import File
 
 
 class _Hrefs(HTMLParser):

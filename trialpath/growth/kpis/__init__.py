@@ -6,7 +6,7 @@ value per group. Each is computed in SQL, aggregated in the database, except whe
 portable SQL cannot do it: medians and percentiles (no portable percentile function), and
 survey scores (a JSON property that may hold text), where the database returns one row per
 user or answer and Python finishes. Two expressions differ between SQLite and PostgreSQL (the
-ISO week of a timestamp, seconds between two timestamps); both live in `kpi_sql.Dialect`.
+ISO week of a timestamp, seconds between two timestamps); both live in `kpis.sql.Dialect`.
 
 Durations and days are journey time: each trial records its clock (`trials.seconds_per_day`,
 86400 for real time), so a demo run at a few seconds a day reads in the same hours and days as
@@ -18,10 +18,10 @@ whenever they happened: a cohort's KPIs keep moving until its trials are over. O
 retention uses `until` (or now) as the date it is read at.
 
 The rest of the code reads the KPIs here (`kpis.X`): `KPIS` and `compute_kpis`, and the
-names imported below from the modules of `trialpath.growth` that hold them: `kpi_values`
-(filters, splits, values, CSV), `kpi_sql` (the tables, the journey's milestones and key events,
-SQL building blocks, durations), the KPIs by family in `kpi_activation`, `kpi_revenue`,
-`kpi_surveys` and `kpi_outreach`, and the dashboard's data in `kpi_dashboard`.
+names imported below from the modules of this package that hold them: `values` (filters,
+splits, values, CSV), `sql` (the tables, the journey's milestones and key events, SQL building
+blocks, durations), the KPIs by family in `activation`, `revenue`, `surveys` and `outreach`,
+and the dashboard's data in `dashboard`.
 
 The definitions, one paragraph each, are in docs/kpis.md.
 """
@@ -32,7 +32,7 @@ from typing import Protocol
 
 from sqlalchemy import Engine
 
-from trialpath.growth.kpi_activation import (
+from trialpath.growth.kpis.activation import (
     activation_rate as activation_rate,
     adoption_rate as adoption_rate,
     onboarding_completion as onboarding_completion,
@@ -40,7 +40,7 @@ from trialpath.growth.kpi_activation import (
     time_to_first_value as time_to_first_value,
     time_to_proficiency as time_to_proficiency,
 )
-from trialpath.growth.kpi_dashboard import (
+from trialpath.growth.kpis.dashboard import (
     FUNNEL_STEPS as FUNNEL_STEPS,
     clocks as clocks,
     funnel as funnel,
@@ -48,14 +48,14 @@ from trialpath.growth.kpi_dashboard import (
     retention_curves as retention_curves,
     ttfv_hours as ttfv_hours,
 )
-from trialpath.growth.kpi_outreach import (
+from trialpath.growth.kpis.outreach import (
     messages_per_user as messages_per_user,
     qualifier_answer_rate as qualifier_answer_rate,
     support_reach_rate as support_reach_rate,
     support_task_rate as support_task_rate,
     unsubscribe_rate as unsubscribe_rate,
 )
-from trialpath.growth.kpi_revenue import (
+from trialpath.growth.kpis.revenue import (
     churn_rate as churn_rate,
     cltv as cltv,
     incremental_conversion as incremental_conversion,
@@ -64,7 +64,7 @@ from trialpath.growth.kpi_revenue import (
     trial_to_paid as trial_to_paid,
     upsell_rate as upsell_rate,
 )
-from trialpath.growth.kpi_sql import (
+from trialpath.growth.kpis.sql import (
     CONVERTED as CONVERTED,
     ENDED as ENDED,
     E as E,
@@ -72,13 +72,13 @@ from trialpath.growth.kpi_sql import (
     milestone_durations as milestone_durations,
     population as population,
 )
-from trialpath.growth.kpi_surveys import (
+from trialpath.growth.kpis.surveys import (
     ces as ces,
     csat as csat,
     csat_onboarding as csat_onboarding,
     survey_scores as survey_scores,
 )
-from trialpath.growth.kpi_values import (
+from trialpath.growth.kpis.values import (
     ALL as ALL,
     NO_EXPERIMENT_ARM as NO_EXPERIMENT_ARM,
     SMALL_N as SMALL_N,

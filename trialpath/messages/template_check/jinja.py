@@ -14,7 +14,7 @@ from typing import Any
 from jinja2 import TemplateSyntaxError, meta, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
-from trialpath.messages.template_files import FRONT_MATTER_KEYS
+from trialpath.messages.template_check.files import FRONT_MATTER_KEYS
 
 _DICT_METHODS = frozenset({"get", "items", "keys", "values"})
 

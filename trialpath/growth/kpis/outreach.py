@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Engine, Table, and_, case, func, literal_column, select, true
 
 from trialpath.delivery.preferences import CHANNELS
-from trialpath.growth.kpi_sql import (
+from trialpath.growth.kpis.sql import (
     ANSWERED,
     CONVERTED,
     CS,
@@ -27,7 +27,7 @@ from trialpath.growth.kpi_sql import (
     rate_rows,
     scale,
 )
-from trialpath.growth.kpi_values import Filters, KpiValue, Split, Unit
+from trialpath.growth.kpis.values import Filters, KpiValue, Split, Unit
 from trialpath.growth.stats import percentile
 
 

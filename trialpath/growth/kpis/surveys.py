@@ -10,8 +10,8 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
-from trialpath.growth.kpi_sql import E, T, group_column, no_channel, ordered, pct, population
-from trialpath.growth.kpi_values import Filters, KpiValue, Split
+from trialpath.growth.kpis.sql import E, T, group_column, no_channel, ordered, pct, population
+from trialpath.growth.kpis.values import Filters, KpiValue, Split
 
 SURVEY_SCALES = {"survey_csat": (1, 5), "survey_ces": (1, 7), "survey_onboarding": (1, 5)}
 

@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine, case, func, literal_column, select, true
 
 from trialpath.core.definition import JourneyDefinition
-from trialpath.growth.kpi_activation import activation_rate, retention_7d, time_to_first_value
-from trialpath.growth.kpi_revenue import trial_to_paid
-from trialpath.growth.kpi_sql import (
+from trialpath.growth.kpis.activation import activation_rate, retention_7d, time_to_first_value
+from trialpath.growth.kpis.revenue import trial_to_paid
+from trialpath.growth.kpis.sql import (
     CONVERTED,
     E,
     T,
@@ -24,7 +24,7 @@ from trialpath.growth.kpi_sql import (
     population,
     scale,
 )
-from trialpath.growth.kpi_values import ALL, UNKNOWN_PERSONA, Filters, KpiError, KpiValue
+from trialpath.growth.kpis.values import ALL, UNKNOWN_PERSONA, Filters, KpiError, KpiValue
 
 FUNNEL_STEPS = ("signed up", "qualified", "first value", "activated", "converted")
 

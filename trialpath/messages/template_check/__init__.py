@@ -12,9 +12,9 @@ each render: undefined variables, empty subject or title, broken links, the unsu
 marketing email, HTML size, SMS segments. Then: messages with no template, files no message
 uses, and English files with no translation.
 
-The checks of each file are in `template_file_checks`, those of each render in
-`template_render_checks`, the findings and the report in `template_report`; this module runs
-them in that order, then looks for missing translations and unused files.
+The checks of each file are in `file_checks`, those of each render in `render_checks` (both on
+the shared state of `run`), the findings and the report in `report`; this package runs them in
+that order, then looks for missing translations and unused files.
 
 A pure library: it prints nothing (the CLI prints the report).
 """
@@ -29,18 +29,18 @@ from babel import Locale, UnknownLocaleError
 
 from trialpath.core.definition import PERSONAS, JourneyDefinition
 from trialpath.messages.samples import SAMPLE_USERS, SampleUser
-from trialpath.messages.template_file_checks import FileChecks
-from trialpath.messages.template_files import CHANNEL_NAMES, File, known_locale
+from trialpath.messages.template_check.file_checks import FileChecks
+from trialpath.messages.template_check.files import CHANNEL_NAMES, File, known_locale
 
 # The link checks (re-exported: `template_check.href_problem`...).
-from trialpath.messages.template_links import (
+from trialpath.messages.template_check.links import (
     href_problem as href_problem,
     hrefs as hrefs,
 )
-from trialpath.messages.template_render_checks import RenderChecks
+from trialpath.messages.template_check.render_checks import RenderChecks
 
 # What the check reports (re-exported: `template_check.Finding`...).
-from trialpath.messages.template_report import (
+from trialpath.messages.template_check.report import (
     CheckReport as CheckReport,
     Finding as Finding,
     Severity as Severity,

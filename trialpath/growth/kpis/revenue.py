@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Engine, case, func, literal_column, select
 
 from trialpath.core.definition import GLOBAL_HOLDOUT
-from trialpath.growth.kpi_sql import (
+from trialpath.growth.kpis.sql import (
     CONVERTED,
     ENDED,
     T,
@@ -22,7 +22,7 @@ from trialpath.growth.kpi_sql import (
     population,
     rate_rows,
 )
-from trialpath.growth.kpi_values import Filters, KpiError, KpiValue, Split
+from trialpath.growth.kpis.values import Filters, KpiError, KpiValue, Split
 from trialpath.growth.stats import mean_diff, two_proportions
 from trialpath.operations.config import get_settings
 
