@@ -298,6 +298,10 @@ class TrialWorkflow:
                             ),
                         )
                     )
+                if self._newest():
+                    # The steps taken in a row since the last wait make one record, written
+                    # as the trial goes to sleep.
+                    await self._sync(now, settle=True)
                 await self._sleep(step.until, now)
 
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -589,7 +593,12 @@ class TrialWorkflow:
 
     # --- records, search attributes, details -------------------------------------------------
 
-    async def _sync(self, now: datetime, *, force: bool = False, ended: bool = False) -> None:
+    async def _sync(
+        self, now: datetime, *, force: bool = False, ended: bool = False, settle: bool = False
+    ) -> None:
+        """Keeps the stage, the search attributes, the current details and the database's copy
+        of the trial up to date. A run started with `journey-rules-6` writes its record when
+        it settles (goes to sleep, continues as new, ends), not after each step."""
         assert self._defn is not None and self._state is not None
         defn, state = self._defn, self._state
         stage = journey.stage_of(defn, state, now)
@@ -609,6 +618,8 @@ class TrialWorkflow:
             # waits make one upsert, not one each.
             self._upsert_attributes()
         workflow.set_current_details(journey.summary(defn, state, now))
+        if not (force or ended or settle) and self._newest():
+            return
         snapshot = self._snapshot(now, ended)
         comparable = snapshot.model_dump(exclude={"status"})
         events_due = bool(self._events)
