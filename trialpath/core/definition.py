@@ -427,11 +427,23 @@ class DefinitionError(ValueError):
 
 
 def load_definition(path: Path) -> JourneyDefinition:
+    return parse_definition(read_journey_file(path), path)
+
+
+def read_journey_file(path: Path) -> bytes:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return path.read_bytes()
     except FileNotFoundError as err:
         raise DefinitionError(f"journey file {path} does not exist") from err
-    except tomllib.TOMLDecodeError as err:
+    except OSError as err:
+        raise DefinitionError(f"journey file {path} cannot be read: {err}") from err
+
+
+def parse_definition(text: bytes, path: Path) -> JourneyDefinition:
+    """The definition in `text`, the contents of the journey file `path` (named in errors)."""
+    try:
+        data = tomllib.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
         raise DefinitionError(f"journey file {path} is not valid TOML: {err}") from err
     try:
         return JourneyDefinition.model_validate(data)
