@@ -14,7 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.converter import DataConverter
+from temporalio.worker import Worker, WorkflowRunner
 
 from activities.calls import CallActivities
 from activities.journey import JourneyActivities
@@ -100,6 +101,13 @@ def build_providers(settings: Settings) -> dict[str, Provider]:
     return {channel: made[name] for channel, name in chosen.items()}
 
 
+def trial_workflow_runner(settings: Settings, converter: DataConverter) -> WorkflowRunner:
+    """The sandbox trials run in: the trial workflow's module imported once, or anew for each
+    trial with every call checked (`Settings.workflow_sandbox`)."""
+    trusted = (TrialWorkflow.__module__,) if settings.workflow_sandbox == "trusted" else ()
+    return workflow_runner(converter, trusted)
+
+
 def build_worker(
     client: Client, settings: Settings, executor: ThreadPoolExecutor, task_queue: str | None = None
 ) -> Worker:
@@ -141,7 +149,7 @@ def build_worker(
         ],
         activity_executor=executor,
         # The client's converter is the worker's (`connect`, `data_converter(settings)`).
-        workflow_runner=workflow_runner(client.data_converter),
+        workflow_runner=trial_workflow_runner(settings, client.data_converter),
         max_cached_workflows=settings.worker_max_cached_workflows,
         max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_seconds),

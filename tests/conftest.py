@@ -24,6 +24,11 @@ from worker import build_worker
 
 pytest_plugins = ["tests.deadlines"]
 
+# The trial workflow's module runs in the strict sandbox here, re-imported for each trial and
+# every call it makes checked; workers run it trusted by default (`Settings.workflow_sandbox`).
+# The services and commands the tests start inherit it.
+os.environ.setdefault("TRIALPATH_WORKFLOW_SANDBOX", "strict")
+
 
 @pytest.fixture
 async def env() -> AsyncIterator[WorkflowEnvironment]:

@@ -14,13 +14,23 @@ from temporalio.converter import (
     WithSerializationContext,
 )
 from temporalio.worker import WorkflowInstance, WorkflowInstanceDetails, WorkflowRunner
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 
-def workflow_runner(converter: DataConverter) -> WorkflowRunner:
+def workflow_runner(converter: DataConverter, trusted: Sequence[str] = ()) -> WorkflowRunner:
     """The SDK's sandbox; without its per-payload context lookups when `converter` has no use
-    for them (`ContextFreeRunner`)."""
-    sandbox = SandboxedWorkflowRunner()
+    for them (`ContextFreeRunner`).
+
+    `trusted`: workflow modules passed through, imported once per worker rather than anew in
+    each workflow's sandbox. Re-running the trial workflow's module (its class, its handlers'
+    definitions) for every trial started or replayed was about a quarter of the worker's CPU
+    while trials enrol (bench/README, "The workflow module imported once"). A trusted module's
+    own calls are not checked at run time, as those of the modules it passes through are not:
+    the tests run it strict (`Settings.workflow_sandbox`)."""
+    restrictions = SandboxRestrictions.default
+    if trusted:
+        restrictions = restrictions.with_passthrough_modules(*trusted)
+    sandbox = SandboxedWorkflowRunner(restrictions=restrictions)
     context_aware = (
         isinstance(converter.payload_codec, WithSerializationContext)
         or converter.external_storage is not None
