@@ -29,7 +29,8 @@ from pydantic import ValidationError
 
 from trialpath.core.journey import TaskOutcome
 from trialpath.delivery.preferences import signing_secret
-from trialpath.entry.api.dashboard import _BASE, _STYLE, COOKIE, TASKS_PAGE, _html, authorize
+from trialpath.entry.api.dashboard import COOKIE, TASKS_PAGE, _html, authorize
+from trialpath.entry.api.dashboard.templates import BASE, STYLE
 from trialpath.entry.commands import TrialProblem
 from trialpath.entry.trials import Trials
 from trialpath.operations import audit
@@ -111,14 +112,14 @@ _TASKS = """{% extends "base.html.j2" %}
 """
 
 _PAGE = Environment(
-    loader=DictLoader({"base.html.j2": _BASE, "tasks.html.j2": _TASKS}),
+    loader=DictLoader({"base.html.j2": BASE, "tasks.html.j2": _TASKS}),
     autoescape=True,
     undefined=StrictUndefined,
     trim_blocks=True,
     lstrip_blocks=True,
 )
 _PAGE.globals.update(
-    style=_STYLE + "form.act { display: inline-flex; gap: 4px; margin: 2px 6px 2px 0; }\n"
+    style=STYLE + "form.act { display: inline-flex; gap: 4px; margin: 2px 6px 2px 0; }\n"
 )
 
 

@@ -49,7 +49,7 @@ from trialpath.entry.api.dashboard.sessions import (
     Sessions as Sessions,
     key_id as key_id,
 )
-from trialpath.entry.api.dashboard.templates import _BASE as _BASE, _STYLE as _STYLE, PAGES
+from trialpath.entry.api.dashboard.templates import PAGES
 from trialpath.entry.api.problems import problem
 from trialpath.operations.access import ApiKey, Permission, find_key, may
 from trialpath.operations.config import Settings

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from jinja2 import DictLoader, Environment, StrictUndefined
 
-_STYLE = """
+STYLE = """
 :root { --ink: #1f2933; --muted: #6b7785; --line: #dde1e6; --brand: #3b4cca; --bg: #f4f5f7;
   --good: #027a48; --bad: #b42318; }
 * { box-sizing: border-box; }
@@ -65,7 +65,7 @@ tr.first td { border-top: 2px solid var(--line); }
 .login .error { margin-bottom: 12px; }
 """
 
-_BASE = """<!doctype html>
+BASE = """<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -249,11 +249,11 @@ _DASHBOARD = """{% extends "base.html.j2" %}
 
 PAGES = Environment(
     loader=DictLoader(
-        {"base.html.j2": _BASE, "login.html.j2": _LOGIN, "dashboard.html.j2": _DASHBOARD}
+        {"base.html.j2": BASE, "login.html.j2": _LOGIN, "dashboard.html.j2": _DASHBOARD}
     ),
     autoescape=True,
     undefined=StrictUndefined,
     trim_blocks=True,
     lstrip_blocks=True,
 )
-PAGES.globals.update(style=_STYLE)
+PAGES.globals.update(style=STYLE)
