@@ -168,37 +168,51 @@ class MessagingActivities:
     def send_message(self, request: SendMessageInput) -> SendResult:
         """Renders and sends one message on one channel, at most once per idempotency key.
 
-        The row is written first (status `pending`) and marked `sending` just before the
-        provider is called. An attempt that finds `sending` does not know whether the provider
-        accepted the previous call (a timeout, a crash): it looks for the provider's record of
-        it (a webhook event carrying the key, or the provider's own lookup) and sends again only
-        when the provider certainly has not got it, or after `reconcile_after` without any
-        record when the provider cannot be asked.
+        The row is written before the provider is called, marked `sending` (a new message's
+        row is written so, in one transaction; a row left `pending` by an earlier attempt is
+        marked just before the call). An attempt that finds `sending` does not know whether the
+        provider accepted the previous call (a timeout, a crash): it looks for the provider's
+        record of it (a webhook event carrying the key, or the provider's own lookup) and sends
+        again only when the provider certainly has not got it, or after `reconcile_after`
+        without any record when the provider cannot be asked.
         """
         key = request.key
         bind_activity(user_id=request.user_id, step=f"{request.occurrence}/{request.channel}")
+        provider = self._provider(request.channel)
         with Session(self.engine) as session:
             row = session.get(Message, key)
         if row is None:
-            row = self._write_row(request)
+            row, claimed = self._write_row(request)
+            if claimed:
+                if row.status in FINAL_STATUSES:
+                    MESSAGES.labels(row.channel, row.status).inc()
+                    return _result(row)
+                outgoing = self._outgoing(request, row)
+                return self._hand_over(row, outgoing, provider, request.max_attempts, claimed=True)
         if row.status in FINAL_STATUSES:
             return _result(row)
+        skipped = self._skip_reason(request)
+        if skipped is not None:
+            return self._finish(key, status="skipped", error=skipped)
+        outgoing = self._outgoing(request, row)
+        return self._hand_over(row, outgoing, provider, request.max_attempts)
+
+    def _skip_reason(self, request: SendMessageInput) -> str | None:
+        """Why the message is not to be sent at all, or None."""
         read_at = self._read_at(request.unless_read) if request.unless_read else None
         if read_at is not None:
-            return self._finish(
-                key,
-                status="skipped",
-                error=f"the in-app copy was read at {read_at:%Y-%m-%d %H:%M:%S} UTC",
-            )
+            return f"the in-app copy was read at {read_at:%Y-%m-%d %H:%M:%S} UTC"
         if request.category == "marketing" and request.channel in self._opted_out(request):
-            return self._finish(
-                key, status="skipped", error=f"the user unsubscribed from {request.channel}"
-            )
-        outgoing = self._outgoing(request, row)
-        return self._hand_over(row, outgoing, self._provider(request.channel), request.max_attempts)
+            return f"the user unsubscribed from {request.channel}"
+        return None
 
     def _hand_over(
-        self, row: Message, outgoing: OutgoingMessage, provider: Provider, max_attempts: int = 0
+        self,
+        row: Message,
+        outgoing: OutgoingMessage,
+        provider: Provider,
+        max_attempts: int = 0,
+        claimed: bool = False,
     ) -> SendResult:
         """Gives the message to the provider, once.
 
@@ -206,10 +220,12 @@ class MessagingActivities:
         settled for good after that many calls to the provider: `failed` when the provider
         certainly has not got it, `unknown` when nobody can tell, so the fallback never makes
         a second copy of a message that may have gone out. Looking up an earlier call's outcome
-        is not a call: lookups get `LOOKUP_ROOM` times as many activity attempts."""
+        is not a call: lookups get `LOOKUP_ROOM` times as many activity attempts. `claimed`: the
+        row was just written `sending` for this call."""
         key = row.key
-        last_call = bool(max_attempts) and row.attempts + 1 >= max_attempts
-        if row.status == "sending":
+        attempt = row.attempts if claimed else row.attempts + 1
+        last_call = bool(max_attempts) and attempt >= max_attempts
+        if row.status == "sending" and not claimed:
             try:
                 receipt = self._reconcile(row, outgoing, provider)
             except ApplicationError as err:
@@ -220,7 +236,8 @@ class MessagingActivities:
                 raise
             if receipt is not None:
                 return self._finish(key, status="sent", provider_message_id=receipt.message_id)
-        self._update(key, status="sending", attempts=row.attempts + 1, attempted_at=utcnow())
+        if not claimed:
+            self._update(key, status="sending", attempts=attempt, attempted_at=utcnow())
         try:
             with PROVIDER_LATENCY.labels(provider.name).time():
                 receipt = provider.deliver(outgoing)
@@ -231,7 +248,7 @@ class MessagingActivities:
                     str(err), type="DeliveryRejected", non_retryable=True
                 ) from err
             if last_call:
-                return self._give_up(row, outgoing, provider, err)
+                return self._give_up(row, outgoing, provider, err, attempt)
             # Not accepted (429, 5xx, refused): back to pending. In doubt: stays `sending`,
             # so the next attempt reconciles before sending again.
             self._update(key, status="sending" if err.in_doubt else "pending", error=str(err))
@@ -246,9 +263,13 @@ class MessagingActivities:
         return self._finish(key, status="sent", provider_message_id=receipt.message_id, error=None)
 
     def _give_up(
-        self, row: Message, outgoing: OutgoingMessage, provider: Provider, err: DeliveryError
+        self,
+        row: Message,
+        outgoing: OutgoingMessage,
+        provider: Provider,
+        err: DeliveryError,
+        attempts: int,
     ) -> SendResult:
-        attempts = row.attempts + 1
         if err.in_doubt:
             # One last look before the workflow sends the fallback.
             try:
@@ -307,7 +328,8 @@ class MessagingActivities:
     def _opted_out(self, request: SendMessageInput) -> dict[str, str]:
         return unsubscribed(self.engine, request.user_id)
 
-    def _write_row(self, request: SendMessageInput) -> Message:
+    def _write_row(self, request: SendMessageInput) -> tuple[Message, bool]:
+        """The message's row, rendered and written; whether this call wrote it."""
         context = self._context(request)
         try:
             rendered = self.renderer.render(
@@ -344,6 +366,12 @@ class MessagingActivities:
                 else None
             ),
         )
+        # Written as what happens next: skipped, or `sending`, the provider called right after.
+        skipped = self._skip_reason(request)
+        if skipped is not None:
+            row.status, row.error = "skipped", skipped
+        else:
+            row.status, row.attempts, row.attempted_at = "sending", 1, utcnow()
         # The row keeps what it was given and what the flush set (`updated_at`): no reload.
         with Session(self.engine, expire_on_commit=False) as session:
             session.add(row)
@@ -354,8 +382,8 @@ class MessagingActivities:
                 session.rollback()
                 existing = session.get(Message, request.key)
                 assert existing is not None
-                return existing
-        return row
+                return existing, False
+        return row, True
 
     def _update(self, key: str, **changes: Any) -> Message:
         with Session(self.engine, expire_on_commit=False) as session:

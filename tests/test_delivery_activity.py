@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 from sqlmodel import Session
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
@@ -247,3 +247,36 @@ def test_marketing_email_carries_a_signed_one_click_link(
     assert UnsubscribeTokens("k1").read(token) == ("u1", "email")
     # The same link is in the body, for people rather than mail clients.
     assert token in row(engine, "trial-u1:welcome/email").html
+
+
+def test_a_new_message_is_written_sending_then_settled_two_writes(engine: Engine) -> None:
+    """A new message's row is written `sending` in the transaction that creates it (the
+    provider is called right after), then settled: two writes, not three. A message skipped
+    from the start is written once, already settled."""
+    writes: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        if "messages" in statement.split("(")[0] and statement.split()[0] in ("INSERT", "UPDATE"):
+            writes.append(statement.split()[0])
+
+    provider = Scripted()
+    activities = acts(engine, provider)
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        assert run(activities).status == "sent"
+        assert writes == ["INSERT", "UPDATE"]
+        sent = row(engine)
+        assert (sent.status, sent.attempts, len(provider.delivered)) == ("sent", 1, 1)
+        assert sent.attempted_at is not None and sent.sent_at is not None
+        writes.clear()
+        set_subscribed(engine, "u1", ["email"], subscribed=False, source="link")
+        marketing = request("welcome").model_copy(
+            update={"category": "marketing", "occurrence": "welcome"}
+        )
+        assert run(activities, marketing).status == "skipped"
+        assert writes == ["INSERT"]
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    skipped = row(engine, "trial-u1:welcome/email")
+    assert (skipped.attempts, skipped.error) == (0, "the user unsubscribed from email")
+    assert len(provider.delivered) == 1
