@@ -218,11 +218,16 @@ async def test_signals_count_when_accepted_while_the_worker_is_away(
             assert not [s for s in sent if s.startswith(("drip.", "stall_nudge"))], sent
 
             # A day-0 conversion, whenever the worker saw it; after it only the welcome to
-            # paid (and later the referral ask), nothing of the trial path.
-            with Session(engine) as session:
-                row = session.get(Trial, "converts")
-                assert row is not None and row.converted_at is not None
-                assert converted[0] <= row.converted_at <= converted[1]
+            # paid (and later the referral ask), nothing of the trial path. The trial writes its
+            # record when it settles, after the sends the conversion brings.
+            async def conversion_recorded() -> Trial | None:
+                with Session(engine) as session:
+                    row = session.get(Trial, "converts")
+                    return row if row is not None and row.converted_at is not None else None
+
+            row = await wait_for("the conversion in the database", conversion_recorded)
+            assert row.converted_at is not None
+            assert converted[0] <= row.converted_at <= converted[1]
             converts = await status_of(api, "converts")
             assert converts.stage == "converted"
             after = {s.key.split(":", 1)[1].split("/")[0] for s in converts.sent if s.at > back}
