@@ -140,6 +140,7 @@ def build_worker(
             journey_activities.load_journey,
             journey_activities.load_journey_version,
             messaging.send_message,
+            messaging.send_step,
             messaging.alert_template_failure,
             messaging.assign_agent,
             messaging.open_cs_task,

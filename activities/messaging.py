@@ -104,6 +104,27 @@ class SendResult(BaseModel):
     error: str | None = None
 
 
+class ChannelPlan(BaseModel):
+    """One channel of a step: its retry limit, and where it falls back when it fails for good."""
+
+    channel: str
+    max_attempts: int = 0
+    """Provider calls before the channel is settled (0: no limit); set when it has a fallback."""
+    fallback: str | None = None
+    """The channel sent instead when this one is settled `failed` (SMS → email)."""
+
+
+class SendStepInput(BaseModel):
+    """Every channel of one step of the journey, sent by one activity."""
+
+    message: SendMessageInput
+    """What the channels share; its `channel` and `max_attempts` are replaced by each plan's."""
+    channels: list[ChannelPlan]
+
+    def send(self, channel: str, max_attempts: int = 0) -> SendMessageInput:
+        return self.message.model_copy(update={"channel": channel, "max_attempts": max_attempts})
+
+
 class TemplateFailure(BaseModel):
     """A message that could not be rendered at send time, for support to look at."""
 
@@ -135,6 +156,8 @@ class CsTaskInput(BaseModel):
 
 
 FINAL_STATUSES = frozenset({"sent", "failed", "skipped", "unknown"})
+TEMPLATE_BROKEN = "template_broken"
+"""A step result's status when its template could not be rendered: nothing written or sent."""
 MAX_RETRY_AFTER = timedelta(hours=1)
 LOOKUP_ROOM = 3
 """Activity attempts allowed per provider call when a send has a fallback (see `_hand_over`)."""
@@ -196,6 +219,66 @@ class MessagingActivities:
             return self._finish(key, status="skipped", error=skipped)
         outgoing = self._outgoing(request, row)
         return self._hand_over(row, outgoing, provider, request.max_attempts)
+
+    @activity.defn(name="send_step")
+    def send_step(self, request: SendStepInput) -> list[SendResult]:
+        """Sends every channel of one step, each as `send_message` does (once per idempotency
+        key), and returns one settled result per channel, in order.
+
+        A channel whose template is broken comes back `template_broken`; one refused for good
+        comes back `failed`, or, when it has a fallback, as the fallback's result. While a
+        channel still needs another attempt (the provider unavailable, an outcome to look up),
+        the others are sent or settled all the same and the activity fails retryably: the
+        next attempt finds their rows final and calls no provider for them again.
+        """
+        results: list[SendResult] = []
+        pending: list[ApplicationError] = []
+        for plan in request.channels:
+            result = self._settle(request.send(plan.channel, plan.max_attempts), pending)
+            if result is not None and result.status == "failed" and plan.fallback:
+                activity.logger.info(
+                    "%s: %s failed, using %s",
+                    request.message.occurrence,
+                    plan.channel,
+                    plan.fallback,
+                )
+                result = self._settle(request.send(plan.fallback), pending)
+            if result is not None:
+                results.append(result)
+        if pending:
+            delays = [err.next_retry_delay for err in pending if err.next_retry_delay]
+            raise ApplicationError(
+                "; ".join(err.message for err in pending),
+                type=pending[0].type,
+                # The soonest any channel asks for; the policy's backoff when one asks nothing.
+                next_retry_delay=min(delays) if len(delays) == len(pending) else None,
+            )
+        return results
+
+    def _settle(
+        self, request: SendMessageInput, pending: list[ApplicationError]
+    ) -> SendResult | None:
+        """One channel's result, or None when it needs another attempt (its error added to
+        `pending`)."""
+        try:
+            return self.send_message(request)
+        except ApplicationError as err:
+            if err.type == "TemplateError":
+                return SendResult(
+                    key=request.key,
+                    channel=request.channel,
+                    template="",
+                    content_hash="",
+                    status=TEMPLATE_BROKEN,
+                    error=err.message,
+                )
+            if err.non_retryable:
+                with Session(self.engine) as session:
+                    row = session.get(Message, request.key)
+                assert row is not None
+                return _result(row).model_copy(update={"error": row.error})
+            pending.append(err)
+            return None
 
     def _skip_reason(self, request: SendMessageInput) -> str | None:
         """Why the message is not to be sent at all, or None."""

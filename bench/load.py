@@ -18,7 +18,7 @@ Phases, one after the other in the same run:
    each has sent its first messages and sleeps in its first timer ("enrolled").
 3. API starts: `--api-starts` more trials through `POST /v1/trials`, for the API's overhead.
 4. histories: `--histories` trials picked at random; their events are counted as Temporal
-   actions (see `ACTION_EVENTS`) and compared with their messages (`send_message` activities).
+   actions (see `ACTION_EVENTS`) and compared with their messages (`count_messages`).
 5. event latency: `--events` trials picked at random each get one `POST .../events`
    (`--event-concurrency` at a time); the time until their `status` query shows the event is
    the latency. The history sample is re-read afterwards: actions added by one event.
@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import random
 import re
@@ -83,7 +84,9 @@ POLL_INTERVAL = 0.025
 WARM_UP = 20
 SHM = Path("/dev/shm")
 MESSAGE_ACTIVITY = "send_message"
-"""The activity that sends one message: a history's messages are its scheduled ones."""
+"""The activity that sends one message (runs started before `one-activity-per-step`)."""
+STEP_ACTIVITY = "send_step"
+"""The activity that sends every channel of one step: one message per channel."""
 CHANGE_VERSION = "TemporalChangeVersion"
 """The search attribute a patch marker upserts; Temporal Cloud does not bill that upsert."""
 # Qualifier answers cycled over the trials; `None`: unanswered (the trial waits for it).
@@ -402,7 +405,7 @@ class Cost:
 
 def count_actions(events: Iterable[HistoryEvent]) -> tuple[dict[str, int], Counter[str]]:
     """Billable actions by kind (`ACTION_EVENTS`, and `activity_retry` for each retry) and the
-    activities scheduled by type (`send_message`: the messages sent) in a history's events."""
+    activities scheduled by type in a history's events."""
     by_type: dict[str, int] = {}
     activities: Counter[str] = Counter()
     marker_tasks: set[int] = set()
@@ -429,9 +432,24 @@ def count_actions(events: Iterable[HistoryEvent]) -> tuple[dict[str, int], Count
     return by_type, activities
 
 
+def count_messages(events: Iterable[HistoryEvent]) -> int:
+    """The messages a history sends: one per `send_message`, one per channel of a
+    `send_step` (read from its input, JSON when no payload codec is on, as here)."""
+    messages = 0
+    for event in events:
+        if event.event_type != EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            continue
+        scheduled = event.activity_task_scheduled_event_attributes
+        if scheduled.activity_type.name == MESSAGE_ACTIVITY:
+            messages += 1
+        elif scheduled.activity_type.name == STEP_ACTIVITY:
+            messages += len(json.loads(scheduled.input.payloads[0].data)["channels"])
+    return messages
+
+
 async def history_cost(client: Client, user_id: str) -> Cost:
     history = await client.get_workflow_handle(workflow_id_for(user_id)).fetch_history()
-    by_type, activities = count_actions(history.events)
+    by_type, _ = count_actions(history.events)
     pending_activities = pending_timers = 0
     for event in history.events:
         kind = event.event_type
@@ -449,7 +467,7 @@ async def history_cost(client: Client, user_id: str) -> Cost:
         elif kind in (EventType.EVENT_TYPE_TIMER_FIRED, EventType.EVENT_TYPE_TIMER_CANCELED):
             pending_timers -= 1
     actions = sum(by_type.values())
-    messages = activities[MESSAGE_ACTIVITY]
+    messages = count_messages(history.events)
     return Cost(actions, messages, pending_activities == 0 and pending_timers > 0, by_type)
 
 

@@ -11,9 +11,9 @@ then `--per-signal` events to a signal (`events`, as it relays a request carryin
 Every history of the trial (it continues as new when its history grows) is read and its billable
 actions counted as `bench/load.py` counts them (`ACTION_EVENTS`: starts, signals, activities and
 their retries, timers, search-attribute and memo upserts, markers, updates), beside the messages
-sent (`send_message` activities). It prints actions by kind, activities by type, actions minus
-messages (the target: at most 15), and the cost per 1,000 such trials at `--price-per-million`
-dollars per million actions.
+sent (`count_messages`: one per channel of a step). It prints actions by kind, activities by
+type, actions minus messages (the target: at most 15), and the cost per 1,000 such trials at
+`--price-per-million` dollars per million actions.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from load import MESSAGE_ACTIVITY, count_actions
+from load import count_actions, count_messages
 
 from trialpath.core.contract import (
     SIGNAL_EVENT,
@@ -76,11 +76,13 @@ def count(runs: list[Any]) -> tuple[Counter[str], int, Counter[str]]:
     """Actions by kind, messages sent, and the activities scheduled by type."""
     kinds: Counter[str] = Counter()
     activities: Counter[str] = Counter()
+    messages = 0
     for history in runs:
         by_type, scheduled = count_actions(history.events)
         kinds.update(by_type)
         activities.update(scheduled)
-    return kinds, activities[MESSAGE_ACTIVITY], activities
+        messages += count_messages(history.events)
+    return kinds, messages, activities
 
 
 async def play(settings: Settings, events: int, per_signal: int) -> Played:

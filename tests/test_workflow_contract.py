@@ -25,8 +25,9 @@ from trialpath.entry.trials import recorded_status
 from trialpath.growth.simulate import skip_to
 from trialpath.operations.config import Settings
 from trialpath.operations.db import make_engine
-from trialpath.operations.models import Trial, TrialEvent
+from trialpath.operations.models import Message, Trial, TrialEvent
 from worker import build_worker
+from workflows.trial import PATCH_STEP_SENDS
 
 
 async def test_qualify_update_sets_the_persona(
@@ -183,6 +184,20 @@ async def test_an_event_that_changes_nothing_costs_its_signal_only(
     events = (await handle.fetch_history()).events
     markers = [e for e in events if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED]
     assert len(markers) == 1
+    assert PATCH_STEP_SENDS.encode() in markers[0].SerializeToString()
+    # Each step's channels go in one activity: `welcome` by email and in-app is one.
+    sends = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        and "send" in e.activity_task_scheduled_event_attributes.activity_type.name
+    ]
+    assert sends and set(sends) == {"send_step"}, sends
+    with Session(engine) as session:
+        sent = session.exec(select(Message).where(Message.user_id == "lean-event")).all()
+    welcome = sorted(m.channel for m in sent if m.message == "welcome")
+    assert welcome == ["email", "in_app"]
+    assert len(sends) < len(sent)
 
 
 async def _settled(handle: Any, signals: int, after: int) -> list[Any]:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributeUpdate
@@ -22,13 +22,16 @@ with workflow.unsafe.imports_passed_through():
     from activities.journey import JourneyActivities, LoadJourneyInput
     from activities.messaging import (
         LOOKUP_ROOM,
+        TEMPLATE_BROKEN,
         AssignAgentInput,
         CallFacts,
+        ChannelPlan,
         CsTaskInput,
         MessagingActivities,
         Recipient,
         SendMessageInput,
         SendResult,
+        SendStepInput,
         TemplateFailure,
         TrialFacts,
     )
@@ -91,7 +94,6 @@ NEEDS_ATTENTION = SearchAttributeKey.for_keyword_list("NeedsAttention")
 JOURNEY_VERSION = SearchAttributeKey.for_keyword("JourneyVersion")
 SEARCH_ATTRIBUTES = (TRIAL_STAGE, PERSONA, ACTIVATED, TRIAL_ENDS_AT, EXPERIMENT_ARM, CS_OWNER)
 
-TEMPLATE_BROKEN = "template_broken"
 # Changes of behaviour since a released version (docs/versioning.md): `workflow.patched` ids.
 PATCH_SIGNUP_AT_START = "signup-at-start-time"
 PATCH_SYNC_LATE_SIGNALS = "sync-late-signals"
@@ -104,6 +106,7 @@ PATCH_NEEDS_ATTENTION = "needs-attention"
 PATCH_JOURNEY_VERSIONS = "journey-versions"
 PATCH_FEWER_ACTIONS = "fewer-actions"
 PATCH_RULES_6 = "journey-rules-6"
+PATCH_STEP_SENDS = "one-activity-per-step"
 EVENTS_PER_RECORD = 100
 """With `fewer-actions`, events that count wait for the next record the trial makes anyway, its
 next timer or this many of them, whichever comes first."""
@@ -141,7 +144,8 @@ class TrialWorkflow:
     `unsubscribe`, `task_closed` (support closed a task with an outcome).
     Update: `qualify` (role, challenge, urgency → persona; invalid answers are rejected).
     Query: `status` (the whole state in plain words).
-    Activities: `load_journey`, `send_message`, `alert_template_failure`, `open_cs_task`,
+    Activities: `load_journey`, `send_step` (every channel of a step; `send_message`, one
+    channel, before `one-activity-per-step`), `alert_template_failure`, `open_cs_task`,
     `record_progress`; `assign_agent` (rules 1-3: round-robin) or `offer_call_slot` and
     `release_call_slots` (rules 4: the agents' calendars).
     Timers: one at a time, until the next step the journey rules ask for (qualifier timeout,
@@ -164,7 +168,8 @@ class TrialWorkflow:
         self._version: JourneyVersionRef | None = carried.version if carried else None
         self._move: MoveJourney | None = None
         self._fewer_actions: bool | None = None
-        self._rules_6: bool | None = None
+        self._rules_6_on: bool | None = None
+        self._step_sends: bool | None = None
         if carried:
             self._clock = carried.clock
         else:
@@ -214,7 +219,7 @@ class TrialWorkflow:
         if self._state is None:
             # A new trial decides by today's rules; one started before they were versioned
             # replays with the rules its history was made by.
-            if self._newest():
+            if self._rules_6():
                 rules = journey.RULES
             elif self._patched(PATCH_RULES_5):
                 rules = 5
@@ -298,7 +303,7 @@ class TrialWorkflow:
                             ),
                         )
                     )
-                if self._newest():
+                if self._rules_6():
                     # The steps taken in a row since the last wait make one record, written
                     # as the trial goes to sleep.
                     await self._sync(now, settle=True)
@@ -352,17 +357,24 @@ class TrialWorkflow:
         self._timer_until = None
 
     def _newest(self) -> bool:
-        """Whether this run started with the newest patch (`journey-rules-6`), which stands for
-        every older one: a new run records this marker only."""
-        if self._rules_6 is None:
-            self._rules_6 = workflow.patched(PATCH_RULES_6)
-        return self._rules_6
+        """Whether this run started with the newest patch (`one-activity-per-step`), which
+        stands for every older one: a new run records this marker only."""
+        if self._step_sends is None:
+            self._step_sends = workflow.patched(PATCH_STEP_SENDS)
+        return self._step_sends
+
+    def _rules_6(self) -> bool:
+        """Whether this run decides by rules 6 and records once per wake-up (`journey-rules-6`,
+        or a newer patch)."""
+        if self._rules_6_on is None:
+            self._rules_6_on = self._newest() or workflow.patched(PATCH_RULES_6)
+        return self._rules_6_on
 
     def _lean(self) -> bool:
         """Whether this run keeps its timer and merges event records and upserts
         (`fewer-actions`, or a newer patch)."""
         if self._fewer_actions is None:
-            self._fewer_actions = self._newest() or workflow.patched(PATCH_FEWER_ACTIONS)
+            self._fewer_actions = self._rules_6() or workflow.patched(PATCH_FEWER_ACTIONS)
         return self._fewer_actions
 
     def _patched(self, patch: str) -> bool:
@@ -387,9 +399,12 @@ class TrialWorkflow:
 
     async def _send(self, step: journey.Send) -> None:
         assert self._defn is not None and self._state is not None
-        results = await asyncio.gather(
-            *(self._send_with_fallback(step, channel) for channel in step.channels)
-        )
+        if self._newest():
+            results = await self._send_step(step)
+        else:
+            results = await asyncio.gather(
+                *(self._send_with_fallback(step, channel) for channel in step.channels)
+            )
         delivered = [
             journey.Delivered(channel=channel, key=r.key, template=r.template)
             for channel, r in results
@@ -492,6 +507,41 @@ class TrialWorkflow:
             retry_policy=SEND_RETRY,
         )
 
+    async def _send_step(self, step: journey.Send) -> list[tuple[Channel, SendResult | None]]:
+        """Every channel of the step in one activity (`one-activity-per-step`): one activity
+        task and one workflow task per step, whatever its channels. Each channel is still sent
+        once, retried and settled on its own, and falls back inside the activity."""
+        assert self._defn is not None
+        if not step.channels:
+            return []
+        fallback = self._defn.message(step.message).fallback
+        plans = [
+            ChannelPlan(channel=channel)
+            if fallback is None or fallback == channel or fallback in step.channels
+            else ChannelPlan(
+                channel=channel,
+                max_attempts=self._defn.fallback_after_attempts,
+                fallback=fallback,
+            )
+            for channel in step.channels
+        ]
+        request = SendStepInput(message=self._request(step, step.channels[0]), channels=plans)
+        sends = len(plans) + sum(1 for p in plans if p.fallback)
+        try:
+            results = await workflow.execute_activity_method(
+                MessagingActivities.send_step,
+                request,
+                # Each provider call has its own timeouts; the step gets room for all of them.
+                start_to_close_timeout=timedelta(seconds=60) * sends,
+                retry_policy=SEND_RETRY,
+                summary=f"{step.message} via {', '.join(step.channels)}",
+            )
+        except ActivityError as err:
+            # Only cancellation ends it so: every channel's failure is settled inside.
+            workflow.logger.warning("send failed for %s: %s", step.occurrence, err.cause or err)
+            return [(channel, None) for channel in step.channels]
+        return [(cast(Channel, r.channel), r) for r in results]
+
     async def _send_with_fallback(
         self, step: journey.Send, channel: Channel
     ) -> tuple[Channel, SendResult | None]:
@@ -507,13 +557,12 @@ class TrialWorkflow:
         workflow.logger.info("%s: %s failed, using %s", step.occurrence, channel, fallback)
         return fallback, await self._send_one(step, fallback)
 
-    async def _send_one(
-        self, step: journey.Send, channel: str, max_attempts: int = 0
-    ) -> SendResult | None:
+    def _request(self, step: journey.Send, channel: str, max_attempts: int = 0) -> SendMessageInput:
+        """What a send of the step on `channel` needs, as of now."""
         assert self._defn is not None and self._state is not None
         state, defn, now = self._state, self._defn, self._now()
         profile = self._profile
-        request = SendMessageInput(
+        return SendMessageInput(
             workflow_id=workflow.info().workflow_id,
             user_id=state.user_id,
             occurrence=step.occurrence,
@@ -561,6 +610,11 @@ class TrialWorkflow:
                 else None
             ),
         )
+
+    async def _send_one(
+        self, step: journey.Send, channel: str, max_attempts: int = 0
+    ) -> SendResult | None:
+        request = self._request(step, channel, max_attempts)
         try:
             return await workflow.execute_activity_method(
                 MessagingActivities.send_message,
@@ -618,7 +672,7 @@ class TrialWorkflow:
             # waits make one upsert, not one each.
             self._upsert_attributes()
         workflow.set_current_details(journey.summary(defn, state, now))
-        if not (force or ended or settle) and self._newest():
+        if not (force or ended or settle) and self._rules_6():
             return
         snapshot = self._snapshot(now, ended)
         comparable = snapshot.model_dump(exclude={"status"})
