@@ -27,7 +27,7 @@ from trialpath.operations.config import Settings
 from trialpath.operations.db import make_engine
 from trialpath.operations.models import Message, Trial, TrialEvent
 from worker import build_worker
-from workflows.trial import PATCH_STEP_SENDS
+from workflows.policy import PATCH_STEP_SENDS
 
 
 async def test_qualify_update_sets_the_persona(

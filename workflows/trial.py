@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributeUpdate
+from temporalio.common import SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -24,16 +24,12 @@ with workflow.unsafe.imports_passed_through():
         LOOKUP_ROOM,
         TEMPLATE_BROKEN,
         AssignAgentInput,
-        CallFacts,
-        ChannelPlan,
         CsTaskInput,
         MessagingActivities,
-        Recipient,
         SendMessageInput,
         SendResult,
         SendStepInput,
         TemplateFailure,
-        TrialFacts,
     )
     from activities.records import (
         EventRecord,
@@ -64,7 +60,6 @@ with workflow.unsafe.imports_passed_through():
         CallCompleted,
         CallNoShow,
         CallRescheduled,
-        CallStatus,
         Cancel,
         Converted,
         EventSignal,
@@ -75,7 +70,6 @@ with workflow.unsafe.imports_passed_through():
         MoveResult,
         QualifyInput,
         QualifyResult,
-        SentStatus,
         TaskClosed,
         TrialStatus,
         Unsubscribe,
@@ -83,53 +77,36 @@ with workflow.unsafe.imports_passed_through():
     )
     from trialpath.core.definition import Channel, JourneyDefinition
     from trialpath.support.agents import SlotRequest
-
-TRIAL_STAGE = SearchAttributeKey.for_keyword("TrialStage")
-PERSONA = SearchAttributeKey.for_keyword("Persona")
-ACTIVATED = SearchAttributeKey.for_bool("Activated")
-TRIAL_ENDS_AT = SearchAttributeKey.for_datetime("TrialEndsAt")
-EXPERIMENT_ARM = SearchAttributeKey.for_keyword("ExperimentArm")
-CS_OWNER = SearchAttributeKey.for_keyword("CsOwner")
-NEEDS_ATTENTION = SearchAttributeKey.for_keyword_list("NeedsAttention")
-JOURNEY_VERSION = SearchAttributeKey.for_keyword("JourneyVersion")
-SEARCH_ATTRIBUTES = (TRIAL_STAGE, PERSONA, ACTIVATED, TRIAL_ENDS_AT, EXPERIMENT_ARM, CS_OWNER)
-
-# Changes of behaviour since a released version (docs/versioning.md): `workflow.patched` ids.
-PATCH_SIGNUP_AT_START = "signup-at-start-time"
-PATCH_SYNC_LATE_SIGNALS = "sync-late-signals"
-PATCH_ACCEPTED_AT = "signals-at-accepted-time"
-PATCH_RULES_2 = "journey-rules-2"
-PATCH_RULES_3 = "journey-rules-3"
-PATCH_RULES_4 = "journey-rules-4"
-PATCH_RULES_5 = "journey-rules-5"
-PATCH_NEEDS_ATTENTION = "needs-attention"
-PATCH_JOURNEY_VERSIONS = "journey-versions"
-PATCH_FEWER_ACTIONS = "fewer-actions"
-PATCH_RULES_6 = "journey-rules-6"
-PATCH_STEP_SENDS = "one-activity-per-step"
-EVENTS_PER_RECORD = 100
-"""With `fewer-actions`, events that count wait for the next record the trial makes anyway, its
-next timer or this many of them, whichever comes first."""
-TASK_KINDS = {
-    "support_alert": "stalled",
-    "inactive_alert": "inactive",
-    "call_unassigned": "call_unassigned",
-}
-"""The alerts that open a support task (when they say `cs_task`), and the task's kind."""
-SEND_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(minutes=10),
-    non_retryable_error_types=["TemplateError", "DeliveryRejected"],
-    # 0: unlimited. A message with a fallback channel gets `fallback_after_attempts`.
-)
-DB_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=5))
-"""Database activities stay ordinary activities, not local ones. Local activities were
-measured cheaper (bench/README), but a query or a slow write while one runs makes the worker
-close its workflow task without commands and take a new one; a worker that later replays the
-trial merges those two tasks and runs the first one's steps at the second one's time
-(temporalio/sdk-rust#1606, open). The journey's decisions read the time, so the replay
-took another branch (a nondeterminism error, found by tests/test_chaos.py)."""
+    from workflows import shapes
+    from workflows.policy import (
+        DB_RETRY,
+        EVENTS_PER_RECORD,
+        PATCH_ACCEPTED_AT,
+        PATCH_FEWER_ACTIONS,
+        PATCH_JOURNEY_VERSIONS,
+        PATCH_NEEDS_ATTENTION,
+        PATCH_RULES_2,
+        PATCH_RULES_3,
+        PATCH_RULES_4,
+        PATCH_RULES_5,
+        PATCH_RULES_6,
+        PATCH_SIGNUP_AT_START,
+        PATCH_STEP_SENDS,
+        PATCH_SYNC_LATE_SIGNALS,
+        SEND_RETRY,
+        TASK_KINDS,
+    )
+    from workflows.shapes import (
+        ACTIVATED,
+        CS_OWNER,
+        EXPERIMENT_ARM,
+        JOURNEY_VERSION,
+        NEEDS_ATTENTION,
+        PERSONA,
+        SEARCH_ATTRIBUTES,
+        TRIAL_ENDS_AT,
+        TRIAL_STAGE,
+    )
 
 
 @workflow.defn(name=WORKFLOW_TYPE)
@@ -514,17 +491,7 @@ class TrialWorkflow:
         assert self._defn is not None
         if not step.channels:
             return []
-        fallback = self._defn.message(step.message).fallback
-        plans = [
-            ChannelPlan(channel=channel)
-            if fallback is None or fallback == channel or fallback in step.channels
-            else ChannelPlan(
-                channel=channel,
-                max_attempts=self._defn.fallback_after_attempts,
-                fallback=fallback,
-            )
-            for channel in step.channels
-        ]
+        plans = shapes.channel_plans(self._defn, step)
         request = SendStepInput(message=self._request(step, step.channels[0]), channels=plans)
         sends = len(plans) + sum(1 for p in plans if p.fallback)
         try:
@@ -558,57 +525,16 @@ class TrialWorkflow:
         return fallback, await self._send_one(step, fallback)
 
     def _request(self, step: journey.Send, channel: str, max_attempts: int = 0) -> SendMessageInput:
-        """What a send of the step on `channel` needs, as of now."""
         assert self._defn is not None and self._state is not None
-        state, defn, now = self._state, self._defn, self._now()
-        profile = self._profile
-        return SendMessageInput(
-            workflow_id=workflow.info().workflow_id,
-            user_id=state.user_id,
-            occurrence=step.occurrence,
-            message=step.message,
-            channel=channel,
-            category=step.category,
-            # Whose copy: in the generic arm, marketing is the same for everyone.
-            persona=(
-                journey.path_persona(defn, state) if step.category == "marketing" else state.persona
-            ),
-            recipient=Recipient(
-                name=profile.name,
-                email=profile.email,
-                phone=profile.phone,
-                locale=profile.locale,
-                timezone=profile.timezone,
-                company=profile.company,
-            ),
-            trial=TrialFacts(
-                day=journey.trial_day(state, now),
-                days_left=journey.days_left(state, now),
-                ends_on=state.ends_on,
-                activated=state.activated_at is not None,
-                activation_progress=journey.activation_progress(defn, state),
-                activated_day=(
-                    journey.trial_day(state, state.activated_at) if state.activated_at else None
-                ),
-                extended_days=state.extended_days,
-                plan=state.converted.plan if state.converted else None,
-            ),
-            call=CallFacts(
-                at=state.call.at,
-                agent=state.call.agent,
-                duration_minutes=defn.call.duration_minutes,
-                version=state.call.version,
-            )
-            if state.call.state != "none"
-            else None,
-            alert=step.extra or None,
-            max_attempts=max_attempts,
-            # A follow-up of an in-app message: not sent if the user has read that (rules 4).
-            unless_read=(
-                f"{workflow.info().workflow_id}:{step.unless_read}/in_app"
-                if step.unless_read is not None
-                else None
-            ),
+        return shapes.send_request(
+            self._defn,
+            self._state,
+            self._profile,
+            step,
+            channel,
+            self._now(),
+            workflow.info().workflow_id,
+            max_attempts,
         )
 
     async def _send_one(
@@ -740,28 +666,13 @@ class TrialWorkflow:
 
     def _snapshot(self, now: datetime, ended: bool) -> TrialSnapshot:
         assert self._state is not None
-        state = self._state
-        real = self._clock.real
-        return TrialSnapshot(
-            user_id=state.user_id,
-            workflow_id=workflow.info().workflow_id,
-            signup_at=real(state.signup_at),
-            persona=state.persona,
-            persona_source=state.persona_source,
-            persona_at=real(state.persona_at) if state.persona_at else None,
-            stage=state.stage,
-            urgency=state.urgency,
-            activated=state.activated_at is not None,
-            activated_at=real(state.activated_at) if state.activated_at else None,
-            trial_ends_at=real(journey.trial_ends_at(state)),
-            cs_owner=state.call.agent,
-            experiment_arm=state.arm,
-            journey_version=self._version.id if self._version else None,
-            converted_plan=state.converted.plan if state.converted else None,
-            mrr=state.converted.mrr if state.converted else None,
-            converted_at=real(state.converted.at) if state.converted else None,
-            ended_at=workflow.now() if ended else None,
-            status=self._status(now).model_dump(mode="json"),
+        return shapes.trial_snapshot(
+            self._state,
+            self._clock,
+            workflow.info().workflow_id,
+            self._version,
+            self._status(now),
+            workflow.now() if ended else None,
         )
 
     # --- signals -----------------------------------------------------------------------------
@@ -963,54 +874,7 @@ class TrialWorkflow:
 
     def _status(self, now: datetime) -> TrialStatus:
         if self._state is None or self._defn is None:
-            signup = self._clock.origin
-            return TrialStatus(
-                user_id=self._profile.user_id,
-                persona=None,
-                stage="qualifying",
-                activated=False,
-                activated_at=None,
-                trial_ends_at=signup + timedelta(days=self._profile.trial_days or 14),
-                next_wakeup=None,
-                call=CallStatus(state="none", at=None, agent=None),
-                sent=[],
-                events_seen={},
-                summary="Starting: loading the journey definition.",
-            )
-        state, defn, real = self._state, self._defn, self._clock.real
-        return TrialStatus(
-            user_id=state.user_id,
-            persona=state.persona,
-            stage=journey.stage_of(defn, state, now),
-            activated=state.activated_at is not None,
-            activated_at=real(state.activated_at) if state.activated_at else None,
-            trial_ends_at=real(journey.trial_ends_at(state)),
-            next_wakeup=real(self._next_wakeup) if self._next_wakeup else None,
-            call=CallStatus(
-                state=state.call.state,
-                at=real(state.call.at) if state.call.at else None,
-                agent=state.call.agent,
-            ),
-            sent=[
-                SentStatus(
-                    key=s.key,
-                    channel=s.channel,
-                    template=s.template,
-                    at=real(s.at),
-                    day=s.day,
-                    message=s.message,
-                    due=real(s.due) if s.due else None,
-                )
-                for s in state.sent
-            ],
-            events_seen=dict(state.events_seen),
-            needs_attention=journey.needs_attention(defn, state, now),
-            open_tasks=dict(state.tasks),
-            urgency=state.urgency,
-            unsubscribed=list(state.unsubscribed),
-            trial_day=journey.trial_day(state, now),
-            ends_on=state.ends_on,
-            summary=journey.summary(defn, state, now),
-            journey_version=self._version.name if self._version else None,
-            skipped=[o for o, done in state.done.items() if done == "skipped"],
+            return shapes.starting_status(self._profile, self._clock.origin)
+        return shapes.trial_status(
+            self._defn, self._state, self._clock, self._version, self._next_wakeup, now
         )
