@@ -105,3 +105,31 @@ def test_empty_paths_in_the_environment_mean_unset(monkeypatch: pytest.MonkeyPat
 def test_codec_key_errors_are_value_errors() -> None:
     # The CLI turns ValueError from connect() into a one-line message.
     assert issubclass(CodecKeyError, ValueError)
+
+
+def test_every_data_converter_shares_one_payload_converter() -> None:
+    """The worker builds a data converter per workflow activation; each gets the payload
+    converter made once (its type adapters cached once), encrypting or not."""
+    from datetime import date
+
+    from temporalio.converter import DataConverter
+
+    from activities.messaging import SendResult, TrialFacts
+
+    plain = temporal.DATA_CONVERTER
+    encrypting = temporal.data_converter(Settings(codec_keys=SecretStr(f"k1:{KEY}")))
+    again = DataConverter(payload_converter_class=plain.payload_converter_class)
+    inner = {
+        id(c.payload_converter._inner_payload_converter)  # type: ignore[attr-defined]
+        for c in (plain, encrypting, again)
+    }
+    assert len(inner) == 1
+    values = [
+        [SendResult(key="k", channel="email", template="t", content_hash="h", status="sent")],
+        TrialFacts(
+            day=1, days_left=13, ends_on=date(2026, 12, 20), activated=True, activation_progress=3
+        ),
+    ]
+    payloads = again.payload_converter.to_payloads(values)
+    decoded = plain.payload_converter.from_payloads(payloads, [list[SendResult], TrialFacts])
+    assert decoded == values

@@ -9,7 +9,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, ClassVar, NoReturn
 
 from temporalio.api.enums.v1 import IndexedValueType, TaskQueueType
 from temporalio.api.operatorservice.v1 import (
@@ -19,14 +19,39 @@ from temporalio.api.operatorservice.v1 import (
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.contrib.pydantic import PydanticPayloadConverter
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
 from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
 from trialpath.operations.config import Settings, SettingsError
 
-DATA_CONVERTER = pydantic_data_converter
+
+class SharedPydanticPayloadConverter(PydanticPayloadConverter):
+    """The SDK's pydantic payload converter, made once per process.
+
+    The worker builds a data converter for every workflow activation and completion (to give
+    each command its serialization context), and a data converter builds a new payload
+    converter: its component converters and an empty cache of pydantic type adapters, every
+    time (bench/README, "The payload converter made once"). This one takes no serialization
+    context, so its instance is the same for every data converter; `DataConverter` asks for a
+    class it can call without arguments, which returns that instance."""
+
+    _instance: ClassVar[SharedPydanticPayloadConverter | None] = None
+
+    def __new__(cls) -> SharedPydanticPayloadConverter:
+        instance = cls._instance
+        if instance is None:
+            instance = super().__new__(cls)
+            PydanticPayloadConverter.__init__(instance)
+            cls._instance = instance
+        return instance
+
+    def __init__(self) -> None:
+        """Built once, in `__new__`."""
+
+
+DATA_CONVERTER = DataConverter(payload_converter_class=SharedPydanticPayloadConverter)
 """Without encryption; `data_converter(settings)` is the one clients and workers use."""
 
 SEARCH_ATTRIBUTE_TYPES: dict[str, IndexedValueType.ValueType] = {
