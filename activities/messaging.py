@@ -216,7 +216,7 @@ class MessagingActivities:
             return _result(row)
         skipped = self._skip_reason(request)
         if skipped is not None:
-            return self._finish(key, status="skipped", error=skipped)
+            return self._finish(row, status="skipped", error=skipped)
         outgoing = self._outgoing(request, row)
         return self._hand_over(row, outgoing, provider, request.max_attempts)
 
@@ -314,11 +314,11 @@ class MessagingActivities:
             except ApplicationError as err:
                 if max_attempts and activity.info().attempt >= max_attempts * LOOKUP_ROOM:
                     return self._finish(
-                        key, status="unknown", error=f"outcome unknown, not sent again: {err}"
+                        row, status="unknown", error=f"outcome unknown, not sent again: {err}"
                     )
                 raise
             if receipt is not None:
-                return self._finish(key, status="sent", provider_message_id=receipt.message_id)
+                return self._finish(row, status="sent", provider_message_id=receipt.message_id)
         if not claimed:
             self._update(key, status="sending", attempts=attempt, attempted_at=utcnow())
         try:
@@ -326,7 +326,7 @@ class MessagingActivities:
                 receipt = provider.deliver(outgoing)
         except DeliveryError as err:
             if err.permanent:
-                self._finish(key, status="failed", error=str(err))
+                self._finish(row, status="failed", error=str(err))
                 raise ApplicationError(
                     str(err), type="DeliveryRejected", non_retryable=True
                 ) from err
@@ -343,7 +343,7 @@ class MessagingActivities:
                 type="DeliveryInDoubt" if err.in_doubt else "DeliveryUnavailable",
                 next_retry_delay=delay,
             ) from err
-        return self._finish(key, status="sent", provider_message_id=receipt.message_id, error=None)
+        return self._finish(row, status="sent", provider_message_id=receipt.message_id, error=None)
 
     def _give_up(
         self,
@@ -359,13 +359,13 @@ class MessagingActivities:
                 found = provider.find(outgoing, _aware(row.created_at))
             except (NotImplementedError, DeliveryError):
                 return self._finish(
-                    row.key,
+                    row,
                     status="unknown",
                     error=f"outcome unknown after {attempts} attempts, not sent again: {err}",
                 )
             if found is not None:
-                return self._finish(row.key, status="sent", provider_message_id=found.message_id)
-        self._finish(row.key, status="failed", error=f"gave up after {attempts} attempts: {err}")
+                return self._finish(row, status="sent", provider_message_id=found.message_id)
+        self._finish(row, status="failed", error=f"gave up after {attempts} attempts: {err}")
         raise ApplicationError(str(err), type="DeliveryRejected", non_retryable=True) from err
 
     def _reconcile(
@@ -468,22 +468,23 @@ class MessagingActivities:
                 return existing, False
         return row, True
 
-    def _update(self, key: str, **changes: Any) -> Message:
-        with Session(self.engine, expire_on_commit=False) as session:
-            row = session.get(Message, key)
-            assert row is not None
-            for name, value in changes.items():
-                setattr(row, name, value)
-            session.add(row)
+    def _update(self, key: str, **changes: Any) -> None:
+        """One UPDATE of the changed columns (`updated_at` with them), without reading the row
+        first: what other writers changed meanwhile (a webhook's delivery status) stays."""
+        with Session(self.engine) as session:
+            session.execute(update(Message).where(col(Message.key) == key).values(**changes))
             session.commit()
-            return row
 
-    def _finish(self, key: str, **changes: Any) -> SendResult:
+    def _finish(self, row: Message, **changes: Any) -> SendResult:
+        """Settles the message `row` (as read or written by this attempt) with `changes`."""
         if changes.get("status") == "sent":
             changes["sent_at"] = utcnow()
-        row = self._update(key, **changes)
-        MESSAGES.labels(row.channel, row.status).inc()
-        return _result(row)
+        self._update(row.key, **changes)
+        result = _result(row).model_copy(
+            update={k: v for k, v in changes.items() if k in ("status", "provider_message_id")}
+        )
+        MESSAGES.labels(row.channel, result.status).inc()
+        return result
 
     def _provider(self, channel: str) -> Provider:
         return self.providers[channel]

@@ -251,20 +251,27 @@ def test_marketing_email_carries_a_signed_one_click_link(
 
 def test_a_new_message_is_written_sending_then_settled_two_writes(engine: Engine) -> None:
     """A new message's row is written `sending` in the transaction that creates it (the
-    provider is called right after), then settled: two writes, not three. A message skipped
-    from the start is written once, already settled."""
+    provider is called right after), then settled: two writes, not three, and the settling
+    update does not read the row again. A message skipped from the start is written once,
+    already settled."""
     writes: list[str] = []
+    reads: list[str] = []
 
     def record(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
-        if "messages" in statement.split("(")[0] and statement.split()[0] in ("INSERT", "UPDATE"):
-            writes.append(statement.split()[0])
+        verb = statement.split()[0]
+        if verb in ("INSERT", "UPDATE") and "messages" in statement.split("(")[0]:
+            writes.append(verb)
+        if verb == "SELECT" and "FROM messages" in " ".join(statement.split()):
+            reads.append(verb)
 
     provider = Scripted()
     activities = acts(engine, provider)
     event.listen(engine, "before_cursor_execute", record)
     try:
-        assert run(activities).status == "sent"
+        result = run(activities)
+        assert (result.status, result.provider_message_id) == ("sent", "id-ok")
         assert writes == ["INSERT", "UPDATE"]
+        assert reads == ["SELECT"]  # whether an earlier attempt wrote the row
         sent = row(engine)
         assert (sent.status, sent.attempts, len(provider.delivered)) == ("sent", 1, 1)
         assert sent.attempted_at is not None and sent.sent_at is not None
