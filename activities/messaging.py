@@ -205,12 +205,13 @@ class MessagingActivities:
         with Session(self.engine) as session:
             row = session.get(Message, key)
         if row is None:
-            row, claimed = self._write_row(request)
+            context = self._context(request)
+            row, claimed = self._write_row(request, context)
             if claimed:
                 if row.status in FINAL_STATUSES:
                     MESSAGES.labels(row.channel, row.status).inc()
                     return _result(row)
-                outgoing = self._outgoing(request, row)
+                outgoing = self._outgoing(request, row, context)
                 return self._hand_over(row, outgoing, provider, request.max_attempts, claimed=True)
         if row.status in FINAL_STATUSES:
             return _result(row)
@@ -411,9 +412,10 @@ class MessagingActivities:
     def _opted_out(self, request: SendMessageInput) -> dict[str, str]:
         return unsubscribed(self.engine, request.user_id)
 
-    def _write_row(self, request: SendMessageInput) -> tuple[Message, bool]:
+    def _write_row(
+        self, request: SendMessageInput, context: dict[str, Any]
+    ) -> tuple[Message, bool]:
         """The message's row, rendered and written; whether this call wrote it."""
-        context = self._context(request)
         try:
             rendered = self.renderer.render(
                 request.channel,
@@ -540,8 +542,12 @@ class MessagingActivities:
             book_call_url=self.book_call_url(request.user_id),
         )
 
-    def _outgoing(self, request: SendMessageInput, row: Message) -> OutgoingMessage:
-        context = self._context(request)
+    def _outgoing(
+        self, request: SendMessageInput, row: Message, context: dict[str, Any] | None = None
+    ) -> OutgoingMessage:
+        """What the provider gets; `context`: the one the row was rendered with, when this
+        attempt rendered it (it holds the signed links)."""
+        context = context if context is not None else self._context(request)
         headers: dict[str, str] = {}
         if row.category == "marketing" and row.channel == "email":
             headers["List-Unsubscribe"] = f"<{context['links']['unsubscribe']}>"
