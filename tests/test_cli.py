@@ -173,8 +173,11 @@ async def test_trial_show_and_the_summary_use_one_clock(
         task_queue=settings.task_queue,
     )
     await env.sleep(timedelta(seconds=4 * 0.5))
-    for name in ["integration_connected"] + ["api_call"] * 10:
-        await handle.signal("event", {"name": name})
+    # Stamped with the time they were sent, as the API relays them: on a busy machine the
+    # worker may apply them a second later, six journey hours at this clock.
+    sent_at = await env.get_current_time()
+    events = [{"name": n} for n in ["integration_connected"] + ["api_call"] * 10]
+    await handle.signal("events", {"events": events, "accepted_at": sent_at.isoformat()})
     await env.sleep(timedelta(seconds=4 * 1.0))
 
     code, out, err = await cli(
