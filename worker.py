@@ -142,11 +142,11 @@ def build_worker(
             messaging.send_message,
             messaging.send_step,
             messaging.alert_template_failure,
-            messaging.assign_agent,
-            messaging.open_cs_task,
+            calls.assign_agent,
             calls.offer_call_slot,
             calls.release_call_slots,
             records.record_progress,
+            records.open_cs_task,
         ],
         activity_executor=executor,
         # The client's converter is the worker's (`connect`, `data_converter(settings)`).

@@ -1,4 +1,4 @@
-"""Rendering and sending messages, and assigning success-call agents.
+"""Rendering and sending messages, and telling support of a broken template.
 
 A send is effectively once: the message row with its unique idempotency key is written before
 the provider is called, and a retried activity finds the row instead of sending again.
@@ -9,17 +9,23 @@ from __future__ import annotations
 import hashlib
 import html
 from collections.abc import Mapping
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from icalendar import Calendar, Event, vCalAddress, vText
-from pydantic import BaseModel
 from sqlalchemy import Engine, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.invitation import ICS_MESSAGES, call_invitation
+from activities.message_io import (
+    TEMPLATE_BROKEN,
+    SendMessageInput,
+    SendResult,
+    SendStepInput,
+    TemplateFailure,
+)
 from trialpath.delivery import Attachment, DeliveryError, OutgoingMessage, Provider, Receipt
 from trialpath.delivery.preferences import (
     SURVEY_SCALES,
@@ -31,133 +37,9 @@ from trialpath.delivery.preferences import (
 from trialpath.messages.templating import Product, Renderer, TemplateProblem, message_context
 from trialpath.operations.logs import bind_activity
 from trialpath.operations.metrics import MESSAGES, PROVIDER_LATENCY
-from trialpath.operations.models import (
-    AgentAssignment,
-    AgentCursor,
-    CsTask,
-    Message,
-    MessageEvent,
-    utcnow,
-)
-
-ICS_MESSAGES = frozenset({"call_invite", "call_booked", "call_rescheduled"})
-
-
-class Recipient(BaseModel):
-    name: str
-    email: str
-    phone: str | None = None
-    locale: str = "en"
-    timezone: str = "UTC"
-    company: str = ""
-
-
-class TrialFacts(BaseModel):
-    day: int
-    days_left: int
-    ends_on: date
-    activated: bool
-    activation_progress: int
-    extended_days: int = 0
-    plan: str | None = None
-    activated_day: int | None = None
-    """The trial day the user activated on (not the day this message goes out)."""
-
-
-class CallFacts(BaseModel):
-    at: datetime | None
-    agent: str | None
-    duration_minutes: int
-    version: int
-
-
-class SendMessageInput(BaseModel):
-    workflow_id: str
-    user_id: str
-    occurrence: str
-    message: str
-    channel: str
-    category: str
-    persona: str | None
-    recipient: Recipient
-    trial: TrialFacts
-    call: CallFacts | None = None
-    alert: dict[str, Any] | None = None
-    max_attempts: int = 0
-    """The workflow's retry limit for this send (0: none); the last attempt records failure."""
-    unless_read: str | None = None
-    """The key of an in-app message: if the user has read it, this copy is not sent (it is
-    recorded as skipped). A journey fact the workflow cannot know: the database has it."""
-
-    @property
-    def key(self) -> str:
-        return f"{self.workflow_id}:{self.occurrence}/{self.channel}"
-
-
-class SendResult(BaseModel):
-    key: str
-    channel: str
-    template: str
-    content_hash: str
-    status: str
-    provider_message_id: str | None = None
-    error: str | None = None
-
-
-class ChannelPlan(BaseModel):
-    """One channel of a step: its retry limit, and where it falls back when it fails for good."""
-
-    channel: str
-    max_attempts: int = 0
-    """Provider calls before the channel is settled (0: no limit); set when it has a fallback."""
-    fallback: str | None = None
-    """The channel sent instead when this one is settled `failed` (SMS → email)."""
-
-
-class SendStepInput(BaseModel):
-    """Every channel of one step of the journey, sent by one activity."""
-
-    message: SendMessageInput
-    """What the channels share; its `channel` and `max_attempts` are replaced by each plan's."""
-    channels: list[ChannelPlan]
-
-    def send(self, channel: str, max_attempts: int = 0) -> SendMessageInput:
-        return self.message.model_copy(update={"channel": channel, "max_attempts": max_attempts})
-
-
-class TemplateFailure(BaseModel):
-    """A message that could not be rendered at send time, for support to look at."""
-
-    workflow_id: str
-    user_id: str
-    occurrence: str
-    message: str
-    channel: str
-    error: str
-    attempt: int
-    retry_at: datetime | None
-    """When the step is tried again; None: given up."""
-    gave_up: str | None = None
-    """Why the step is given up without a further attempt (it went stale meanwhile)."""
-
-
-class AssignAgentInput(BaseModel):
-    workflow_id: str
-    agents: list[str]
-
-
-class CsTaskInput(BaseModel):
-    key: str
-    user_id: str
-    agent: str | None
-    reason: str
-    kind: str = "stalled"
-    workflow_id: str | None = None
-
+from trialpath.operations.models import Message, MessageEvent, utcnow
 
 FINAL_STATUSES = frozenset({"sent", "failed", "skipped", "unknown"})
-TEMPLATE_BROKEN = "template_broken"
-"""A step result's status when its template could not be rendered: nothing written or sent."""
 MAX_RETRY_AFTER = timedelta(hours=1)
 LOOKUP_ROOM = 3
 """Activity attempts allowed per provider call when a send has a fallback (see `_hand_over`)."""
@@ -660,59 +542,6 @@ class MessagingActivities:
                 assert refused is not None
                 return _result(refused).model_copy(update={"error": refused.error})
 
-    @activity.defn(name="assign_agent")
-    def assign_agent(self, request: AssignAgentInput) -> str:
-        """Round-robin over the agents, shared by all trials; the same trial always gets the
-        same answer, however often the activity is retried."""
-        if not request.agents:
-            raise ApplicationError("no CS agents configured", non_retryable=True)
-        for _ in range(5):
-            with Session(self.engine) as session:
-                existing = session.get(AgentAssignment, request.workflow_id)
-                if existing is not None:
-                    assigned: str = existing.agent
-                    return assigned
-                # One atomic increment (SQLite and PostgreSQL alike): concurrent trials never
-                # read the same position.
-                taken: int | None = session.execute(
-                    update(AgentCursor)
-                    .where(col(AgentCursor.id) == 1)
-                    .values(position=col(AgentCursor.position) + 1)
-                    .returning(col(AgentCursor.position))
-                ).scalar()
-                if taken is None:
-                    session.add(AgentCursor(id=1, position=0))
-                else:
-                    agent: str = request.agents[(taken - 1) % len(request.agents)]
-                    session.add(AgentAssignment(workflow_id=request.workflow_id, agent=agent))
-                try:
-                    session.commit()
-                except IntegrityError:
-                    # Another trial created the cursor row first, or this trial's own retry
-                    # assigned it meanwhile: look again.
-                    session.rollback()
-                    continue
-                if taken is not None:
-                    return agent
-        raise ApplicationError("could not assign an agent after 5 attempts")
-
-    @activity.defn(name="open_cs_task")
-    def open_cs_task(self, request: CsTaskInput) -> None:
-        with Session(self.engine) as session:
-            if session.get(CsTask, request.key) is None:
-                session.add(
-                    CsTask(
-                        key=request.key,
-                        user_id=request.user_id,
-                        workflow_id=request.workflow_id,
-                        kind=request.kind,
-                        agent=request.agent,
-                        owner=request.agent,
-                        reason=request.reason,
-                    )
-                )
-                session.commit()
-
 
 def _result(row: Message) -> SendResult:
     return SendResult(
@@ -728,31 +557,3 @@ def _result(row: Message) -> SendResult:
 def _aware(at: datetime) -> datetime:
     """SQLite gives back naive datetimes for UTC columns."""
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
-
-
-def call_invitation(request: SendMessageInput, product: Product) -> bytes:
-    """An iCalendar invitation; the same UID with a higher SEQUENCE updates it in calendars."""
-    assert request.call is not None and request.call.at is not None
-    cal = Calendar()
-    cal.add("prodid", "-//Trialpath//success call//EN")
-    cal.add("version", "2.0")
-    cal.add("method", "REQUEST")
-    event = Event()
-    event.add("uid", f"{request.workflow_id}-success-call@trialpath")
-    event.add("sequence", request.call.version)
-    event.add("dtstamp", utcnow())
-    event.add("dtstart", request.call.at)
-    event.add("dtend", request.call.at + timedelta(minutes=request.call.duration_minutes))
-    agent = request.call.agent or "our team"
-    event.add("summary", f"{product.name} onboarding call with {agent}")
-    event.add("description", f"A {request.call.duration_minutes}-minute call to get you set up.")
-    organizer = vCalAddress(f"mailto:{product.support_email}")
-    organizer.params["cn"] = vText(f"{agent} ({product.name})")
-    event["organizer"] = organizer
-    attendee = vCalAddress(f"mailto:{request.recipient.email}")
-    attendee.params["cn"] = vText(request.recipient.name)
-    attendee.params["role"] = vText("REQ-PARTICIPANT")
-    event.add("attendee", attendee, encode=False)
-    cal.add_component(event)
-    data: bytes = cal.to_ical()
-    return data

@@ -1,4 +1,5 @@
-"""Recording trial progress in the database: the trial row, events and stage changes."""
+"""Recording trial progress in the database: the trial row, events and stage changes, and the
+support tasks the journey opens."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from temporalio import activity
 from trialpath.core.contract import Acquisition, TrialProfile
 from trialpath.operations.logs import bind_activity
 from trialpath.operations.metrics import ACTIVATIONS
-from trialpath.operations.models import StageChange, Trial, TrialEvent, utcnow
+from trialpath.operations.models import CsTask, StageChange, Trial, TrialEvent, utcnow
 
 
 class EventRecord(BaseModel):
@@ -61,6 +62,15 @@ class RecordProgressInput(BaseModel):
     """Sent once, on the first record of a run: personal data is not repeated in history."""
     events: list[EventRecord] = []
     stages: list[StageRecord] = []
+
+
+class CsTaskInput(BaseModel):
+    key: str
+    user_id: str
+    agent: str | None
+    reason: str
+    kind: str = "stalled"
+    workflow_id: str | None = None
 
 
 class RecordActivities:
@@ -137,3 +147,20 @@ class RecordActivities:
             session.commit()
         if newly_activated:  # Counted once: a retry finds the row already activated.
             ACTIVATIONS.inc()
+
+    @activity.defn(name="open_cs_task")
+    def open_cs_task(self, request: CsTaskInput) -> None:
+        with Session(self.engine) as session:
+            if session.get(CsTask, request.key) is None:
+                session.add(
+                    CsTask(
+                        key=request.key,
+                        user_id=request.user_id,
+                        workflow_id=request.workflow_id,
+                        kind=request.kind,
+                        agent=request.agent,
+                        owner=request.agent,
+                        reason=request.reason,
+                    )
+                )
+                session.commit()

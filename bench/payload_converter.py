@@ -24,7 +24,7 @@ from temporalio.converter import DataConverter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from activities.messaging import (
+from activities.message_io import (
     ChannelPlan,
     Recipient,
     SendMessageInput,

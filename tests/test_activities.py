@@ -12,14 +12,9 @@ from sqlmodel import Session, select
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.messaging import (
-    AssignAgentInput,
-    CallFacts,
-    MessagingActivities,
-    Recipient,
-    SendMessageInput,
-    TrialFacts,
-)
+from activities.calls import AssignAgentInput, CallActivities
+from activities.message_io import CallFacts, Recipient, SendMessageInput, TrialFacts
+from activities.messaging import MessagingActivities
 from activities.records import (
     EventRecord,
     RecordActivities,
@@ -180,7 +175,7 @@ def test_marketing_email_has_one_click_unsubscribe_headers(settings: Settings, e
 
 
 def test_agents_are_assigned_round_robin_and_stick(settings: Settings, engine) -> None:  # type: ignore[no-untyped-def]
-    acts = messaging(settings, engine, OutboxProvider(settings.outbox_dir))
+    acts = CallActivities(engine)
     env = ActivityEnvironment()
     agents = ["Camille", "Samir", "Julia"]
     got = [
@@ -245,7 +240,7 @@ def test_record_progress_is_idempotent(settings: Settings, engine) -> None:  # t
 
 
 def test_concurrent_first_assignments_share_the_agents_evenly(settings: Settings, engine) -> None:  # type: ignore[no-untyped-def]
-    acts = messaging(settings, engine, OutboxProvider(settings.outbox_dir))
+    acts = CallActivities(engine)
     agents = ["Camille", "Samir", "Julia"]
 
     def assign(i: int) -> str:

@@ -19,7 +19,8 @@ import pytest
 from sqlalchemy import Engine
 from temporalio.testing import ActivityEnvironment
 
-from activities.messaging import MessagingActivities, SendMessageInput
+from activities.message_io import SendMessageInput
+from activities.messaging import MessagingActivities
 from tests.prism import sendgrid_mock, twilio_mock, violations
 from tests.test_activities import request
 from trialpath.delivery import DeliveryError, OutgoingMessage

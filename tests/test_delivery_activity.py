@@ -14,7 +14,8 @@ from sqlmodel import Session
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.messaging import MessagingActivities, SendMessageInput
+from activities.message_io import SendMessageInput
+from activities.messaging import MessagingActivities
 from tests.test_activities import request
 from trialpath.delivery import DeliveryError, OutgoingMessage, Receipt
 from trialpath.delivery.outbox import OutboxProvider

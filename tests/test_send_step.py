@@ -11,13 +11,8 @@ from sqlmodel import Session
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.messaging import (
-    TEMPLATE_BROKEN,
-    ChannelPlan,
-    MessagingActivities,
-    SendResult,
-    SendStepInput,
-)
+from activities.message_io import TEMPLATE_BROKEN, ChannelPlan, SendResult, SendStepInput
+from activities.messaging import MessagingActivities
 from tests.test_activities import request
 from tests.test_delivery_activity import Scripted
 from trialpath.delivery import DeliveryError

@@ -114,7 +114,7 @@ def test_every_data_converter_shares_one_payload_converter() -> None:
 
     from temporalio.converter import DataConverter
 
-    from activities.messaging import SendResult, TrialFacts
+    from activities.message_io import SendResult, TrialFacts
 
     plain = temporal.DATA_CONVERTER
     encrypting = temporal.data_converter(Settings(codec_keys=SecretStr(f"k1:{KEY}")))

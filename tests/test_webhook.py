@@ -21,7 +21,8 @@ from sqlmodel import Session, select
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.messaging import MessagingActivities, SendMessageInput, TemplateFailure
+from activities.message_io import SendMessageInput, TemplateFailure
+from activities.messaging import MessagingActivities
 from tests.test_activities import request
 from trialpath.delivery import DeliveryError, OutgoingMessage
 from trialpath.delivery.outbox import OutboxProvider

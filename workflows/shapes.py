@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 from temporalio.common import SearchAttributeKey
 
-from activities.messaging import (
+from activities.message_io import (
     CallFacts,
     ChannelPlan,
     Recipient,

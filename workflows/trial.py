@@ -18,20 +18,18 @@ from temporalio.common import SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.calls import CallActivities, ReleaseSlotsInput
+    from activities.calls import AssignAgentInput, CallActivities, ReleaseSlotsInput
     from activities.journey import JourneyActivities, LoadJourneyInput
-    from activities.messaging import (
-        LOOKUP_ROOM,
+    from activities.message_io import (
         TEMPLATE_BROKEN,
-        AssignAgentInput,
-        CsTaskInput,
-        MessagingActivities,
         SendMessageInput,
         SendResult,
         SendStepInput,
         TemplateFailure,
     )
+    from activities.messaging import LOOKUP_ROOM, MessagingActivities
     from activities.records import (
+        CsTaskInput,
         EventRecord,
         RecordActivities,
         RecordProgressInput,
@@ -244,7 +242,7 @@ class TrialWorkflow:
                 await self._send(step)
             elif isinstance(step, journey.AssignAgent):
                 agent = await workflow.execute_activity_method(
-                    MessagingActivities.assign_agent,
+                    CallActivities.assign_agent,
                     AssignAgentInput(
                         workflow_id=workflow.info().workflow_id, agents=list(step.agents)
                     ),
@@ -424,7 +422,7 @@ class TrialWorkflow:
             key = f"{workflow_id_for(self._state.user_id)}:{step.occurrence}"
             kind = str(step.extra.get("kind", TASK_KINDS[step.message]))
             await workflow.execute_activity_method(
-                MessagingActivities.open_cs_task,
+                RecordActivities.open_cs_task,
                 CsTaskInput(
                     key=key,
                     user_id=self._state.user_id,
