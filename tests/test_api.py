@@ -14,7 +14,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from trialpath.core.contract import workflow_id_for
 from trialpath.entry.commands import InvalidRequest
-from trialpath.entry.trials import PageTokens
+from trialpath.entry.listing import PageTokens
 from trialpath.operations.config import Settings
 from trialpath.operations.db import make_engine
 from trialpath.operations.models import Message, PendingSignal, Trial, TrialEvent

@@ -8,19 +8,15 @@ statuses and the CLI to messages.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
 
-from itsdangerous import BadSignature, URLSafeSerializer
 from pydantic import BaseModel
 from sqlalchemy import Engine, text
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 from temporalio.api.common.v1 import WorkflowExecution as WorkflowExecutionRef
 from temporalio.api.workflowservice.v1 import (
     DeleteWorkflowExecutionRequest,
@@ -33,7 +29,7 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import SearchAttributeKey, WorkflowIDReusePolicy
+from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -45,10 +41,8 @@ from trialpath.core.contract import (
     SIGNAL_CALL_RESCHEDULED,
     SIGNAL_CANCEL,
     SIGNAL_CONVERTED,
-    SIGNAL_EVENT,
     SIGNAL_EXTEND_TRIAL,
     SIGNAL_UNSUBSCRIBE,
-    STAGES,
     UPDATE_QUALIFY,
     WORKFLOW_TYPE,
     QualifyInput,
@@ -68,7 +62,6 @@ from trialpath.entry.commands import (
     CallCommand,
     ConversionCommand,
     Erased,
-    EventResult,
     EventsAccepted,
     ExtensionCommand,
     InvalidRequest,
@@ -83,27 +76,26 @@ from trialpath.entry.commands import (
     TrialNotFound,
     TrialPage,
     TrialProblem,
-    TrialSummary,
     Unavailable,
     UnsubscribeCommand,
 )
+from trialpath.entry.event_store import (
+    accepted,
+    store_after_end,
+    store_ended_event,
+    store_events,
+)
+from trialpath.entry.listing import ENDS_KEY, STAGE_KEY, PageTokens, list_trials
 from trialpath.entry.signal_queue import RPC_TIMEOUT, SignalQueue
 from trialpath.operations.audit import pseudonym
 from trialpath.operations.config import Settings
 from trialpath.operations.erasure import erase_rows
-from trialpath.operations.models import PendingSignal, Trial, TrialEvent
+from trialpath.operations.models import Trial
 
 FUTURE_SKEW = timedelta(minutes=5)
 
 
 # --- Operations ------------------------------------------------------------------------------
-
-STAGE_KEY = SearchAttributeKey.for_keyword("TrialStage")
-PERSONA_KEY = SearchAttributeKey.for_keyword("Persona")
-ACTIVATED_KEY = SearchAttributeKey.for_bool("Activated")
-ENDS_KEY = SearchAttributeKey.for_datetime("TrialEndsAt")
-OWNER_KEY = SearchAttributeKey.for_keyword("CsOwner")
-
 
 Clock = Callable[[], Awaitable[datetime]]
 """Where the API reads the time it accepts a command at."""
@@ -111,34 +103,6 @@ Clock = Callable[[], Awaitable[datetime]]
 
 async def wall_clock() -> datetime:
     return datetime.now(UTC)
-
-
-class PageTokens:
-    """`page_token`s of `GET /v1/trials`: Temporal's token and the filter it belongs to, signed,
-    so a token this API did not return (or one of another filter) is refused at once (422)
-    instead of reaching Temporal, which answers a forged token slowly or not at all."""
-
-    def __init__(self, secret: str) -> None:
-        self._serializer = URLSafeSerializer(secret, salt="trialpath-page-token")
-
-    def make(self, token: bytes, query: str) -> str:
-        return self._serializer.dumps([base64.b64encode(token).decode(), query])
-
-    def read(self, page_token: str, query: str) -> bytes:
-        try:
-            token, made_for = self._serializer.loads(page_token)
-            decoded = base64.b64decode(token, validate=True)
-        except (BadSignature, binascii.Error, ValueError, TypeError) as err:
-            raise InvalidRequest(
-                "page_token is not a token this API returned", field="query.page_token"
-            ) from err
-        if made_for != query:
-            raise InvalidRequest(
-                "page_token belongs to a listing with other filters: pass the same stage, "
-                "persona and activated as for the first page",
-                field="query.page_token",
-            )
-        return decoded
 
 
 @dataclass
@@ -255,10 +219,17 @@ class Trials:
         except TrialEnded:
             # What the user does after the trial still counts for retention, upsell, referral
             # and CLTV (never for activation): stored for `events_after_end_days`.
-            return await asyncio.to_thread(self._store_after_end, user_id, events, now)
+            return await asyncio.to_thread(
+                store_after_end,
+                self.engine,
+                user_id,
+                events,
+                now,
+                self.settings.events_after_end_days,
+            )
         workflow_id = workflow_id_for(user_id)
         results, pending = await asyncio.to_thread(
-            self._store_events, user_id, workflow_id, events, now
+            store_events, self.engine, user_id, workflow_id, events, now
         )
         outcomes = await self.queue.send(pending)
         # The trial can end between the check above and the signal: such events are stored
@@ -268,98 +239,7 @@ class Trials:
             new = [r for r in results if not r.duplicate]
             for result, row_id in zip(new, pending, strict=True):
                 result.counted = row_id not in gone
-        accepted = sum(not r.duplicate for r in results)
-        return EventsAccepted(accepted=accepted, duplicates=len(results) - accepted, events=results)
-
-    def _store_after_end(
-        self, user_id: str, events: Sequence[NewEvent], now: datetime
-    ) -> EventsAccepted:
-        """Events of a trial whose workflow has ended: stored once each (`counted` false), no
-        signal; refused (409) past `events_after_end_days` on the trial's clock, or once the
-        user's data was erased."""
-        with Session(self.engine) as session:
-            trial = session.get(Trial, user_id)
-            if trial is None:
-                raise TrialEnded(f"the trial of user {user_id} has ended")
-            if trial.erased_at is not None:
-                raise TrialEnded(f"the trial of user {user_id} has ended and its data was erased")
-            ended = trial.ended_at or trial.updated_at
-            days = self.settings.events_after_end_days
-            if now > ended + timedelta(seconds=days * trial.seconds_per_day):
-                raise TrialEnded(
-                    f"the trial of user {user_id} ended on {ended:%Y-%m-%d}, more than "
-                    f"{days:g} days ago: its events are no longer kept"
-                )
-            keys = [e.idempotency_key or str(uuid.uuid4()) for e in events]
-            ids = [f"{user_id}:{key}" for key in keys]
-            known = set(
-                session.exec(select(TrialEvent.id).where(col(TrialEvent.id).in_(ids))).all()
-            )
-            results: list[EventResult] = []
-            for event, key, event_id in zip(events, keys, ids, strict=True):
-                duplicate = event_id in known
-                results.append(
-                    EventResult(id=key, name=event.name, duplicate=duplicate, counted=False)
-                )
-                if duplicate:
-                    continue
-                known.add(event_id)
-                session.add(
-                    TrialEvent(
-                        id=event_id,
-                        user_id=user_id,
-                        name=event.name,
-                        occurred_at=event.occurred_at or now,
-                        counted=False,
-                        properties=event.properties,
-                    )
-                )
-            session.commit()
-        accepted = sum(not r.duplicate for r in results)
-        return EventsAccepted(accepted=accepted, duplicates=len(results) - accepted, events=results)
-
-    def _store_events(
-        self, user_id: str, workflow_id: str, events: Sequence[NewEvent], now: datetime
-    ) -> tuple[list[EventResult], list[int]]:
-        results: list[EventResult] = []
-        rows: list[PendingSignal] = []
-        with Session(self.engine) as session:
-            keys = [e.idempotency_key or str(uuid.uuid4()) for e in events]
-            ids = [f"{user_id}:{key}" for key in keys]
-            known = set(
-                session.exec(select(TrialEvent.id).where(col(TrialEvent.id).in_(ids))).all()
-            )
-            for event, key, event_id in zip(events, keys, ids, strict=True):
-                duplicate = event_id in known
-                results.append(EventResult(id=key, name=event.name, duplicate=duplicate))
-                if duplicate:
-                    continue
-                known.add(event_id)
-                occurred = event.occurred_at or now
-                session.add(
-                    TrialEvent(
-                        id=event_id,
-                        user_id=user_id,
-                        name=event.name,
-                        occurred_at=occurred,
-                        properties=event.properties,
-                    )
-                )
-                payload: dict[str, Any] = {
-                    "name": event.name,
-                    "properties": event.properties,
-                    "id": key,
-                    # The workflow counts the event then, however late the signal reaches it
-                    # (a busy worker, or Temporal away and the row redelivered later).
-                    "accepted_at": now.isoformat(),
-                }
-                if event.occurred_at is not None:
-                    payload["occurred_at"] = event.occurred_at.isoformat()
-                row = PendingSignal(workflow_id=workflow_id, signal=SIGNAL_EVENT, payload=payload)
-                session.add(row)
-                rows.append(row)
-            session.commit()
-            return results, [r.id for r in rows if r.id is not None]
+        return accepted(results)
 
     async def deliver(self, ids: Sequence[int] | None = None, limit: int = 200) -> int:
         """Sends queued signals (the given ones, or the oldest undelivered); returns how many
@@ -468,29 +348,11 @@ class Trials:
             duplicate = result.duplicates > 0
         except TrialEnded:
             duplicate = not await asyncio.to_thread(
-                self._store_ended_event, user_id, event, await self.clock()
+                store_ended_event, self.engine, user_id, event, await self.clock()
             )
         return SurveyRecorded(
             user_id=user_id, survey=answer.survey, score=answer.score, duplicate=duplicate
         )
-
-    def _store_ended_event(self, user_id: str, event: NewEvent, now: datetime) -> bool:
-        with Session(self.engine) as session:
-            event_id = f"{user_id}:{event.idempotency_key}"
-            if session.get(TrialEvent, event_id) is not None:
-                return False
-            session.add(
-                TrialEvent(
-                    id=event_id,
-                    user_id=user_id,
-                    name=event.name,
-                    occurred_at=now,
-                    counted=False,
-                    properties=event.properties,
-                )
-            )
-            session.commit()
-            return True
 
     async def cancel(self, user_id: str, reason: str | None = None, erase: bool = False) -> Erased:
         """Cancels the trial; with `erase`, also deletes its workflow history and wipes the
@@ -679,43 +541,9 @@ class Trials:
         page_size: int = 50,
         page_token: str | None = None,
     ) -> TrialPage:
-        query = f"WorkflowType = '{WORKFLOW_TYPE}'"
-        if stage is not None:
-            assert stage in STAGES
-            query += f" AND TrialStage = '{stage}'"
-        if persona is not None:
-            query += f" AND Persona = '{persona}'"
-        if activated is not None:
-            query += f" AND Activated = {'true' if activated else 'false'}"
-        token = self._page_tokens.read(page_token, query) if page_token else None
-        executions = self.client.list_workflows(
-            query, page_size=page_size, next_page_token=token, rpc_timeout=RPC_TIMEOUT
+        return await list_trials(
+            self.client, self._page_tokens, stage, persona, activated, page_size, page_token
         )
-        try:
-            await executions.fetch_next_page()
-        except RPCError as err:
-            if err.status == RPCStatusCode.INVALID_ARGUMENT:
-                raise InvalidRequest(f"invalid page_token or filter: {err.message}") from err
-            raise _unavailable(err) from err
-        items = []
-        for execution in executions.current_page or []:
-            attrs = execution.typed_search_attributes
-            items.append(
-                TrialSummary(
-                    user_id=execution.id.removeprefix("trial-"),
-                    workflow_id=execution.id,
-                    running=execution.status == ExecutionStatus.RUNNING,
-                    stage=attrs.get(STAGE_KEY),
-                    persona=attrs.get(PERSONA_KEY),
-                    activated=attrs.get(ACTIVATED_KEY),
-                    trial_ends_at=attrs.get(ENDS_KEY),
-                    cs_owner=attrs.get(OWNER_KEY),
-                    started_at=execution.start_time,
-                )
-            )
-        next_token = executions.next_page_token
-        encoded = self._page_tokens.make(next_token, query) if next_token else None
-        return TrialPage(items=items, next_page_token=encoded)
 
     @cached_property
     def _page_tokens(self) -> PageTokens:
