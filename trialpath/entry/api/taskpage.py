@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from trialpath.core.journey import TaskOutcome
 from trialpath.delivery.preferences import signing_secret
-from trialpath.entry.api.dashboard import COOKIE, TASKS_PAGE, _html, authorize
+from trialpath.entry.api.dashboard import COOKIE, TASKS_PAGE, authorize, html_page
 from trialpath.entry.api.dashboard.templates import BASE, STYLE
 from trialpath.entry.commands import TrialProblem
 from trialpath.entry.trials import Trials
@@ -166,7 +166,7 @@ async def tasks_page(
         flash=flash,
         error=error or problem,
     )
-    return _html(body, 400 if problem else 200)
+    return html_page(body, 400 if problem else 200)
 
 
 @router.post(TASKS_PAGE + "/{key}/{action}", response_class=HTMLResponse)
@@ -185,7 +185,7 @@ async def task_action(
         ).items()
     }
     if not hmac.compare_digest(form.pop("csrf", ""), csrf_token(request, found)):
-        return _html("This form expired or came from another page: reload the queue.", 403)
+        return html_page("This form expired or came from another page: reload the queue.", 403)
     service: Trials = request.app.state.trials
     engine, now = service.engine, await service.clock()
     status, user_id, message, signal_id = 200, None, "", None

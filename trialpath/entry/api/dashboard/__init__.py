@@ -137,7 +137,7 @@ def dashboard(
         return found
     engine: Engine = request.app.state.trials.engine
     page = render_page(engine, period, signed_in="authorization" not in request.headers)
-    return _html(page, 400 if period.error else 200)
+    return html_page(page, 400 if period.error else 200)
 
 
 def authorize(request: Request, permission: Permission, back: str) -> ApiKey | Response:
@@ -225,10 +225,13 @@ def logout() -> Response:
 
 
 def _login_page(target: str, error: str = "", status: int = 200) -> HTMLResponse:
-    return _html(PAGES.get_template("login.html.j2").render(next=target, error=error), status)
+    return html_page(PAGES.get_template("login.html.j2").render(next=target, error=error), status)
 
 
-def _html(body: str, status: int = 200) -> HTMLResponse:
+def html_page(body: str, status: int = 200) -> HTMLResponse:
+    """An HTML page of the dashboard or the tasks page: kept by no cache, sent with no referrer,
+    and a content policy that loads nothing from elsewhere (inline styles, `data:` images,
+    forms posted to itself)."""
     return HTMLResponse(
         body,
         status_code=status,
