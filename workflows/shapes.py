@@ -1,5 +1,5 @@
-"""What a trial tells the outside, built from its state: the requests of its send activities,
-its record in the database, its status and its search attributes.
+"""What a trial tells the outside, built from its state: the requests of its send activities
+(and their channel plans), its record in the database, its status.
 
 Pure functions of the journey's state and the workflow's facts, passed in: no Temporal call,
 so the workflow's replay stays its own business.
@@ -8,8 +8,6 @@ so the workflow's replay stays its own business.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-
-from temporalio.common import SearchAttributeKey
 
 from activities.message_io import (
     CallFacts,
@@ -28,16 +26,6 @@ from trialpath.core.contract import (
     TrialStatus,
 )
 from trialpath.core.definition import JourneyDefinition
-
-TRIAL_STAGE = SearchAttributeKey.for_keyword("TrialStage")
-PERSONA = SearchAttributeKey.for_keyword("Persona")
-ACTIVATED = SearchAttributeKey.for_bool("Activated")
-TRIAL_ENDS_AT = SearchAttributeKey.for_datetime("TrialEndsAt")
-EXPERIMENT_ARM = SearchAttributeKey.for_keyword("ExperimentArm")
-CS_OWNER = SearchAttributeKey.for_keyword("CsOwner")
-NEEDS_ATTENTION = SearchAttributeKey.for_keyword_list("NeedsAttention")
-JOURNEY_VERSION = SearchAttributeKey.for_keyword("JourneyVersion")
-SEARCH_ATTRIBUTES = (TRIAL_STAGE, PERSONA, ACTIVATED, TRIAL_ENDS_AT, EXPERIMENT_ARM, CS_OWNER)
 
 
 def send_request(

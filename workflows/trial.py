@@ -38,8 +38,15 @@ with workflow.unsafe.imports_passed_through():
     )
     from trialpath.core import journey, moves
     from trialpath.core.contract import (
+        ACTIVATED,
+        CS_OWNER,
+        EXPERIMENT_ARM,
+        JOURNEY_VERSION,
+        NEEDS_ATTENTION,
+        PERSONA,
         QUERY_MOVE_PROBLEMS,
         QUERY_STATUS,
+        SEARCH_ATTRIBUTES,
         SIGNAL_CALL_BOOKED,
         SIGNAL_CALL_COMPLETED,
         SIGNAL_CALL_NO_SHOW,
@@ -51,6 +58,8 @@ with workflow.unsafe.imports_passed_through():
         SIGNAL_EXTEND_TRIAL,
         SIGNAL_TASK_CLOSED,
         SIGNAL_UNSUBSCRIBE,
+        TRIAL_ENDS_AT,
+        TRIAL_STAGE,
         UPDATE_MOVE_JOURNEY,
         UPDATE_QUALIFY,
         WORKFLOW_TYPE,
@@ -93,17 +102,6 @@ with workflow.unsafe.imports_passed_through():
         PATCH_SYNC_LATE_SIGNALS,
         SEND_RETRY,
         TASK_KINDS,
-    )
-    from workflows.shapes import (
-        ACTIVATED,
-        CS_OWNER,
-        EXPERIMENT_ARM,
-        JOURNEY_VERSION,
-        NEEDS_ATTENTION,
-        PERSONA,
-        SEARCH_ATTRIBUTES,
-        TRIAL_ENDS_AT,
-        TRIAL_STAGE,
     )
 
 

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from temporalio.common import SearchAttributeKey
 
 from trialpath.core.definition import (
     CHALLENGES,
@@ -25,6 +26,18 @@ from trialpath.core.definition import (
 )
 
 WORKFLOW_TYPE = "TrialWorkflow"
+
+# The search attributes the workflow keeps, as Temporal's visibility, the API and support read
+# them (their types are registered by `trialpath.operations.temporal`).
+TRIAL_STAGE = SearchAttributeKey.for_keyword("TrialStage")
+PERSONA = SearchAttributeKey.for_keyword("Persona")
+ACTIVATED = SearchAttributeKey.for_bool("Activated")
+TRIAL_ENDS_AT = SearchAttributeKey.for_datetime("TrialEndsAt")
+EXPERIMENT_ARM = SearchAttributeKey.for_keyword("ExperimentArm")
+CS_OWNER = SearchAttributeKey.for_keyword("CsOwner")
+NEEDS_ATTENTION = SearchAttributeKey.for_keyword_list("NeedsAttention")
+JOURNEY_VERSION = SearchAttributeKey.for_keyword("JourneyVersion")
+SEARCH_ATTRIBUTES = (TRIAL_STAGE, PERSONA, ACTIVATED, TRIAL_ENDS_AT, EXPERIMENT_ARM, CS_OWNER)
 DEFAULT_TASK_QUEUE = "trialpath"
 
 SIGNAL_EVENT = "event"

@@ -8,19 +8,21 @@ import binascii
 
 from itsdangerous import BadSignature, URLSafeSerializer
 from temporalio.client import Client, WorkflowExecutionStatus as ExecutionStatus
-from temporalio.common import SearchAttributeKey
 from temporalio.service import RPCError, RPCStatusCode
 
-from trialpath.core.contract import STAGES, WORKFLOW_TYPE, Stage
+from trialpath.core.contract import (
+    ACTIVATED,
+    CS_OWNER,
+    PERSONA,
+    STAGES,
+    TRIAL_ENDS_AT,
+    TRIAL_STAGE,
+    WORKFLOW_TYPE,
+    Stage,
+)
 from trialpath.core.definition import Persona
 from trialpath.entry.commands import InvalidRequest, TrialPage, TrialSummary, Unavailable
 from trialpath.entry.signal_queue import RPC_TIMEOUT
-
-STAGE_KEY = SearchAttributeKey.for_keyword("TrialStage")
-PERSONA_KEY = SearchAttributeKey.for_keyword("Persona")
-ACTIVATED_KEY = SearchAttributeKey.for_bool("Activated")
-ENDS_KEY = SearchAttributeKey.for_datetime("TrialEndsAt")
-OWNER_KEY = SearchAttributeKey.for_keyword("CsOwner")
 
 
 class PageTokens:
@@ -88,11 +90,11 @@ async def list_trials(
                 user_id=execution.id.removeprefix("trial-"),
                 workflow_id=execution.id,
                 running=execution.status == ExecutionStatus.RUNNING,
-                stage=attrs.get(STAGE_KEY),
-                persona=attrs.get(PERSONA_KEY),
-                activated=attrs.get(ACTIVATED_KEY),
-                trial_ends_at=attrs.get(ENDS_KEY),
-                cs_owner=attrs.get(OWNER_KEY),
+                stage=attrs.get(TRIAL_STAGE),
+                persona=attrs.get(PERSONA),
+                activated=attrs.get(ACTIVATED),
+                trial_ends_at=attrs.get(TRIAL_ENDS_AT),
+                cs_owner=attrs.get(CS_OWNER),
                 started_at=execution.start_time,
             )
         )

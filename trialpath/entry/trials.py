@@ -43,6 +43,8 @@ from trialpath.core.contract import (
     SIGNAL_CONVERTED,
     SIGNAL_EXTEND_TRIAL,
     SIGNAL_UNSUBSCRIBE,
+    TRIAL_ENDS_AT,
+    TRIAL_STAGE,
     UPDATE_QUALIFY,
     WORKFLOW_TYPE,
     QualifyInput,
@@ -85,7 +87,7 @@ from trialpath.entry.event_store import (
     store_ended_event,
     store_events,
 )
-from trialpath.entry.listing import ENDS_KEY, STAGE_KEY, PageTokens, list_trials
+from trialpath.entry.listing import PageTokens, list_trials
 from trialpath.entry.signal_queue import RPC_TIMEOUT, SignalQueue
 from trialpath.operations.audit import pseudonym
 from trialpath.operations.config import Settings
@@ -287,7 +289,7 @@ class Trials:
                 raise InvalidRequest(
                     f"body.at is in the past ({command.at.isoformat()})", field="body.at"
                 )
-            ends = description.typed_search_attributes.get(ENDS_KEY)
+            ends = description.typed_search_attributes.get(TRIAL_ENDS_AT)
             if ends is not None and command.at >= ends:
                 raise TrialConflict(
                     f"the call time {command.at.isoformat()} is after the trial of user "
@@ -504,7 +506,7 @@ class Trials:
             raise TrialNotFound(f"no trial for user {user_id}")
         if description.status != ExecutionStatus.RUNNING:
             raise TrialEnded(f"the trial of user {user_id} has ended")
-        stage = description.typed_search_attributes.get(STAGE_KEY)
+        stage = description.typed_search_attributes.get(TRIAL_STAGE)
         if refused is not None and stage in ("converted", "cancelled"):
             raise TrialEnded(
                 f"the trial of user {user_id} has {stage.replace('cancelled', 'been cancelled')}:"
