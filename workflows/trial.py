@@ -22,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.journey import JourneyActivities, LoadJourneyInput
     from activities.message_io import (
         TEMPLATE_BROKEN,
+        ChannelPlan,
         SendMessageInput,
         SendResult,
         SendStepInput,
@@ -376,7 +377,10 @@ class TrialWorkflow:
             results = await self._send_step(step)
         else:
             results = await asyncio.gather(
-                *(self._send_with_fallback(step, channel) for channel in step.channels)
+                *(
+                    self._send_with_fallback(step, plan)
+                    for plan in shapes.channel_plans(self._defn, step)
+                )
             )
         delivered = [
             journey.Delivered(channel=channel, key=r.key, template=r.template)
@@ -506,19 +510,19 @@ class TrialWorkflow:
         return [(cast(Channel, r.channel), r) for r in results]
 
     async def _send_with_fallback(
-        self, step: journey.Send, channel: Channel
+        self, step: journey.Send, plan: ChannelPlan
     ) -> tuple[Channel, SendResult | None]:
-        """Sends on `channel`; when that fails for good and the message has a fallback channel
-        not already used by this step, sends there instead (SMS → email)."""
-        assert self._defn is not None
-        fallback = self._defn.message(step.message).fallback
-        if fallback is None or fallback == channel or fallback in step.channels:
+        """Sends on the plan's channel (one activity per channel, before
+        `one-activity-per-step`); when that fails for good and the plan has a fallback, sends
+        there instead (SMS → email)."""
+        channel = cast(Channel, plan.channel)
+        if plan.fallback is None:
             return channel, await self._send_one(step, channel)
-        result = await self._send_one(step, channel, self._defn.fallback_after_attempts)
+        result = await self._send_one(step, channel, plan.max_attempts)
         if result is not None and result.status != "failed":
             return channel, result
-        workflow.logger.info("%s: %s failed, using %s", step.occurrence, channel, fallback)
-        return fallback, await self._send_one(step, fallback)
+        workflow.logger.info("%s: %s failed, using %s", step.occurrence, channel, plan.fallback)
+        return cast(Channel, plan.fallback), await self._send_one(step, plan.fallback)
 
     def _request(self, step: journey.Send, channel: str, max_attempts: int = 0) -> SendMessageInput:
         assert self._defn is not None and self._state is not None
