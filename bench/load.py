@@ -589,7 +589,7 @@ async def bench(
         [sys.executable, str(HELLO_WORKER), hello_queue],
         env,
     )
-    services.start_api(env)
+    api = services.start_api(env)
     await wait_for_pollers(client, settings.task_queue)
     await wait_for_pollers(client, hello_queue)
     services.check_alive()
@@ -597,6 +597,7 @@ async def bench(
     monitor = Monitor({"worker": worker.popen.pid, "hello worker": hello.popen.pid})
     monitor.pids["temporal"] = services.started[0].popen.pid
     monitor.pids["load (this)"] = os.getpid()
+    monitor.pids["api"] = api.popen.pid
     results.monitor = monitor
     sampler = asyncio.create_task(monitor.run())
     trials = Trials(client, engine, settings)
@@ -732,6 +733,17 @@ def report(r: Results) -> None:
     if r.api is not None:
         row("trial starts/s via POST /v1/trials", f"{r.api.rate:.0f}")
         row("  ratio to Trials.start", f"{r.api.rate / trials.rate:.2f}" if trials.rate else "-")
+        if "API starts" in cpu and "trials" in cpu and r.api.issued:
+            # What a start costs the processes in front of Temporal, on each path. They share
+            # the cores with the worker and the server enrolling the trials just started.
+            api_ms = cpu["API starts"].get("api", 0.0) / len(r.api.issued) * 1000
+            http_ms = cpu["API starts"]["load (this)"] / len(r.api.issued) * 1000
+            direct_ms = cpu["trials"]["load (this)"] / len(trials.issued) * 1000
+            row("  API process CPU per POST", f"{api_ms:.1f} ms")
+            row(
+                "  caller CPU per start (Trials.start / HTTP)",
+                f"{direct_ms:.1f} / {http_ms:.1f} ms",
+            )
     if r.costs:
         actions = [c.actions for c in r.costs]
         messages = [c.messages for c in r.costs]
