@@ -323,6 +323,86 @@ async def test_an_event_sent_as_its_trial_ends_is_kept_and_not_counted(
     assert signal.failed and signal.delivered_at is None
 
 
+def _count_describes(client: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The workflow ids the API describes from now on (a call to Temporal each)."""
+    service = client.workflow_service
+    real = service.describe_workflow_execution
+    described: list[str] = []
+
+    async def counting(request: Any, *args: Any, **kwargs: Any) -> Any:
+        described.append(request.execution.workflow_id)
+        return await real(request, *args, **kwargs)
+
+    monkeypatch.setattr(service, "describe_workflow_execution", counting)
+    return described
+
+
+async def _recorded(settings: Settings, user_id: str) -> Trial:
+    for _ in range(100):
+        with Session(make_engine(settings.effective_database_url)) as session:
+            trial = session.get(Trial, user_id)
+        if trial is not None:
+            return trial
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the trial of {user_id} was never recorded")
+
+
+async def test_events_of_a_recorded_trial_go_out_without_asking_temporal(
+    api: httpx.AsyncClient,
+    env: WorkflowEnvironment,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The trial's row says it runs: the events are stored and signalled, Temporal is not
+    asked first. A trial not recorded yet is asked for, once."""
+    await started(api, env, "api-fast", qualification={"role": "business"})
+    await _recorded(settings, "api-fast")
+    described = _count_describes(env.client, monkeypatch)
+    response = await api.post("/v1/trials/api-fast/events", json={"name": "workflow_created"})
+    assert response.status_code == 202, response.text
+    assert response.json()["events"][0]["counted"] is True
+    assert described == []
+    await env.sleep(timedelta(minutes=1))
+    assert (await api.get("/v1/trials/api-fast")).json()["events_seen"] == {"workflow_created": 1}
+
+    # Without its row (as before the trial's first record), Temporal says whether it runs.
+    with Session(make_engine(settings.effective_database_url)) as session:
+        row = session.get(Trial, "api-fast")
+        session.delete(row)
+        session.commit()
+    response = await api.post("/v1/trials/api-fast/events", json={"name": "teammate_invited"})
+    assert response.status_code == 202, response.text
+    assert described == ["trial-api-fast"]
+    await env.sleep(timedelta(minutes=1))
+    seen = (await api.get("/v1/trials/api-fast")).json()["events_seen"]
+    assert seen == {"workflow_created": 1, "teammate_invited": 1}
+
+
+async def test_events_of_a_terminated_trial_are_kept_uncounted(
+    api: httpx.AsyncClient, env: WorkflowEnvironment, settings: Settings
+) -> None:
+    """Terminated from the Web UI, the workflow writes no last record: its row still shows it
+    running. The events are kept uncounted, their signal given up, and the answer says so."""
+    await started(api, env, "api-terminated", qualification={"role": "business"})
+    before = await _recorded(settings, "api-terminated")
+    assert before.ended_at is None
+    handle = env.client.get_workflow_handle(workflow_id_for("api-terminated"))
+    await handle.terminate(reason="support closed it by hand")
+    response = await api.post(
+        "/v1/trials/api-terminated/events",
+        json={"name": "workflow_created", "idempotency_key": "after"},
+    )
+    assert response.status_code == 202, response.text
+    assert response.json()["events"][0]["counted"] is False
+    with Session(make_engine(settings.effective_database_url)) as session:
+        event = session.get(TrialEvent, "api-terminated:after")
+        signal = session.exec(
+            select(PendingSignal).where(PendingSignal.workflow_id == "trial-api-terminated")
+        ).one()
+    assert event is not None and not event.counted
+    assert signal.failed and signal.delivered_at is None
+
+
 async def test_events_after_the_end_are_kept_for_a_while_then_refused(
     api: httpx.AsyncClient, env: WorkflowEnvironment, settings: Settings
 ) -> None:

@@ -51,13 +51,30 @@ def accepted(results: list[EventResult]) -> EventsAccepted:
 
 
 def store_events(
-    engine: Engine, user_id: str, workflow_id: str, events: Sequence[NewEvent], now: datetime
-) -> tuple[list[EventResult], list[int]]:
+    engine: Engine,
+    user_id: str,
+    workflow_id: str,
+    events: Sequence[NewEvent],
+    now: datetime,
+    *,
+    running: bool = False,
+) -> tuple[list[EventResult], list[PendingSignal]] | None:
     """A running trial's events and, in the same transaction, the signal of each new one
-    (`PendingSignal`, sent after the commit): the results, and the signals' row ids."""
+    (`PendingSignal`, sent after the commit): the results, and the signals' rows.
+
+    Unless the caller knows the trial runs (`running`), the trial's row must show it: recorded,
+    neither ended nor erased. Otherwise nothing is written and the answer is None: the caller
+    asks Temporal (a trial not recorded yet, or one that ended). A trial whose row still shows
+    it running but whose workflow has just closed gets its events uncounted when their signal
+    finds it gone (`SignalQueue`)."""
     results: list[EventResult] = []
     rows: list[PendingSignal] = []
-    with Session(engine) as session:
+    # Rows keep what was written after the commit: they go to the signal queue as they are.
+    with Session(engine, expire_on_commit=False) as session:
+        if not running:
+            trial = session.get(Trial, user_id)
+            if trial is None or trial.ended_at is not None or trial.erased_at is not None:
+                return None
         for event, key, event_id, duplicate in _new(session, user_id, events):
             results.append(EventResult(id=key, name=event.name, duplicate=duplicate))
             if duplicate:
@@ -77,7 +94,7 @@ def store_events(
             session.add(row)
             rows.append(row)
         session.commit()
-        return results, [r.id for r in rows if r.id is not None]
+        return results, rows
 
 
 def store_after_end(

@@ -45,6 +45,10 @@ class SignalQueue:
         """Sends queued signals and marks them; for each row: (row id, error or None, whether
         the trial is gone for good)."""
         rows = await asyncio.to_thread(self._pending, ids, limit)
+        return await self.send_rows(rows)
+
+    async def send_rows(self, rows: Sequence[PendingSignal]) -> list[tuple[int, str | None, bool]]:
+        """`send` for rows already read (or just written)."""
         # Signals go out together and are marked in one transaction: a batch of 100 events
         # costs one commit, not 100. A trial's events go in one `events` signal (one Temporal
         # action); the workflow does not depend on their order (events carry their time and id).

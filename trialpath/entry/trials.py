@@ -216,31 +216,39 @@ class Trials:
                 raise InvalidRequest(
                     f"{where} is in the future ({event.occurred_at.isoformat()})", field=where
                 )
-        try:
-            await self._running(user_id)
-        except TrialEnded:
-            # What the user does after the trial still counts for retention, upsell, referral
-            # and CLTV (never for activation): stored for `events_after_end_days`.
-            return await asyncio.to_thread(
-                store_after_end,
-                self.engine,
-                user_id,
-                events,
-                now,
-                self.settings.events_after_end_days,
-            )
         workflow_id = workflow_id_for(user_id)
-        results, pending = await asyncio.to_thread(
+        # The trial's row says whether it runs, without a call to Temporal; a trial not
+        # recorded yet, or one whose row says it ended, is asked for.
+        stored = await asyncio.to_thread(
             store_events, self.engine, user_id, workflow_id, events, now
         )
-        outcomes = await self.queue.send(pending)
-        # The trial can end between the check above and the signal: such events are stored
-        # uncounted, as any event after the end.
+        if stored is None:
+            try:
+                await self._running(user_id)
+            except TrialEnded:
+                # What the user does after the trial still counts for retention, upsell,
+                # referral and CLTV (never for activation): stored for `events_after_end_days`.
+                return await asyncio.to_thread(
+                    store_after_end,
+                    self.engine,
+                    user_id,
+                    events,
+                    now,
+                    self.settings.events_after_end_days,
+                )
+            stored = await asyncio.to_thread(
+                store_events, self.engine, user_id, workflow_id, events, now, running=True
+            )
+        assert stored is not None  # a running trial's events are always stored
+        results, pending = stored
+        outcomes = await self.queue.send_rows(pending)
+        # The trial can end between the check above and the signal (or have closed without
+        # its row saying so): such events are stored uncounted, as any event after the end.
         gone = {row_id for row_id, _, is_gone in outcomes if is_gone}
         if gone:
             new = [r for r in results if not r.duplicate]
-            for result, row_id in zip(new, pending, strict=True):
-                result.counted = row_id not in gone
+            for result, row in zip(new, pending, strict=True):
+                result.counted = row.id not in gone
         return accepted(results)
 
     async def deliver(self, ids: Sequence[int] | None = None, limit: int = 200) -> int:
