@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,9 +40,67 @@ def _use_wal(cursor: sqlite3.Cursor) -> None:
             time.sleep(0.02)
 
 
-def make_engine(url: str, *, upgrade: bool = True) -> Engine:
+_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
+
+
+def one_writer_at_a_time(engine: Engine) -> None:
+    """Lets one transaction of this process write to the SQLite database at a time; the others
+    wait for it in the process and start the moment it ends.
+
+    SQLite lets one connection write and makes the others retry, sleeping between tries for up
+    to 100 ms each. Under the API's load (its requests write from several threads: events,
+    their signals, audit entries) those sleeps made the slowest answers several times the
+    median (bench/README, "One writer at a time in the API"). A transaction takes the lock at
+    its first write, as SQLite does, and gives it back once committed or rolled back; reads
+    never wait for it. Waiting is bounded like SQLite's own (`SQLITE_BUSY_SECONDS`)."""
+    lock = threading.Lock()  # released by whichever thread ends the transaction
+    holders: set[int] = set()  # the DBAPI connections inside a writing transaction
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _first_write(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        key = id(conn.connection.dbapi_connection)
+        if key in holders or not statement.lstrip()[:7].upper().startswith(_WRITES):
+            return
+        if not lock.acquire(timeout=SQLITE_BUSY_SECONDS):
+            raise sqlite3.OperationalError("database is locked (by another writer of this process)")
+        holders.add(key)
+
+    def _ended(dbapi_connection: object) -> None:
+        # The dialect is handed the pool's proxy of the connection, the pool's events the
+        # connection itself.
+        key = id(getattr(dbapi_connection, "dbapi_connection", dbapi_connection))
+        if key in holders:
+            holders.discard(key)
+            lock.release()
+
+    dialect = engine.dialect
+    commit, rollback = dialect.do_commit, dialect.do_rollback
+
+    def do_commit(dbapi_connection):  # type: ignore[no-untyped-def]
+        try:
+            commit(dbapi_connection)
+        finally:
+            _ended(dbapi_connection)
+
+    def do_rollback(dbapi_connection):  # type: ignore[no-untyped-def]
+        try:
+            rollback(dbapi_connection)
+        finally:
+            _ended(dbapi_connection)
+
+    # After the commit itself, not at SQLAlchemy's `commit` event (before it): the next writer
+    # would find SQLite's lock still held. The pool rolls back through the same dialect.
+    dialect.do_commit = do_commit  # type: ignore[method-assign]
+    dialect.do_rollback = do_rollback  # type: ignore[method-assign]
+    # A connection dropped inside a transaction (invalidated, closed) gives the lock back too.
+    event.listen(engine.pool, "invalidate", lambda dbapi, *_: _ended(dbapi))
+    event.listen(engine.pool, "close", lambda dbapi, *_: _ended(dbapi))
+
+
+def make_engine(url: str, *, upgrade: bool = True, one_writer: bool = False) -> Engine:
     """An engine on `url`, its database first brought to the latest migration (`upgrade=False`:
-    as it is, for the migration commands themselves)."""
+    as it is, for the migration commands themselves). `one_writer`: on SQLite, this process's
+    writing transactions take turns (`one_writer_at_a_time`)."""
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
@@ -53,6 +112,8 @@ def make_engine(url: str, *, upgrade: bool = True) -> Engine:
             _use_wal(cursor)
             cursor.close()
 
+        if one_writer:
+            one_writer_at_a_time(engine)
     else:
         engine = create_engine(url, pool_pre_ping=True)
     if upgrade and not _at_head(engine):
@@ -63,11 +124,11 @@ def make_engine(url: str, *, upgrade: bool = True) -> Engine:
     return engine
 
 
-def engine_for(settings: Settings, *, upgrade: bool = True) -> Engine:
+def engine_for(settings: Settings, *, upgrade: bool = True, one_writer: bool = False) -> Engine:
     """The settings' database, sealing personal data when TRIALPATH_ENCRYPT_AT_REST is set
     (refused at once when it is set without codec keys)."""
     sealer = sealer_for(settings)
-    engine = make_engine(settings.effective_database_url, upgrade=upgrade)
+    engine = make_engine(settings.effective_database_url, upgrade=upgrade, one_writer=one_writer)
     attach(engine, sealer)
     return engine
 

@@ -106,7 +106,9 @@ def create_app(
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
         configure_from_settings(settings)
-    engine = engine or engine_for(settings)
+    # Its requests write from several threads at once: on SQLite they take turns in the
+    # process instead of sleeping on the database's lock.
+    engine = engine or engine_for(settings, one_writer=True)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
