@@ -50,9 +50,10 @@ def one_writer_at_a_time(engine: Engine) -> None:
     SQLite lets one connection write and makes the others retry, sleeping between tries for up
     to 100 ms each. Under the API's load (its requests write from several threads: events,
     their signals, audit entries) those sleeps made the slowest answers several times the
-    median (bench/README, "One writer at a time in the API"). A transaction takes the lock at
-    its first write, as SQLite does, and gives it back once committed or rolled back; reads
-    never wait for it. Waiting is bounded like SQLite's own (`SQLITE_BUSY_SECONDS`)."""
+    median (bench/README, "Events stored without asking Temporal; one writer at a time in the
+    API"). A transaction takes the lock at its first write, as SQLite does, and gives it back
+    once committed or rolled back; reads never wait for it. Waiting is bounded like SQLite's
+    own (`SQLITE_BUSY_SECONDS`)."""
     lock = threading.Lock()  # released by whichever thread ends the transaction
     holders: set[int] = set()  # the DBAPI connections inside a writing transaction
 
