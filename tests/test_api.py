@@ -290,6 +290,21 @@ async def test_accepted_events_survive_a_failed_signal(
     assert signals == ["event", "events"]
 
 
+def assert_kept_uncounted(
+    settings: Settings, response: httpx.Response, user_id: str, key: str
+) -> None:
+    """The event was answered 202 and stored uncounted, its signal given up (the trial gone)."""
+    assert response.status_code == 202, response.text
+    assert response.json()["events"][0]["counted"] is False
+    with Session(make_engine(settings.effective_database_url)) as session:
+        event = session.get(TrialEvent, f"{user_id}:{key}")
+        signal = session.exec(
+            select(PendingSignal).where(PendingSignal.workflow_id == workflow_id_for(user_id))
+        ).one()
+    assert event is not None and not event.counted
+    assert signal.failed and signal.delivered_at is None
+
+
 async def test_an_event_sent_as_its_trial_ends_is_kept_and_not_counted(
     api: httpx.AsyncClient,
     env: WorkflowEnvironment,
@@ -312,15 +327,7 @@ async def test_an_event_sent_as_its_trial_ends_is_kept_and_not_counted(
     response = await api.post(
         "/v1/trials/api-race/events", json={"name": "workflow_created", "idempotency_key": "late"}
     )
-    assert response.status_code == 202, response.text
-    assert response.json()["events"][0]["counted"] is False
-    with Session(make_engine(settings.effective_database_url)) as session:
-        event = session.get(TrialEvent, "api-race:late")
-        signal = session.exec(
-            select(PendingSignal).where(PendingSignal.workflow_id == "trial-api-race")
-        ).one()
-    assert event is not None and not event.counted
-    assert signal.failed and signal.delivered_at is None
+    assert_kept_uncounted(settings, response, "api-race", "late")
 
 
 def _count_describes(client: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -392,15 +399,7 @@ async def test_events_of_a_terminated_trial_are_kept_uncounted(
         "/v1/trials/api-terminated/events",
         json={"name": "workflow_created", "idempotency_key": "after"},
     )
-    assert response.status_code == 202, response.text
-    assert response.json()["events"][0]["counted"] is False
-    with Session(make_engine(settings.effective_database_url)) as session:
-        event = session.get(TrialEvent, "api-terminated:after")
-        signal = session.exec(
-            select(PendingSignal).where(PendingSignal.workflow_id == "trial-api-terminated")
-        ).one()
-    assert event is not None and not event.counted
-    assert signal.failed and signal.delivered_at is None
+    assert_kept_uncounted(settings, response, "api-terminated", "after")
 
 
 async def test_events_after_the_end_are_kept_for_a_while_then_refused(
